@@ -1,0 +1,64 @@
+//! Storage: an enum over devices, and for the CPU an enum over dtypes (the candle model).
+//! Storage is immutable once built and shared between views through an `Arc`.
+
+use crate::dtype::DType;
+use half::{bf16, f16};
+
+/// Host storage, one vector per dtype.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CpuStorage {
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+}
+
+impl CpuStorage {
+    /// The element type held.
+    pub fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F16(_) => DType::F16,
+            CpuStorage::BF16(_) => DType::BF16,
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F64(_) => DType::F64,
+            CpuStorage::I64(_) => DType::I64,
+            CpuStorage::U8(_) => DType::U8,
+            CpuStorage::I8(_) => DType::I8,
+        }
+    }
+    /// Number of elements held.
+    pub fn len(&self) -> usize {
+        match self {
+            CpuStorage::F16(v) => v.len(),
+            CpuStorage::BF16(v) => v.len(),
+            CpuStorage::F32(v) => v.len(),
+            CpuStorage::F64(v) => v.len(),
+            CpuStorage::I64(v) => v.len(),
+            CpuStorage::U8(v) => v.len(),
+            CpuStorage::I8(v) => v.len(),
+        }
+    }
+    /// Whether no element is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A tensor's storage on some device.
+#[derive(Debug)]
+pub enum Storage {
+    /// Host memory.
+    Cpu(CpuStorage),
+}
+
+impl Storage {
+    /// The element type held.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Storage::Cpu(s) => s.dtype(),
+        }
+    }
+}
