@@ -438,3 +438,251 @@ pub fn batch_norm_backward<T: Float>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// xorshift64*: deterministic values in [-1, 1).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            (v >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+        }
+        fn vec(&mut self, n: usize) -> Vec<f64> {
+            (0..n).map(|_| self.next()).collect()
+        }
+    }
+
+    fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{what}: element {i}: got {a}, want {b}");
+        }
+    }
+
+    /// Central finite differences of `f` at `v`.
+    fn fd(v: &[f64], f: &dyn Fn(&[f64]) -> f64) -> Vec<f64> {
+        let eps = 1e-6;
+        (0..v.len())
+            .map(|i| {
+                let (mut p, mut m) = (v.to_vec(), v.to_vec());
+                p[i] += eps;
+                m[i] -= eps;
+                (f(&p) - f(&m)) / (2.0 * eps)
+            })
+            .collect()
+    }
+
+    fn dot(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(a, b)| a * b).sum()
+    }
+
+    fn naive_layer_norm(x: &[f64], cols: usize, w: Option<&[f64]>, b: Option<&[f64]>, eps: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (mut y, mut mean, mut rstd) = (Vec::new(), Vec::new(), Vec::new());
+        for row in x.chunks(cols) {
+            let m = row.iter().sum::<f64>() / cols as f64;
+            let v = row.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / cols as f64;
+            let r = 1.0 / (v + eps).sqrt();
+            for (j, x) in row.iter().enumerate() {
+                y.push((x - m) * r * w.map_or(1.0, |w| w[j]) + b.map_or(0.0, |b| b[j]));
+            }
+            mean.push(m);
+            rstd.push(r);
+        }
+        (y, mean, rstd)
+    }
+
+    #[test]
+    fn layer_norm_forward_matches_naive() {
+        let mut rng = Rng(5);
+        // cols 2500 x rows 30 spans several tasks
+        for &(rows, cols) in &[(1, 1), (3, 7), (5, 64), (30, 2500), (2, 33)] {
+            let x: Vec<f64> = rng.vec(rows * cols).iter().map(|v| v * 3.0 + 10.0).collect();
+            let (w, b) = (rng.vec(cols), rng.vec(cols));
+            for (wo, bo) in [(None, None), (Some(&w[..]), Some(&b[..])), (Some(&w[..]), None), (None, Some(&b[..]))] {
+                let (want, wm, wr) = naive_layer_norm(&x, cols, wo, bo, 1e-5);
+                let (mut y, mut m, mut r) = (vec![0.0; rows * cols], vec![0.0; rows], vec![0.0; rows]);
+                layer_norm_forward(&x, rows, cols, wo, bo, 1e-5, &mut y, &mut m, &mut r);
+                assert_close(&y, &want, 1e-10, "layer norm y");
+                assert_close(&m, &wm, 1e-12, "layer norm mean");
+                assert_close(&r, &wr, 1e-10, "layer norm rstd");
+                // f32
+                let f = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+                let (x32, w32, b32) = (f(&x), f(&w), f(&b));
+                let (mut y32, mut m32, mut r32) = (vec![0f32; rows * cols], vec![0f32; rows], vec![0f32; rows]);
+                layer_norm_forward(
+                    &x32,
+                    rows,
+                    cols,
+                    wo.map(|_| &w32[..]),
+                    bo.map(|_| &b32[..]),
+                    1e-5,
+                    &mut y32,
+                    &mut m32,
+                    &mut r32,
+                );
+                let y64: Vec<f64> = y32.iter().map(|&v| v as f64).collect();
+                assert_close(&y64, &want, 1e-4, "layer norm y f32");
+            }
+        }
+    }
+
+    #[test]
+    fn layer_norm_backward_matches_finite_differences() {
+        let mut rng = Rng(6);
+        for &(rows, cols) in &[(3, 5), (4, 9), (40, 1200)] {
+            let x = rng.vec(rows * cols);
+            let (w, b, r) = (rng.vec(cols), rng.vec(cols), rng.vec(rows * cols));
+            for affine in [false, true] {
+                let (wo, bo) = if affine { (Some(&w[..]), Some(&b[..])) } else { (None, None) };
+                let loss = |x: &[f64], w: Option<&[f64]>, b: Option<&[f64]>| {
+                    let (y, _, _) = naive_layer_norm(x, cols, w, b, 1e-5);
+                    dot(&y, &r)
+                };
+                let (mut y, mut m, mut rs) = (vec![0.0; rows * cols], vec![0.0; rows], vec![0.0; rows]);
+                layer_norm_forward(&x, rows, cols, wo, bo, 1e-5, &mut y, &mut m, &mut rs);
+                let mut gx = vec![0.0; rows * cols];
+                let (mut gw, mut gb) = (vec![0.0; cols], vec![0.0; cols]);
+                let (gwo, gbo) = if affine { (Some(&mut gw[..]), Some(&mut gb[..])) } else { (None, None) };
+                layer_norm_backward(&x, &r, rows, cols, wo, &m, &rs, &mut gx, gwo, gbo);
+                if rows * cols > 1000 {
+                    // big case: check a sample of rows against FD through one row
+                    for row in [0, rows / 2, rows - 1] {
+                        let xr = &x[row * cols..(row + 1) * cols];
+                        let rr = &r[row * cols..(row + 1) * cols];
+                        let f = |xr: &[f64]| dot(&naive_layer_norm(xr, cols, wo, bo, 1e-5).0, rr);
+                        assert_close(&gx[row * cols..(row + 1) * cols], &fd(xr, &f), 1e-5, "fd ln gx (big)");
+                    }
+                } else {
+                    assert_close(&gx, &fd(&x, &|x| loss(x, wo, bo)), 1e-6, "fd ln gx");
+                }
+                if affine {
+                    assert_close(&gw, &fd(&w, &|w| loss(&x, Some(w), bo)), 1e-5, "fd ln gw");
+                    assert_close(&gb, &fd(&b, &|b| loss(&x, wo, Some(b))), 1e-5, "fd ln gb");
+                }
+            }
+        }
+    }
+
+    /// Naive batch norm: returns (y, batch mean, biased batch var) per channel.
+    #[allow(clippy::type_complexity)]
+    fn naive_batch_norm(
+        x: &[f64],
+        (n, c, s): (usize, usize, usize),
+        w: Option<&[f64]>,
+        b: Option<&[f64]>,
+        stats: Option<(&[f64], &[f64])>,
+        eps: f64,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let idx = |i: usize, ch: usize, j: usize| (i * c + ch) * s + j;
+        let cnt = (n * s) as f64;
+        let mut mean = vec![0.0; c];
+        let mut var = vec![0.0; c];
+        for ch in 0..c {
+            for i in 0..n {
+                for j in 0..s {
+                    mean[ch] += x[idx(i, ch, j)] / cnt;
+                }
+            }
+            for i in 0..n {
+                for j in 0..s {
+                    var[ch] += (x[idx(i, ch, j)] - mean[ch]).powi(2) / cnt;
+                }
+            }
+        }
+        let (um, uv) = stats.unwrap_or((&mean, &var));
+        let mut y = vec![0.0; x.len()];
+        for i in 0..n {
+            for ch in 0..c {
+                for j in 0..s {
+                    let k = idx(i, ch, j);
+                    y[k] = (x[k] - um[ch]) / (uv[ch] + eps).sqrt() * w.map_or(1.0, |w| w[ch]) + b.map_or(0.0, |b| b[ch]);
+                }
+            }
+        }
+        (y, mean, var)
+    }
+
+    const BN_SHAPES: [(usize, usize, usize); 5] = [(4, 3, 5), (7, 5, 1), (2, 2, 70000), (3000, 16, 1), (2, 3, 1)];
+
+    #[test]
+    fn batch_norm_forward_matches_naive() {
+        let mut rng = Rng(8);
+        let (momentum, eps) = (0.1, 1e-5);
+        for (n, c, s) in BN_SHAPES {
+            let x: Vec<f64> = rng.vec(n * c * s).iter().map(|v| v * 2.0 + 5.0).collect();
+            let (w, b) = (rng.vec(c), rng.vec(c));
+            for affine in [false, true] {
+                let (wo, bo) = if affine { (Some(&w[..]), Some(&b[..])) } else { (None, None) };
+                let (want, bm, bv) = naive_batch_norm(&x, (n, c, s), wo, bo, None, eps);
+                // training, with running stats
+                let (rm0, rv0): (Vec<f64>, Vec<f64>) = (rng.vec(c), rng.vec(c).iter().map(|v| v + 2.0).collect());
+                let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
+                let (mut y, mut sm, mut sr) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
+                batch_norm_forward(&x, n, c, s, wo, bo, Some(&mut rm), Some(&mut rv), true, momentum, eps, &mut y, &mut sm, &mut sr);
+                assert_close(&y, &want, 1e-9, "bn train y");
+                assert_close(&sm, &bm, 1e-12, "bn save_mean");
+                let want_rstd: Vec<f64> = bv.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+                assert_close(&sr, &want_rstd, 1e-10, "bn save_rstd");
+                let cnt = (n * s) as f64;
+                let want_rm: Vec<f64> = rm0.iter().zip(&bm).map(|(r, m)| 0.9 * r + 0.1 * m).collect();
+                let want_rv: Vec<f64> = rv0.iter().zip(&bv).map(|(r, v)| 0.9 * r + 0.1 * v * cnt / (cnt - 1.0)).collect();
+                assert_close(&rm, &want_rm, 1e-12, "bn running_mean");
+                assert_close(&rv, &want_rv, 1e-12, "bn running_var");
+                // training without running stats gives the same y
+                let mut y2 = vec![0.0; x.len()];
+                batch_norm_forward(&x, n, c, s, wo, bo, None, None, true, momentum, eps, &mut y2, &mut sm, &mut sr);
+                assert_close(&y2, &want, 1e-9, "bn train y (no running)");
+                // inference with the running stats
+                let (want_e, _, _) = naive_batch_norm(&x, (n, c, s), wo, bo, Some((&rm, &rv)), eps);
+                let (rm_before, rv_before) = (rm.clone(), rv.clone());
+                batch_norm_forward(&x, n, c, s, wo, bo, Some(&mut rm), Some(&mut rv), false, momentum, eps, &mut y, &mut sm, &mut sr);
+                assert_close(&y, &want_e, 1e-9, "bn eval y");
+                assert_eq!((rm, rv), (rm_before.clone(), rv_before.clone()), "eval must not touch running stats");
+                assert_close(&sm, &rm_before, 0.0, "bn eval save_mean");
+                let want_rstd: Vec<f64> = rv_before.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+                assert_close(&sr, &want_rstd, 1e-12, "bn eval save_rstd");
+            }
+        }
+    }
+
+    #[test]
+    fn batch_norm_backward_matches_finite_differences() {
+        let mut rng = Rng(9);
+        let eps = 1e-5;
+        for (n, c, s) in [(4, 3, 5), (7, 5, 1), (2, 2, 9), (2, 3, 1)] {
+            let x = rng.vec(n * c * s);
+            let (w, b, r) = (rng.vec(c), rng.vec(c), rng.vec(n * c * s));
+            let rm = rng.vec(c);
+            let rv: Vec<f64> = rng.vec(c).iter().map(|v| v + 1.5).collect();
+            for training in [true, false] {
+                let stats = if training { None } else { Some((&rm[..], &rv[..])) };
+                for affine in [false, true] {
+                    let (wo, bo) = if affine { (Some(&w[..]), Some(&b[..])) } else { (None, None) };
+                    let loss = |x: &[f64], w: Option<&[f64]>, b: Option<&[f64]>| dot(&naive_batch_norm(x, (n, c, s), w, b, stats, eps).0, &r);
+                    let (mut y, mut sm, mut sr) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
+                    let (mut rm2, mut rv2) = (rm.clone(), rv.clone());
+                    batch_norm_forward(&x, n, c, s, wo, bo, Some(&mut rm2), Some(&mut rv2), training, 0.1, eps, &mut y, &mut sm, &mut sr);
+                    let mut gx = vec![0.0; x.len()];
+                    let (mut gw, mut gb) = (vec![0.0; c], vec![0.0; c]);
+                    batch_norm_backward(&x, &r, n, c, s, wo, &sm, &sr, training, &mut gx, Some(&mut gw), Some(&mut gb));
+                    let what = format!("bn {n}x{c}x{s} training {training} affine {affine}");
+                    assert_close(&gx, &fd(&x, &|x| loss(x, wo, bo)), 1e-6, &format!("{what} gx"));
+                    let wv = wo.map_or(vec![1.0; c], |w| w.to_vec());
+                    let bv = bo.map_or(vec![0.0; c], |b| b.to_vec());
+                    assert_close(&gw, &fd(&wv, &|w| loss(&x, Some(w), Some(&bv))), 1e-6, &format!("{what} gw"));
+                    assert_close(&gb, &fd(&bv, &|b| loss(&x, Some(&wv), Some(b))), 1e-6, &format!("{what} gb"));
+                    // without the optional outputs grad_x is unchanged
+                    let mut gx2 = vec![0.0; x.len()];
+                    batch_norm_backward(&x, &r, n, c, s, wo, &sm, &sr, training, &mut gx2, None, None);
+                    assert_close(&gx2, &gx, 0.0, &format!("{what} gx without gw/gb"));
+                }
+            }
+        }
+    }
+}

@@ -330,3 +330,290 @@ pub fn avg_pool2d_backward<T: Float>(g: &Pool2dGeom, grad_out: &[T], grad_in: &m
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// xorshift64*: deterministic values in [-1, 1).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            (v >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+        }
+        fn vec(&mut self, n: usize) -> Vec<f64> {
+            (0..n).map(|_| self.next()).collect()
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn geom(
+        (n, c, h, w): (usize, usize, usize, usize),
+        (kh, kw): (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+        dilation: (usize, usize),
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> Pool2dGeom {
+        Pool2dGeom { n, c, h, w, kh, kw, stride, padding, dilation, ceil_mode, count_include_pad }
+    }
+
+    /// Geometries valid for both pools (dilation 1), each with both ceil modes.
+    fn avg_geoms() -> Vec<Pool2dGeom> {
+        let mut v = Vec::new();
+        for ceil in [false, true] {
+            for cip in [false, true] {
+                v.push(geom((2, 3, 7, 9), (3, 3), (2, 2), (1, 1), (1, 1), ceil, cip));
+                v.push(geom((1, 2, 5, 5), (2, 2), (2, 2), (1, 1), (1, 1), ceil, cip));
+                v.push(geom((2, 2, 8, 6), (3, 2), (2, 3), (1, 1), (1, 1), ceil, cip));
+                v.push(geom((1, 3, 6, 10), (2, 4), (1, 3), (0, 2), (1, 1), ceil, cip));
+                v.push(geom((2, 1, 10, 11), (3, 3), (3, 2), (0, 1), (1, 1), ceil, cip));
+                v.push(geom((1, 2, 4, 4), (4, 4), (1, 1), (2, 2), (1, 1), ceil, cip));
+            }
+        }
+        v
+    }
+
+    fn max_geoms() -> Vec<Pool2dGeom> {
+        let mut v = avg_geoms();
+        for ceil in [false, true] {
+            v.push(geom((2, 2, 9, 11), (3, 3), (2, 2), (1, 1), (2, 2), ceil, true));
+            v.push(geom((1, 3, 10, 7), (2, 3), (1, 2), (1, 1), (3, 2), ceil, true));
+            v.push(geom((1, 1, 1, 20), (1, 3), (1, 2), (0, 1), (1, 2), ceil, true));
+        }
+        v
+    }
+
+    /// PyTorch's CPU max pool, literally.
+    fn naive_max(g: &Pool2dGeom, x: &[f64]) -> (Vec<f64>, Vec<i64>) {
+        let (oh, ow) = (g.out_h() as isize, g.out_w() as isize);
+        let (h, w) = (g.h as isize, g.w as isize);
+        let (mut out, mut idx) = (Vec::new(), Vec::new());
+        for p in 0..g.n * g.c {
+            let plane = &x[p * g.h * g.w..];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut ih0 = oy * g.stride.0 as isize - g.padding.0 as isize;
+                    let mut iw0 = ox * g.stride.1 as isize - g.padding.1 as isize;
+                    let ih1 = (ih0 + (g.kh as isize - 1) * g.dilation.0 as isize + 1).min(h);
+                    let iw1 = (iw0 + (g.kw as isize - 1) * g.dilation.1 as isize + 1).min(w);
+                    while ih0 < 0 {
+                        ih0 += g.dilation.0 as isize;
+                    }
+                    while iw0 < 0 {
+                        iw0 += g.dilation.1 as isize;
+                    }
+                    let (mut m, mut mi) = (f64::NEG_INFINITY, ih0 * w + iw0);
+                    let mut ih = ih0;
+                    while ih < ih1 {
+                        let mut iw = iw0;
+                        while iw < iw1 {
+                            let v = plane[(ih * w + iw) as usize];
+                            if v > m || v.is_nan() {
+                                m = v;
+                                mi = ih * w + iw;
+                            }
+                            iw += g.dilation.1 as isize;
+                        }
+                        ih += g.dilation.0 as isize;
+                    }
+                    out.push(m);
+                    idx.push(mi as i64);
+                }
+            }
+        }
+        (out, idx)
+    }
+
+    /// PyTorch's CPU average pool, literally; returns (out, divisor per output).
+    fn naive_avg(g: &Pool2dGeom, x: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let (oh, ow) = (g.out_h() as isize, g.out_w() as isize);
+        let (h, w) = (g.h as isize, g.w as isize);
+        let (ph, pw) = (g.padding.0 as isize, g.padding.1 as isize);
+        let (mut out, mut divs) = (Vec::new(), Vec::new());
+        for p in 0..g.n * g.c {
+            let plane = &x[p * g.h * g.w..];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut ih0 = oy * g.stride.0 as isize - ph;
+                    let mut iw0 = ox * g.stride.1 as isize - pw;
+                    let mut ih1 = (ih0 + g.kh as isize).min(h + ph);
+                    let mut iw1 = (iw0 + g.kw as isize).min(w + pw);
+                    let pool_size = (ih1 - ih0) * (iw1 - iw0);
+                    ih0 = ih0.max(0);
+                    iw0 = iw0.max(0);
+                    ih1 = ih1.min(h);
+                    iw1 = iw1.min(w);
+                    if ih0 >= ih1 || iw0 >= iw1 {
+                        out.push(0.0);
+                        divs.push(f64::INFINITY);
+                        continue;
+                    }
+                    let div = if g.count_include_pad { pool_size } else { (ih1 - ih0) * (iw1 - iw0) } as f64;
+                    let mut s = 0.0;
+                    for ih in ih0..ih1 {
+                        for iw in iw0..iw1 {
+                            s += plane[(ih * w + iw) as usize];
+                        }
+                    }
+                    out.push(s / div);
+                    divs.push(div);
+                }
+            }
+        }
+        (out, divs)
+    }
+
+    fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            let same = a == b || (a.is_nan() && b.is_nan());
+            assert!(same || (a - b).abs() <= tol * (1.0 + b.abs()), "{what}: element {i}: got {a}, want {b}");
+        }
+    }
+
+    fn out_len(g: &Pool2dGeom) -> usize {
+        g.n * g.c * g.out_h() * g.out_w()
+    }
+
+    #[test]
+    fn pool_out_size_matches_pytorch() {
+        let g = |h, k, s, p, ceil| geom((1, 1, h, h), (k, k), (s, s), (p, p), (1, 1), ceil, true).out_h();
+        assert_eq!(g(5, 2, 2, 0, false), 2);
+        assert_eq!(g(5, 2, 2, 0, true), 3);
+        assert_eq!(g(6, 3, 2, 1, true), 4);
+        // ceil mode would start the last window in the right padding: dropped
+        assert_eq!(g(5, 2, 2, 1, true), 3);
+        assert_eq!(g(5, 2, 2, 1, false), 3);
+        let d = geom((1, 1, 9, 9), (3, 3), (2, 2), (1, 1), (2, 2), false, true);
+        assert_eq!(d.out_h(), 4);
+    }
+
+    #[test]
+    fn max_pool_matches_naive() {
+        let mut rng = Rng(7);
+        for g in max_geoms() {
+            let x = rng.vec(g.n * g.c * g.h * g.w);
+            let (want, want_idx) = naive_max(&g, &x);
+            let mut out = vec![0.0; out_len(&g)];
+            let mut idx = vec![-1; out_len(&g)];
+            max_pool2d_forward(&g, &x, &mut out, &mut idx);
+            assert_close(&out, &want, 0.0, &format!("max {g:?}"));
+            assert_eq!(idx, want_idx, "argmax {g:?}");
+            // f32
+            let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            let mut out32 = vec![0f32; out_len(&g)];
+            max_pool2d_forward(&g, &x32, &mut out32, &mut idx);
+            assert_eq!(idx, want_idx, "argmax f32 {g:?}");
+            // backward: scatter through argmax
+            let go = rng.vec(out_len(&g));
+            let mut want_gi = vec![0.0; x.len()];
+            for (o, &i) in want_idx.iter().enumerate() {
+                want_gi[o / (g.out_h() * g.out_w()) * g.h * g.w + i as usize] += go[o];
+            }
+            let mut gi = vec![f64::NAN; x.len()];
+            max_pool2d_backward(&g, &go, &idx, &mut gi);
+            assert_close(&gi, &want_gi, 1e-15, &format!("max backward {g:?}"));
+        }
+    }
+
+    #[test]
+    fn max_pool_nan_ties_and_neg_inf() {
+        let g = geom((1, 1, 4, 4), (2, 2), (2, 2), (0, 0), (1, 1), false, true);
+        #[rustfmt::skip]
+        let x = [
+            1.0, f64::NAN, 2.0, 2.0,
+            f64::NAN, 0.0, 2.0, 1.0,
+            f64::NEG_INFINITY, f64::NEG_INFINITY, 5.0, f64::NAN,
+            f64::NEG_INFINITY, f64::NEG_INFINITY, f64::INFINITY, 3.0,
+        ];
+        let (want, want_idx) = naive_max(&g, &x);
+        let mut out = vec![0.0; 4];
+        let mut idx = vec![0; 4];
+        max_pool2d_forward(&g, &x, &mut out, &mut idx);
+        assert!(out[0].is_nan() && out[3].is_nan());
+        assert_eq!((out[1], out[2]), (2.0, f64::NEG_INFINITY));
+        assert_eq!(idx, vec![4, 2, 8, 11]);
+        assert_eq!(idx, want_idx);
+        assert_close(&out, &want, 0.0, "nan case");
+    }
+
+    #[test]
+    fn avg_pool_matches_naive() {
+        let mut rng = Rng(11);
+        for g in avg_geoms() {
+            let x = rng.vec(g.n * g.c * g.h * g.w);
+            let (want, divs) = naive_avg(&g, &x);
+            let mut out = vec![f64::NAN; out_len(&g)];
+            avg_pool2d_forward(&g, &x, &mut out);
+            assert_close(&out, &want, 1e-14, &format!("avg {g:?}"));
+            // backward: each window spreads go / div over its input elements
+            let go = rng.vec(out_len(&g));
+            let ohw = g.out_h() * g.out_w();
+            let mut want_gi = vec![0.0; x.len()];
+            for (o, &gv) in go.iter().enumerate() {
+                let (p, oy, ox) = (o / ohw, o % ohw / g.out_w(), o % g.out_w());
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let iy = (oy * g.stride.0 + ky) as isize - g.padding.0 as isize;
+                        let ix = (ox * g.stride.1 + kx) as isize - g.padding.1 as isize;
+                        if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
+                            want_gi[p * g.h * g.w + iy as usize * g.w + ix as usize] += gv / divs[o];
+                        }
+                    }
+                }
+            }
+            let mut gi = vec![f64::NAN; x.len()];
+            avg_pool2d_backward(&g, &go, &mut gi);
+            assert_close(&gi, &want_gi, 1e-14, &format!("avg backward {g:?}"));
+        }
+    }
+
+    /// Gradients of `Σ pool(x) * r` against central finite differences (distinct random inputs,
+    /// so max pool has no ties within eps).
+    #[test]
+    fn pool_gradients_match_finite_differences() {
+        let mut rng = Rng(99);
+        for (i, g) in max_geoms().into_iter().enumerate().filter(|(i, _)| i % 3 == 0) {
+            let x = rng.vec(g.n * g.c * g.h * g.w);
+            let r = rng.vec(out_len(&g));
+            let eps = 1e-6;
+            let fd = |f: &dyn Fn(&[f64]) -> f64| -> Vec<f64> {
+                (0..x.len())
+                    .map(|j| {
+                        let (mut p, mut m) = (x.clone(), x.clone());
+                        p[j] += eps;
+                        m[j] -= eps;
+                        (f(&p) - f(&m)) / (2.0 * eps)
+                    })
+                    .collect()
+            };
+            let max_loss = |x: &[f64]| {
+                let mut out = vec![0.0; out_len(&g)];
+                let mut idx = vec![0; out_len(&g)];
+                max_pool2d_forward(&g, x, &mut out, &mut idx);
+                out.iter().zip(&r).map(|(o, r)| o * r).sum::<f64>()
+            };
+            let mut out = vec![0.0; out_len(&g)];
+            let mut idx = vec![0; out_len(&g)];
+            max_pool2d_forward(&g, &x, &mut out, &mut idx);
+            let mut gi = vec![0.0; x.len()];
+            max_pool2d_backward(&g, &r, &idx, &mut gi);
+            assert_close(&gi, &fd(&max_loss), 1e-6, &format!("fd max {i} {g:?}"));
+            if g.dilation == (1, 1) {
+                let avg_loss = |x: &[f64]| {
+                    let mut out = vec![0.0; out_len(&g)];
+                    avg_pool2d_forward(&g, x, &mut out);
+                    out.iter().zip(&r).map(|(o, r)| o * r).sum::<f64>()
+                };
+                avg_pool2d_backward(&g, &r, &mut gi);
+                assert_close(&gi, &fd(&avg_loss), 1e-6, &format!("fd avg {i} {g:?}"));
+            }
+        }
+    }
+}
