@@ -387,6 +387,7 @@ impl Tensor {
 }
 
 /// Layer norm output with the statistics saved for backward.
+#[derive(Debug)]
 pub struct LayerNormOutput {
     pub y: Tensor,
     /// Per-row mean, shape `[rows]`.
@@ -396,6 +397,7 @@ pub struct LayerNormOutput {
 }
 
 /// Batch norm output with the statistics saved for backward and updated running statistics.
+#[derive(Debug)]
 pub struct BatchNormOutput {
     pub y: Tensor,
     /// Per-channel mean used (batch mean in training, running mean in inference).
