@@ -13,10 +13,7 @@ use rayon::prelude::*;
 /// Merges adjacent dimensions of `shape` that are contiguous with respect to every stride set in
 /// `strides` (all of the same rank), and drops size-1 dims. Returns the collapsed shape and one
 /// stride vector per operand. A rank-0 result is returned as shape `[1]`.
-pub fn collapse_dims<const N: usize>(
-    shape: &[usize],
-    strides: [&[usize]; N],
-) -> (Vec<usize>, [Vec<usize>; N]) {
+pub fn collapse_dims<const N: usize>(shape: &[usize], strides: [&[usize]; N]) -> (Vec<usize>, [Vec<usize>; N]) {
     let mut out_shape: Vec<usize> = Vec::with_capacity(shape.len());
     let mut out_strides: [Vec<usize>; N] = std::array::from_fn(|_| Vec::new());
     for d in 0..shape.len() {
@@ -127,7 +124,6 @@ pub fn copy_strided<T: Copy + Send + Sync>(
         if r0 >= r1 {
             return;
         }
-        let dptr = dptr;
         for_each_row(outer_shape, &outer_strides, [offset], r0, r1 - r0, |row, [o]| {
             // SAFETY: each task writes rows r0..r1 only; rows are disjoint between tasks.
             let d = unsafe { std::slice::from_raw_parts_mut(dptr.get().add(row * inner), inner) };
