@@ -24,7 +24,9 @@ pub enum ReduceOp {
     /// `log Σ exp(x)`, stable.
     LogSumExp,
     /// Variance with Bessel-style `correction` (0: biased, 1: unbiased).
-    Var { correction: usize },
+    Var {
+        correction: usize,
+    },
 }
 
 /// Sum of a row.
@@ -142,6 +144,23 @@ pub fn reduce_last<T: Float>(x: &[T], rows: usize, r: usize, op: ReduceOp, out: 
         out.fill(v);
         return;
     }
+    let threads = rayon::current_num_threads();
+    if rows < threads
+        && r >= 4 * PAR_CHUNK
+        && matches!(op, ReduceOp::Sum | ReduceOp::Mean | ReduceOp::Max | ReduceOp::Min)
+    {
+        // few long rows: reduce pieces of each row in parallel, then combine the partials
+        for (i, v) in out.iter_mut().enumerate() {
+            let row = &x[i * r..(i + 1) * r];
+            let piece_op = if op == ReduceOp::Mean { ReduceOp::Sum } else { op };
+            let partials: Vec<T> = row.par_chunks(PAR_CHUNK * 4).map(|c| reduce_row(c, piece_op)).collect();
+            *v = reduce_row(&partials, piece_op);
+            if op == ReduceOp::Mean {
+                *v = T::from_f64_lossy(v.to_f64_lossy() / r as f64);
+            }
+        }
+        return;
+    }
     let rows_per_task = (PAR_CHUNK / r).max(1);
     out.par_chunks_mut(rows_per_task).enumerate().for_each(|(t, o)| {
         let r0 = t * rows_per_task;
@@ -222,7 +241,14 @@ mod tests {
         let (rows, r) = (5, 37);
         let x: Vec<f64> = (0..rows * r).map(|i| ((i * 31 % 17) as f64) - 8.0 + i as f64 * 1e-3).collect();
         let mut out = vec![0.0; rows];
-        for op in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min, ReduceOp::LogSumExp, ReduceOp::Var { correction: 1 }] {
+        for op in [
+            ReduceOp::Sum,
+            ReduceOp::Mean,
+            ReduceOp::Max,
+            ReduceOp::Min,
+            ReduceOp::LogSumExp,
+            ReduceOp::Var { correction: 1 },
+        ] {
             reduce_last(&x, rows, r, op, &mut out);
             for i in 0..rows {
                 let row = &x[i * r..(i + 1) * r];
@@ -245,6 +271,21 @@ mod tests {
             let m = row.iter().cloned().fold(f64::MIN, f64::max);
             assert_eq!(am[i] as usize, row.iter().position(|&v| v == m).unwrap());
         }
+    }
+
+    #[test]
+    fn long_rows_split_across_threads() {
+        let n = 1 << 20;
+        let x: Vec<f32> = (0..n).map(|i| (i % 7) as f32 - 3.0 + if i == 777_777 { 100.0 } else { 0.0 }).collect();
+        let want_sum: f64 = x.iter().map(|&v| v as f64).sum();
+        let mut out = [0.0f32];
+        reduce_last(&x, 1, n, ReduceOp::Sum, &mut out);
+        assert!((out[0] as f64 - want_sum).abs() < 1e-2, "{} vs {want_sum}", out[0]);
+        reduce_last(&x, 1, n, ReduceOp::Max, &mut out);
+        assert_eq!(out[0], x.iter().cloned().fold(f32::MIN, f32::max));
+        assert!(out[0] > 90.0);
+        reduce_last(&x, 1, n, ReduceOp::Mean, &mut out);
+        assert!((out[0] as f64 - want_sum / n as f64).abs() < 1e-6);
     }
 
     #[test]
