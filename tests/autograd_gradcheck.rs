@@ -1,5 +1,7 @@
 //! Every differentiable op checked against central finite differences in f64, on random shapes
 //! drawn by proptest (small, so that the numeric Jacobian stays cheap).
+// `&[x.clone()]` keeps the many one-input checks uniform
+#![allow(clippy::cloned_ref_to_slice_refs)]
 
 use proptest::prelude::*;
 use stapes::autograd::{gradcheck, Var};
@@ -19,7 +21,10 @@ fn rand_pos(seed: u64, shape: &[usize]) -> Tensor {
 
 fn check(name: &str, f: impl Fn(&[Var]) -> Result<Var>, inputs: &[Tensor]) {
     if let Err(e) = gradcheck(f, inputs, EPS, ATOL, RTOL) {
-        panic!("gradcheck of {name} failed on shapes {:?}: {e}", inputs.iter().map(|t| t.dims().to_vec()).collect::<Vec<_>>());
+        panic!(
+            "gradcheck of {name} failed on shapes {:?}: {e}",
+            inputs.iter().map(|t| t.dims().to_vec()).collect::<Vec<_>>()
+        );
     }
 }
 
@@ -207,7 +212,12 @@ fn no_grad_and_detach_cut_the_graph() {
 fn fused_op_with_custom_backward() {
     // a user-registered op: y = 3x, with its own backward
     let x = Var::leaf(randn(3, &[5]));
-    let y = Var::from_op("triple", x.tensor().mul_scalar(3.0).unwrap(), &[&x], Box::new(|g| Ok(vec![Some(g.mul_scalar(3.0)?)])));
+    let y = Var::from_op(
+        "triple",
+        x.tensor().mul_scalar(3.0).unwrap(),
+        &[&x],
+        Box::new(|g| Ok(vec![Some(g.mul_scalar(3.0)?)])),
+    );
     y.sum_all().unwrap().backward().unwrap();
     assert!(x.grad().unwrap().to_vec::<f64>().unwrap().iter().all(|&v| (v - 3.0).abs() < 1e-12));
 }

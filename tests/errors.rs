@@ -78,7 +78,9 @@ fn invalid_arguments() {
     assert!(msg(t(&[1, 1, 4, 4]).max_pool2d([2, 2], [1, 1], [2, 2], [1, 1], false)).contains("at most half"));
     assert!(msg(t(&[1, 2, 3]).pad(&[3, 0], PadMode::Reflect, 0.0)).contains("reflect padding"));
     assert!(msg(t(&[3]).clamp(1.0, 0.0)).contains("min 1 is greater than max 0"));
-    assert!(msg(t(&[1, 3]).batch_norm(None, None, None, None, true, 0.1, 1e-5)).contains("more than 1 value per channel"));
+    assert!(
+        msg(t(&[1, 3]).batch_norm(None, None, None, None, true, 0.1, 1e-5)).contains("more than 1 value per channel")
+    );
     assert!(msg(t(&[2, 3]).chunk(0, 0usize)).contains("positive"));
     assert!(msg(Tensor::arange(0.0, 1.0, 0.0, DType::F32, &Device::Cpu)).contains("arange"));
     // autograd errors

@@ -12,11 +12,18 @@ mod common;
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use common::{check_close, load_golden, Params};
+use common::{close_margin, load_golden, Params};
 use stapes::autograd::Var;
 use stapes::tensor::{DType, PadMode, Tensor};
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/ops.safetensors");
+
+/// Environment knobs: `STAPES_GOLDEN_OPS=path` reads another golden file (e.g. a deliberately
+/// corrupted copy, to check the test catches it); `STAPES_PARITY_VERBOSE=1` prints, per case,
+/// the largest fraction of the tolerance any compared element used.
+fn golden_path() -> String {
+    std::env::var("STAPES_GOLDEN_OPS").unwrap_or_else(|_| GOLDEN.to_string())
+}
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -151,11 +158,7 @@ fn run_op(op: &str, inp: &Inputs) -> Res<Vec<Var>> {
             let corr = p.usize("correction")?;
             let keep = p.bool("keepdim")?;
             let x = inp.x(0)?;
-            one(if op == "var" {
-                x.var(dims.as_slice(), corr, keep)?
-            } else {
-                x.std(dims.as_slice(), corr, keep)?
-            })
+            one(if op == "var" { x.var(dims.as_slice(), corr, keep)? } else { x.std(dims.as_slice(), corr, keep)? })
         }
         "sum_all" => one(inp.x(0)?.sum_all()?),
         "argmax" => one(Var::constant(inp.t(0)?.argmax(dim_param(p, "dim")?, p.bool("keepdim")?)?)),
@@ -247,8 +250,7 @@ fn run_op(op: &str, inp: &Inputs) -> Res<Vec<Var>> {
             let (w, b) = if affine { (Some(inp.x(1)?), Some(inp.x(2)?)) } else { (None, None) };
             let s = if affine { 3 } else { 1 };
             let (rm, rv) = if stats { (Some(inp.t(s)?), Some(inp.t(s + 1)?)) } else { (None, None) };
-            let (y, updated) =
-                inp.x(0)?.batch_norm(rm, rv, w, b, training, p.f64("momentum")?, p.f64("eps")?)?;
+            let (y, updated) = inp.x(0)?.batch_norm(rm, rv, w, b, training, p.f64("momentum")?, p.f64("eps")?)?;
             match (training && stats, updated) {
                 (true, Some((m, v))) => Ok(vec![y, Var::constant(m), Var::constant(v)]),
                 (true, None) => Err("training batch_norm returned no updated running stats".into()),
@@ -299,8 +301,15 @@ fn dims_param(p: &Params, key: &str) -> Res<Vec<i32>> {
 // Running a case
 // ------------------------------------------------------------------------------------------------
 
-/// Runs one case; returns the list of mismatches (empty = pass).
-fn run_case(c: &Case) -> Res<Vec<String>> {
+/// The outcome of one case that ran: its mismatches (empty = pass) and the largest fraction
+/// of the tolerance any compared element used.
+struct Outcome {
+    failures: Vec<String>,
+    margin: f64,
+}
+
+/// Runs one case.
+fn run_case(c: &Case) -> Res<Outcome> {
     let op = c.params.str("op")?.to_string();
     // Leaves (for the gradients) and the viewed inputs the handler sees.
     let mut leaves: Vec<Option<Var>> = Vec::new();
@@ -343,20 +352,25 @@ fn run_case(c: &Case) -> Res<Vec<String>> {
     }
 
     let mut failures = Vec::new();
+    let mut margin = 0.0f64;
+    let mut compare = |got: &Tensor, want: &Tensor, what: &str, failures: &mut Vec<String>| {
+        let (rtol, atol) = tolerance(&op, want.dtype());
+        match close_margin(got, want, rtol, atol, what) {
+            Ok(m) => margin = margin.max(m),
+            Err(e) => failures.push(e),
+        }
+    };
     if outs.len() != c.outs.len() {
         failures.push(format!("stapes gave {} outputs, PyTorch {}", outs.len(), c.outs.len()));
-        return Ok(failures);
+        return Ok(Outcome { failures, margin });
     }
     for (k, (got, want)) in outs.iter().zip(&c.outs).enumerate() {
-        let (rtol, atol) = tolerance(&op, want.dtype());
         let what = if c.multi { format!("out{k}") } else { "out".to_string() };
-        if let Err(e) = check_close(got.tensor(), want, rtol, atol, &what) {
-            failures.push(e);
-        }
+        compare(got.tensor(), want, &what, &mut failures);
     }
 
     if c.gouts.iter().all(Option::is_none) {
-        return Ok(failures);
+        return Ok(Outcome { failures, margin });
     }
     if c.multi {
         // backward of sum_k (out_k * gout_k).sum()
@@ -376,23 +390,19 @@ fn run_case(c: &Case) -> Res<Vec<String>> {
     }
     for (i, (leaf, want)) in leaves.iter().zip(&c.grads).enumerate() {
         let (Some(leaf), Some(want)) = (leaf, want) else { continue };
-        let (rtol, atol) = tolerance(&op, want.dtype());
         match leaf.grad() {
             None => failures.push(format!("grad{i}: stapes computed no gradient for in{i}")),
-            Some(g) => {
-                if let Err(e) = check_close(&g, want, rtol, atol, &format!("grad{i}")) {
-                    failures.push(e);
-                }
-            }
+            Some(g) => compare(&g, want, &format!("grad{i}"), &mut failures),
         }
     }
-    Ok(failures)
+    Ok(Outcome { failures, margin })
 }
 
 /// Groups the file's tensors into cases; panics on any tensor or metadata entry that does not
 /// fit the layout (so nothing in the file goes unchecked).
 fn load_cases() -> Vec<Case> {
-    let golden = load_golden(GOLDEN);
+    let path = golden_path();
+    let golden = load_golden(&path);
     let mut parts: BTreeMap<String, BTreeMap<String, Tensor>> = BTreeMap::new();
     for (name, t) in golden.tensors {
         let (case, part) = name.split_once('.').unwrap_or_else(|| panic!("tensor {name:?} has no '.'"));
@@ -445,7 +455,7 @@ fn load_cases() -> Vec<Case> {
     for name in parts.keys() {
         problems.push(format!("{name}: tensors but no metadata entry"));
     }
-    assert!(problems.is_empty(), "malformed golden file {GOLDEN}:\n  {}", problems.join("\n  "));
+    assert!(problems.is_empty(), "malformed golden file {path}:\n  {}", problems.join("\n  "));
     cases
 }
 
@@ -462,7 +472,8 @@ fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
 #[test]
 fn parity_ops() {
     let cases = load_cases();
-    assert!(!cases.is_empty(), "no cases in {GOLDEN}");
+    assert!(!cases.is_empty(), "no cases in {}", golden_path());
+    let verbose = std::env::var_os("STAPES_PARITY_VERBOSE").is_some();
     // Per op family: (passed, total), for the summary.
     let mut by_op: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut failed: Vec<(String, String)> = Vec::new();
@@ -470,8 +481,13 @@ fn parity_ops() {
         let op = c.params.get("op").map(|_| c.params.str("op").unwrap().to_string()).unwrap_or_default();
         let result = catch_unwind(AssertUnwindSafe(|| run_case(c)));
         let problem = match result {
-            Ok(Ok(mismatches)) if mismatches.is_empty() => None,
-            Ok(Ok(mismatches)) => Some(mismatches.join("\n      ")),
+            Ok(Ok(o)) if o.failures.is_empty() => {
+                if verbose {
+                    println!("{:<48} pass, used {:.3} of the tolerance", c.name, o.margin);
+                }
+                None
+            }
+            Ok(Ok(o)) => Some(o.failures.join("\n      ")),
             Ok(Err(e)) => Some(format!("error: {e}")),
             Err(panic) => Some(format!("panicked: {}", panic_message(&*panic))),
         };
@@ -494,4 +510,31 @@ fn parity_ops() {
             failed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(" ")
         );
     }
+}
+
+/// The helpers themselves: the comparison reports the worst element, and the JSON reader
+/// reads what `ops.py` writes.
+#[test]
+fn helpers_report_and_parse() {
+    use stapes::tensor::Device;
+    let e = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3], &Device::Cpu).unwrap();
+    let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.1, 4.0, 5.5, 6.0], [2, 3], &Device::Cpu).unwrap();
+    let msg = common::check_close(&a, &e, None, None, "x").unwrap_err();
+    assert!(msg.contains("2 of 6 elements differ"), "{msg}");
+    assert!(msg.contains("flat index 4, index [1, 1]"), "{msg}");
+    assert!(msg.contains("actual 5.5, expected 5"), "{msg}");
+    common::assert_close(&a, &e, Some(0.1), Some(0.0), "x");
+    let r = std::panic::catch_unwind(|| common::assert_close(&a, &e, None, None, "x"));
+    assert!(r.is_err());
+    let inf = Tensor::from_vec(vec![f32::INFINITY, f32::NAN], [2], &Device::Cpu).unwrap();
+    assert!(common::check_close(&inf, &inf, None, None, "inf").unwrap_err().contains("1 of 2"));
+
+    let p = Params::parse(r#"{"op":"conv2d","stride":[2,1],"eps":1e-05,"v":-1e9,"b":true,"s":"x\"y"}"#).unwrap();
+    assert_eq!(p.usize2("stride").unwrap(), [2, 1]);
+    assert_eq!(p.f64("eps").unwrap(), 1e-5);
+    assert_eq!(p.f64("v").unwrap(), -1e9);
+    assert!(p.bool("b").unwrap());
+    assert_eq!(p.str("s").unwrap(), "x\"y");
+    assert_eq!(p.unused(), vec!["op".to_string()]);
+    assert!(p.usize("eps").is_err());
 }

@@ -100,10 +100,9 @@ proptest! {
         let len = last - s;
         let nv = x.narrow(r - 1, s, len).unwrap();
         let mut want = vec![];
-        for flat in 0..xv.len() {
-            let idx = multi_index(flat, &shape);
-            if idx[r - 1] >= s {
-                want.push(xv[flat]);
+        for (flat, &v) in xv.iter().enumerate() {
+            if multi_index(flat, &shape)[r - 1] >= s {
+                want.push(v);
             }
         }
         prop_assert_eq!(nv.to_vec::<f32>().unwrap(), want.clone());

@@ -25,14 +25,30 @@ fn weighted_sum(y: &Tensor, v: &Tensor) -> Result<f64> {
 
 /// Checks the gradients of `f` at `inputs` (converted to f64). Fails with an error naming the
 /// worst element when `|analytic - numeric| > atol + rtol * |numeric|` anywhere.
-pub fn gradcheck(f: impl Fn(&[Var]) -> Result<Var>, inputs: &[Tensor], eps: f64, atol: f64, rtol: f64) -> Result<GradcheckReport> {
+pub fn gradcheck(
+    f: impl Fn(&[Var]) -> Result<Var>,
+    inputs: &[Tensor],
+    eps: f64,
+    atol: f64,
+    rtol: f64,
+) -> Result<GradcheckReport> {
     let xs: Vec<Tensor> = inputs.iter().map(|t| t.to_dtype(DType::F64)).collect::<Result<_>>()?;
     let vars: Vec<Var> = xs.iter().map(|t| Var::leaf(t.clone())).collect();
     let y = f(&vars)?;
     if y.tensor().dtype() != DType::F64 {
-        return Err(Error::invalid("gradcheck", format!("the function must compute in f64, its output is {}", y.tensor().dtype())));
+        return Err(Error::invalid(
+            "gradcheck",
+            format!("the function must compute in f64, its output is {}", y.tensor().dtype()),
+        ));
     }
-    let v = Tensor::randn_with(&mut Generator::new(1234), 0.0, 1.0, y.tensor().shape().clone(), DType::F64, y.tensor().device())?;
+    let v = Tensor::randn_with(
+        &mut Generator::new(1234),
+        0.0,
+        1.0,
+        y.tensor().shape().clone(),
+        DType::F64,
+        y.tensor().device(),
+    )?;
     y.backward_with(&v)?;
     let mut report = GradcheckReport { max_abs_err: 0.0, worst: None, checked: 0 };
     for (i, x) in xs.iter().enumerate() {
@@ -46,7 +62,11 @@ pub fn gradcheck(f: impl Fn(&[Var]) -> Result<Var>, inputs: &[Tensor], eps: f64,
                 let mut p = base.clone();
                 p[j] += delta;
                 let xp = Tensor::from_vec(p, x.shape().clone(), x.device())?;
-                let args: Vec<Var> = vars.iter().enumerate().map(|(k, vk)| if k == i { Var::constant(xp.clone()) } else { Var::constant(vk.tensor().clone()) }).collect();
+                let args: Vec<Var> = vars
+                    .iter()
+                    .enumerate()
+                    .map(|(k, vk)| if k == i { Var::constant(xp.clone()) } else { Var::constant(vk.tensor().clone()) })
+                    .collect();
                 let out = no_grad(|| f(&args))?;
                 weighted_sum(out.tensor(), &v)
             };
@@ -57,10 +77,14 @@ pub fn gradcheck(f: impl Fn(&[Var]) -> Result<Var>, inputs: &[Tensor], eps: f64,
                 report.max_abs_err = err;
                 report.worst = Some((i, j));
             }
-            if !(err <= atol + rtol * numeric.abs()) {
+            let within = err <= atol + rtol * numeric.abs();
+            if !within {
                 return Err(Error::invalid(
                     "gradcheck",
-                    format!("input {i} element {j}: analytic gradient {} vs numeric {numeric} (|diff| = {err:e})", analytic[j]),
+                    format!(
+                        "input {i} element {j}: analytic gradient {} vs numeric {numeric} (|diff| = {err:e})",
+                        analytic[j]
+                    ),
                 ));
             }
         }

@@ -17,7 +17,12 @@ fn mask_mul(g: &Tensor, mask: &Tensor) -> Result<Tensor> {
 }
 
 impl Var {
-    fn unary_with(&self, name: &'static str, y: Tensor, f: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Send + Sync + 'static) -> Var {
+    fn unary_with(
+        &self,
+        name: &'static str,
+        y: Tensor,
+        f: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Send + Sync + 'static,
+    ) -> Var {
         // f(grad, x, y) -> grad_x
         let x = self.tensor().clone();
         let yc = y.clone();
@@ -50,7 +55,9 @@ impl Var {
     }
     /// `max(x, 0)`.
     pub fn relu(&self) -> Result<Var> {
-        Ok(self.unary_with("relu", self.tensor().relu()?, |g, _, y| mask_mul(g, &y.cmp_scalar(0.0, stapes_tensor::CmpOp::Gt)?)))
+        Ok(self.unary_with("relu", self.tensor().relu()?, |g, _, y| {
+            mask_mul(g, &y.cmp_scalar(0.0, stapes_tensor::CmpOp::Gt)?)
+        }))
     }
     /// GELU (erf form).
     pub fn gelu(&self) -> Result<Var> {
@@ -58,7 +65,9 @@ impl Var {
     }
     /// GELU (tanh approximation).
     pub fn gelu_tanh(&self) -> Result<Var> {
-        Ok(self.unary_with("gelu_tanh", self.tensor().gelu_tanh()?, |g, x, _| g.mul(&x.unary(stapes_tensor::UnaryOp::GeluTanhGrad)?)))
+        Ok(self.unary_with("gelu_tanh", self.tensor().gelu_tanh()?, |g, x, _| {
+            g.mul(&x.unary(stapes_tensor::UnaryOp::GeluTanhGrad)?)
+        }))
     }
     /// Logistic sigmoid.
     pub fn sigmoid(&self) -> Result<Var> {
@@ -134,27 +143,39 @@ impl Var {
 
     /// `self + rhs` with broadcasting.
     pub fn add(&self, rhs: &Var) -> Result<Var> {
-        Ok(self.binary_with(rhs, "add", self.tensor().add(rhs.tensor())?, |g, _, _, _| Ok((Some(g.clone()), Some(g.clone())))))
+        Ok(self.binary_with(rhs, "add", self.tensor().add(rhs.tensor())?, |g, _, _, _| {
+            Ok((Some(g.clone()), Some(g.clone())))
+        }))
     }
     /// `self - rhs` with broadcasting.
     pub fn sub(&self, rhs: &Var) -> Result<Var> {
-        Ok(self.binary_with(rhs, "sub", self.tensor().sub(rhs.tensor())?, |g, _, _, _| Ok((Some(g.clone()), Some(g.neg()?)))))
+        Ok(self.binary_with(rhs, "sub", self.tensor().sub(rhs.tensor())?, |g, _, _, _| {
+            Ok((Some(g.clone()), Some(g.neg()?)))
+        }))
     }
     /// `self * rhs` with broadcasting.
     pub fn mul(&self, rhs: &Var) -> Result<Var> {
-        Ok(self.binary_with(rhs, "mul", self.tensor().mul(rhs.tensor())?, |g, a, b, _| Ok((Some(g.mul(b)?), Some(g.mul(a)?)))))
+        Ok(self.binary_with(rhs, "mul", self.tensor().mul(rhs.tensor())?, |g, a, b, _| {
+            Ok((Some(g.mul(b)?), Some(g.mul(a)?)))
+        }))
     }
     /// `self / rhs` with broadcasting.
     pub fn div(&self, rhs: &Var) -> Result<Var> {
-        Ok(self.binary_with(rhs, "div", self.tensor().div(rhs.tensor())?, |g, _, b, y| Ok((Some(g.div(b)?), Some(g.mul(y)?.div(b)?.neg()?)))))
+        Ok(self.binary_with(rhs, "div", self.tensor().div(rhs.tensor())?, |g, _, b, y| {
+            Ok((Some(g.div(b)?), Some(g.mul(y)?.div(b)?.neg()?)))
+        }))
     }
     /// Elementwise maximum (ties split the gradient evenly, as PyTorch).
     pub fn maximum(&self, rhs: &Var) -> Result<Var> {
-        Ok(self.binary_with(rhs, "maximum", self.tensor().maximum(rhs.tensor())?, |g, a, b, _| minmax_grads(g, a, b, true)))
+        Ok(self.binary_with(rhs, "maximum", self.tensor().maximum(rhs.tensor())?, |g, a, b, _| {
+            minmax_grads(g, a, b, true)
+        }))
     }
     /// Elementwise minimum (ties split the gradient evenly).
     pub fn minimum(&self, rhs: &Var) -> Result<Var> {
-        Ok(self.binary_with(rhs, "minimum", self.tensor().minimum(rhs.tensor())?, |g, a, b, _| minmax_grads(g, a, b, false)))
+        Ok(self.binary_with(rhs, "minimum", self.tensor().minimum(rhs.tensor())?, |g, a, b, _| {
+            minmax_grads(g, a, b, false)
+        }))
     }
     /// `self ^ rhs` with broadcasting.
     pub fn pow(&self, rhs: &Var) -> Result<Var> {
@@ -199,7 +220,8 @@ impl Var {
         let g = if keepdim {
             g.clone()
         } else {
-            let keep: Vec<usize> = x_dims.iter().enumerate().map(|(i, &d)| if dims.contains(&i) { 1 } else { d }).collect();
+            let keep: Vec<usize> =
+                x_dims.iter().enumerate().map(|(i, &d)| if dims.contains(&i) { 1 } else { d }).collect();
             g.reshape(keep)?
         };
         g.expand(x_dims.to_vec())
@@ -228,7 +250,12 @@ impl Var {
         let y = self.tensor().reduce(&d, keepdim, stapes_tensor::ReduceOp::Mean)?;
         let xd = self.dims().to_vec();
         let n: usize = if d.is_empty() { xd.iter().product() } else { d.iter().map(|&i| xd[i]).product() };
-        Ok(Var::from_op("mean", y, &[self], bw(move |g| Ok(vec![Some(Var::reduce_keep_grad(&g.mul_scalar(1.0 / n as f64)?, &xd, &d, keepdim)?)]))))
+        Ok(Var::from_op(
+            "mean",
+            y,
+            &[self],
+            bw(move |g| Ok(vec![Some(Var::reduce_keep_grad(&g.mul_scalar(1.0 / n as f64)?, &xd, &d, keepdim)?)])),
+        ))
     }
     /// Mean of all elements.
     pub fn mean_all(&self) -> Result<Var> {
@@ -238,14 +265,19 @@ impl Var {
         let op = if max { stapes_tensor::ReduceOp::Max } else { stapes_tensor::ReduceOp::Min };
         let y = self.tensor().reduce(&d, keepdim, op)?;
         let (x, yc) = (self.tensor().clone(), y.clone());
-        Ok(Var::from_op(if max { "max" } else { "min" }, y, &[self], bw(move |g| {
-            // the gradient is shared evenly between the elements equal to the extreme (amax)
-            let yk = Var::reduce_keep_grad(&yc, x.dims(), &d, keepdim)?;
-            let mask = x.eq(&yk)?.to_dtype(g.dtype())?;
-            let count = mask.reduce(&d, true, stapes_tensor::ReduceOp::Sum)?;
-            let gk = Var::reduce_keep_grad(g, x.dims(), &d, keepdim)?;
-            Ok(vec![Some(gk.mul(&mask)?.div(&count)?)])
-        })))
+        Ok(Var::from_op(
+            if max { "max" } else { "min" },
+            y,
+            &[self],
+            bw(move |g| {
+                // the gradient is shared evenly between the elements equal to the extreme (amax)
+                let yk = Var::reduce_keep_grad(&yc, x.dims(), &d, keepdim)?;
+                let mask = x.eq(&yk)?.to_dtype(g.dtype())?;
+                let count = mask.reduce(&d, true, stapes_tensor::ReduceOp::Sum)?;
+                let gk = Var::reduce_keep_grad(g, x.dims(), &d, keepdim)?;
+                Ok(vec![Some(gk.mul(&mask)?.div(&count)?)])
+            }),
+        ))
     }
     /// Maximum over `dims` (values).
     pub fn max<D: Dims>(&self, dims: D, keepdim: bool) -> Result<Var> {
@@ -262,11 +294,16 @@ impl Var {
         let d = dims.to_indexes(self.tensor().rank(), "logsumexp")?;
         let y = self.tensor().reduce(&d, keepdim, stapes_tensor::ReduceOp::LogSumExp)?;
         let (x, yc) = (self.tensor().clone(), y.clone());
-        Ok(Var::from_op("logsumexp", y, &[self], bw(move |g| {
-            let yk = Var::reduce_keep_grad(&yc, x.dims(), &d, keepdim)?;
-            let gk = Var::reduce_keep_grad(g, x.dims(), &d, keepdim)?;
-            Ok(vec![Some(gk.mul(&x.sub(&yk)?.exp()?)?)])
-        })))
+        Ok(Var::from_op(
+            "logsumexp",
+            y,
+            &[self],
+            bw(move |g| {
+                let yk = Var::reduce_keep_grad(&yc, x.dims(), &d, keepdim)?;
+                let gk = Var::reduce_keep_grad(g, x.dims(), &d, keepdim)?;
+                Ok(vec![Some(gk.mul(&x.sub(&yk)?.exp()?)?)])
+            }),
+        ))
     }
     /// Variance over `dims` with `correction`.
     pub fn var<D: Dims>(&self, dims: D, correction: usize, keepdim: bool) -> Result<Var> {
@@ -274,12 +311,17 @@ impl Var {
         let y = self.tensor().reduce(&d, keepdim, stapes_tensor::ReduceOp::Var { correction })?;
         let x = self.tensor().clone();
         let n: usize = if d.is_empty() { x.elem_count() } else { d.iter().map(|&i| x.dims()[i]).product() };
-        Ok(Var::from_op("var", y, &[self], bw(move |g| {
-            let mean = x.reduce(&d, true, stapes_tensor::ReduceOp::Mean)?;
-            let gk = Var::reduce_keep_grad(g, x.dims(), &d, keepdim)?;
-            let scale = 2.0 / (n as f64 - correction as f64);
-            Ok(vec![Some(gk.mul(&x.sub(&mean)?)?.mul_scalar(scale)?)])
-        })))
+        Ok(Var::from_op(
+            "var",
+            y,
+            &[self],
+            bw(move |g| {
+                let mean = x.reduce(&d, true, stapes_tensor::ReduceOp::Mean)?;
+                let gk = Var::reduce_keep_grad(g, x.dims(), &d, keepdim)?;
+                let scale = 2.0 / (n as f64 - correction as f64);
+                Ok(vec![Some(gk.mul(&x.sub(&mean)?)?.mul_scalar(scale)?)])
+            }),
+        ))
     }
     /// Standard deviation over `dims` with `correction`.
     pub fn std<D: Dims>(&self, dims: D, correction: usize, keepdim: bool) -> Result<Var> {
@@ -316,11 +358,24 @@ impl Var {
                 let y = self.tensor().matmul(rhs.tensor())?;
                 let (a, b) = (self.tensor().clone(), rhs.tensor().clone());
                 let (need_a, need_b) = (self.requires_grad(), rhs.requires_grad());
-                Ok(Var::from_op("matmul", y, &[self, rhs], bw(move |g| {
-                    let ga = if need_a { Some(g.matmul(&b.transpose(-1i32, -2i32)?)?.sum_to_shape(a.dims())?) } else { None };
-                    let gb = if need_b { Some(a.transpose(-1i32, -2i32)?.matmul(g)?.sum_to_shape(b.dims())?) } else { None };
-                    Ok(vec![ga, gb])
-                })))
+                Ok(Var::from_op(
+                    "matmul",
+                    y,
+                    &[self, rhs],
+                    bw(move |g| {
+                        let ga = if need_a {
+                            Some(g.matmul(&b.transpose(-1i32, -2i32)?)?.sum_to_shape(a.dims())?)
+                        } else {
+                            None
+                        };
+                        let gb = if need_b {
+                            Some(a.transpose(-1i32, -2i32)?.matmul(g)?.sum_to_shape(b.dims())?)
+                        } else {
+                            None
+                        };
+                        Ok(vec![ga, gb])
+                    }),
+                ))
             }
         }
     }
@@ -354,15 +409,20 @@ impl Var {
         let d = dim.to_index(self.tensor().rank(), "narrow")?;
         let y = self.tensor().narrow(d, start, len)?;
         let xd = self.dims().to_vec();
-        Ok(Var::from_op("narrow", y, &[self], bw(move |g| {
-            // zero-pad the gradient back to the input's extent along d
-            let rank = xd.len();
-            let mut pads = vec![0usize; 2 * (rank - d)];
-            let k = 2 * (rank - 1 - d);
-            pads[k] = start;
-            pads[k + 1] = xd[d] - start - len;
-            Ok(vec![Some(g.pad(&pads, PadMode::Constant, 0.0)?)])
-        })))
+        Ok(Var::from_op(
+            "narrow",
+            y,
+            &[self],
+            bw(move |g| {
+                // zero-pad the gradient back to the input's extent along d
+                let rank = xd.len();
+                let mut pads = vec![0usize; 2 * (rank - d)];
+                let k = 2 * (rank - 1 - d);
+                pads[k] = start;
+                pads[k + 1] = xd[d] - start - len;
+                Ok(vec![Some(g.pad(&pads, PadMode::Constant, 0.0)?)])
+            }),
+        ))
     }
     /// Removes a size-1 dim.
     pub fn squeeze<D: Dim>(&self, dim: D) -> Result<Var> {
@@ -409,7 +469,14 @@ impl Var {
         let d = dim.to_index_plus_one(first.tensor().rank(), "stack")?;
         for (i, v) in vars.iter().enumerate() {
             if v.dims() != first.dims() {
-                return Err(Error::shape("stack", format!("shape mismatch in stack: tensor 0 has shape {:?}, tensor {i} has shape {:?}", first.dims(), v.dims())));
+                return Err(Error::shape(
+                    "stack",
+                    format!(
+                        "shape mismatch in stack: tensor 0 has shape {:?}, tensor {i} has shape {:?}",
+                        first.dims(),
+                        v.dims()
+                    ),
+                ));
             }
         }
         let us: Vec<Var> = vars.iter().map(|v| v.unsqueeze(d)).collect::<Result<_>>()?;
@@ -471,7 +538,12 @@ impl Var {
         let d = dim.to_index(self.tensor().rank(), "index_select")?;
         let y = self.tensor().index_select(d, indices)?;
         let (x, idx) = (self.tensor().clone(), indices.clone());
-        Ok(Var::from_op("index_select", y, &[self], bw(move |g| Ok(vec![Some(x.zeros_like()?.index_add(d, &idx, g)?)]))))
+        Ok(Var::from_op(
+            "index_select",
+            y,
+            &[self],
+            bw(move |g| Ok(vec![Some(x.zeros_like()?.index_add(d, &idx, g)?)])),
+        ))
     }
     /// Gathers along `dim` by an i64 index tensor.
     pub fn gather<D: Dim>(&self, dim: D, index: &Tensor) -> Result<Var> {
@@ -485,31 +557,49 @@ impl Var {
         let d = dim.to_index(self.tensor().rank(), "scatter_add")?;
         let y = self.tensor().scatter_add(d, index, src.tensor())?;
         let (idx, sd) = (index.clone(), src.dims().to_vec());
-        Ok(Var::from_op("scatter_add", y, &[self, src], bw(move |g| {
-            let gs = g.gather(d, &idx)?;
-            // src positions outside the index's extent get no gradient
-            let mut pads = vec![];
-            for i in (0..sd.len()).rev() {
-                pads.extend([0, sd[i] - idx.dims()[i]]);
-            }
-            let gs = gs.pad(&pads, PadMode::Constant, 0.0)?;
-            Ok(vec![Some(g.clone()), Some(gs)])
-        })))
+        Ok(Var::from_op(
+            "scatter_add",
+            y,
+            &[self, src],
+            bw(move |g| {
+                let gs = g.gather(d, &idx)?;
+                // src positions outside the index's extent get no gradient
+                let mut pads = vec![];
+                for i in (0..sd.len()).rev() {
+                    pads.extend([0, sd[i] - idx.dims()[i]]);
+                }
+                let gs = gs.pad(&pads, PadMode::Constant, 0.0)?;
+                Ok(vec![Some(g.clone()), Some(gs)])
+            }),
+        ))
     }
     /// Embedding lookup with `self` as the `[num_embeddings, dim]` weight.
     pub fn embedding(&self, ids: &Tensor) -> Result<Var> {
         let y = self.tensor().embedding(ids)?;
         let (w, flat) = (self.tensor().clone(), ids.flatten_all()?);
-        Ok(Var::from_op("embedding", y, &[self], bw(move |g| {
-            let rows = g.reshape([flat.elem_count(), w.dims()[1]])?;
-            Ok(vec![Some(w.zeros_like()?.index_add(0usize, &flat, &rows)?)])
-        })))
+        Ok(Var::from_op(
+            "embedding",
+            y,
+            &[self],
+            bw(move |g| {
+                let rows = g.reshape([flat.elem_count(), w.dims()[1]])?;
+                Ok(vec![Some(w.zeros_like()?.index_add(0usize, &flat, &rows)?)])
+            }),
+        ))
     }
 
     // ---- convolution, pooling, normalisation ----
 
     /// 2-D convolution.
-    pub fn conv2d(&self, weight: &Var, bias: Option<&Var>, stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], groups: usize) -> Result<Var> {
+    pub fn conv2d(
+        &self,
+        weight: &Var,
+        bias: Option<&Var>,
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        groups: usize,
+    ) -> Result<Var> {
         let p = Conv2dParams { stride, padding, dilation, groups };
         let y = self.tensor().conv2d(weight.tensor(), bias.map(|b| b.tensor()), stride, padding, dilation, groups)?;
         let (x, w) = (self.tensor().clone(), weight.tensor().clone());
@@ -520,41 +610,103 @@ impl Var {
             inputs.push(b);
         }
         let has_bias = bias.is_some();
-        Ok(Var::from_op("conv2d", y, &inputs, bw(move |g| {
-            let gx = if need_x { Some(Tensor::conv2d_backward_input(g, &w, x.dims(), &p)?) } else { None };
-            let gw = if need_w { Some(Tensor::conv2d_backward_weight(&x, g, w.dims(), &p)?) } else { None };
-            let mut out = vec![gx, gw];
-            if has_bias {
-                out.push(if need_b { Some(g.sum([0usize, 2, 3], false)?) } else { None });
-            }
-            Ok(out)
-        })))
+        Ok(Var::from_op(
+            "conv2d",
+            y,
+            &inputs,
+            bw(move |g| {
+                let gx = if need_x { Some(Tensor::conv2d_backward_input(g, &w, x.dims(), &p)?) } else { None };
+                let gw = if need_w { Some(Tensor::conv2d_backward_weight(&x, g, w.dims(), &p)?) } else { None };
+                let mut out = vec![gx, gw];
+                if has_bias {
+                    out.push(if need_b { Some(g.sum([0usize, 2, 3], false)?) } else { None });
+                }
+                Ok(out)
+            }),
+        ))
     }
     /// 1-D convolution.
-    pub fn conv1d(&self, weight: &Var, bias: Option<&Var>, stride: usize, padding: usize, dilation: usize, groups: usize) -> Result<Var> {
+    pub fn conv1d(
+        &self,
+        weight: &Var,
+        bias: Option<&Var>,
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+        groups: usize,
+    ) -> Result<Var> {
         if self.tensor().rank() != 3 || weight.tensor().rank() != 3 {
-            return Err(Error::shape("conv1d", format!("expects a 3-D input [N, C, L] and a 3-D weight [O, C/groups, k], got {:?} and {:?}", self.dims(), weight.dims())));
+            return Err(Error::shape(
+                "conv1d",
+                format!(
+                    "expects a 3-D input [N, C, L] and a 3-D weight [O, C/groups, k], got {:?} and {:?}",
+                    self.dims(),
+                    weight.dims()
+                ),
+            ));
         }
-        let y = self.unsqueeze(2usize)?.conv2d(&weight.unsqueeze(2usize)?, bias, [1, stride], [0, padding], [1, dilation], groups)?;
+        let y = self.unsqueeze(2usize)?.conv2d(
+            &weight.unsqueeze(2usize)?,
+            bias,
+            [1, stride],
+            [0, padding],
+            [1, dilation],
+            groups,
+        )?;
         y.squeeze(2usize)
     }
     /// Max pooling.
-    pub fn max_pool2d(&self, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], ceil_mode: bool) -> Result<Var> {
+    pub fn max_pool2d(
+        &self,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        ceil_mode: bool,
+    ) -> Result<Var> {
         let p = Pool2d { kernel, stride, padding, dilation, ceil_mode, count_include_pad: true };
         let (y, idx) = self.tensor().max_pool2d_with_indices(&p)?;
         let xd = self.dims().to_vec();
-        Ok(Var::from_op("max_pool2d", y, &[self], bw(move |g| Ok(vec![Some(Tensor::max_pool2d_backward(g, &idx, &xd, &p)?)]))))
+        Ok(Var::from_op(
+            "max_pool2d",
+            y,
+            &[self],
+            bw(move |g| Ok(vec![Some(Tensor::max_pool2d_backward(g, &idx, &xd, &p)?)])),
+        ))
     }
     /// Average pooling.
-    pub fn avg_pool2d(&self, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], ceil_mode: bool, count_include_pad: bool) -> Result<Var> {
+    pub fn avg_pool2d(
+        &self,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> Result<Var> {
         let p = Pool2d { kernel, stride, padding, dilation: [1, 1], ceil_mode, count_include_pad };
         let y = self.tensor().avg_pool2d(kernel, stride, padding, ceil_mode, count_include_pad)?;
         let xd = self.dims().to_vec();
-        Ok(Var::from_op("avg_pool2d", y, &[self], bw(move |g| Ok(vec![Some(Tensor::avg_pool2d_backward(g, &xd, &p)?)]))))
+        Ok(Var::from_op(
+            "avg_pool2d",
+            y,
+            &[self],
+            bw(move |g| Ok(vec![Some(Tensor::avg_pool2d_backward(g, &xd, &p)?)])),
+        ))
     }
     /// Layer norm over the trailing `normalized_shape` dims.
-    pub fn layer_norm(&self, normalized_shape: &[usize], weight: Option<&Var>, bias: Option<&Var>, eps: f64) -> Result<Var> {
-        let out = self.tensor().layer_norm_with_stats(normalized_shape, weight.map(|w| w.tensor()), bias.map(|b| b.tensor()), eps)?;
+    pub fn layer_norm(
+        &self,
+        normalized_shape: &[usize],
+        weight: Option<&Var>,
+        bias: Option<&Var>,
+        eps: f64,
+    ) -> Result<Var> {
+        let out = self.tensor().layer_norm_with_stats(
+            normalized_shape,
+            weight.map(|w| w.tensor()),
+            bias.map(|b| b.tensor()),
+            eps,
+        )?;
         let (x, w) = (self.tensor().clone(), weight.map(|w| w.tensor().clone()));
         let ns = normalized_shape.to_vec();
         let (mean, rstd) = (out.mean, out.rstd);
@@ -562,23 +714,45 @@ impl Var {
         inputs.extend(weight);
         inputs.extend(bias);
         let (has_w, has_b) = (weight.is_some(), bias.is_some());
-        Ok(Var::from_op("layer_norm", out.y, &inputs, bw(move |g| {
-            let (gx, gw, gb) = Tensor::layer_norm_backward(&x, g, &ns, w.as_ref(), has_b, &mean, &rstd)?;
-            let mut v = vec![Some(gx)];
-            if has_w {
-                v.push(gw);
-            }
-            if has_b {
-                v.push(gb);
-            }
-            Ok(v)
-        })))
+        Ok(Var::from_op(
+            "layer_norm",
+            out.y,
+            &inputs,
+            bw(move |g| {
+                let (gx, gw, gb) = Tensor::layer_norm_backward(&x, g, &ns, w.as_ref(), has_b, &mean, &rstd)?;
+                let mut v = vec![Some(gx)];
+                if has_w {
+                    v.push(gw);
+                }
+                if has_b {
+                    v.push(gb);
+                }
+                Ok(v)
+            }),
+        ))
     }
     /// Batch norm over `[N, C, *]`; returns the output and, in training with running
     /// statistics, their updated values.
     #[allow(clippy::too_many_arguments)]
-    pub fn batch_norm(&self, running_mean: Option<&Tensor>, running_var: Option<&Tensor>, weight: Option<&Var>, bias: Option<&Var>, training: bool, momentum: f64, eps: f64) -> Result<(Var, Option<(Tensor, Tensor)>)> {
-        let out = self.tensor().batch_norm(running_mean, running_var, weight.map(|w| w.tensor()), bias.map(|b| b.tensor()), training, momentum, eps)?;
+    pub fn batch_norm(
+        &self,
+        running_mean: Option<&Tensor>,
+        running_var: Option<&Tensor>,
+        weight: Option<&Var>,
+        bias: Option<&Var>,
+        training: bool,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<(Var, Option<(Tensor, Tensor)>)> {
+        let out = self.tensor().batch_norm(
+            running_mean,
+            running_var,
+            weight.map(|w| w.tensor()),
+            bias.map(|b| b.tensor()),
+            training,
+            momentum,
+            eps,
+        )?;
         let stats = match (out.running_mean, out.running_var) {
             (Some(m), Some(v)) => Some((m, v)),
             _ => None,
@@ -589,17 +763,22 @@ impl Var {
         inputs.extend(weight);
         inputs.extend(bias);
         let (has_w, has_b) = (weight.is_some(), bias.is_some());
-        let y = Var::from_op("batch_norm", out.y, &inputs, bw(move |g| {
-            let (gx, gw, gb) = Tensor::batch_norm_backward(&x, g, w.as_ref(), has_b, &sm, &sr, training)?;
-            let mut v = vec![Some(gx)];
-            if has_w {
-                v.push(gw);
-            }
-            if has_b {
-                v.push(gb);
-            }
-            Ok(v)
-        }));
+        let y = Var::from_op(
+            "batch_norm",
+            out.y,
+            &inputs,
+            bw(move |g| {
+                let (gx, gw, gb) = Tensor::batch_norm_backward(&x, g, w.as_ref(), has_b, &sm, &sr, training)?;
+                let mut v = vec![Some(gx)];
+                if has_w {
+                    v.push(gw);
+                }
+                if has_b {
+                    v.push(gb);
+                }
+                Ok(v)
+            }),
+        );
         Ok((y, stats))
     }
 }
@@ -608,7 +787,8 @@ impl Var {
 /// gets the gradient, ties split it in halves.
 fn minmax_grads(g: &Tensor, a: &Tensor, b: &Tensor, max: bool) -> Result<(Option<Tensor>, Option<Tensor>)> {
     use stapes_tensor::CmpOp;
-    let (a_wins, b_wins) = if max { (a.cmp(b, CmpOp::Gt)?, a.cmp(b, CmpOp::Lt)?) } else { (a.cmp(b, CmpOp::Lt)?, a.cmp(b, CmpOp::Gt)?) };
+    let (a_wins, b_wins) =
+        if max { (a.cmp(b, CmpOp::Gt)?, a.cmp(b, CmpOp::Lt)?) } else { (a.cmp(b, CmpOp::Lt)?, a.cmp(b, CmpOp::Gt)?) };
     let tie = a.cmp(b, CmpOp::Eq)?.to_dtype(g.dtype())?.mul_scalar(0.5)?;
     let wa = a_wins.to_dtype(g.dtype())?.add(&tie)?;
     let wb = b_wins.to_dtype(g.dtype())?.add(&tie)?;

@@ -167,13 +167,19 @@ impl Var {
     /// backward pass, otherwise each node's saved tensors are freed once used.
     pub fn backward_with_options(&self, grad: &Tensor, retain_graph: bool) -> Result<()> {
         if grad.dims() != self.dims() {
-            return Err(Error::shape("backward", format!("seed gradient has shape {:?}, the output has shape {:?}", grad.dims(), self.dims())));
+            return Err(Error::shape(
+                "backward",
+                format!("seed gradient has shape {:?}, the output has shape {:?}", grad.dims(), self.dims()),
+            ));
         }
         if grad.dtype() != self.tensor().dtype() {
             return Err(Error::DTypeMismatch { op: "backward", lhs: self.tensor().dtype(), rhs: grad.dtype() });
         }
         if !self.requires_grad() {
-            return Err(Error::invalid("backward", "the output does not require grad (no input requires grad, or it was computed under no_grad)"));
+            return Err(Error::invalid(
+                "backward",
+                "the output does not require grad (no input requires grad, or it was computed under no_grad)",
+            ));
         }
         let _no_grad = NoGradGuard::new();
         let order = self.topo_order();
@@ -198,7 +204,15 @@ impl Var {
                     })?;
                     let input_grads = (state.backward)(&g)?;
                     if input_grads.len() != state.inputs.len() {
-                        return Err(Error::invalid("backward", format!("op `{}` returned {} gradients for {} inputs", node.name, input_grads.len(), state.inputs.len())));
+                        return Err(Error::invalid(
+                            "backward",
+                            format!(
+                                "op `{}` returned {} gradients for {} inputs",
+                                node.name,
+                                input_grads.len(),
+                                state.inputs.len()
+                            ),
+                        ));
                     }
                     for (inp, ig) in state.inputs.iter().zip(input_grads) {
                         let Some(ig) = ig else { continue };
@@ -206,7 +220,15 @@ impl Var {
                             continue;
                         }
                         if ig.dims() != inp.dims() {
-                            return Err(Error::shape("backward", format!("op `{}` produced a gradient of shape {:?} for an input of shape {:?}", node.name, ig.dims(), inp.dims())));
+                            return Err(Error::shape(
+                                "backward",
+                                format!(
+                                    "op `{}` produced a gradient of shape {:?} for an input of shape {:?}",
+                                    node.name,
+                                    ig.dims(),
+                                    inp.dims()
+                                ),
+                            ));
                         }
                         let acc = match grads.remove(&inp.0.id) {
                             Some(prev) => prev.add(&ig)?,

@@ -11,14 +11,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub enum Error {
     /// Two shapes that must be broadcast together cannot be.
     #[error("{op}: shapes {lhs:?} and {rhs:?} cannot be broadcast together (dim {dim}: {l} vs {r})")]
-    BroadcastIncompatible {
-        op: &'static str,
-        lhs: Vec<usize>,
-        rhs: Vec<usize>,
-        dim: usize,
-        l: usize,
-        r: usize,
-    },
+    BroadcastIncompatible { op: &'static str, lhs: Vec<usize>, rhs: Vec<usize>, dim: usize, l: usize, r: usize },
     /// Shapes that must agree do not; `msg` says how.
     #[error("{op}: {msg}")]
     ShapeMismatch { op: &'static str, msg: String },

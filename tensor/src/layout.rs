@@ -150,9 +150,7 @@ impl Layout {
         let mut view_numel = 1usize;
         for tensor_d in (0..old_d.len()).rev() {
             tensor_numel *= old_d[tensor_d];
-            if tensor_d == 0
-                || (old_d[tensor_d - 1] != 1 && old_s[tensor_d - 1] != tensor_numel * chunk_base_stride)
-            {
+            if tensor_d == 0 || (old_d[tensor_d - 1] != 1 && old_s[tensor_d - 1] != tensor_numel * chunk_base_stride) {
                 while view_d >= 0 && (view_numel < tensor_numel || target[view_d as usize] == 1) {
                     new_strides[view_d as usize] = view_numel * chunk_base_stride;
                     view_numel *= target[view_d as usize];

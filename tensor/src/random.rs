@@ -75,14 +75,28 @@ fn check_float_dtype(op: &'static str, dtype: DType) -> Result<()> {
 
 impl Tensor {
     /// Uniform samples in `[lo, hi)` from `gen`.
-    pub fn rand_with(gen: &mut Generator, lo: f64, hi: f64, shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn rand_with(
+        gen: &mut Generator,
+        lo: f64,
+        hi: f64,
+        shape: impl Into<Shape>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         check_float_dtype("rand", dtype)?;
         let shape = shape.into();
         let v: Vec<f64> = (0..shape.elem_count()).map(|_| lo + (hi - lo) * gen.next_f64()).collect();
         Tensor::from_vec(v, shape, device)?.to_dtype(dtype)
     }
     /// Normal samples with `mean` and `std` from `gen`.
-    pub fn randn_with(gen: &mut Generator, mean: f64, std: f64, shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn randn_with(
+        gen: &mut Generator,
+        mean: f64,
+        std: f64,
+        shape: impl Into<Shape>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         check_float_dtype("randn", dtype)?;
         let shape = shape.into();
         let v: Vec<f64> = (0..shape.elem_count()).map(|_| mean + std * gen.next_normal()).collect();

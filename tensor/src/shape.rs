@@ -185,14 +185,7 @@ pub fn broadcast_shapes(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Resul
         } else if l == 1 {
             r
         } else {
-            return Err(Error::BroadcastIncompatible {
-                op,
-                lhs: lhs.to_vec(),
-                rhs: rhs.to_vec(),
-                dim: i,
-                l,
-                r,
-            });
+            return Err(Error::BroadcastIncompatible { op, lhs: lhs.to_vec(), rhs: rhs.to_vec(), dim: i, l, r });
         };
     }
     Ok(out)

@@ -7,10 +7,10 @@ use crate::shape::{Dim, Shape};
 use crate::storage::{CpuStorage, Storage};
 use crate::{Device, Error, Result};
 use half::{bf16, f16};
+use stapes_kernels::cpu::copy::copy_strided;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use stapes_kernels::cpu::copy::copy_strided;
 
 /// A unique id per tensor value (views get their own id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -213,7 +213,10 @@ impl Tensor {
     /// The single element of a one-element tensor, as `f64`.
     pub fn to_scalar_f64(&self) -> Result<f64> {
         if self.elem_count() != 1 {
-            return Err(Error::shape("to_scalar", format!("expected one element, the tensor has shape {:?}", self.dims())));
+            return Err(Error::shape(
+                "to_scalar",
+                format!("expected one element, the tensor has shape {:?}", self.dims()),
+            ));
         }
         Ok(self.to_vec_f64()?[0])
     }
@@ -221,15 +224,21 @@ impl Tensor {
     /// The single element of a one-element tensor of dtype `T`.
     pub fn to_scalar<T: WithDType>(&self) -> Result<T> {
         if self.elem_count() != 1 {
-            return Err(Error::shape("to_scalar", format!("expected one element, the tensor has shape {:?}", self.dims())));
+            return Err(Error::shape(
+                "to_scalar",
+                format!("expected one element, the tensor has shape {:?}", self.dims()),
+            ));
         }
         Ok(self.to_vec::<T>()?[0])
     }
 
     /// The row-major elements of a tensor of dtype `T`: borrowed when contiguous, else copied.
     pub(crate) fn contiguous_slice<T: WithDType>(&self) -> Result<Cow<'_, [T]>> {
-        let data = T::storage_slice(self.cpu_storage())
-            .ok_or(Error::DTypeMismatch { op: "contiguous_slice", lhs: self.dtype(), rhs: T::DTYPE })?;
+        let data = T::storage_slice(self.cpu_storage()).ok_or(Error::DTypeMismatch {
+            op: "contiguous_slice",
+            lhs: self.dtype(),
+            rhs: T::DTYPE,
+        })?;
         let l = self.layout();
         let n = self.elem_count();
         if l.is_contiguous() {

@@ -5,8 +5,8 @@
 //! part of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use half::{bf16, f16};
@@ -70,21 +70,26 @@ pub fn check_close(
     atol: Option<f64>,
     what: &str,
 ) -> Result<(), String> {
+    close_margin(actual, expected, rtol, atol, what).map(|_| ())
+}
+
+/// [`check_close`] that also returns, on success, the largest `|a - e| / (atol + rtol * |e|)`
+/// over all elements: how much of the tolerance the comparison used (0 = exact, 1 = at the
+/// limit). Handy for judging whether a tolerance is tight.
+pub fn close_margin(
+    actual: &Tensor,
+    expected: &Tensor,
+    rtol: Option<f64>,
+    atol: Option<f64>,
+    what: &str,
+) -> Result<f64, String> {
     let (dr, da) = default_tolerance(expected.dtype());
     let (rtol, atol) = (rtol.unwrap_or(dr), atol.unwrap_or(da));
     if actual.dims() != expected.dims() {
-        return Err(format!(
-            "{what}: shape mismatch: actual {:?}, expected {:?}",
-            actual.dims(),
-            expected.dims()
-        ));
+        return Err(format!("{what}: shape mismatch: actual {:?}, expected {:?}", actual.dims(), expected.dims()));
     }
     if actual.dtype() != expected.dtype() {
-        return Err(format!(
-            "{what}: dtype mismatch: actual {:?}, expected {:?}",
-            actual.dtype(),
-            expected.dtype()
-        ));
+        return Err(format!("{what}: dtype mismatch: actual {:?}, expected {:?}", actual.dtype(), expected.dtype()));
     }
     let a = to_f64_vec(actual).map_err(|e| format!("{what}: actual: {e}"))?;
     let e = to_f64_vec(expected).map_err(|e| format!("{what}: expected: {e}"))?;
@@ -101,6 +106,7 @@ pub fn check_close(
     let mut mismatches = 0usize;
     let mut worst: Option<(usize, f64)> = None;
     let mut max_abs = 0.0f64;
+    let mut max_score = 0.0f64;
     for (i, (&x, &y)) in a.iter().zip(&e).enumerate() {
         let ok = if x.is_finite() && y.is_finite() {
             (x - y).abs() <= atol + rtol * y.abs()
@@ -116,6 +122,7 @@ pub fn check_close(
         } else {
             f64::INFINITY
         };
+        max_score = max_score.max(score);
         if !ok {
             mismatches += 1;
             if worst.is_none_or(|(_, s)| score > s) {
@@ -124,15 +131,15 @@ pub fn check_close(
         }
     }
     match worst {
-        None => Ok(()),
+        None => Ok(max_score),
         Some((i, _)) => {
             let (x, y) = (a[i], e[i]);
             let abs = (x - y).abs();
             let rel = if y != 0.0 { abs / y.abs() } else { f64::INFINITY };
             Err(format!(
                 "{what}: {mismatches} of {} elements differ (dtype {:?}, shape {:?}, rtol {rtol:e}, \
-                 atol {atol:e}); worst at flat index {i}, index {:?}: actual {x:e}, expected {y:e}, \
-                 abs err {abs:e}, rel err {rel:e}; largest abs err overall {max_abs:e}",
+                 atol {atol:e}); worst at flat index {i}, index {:?}: actual {x}, expected {y}, \
+                 abs err {abs:.3e}, rel err {rel:.3e}; largest abs err overall {max_abs:.3e}",
                 e.len(),
                 expected.dtype(),
                 expected.dims(),
@@ -149,13 +156,7 @@ pub fn check_close(
 /// panics with the worst element (flat index and multi-index, both values, absolute and
 /// relative error) and the number of mismatching elements. `what` names the compared thing.
 #[track_caller]
-pub fn assert_close(
-    actual: &Tensor,
-    expected: &Tensor,
-    rtol: Option<f64>,
-    atol: Option<f64>,
-    what: &str,
-) {
+pub fn assert_close(actual: &Tensor, expected: &Tensor, rtol: Option<f64>, atol: Option<f64>, what: &str) {
     if let Err(msg) = check_close(actual, expected, rtol, atol, what) {
         panic!("{msg}");
     }
@@ -177,10 +178,8 @@ pub fn load_golden(path: impl AsRef<Path>) -> Golden {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .unwrap_or_else(|e| panic!("{}: bad header: {e}", path.display()));
-    let metadata: BTreeMap<String, String> =
-        meta.metadata().clone().unwrap_or_default().into_iter().collect();
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let metadata: BTreeMap<String, String> = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         let t = view_to_tensor(&view).unwrap_or_else(|e| panic!("{}: {name}: {e}", path.display()));
@@ -202,9 +201,7 @@ fn view_to_tensor(v: &safetensors::tensor::TensorView<'_>) -> Result<Tensor, Str
         S::F32 => Tensor::from_vec(le_chunks(d, f32::from_le_bytes), shape, dev),
         S::F64 => Tensor::from_vec(le_chunks(d, f64::from_le_bytes), shape, dev),
         S::F16 => Tensor::from_vec(le_chunks(d, |b| f16::from_bits(u16::from_le_bytes(b))), shape, dev),
-        S::BF16 => {
-            Tensor::from_vec(le_chunks(d, |b| bf16::from_bits(u16::from_le_bytes(b))), shape, dev)
-        }
+        S::BF16 => Tensor::from_vec(le_chunks(d, |b| bf16::from_bits(u16::from_le_bytes(b))), shape, dev),
         S::I64 => Tensor::from_vec(le_chunks(d, i64::from_le_bytes), shape, dev),
         S::U8 => Tensor::from_vec(d.to_vec(), shape, dev),
         S::I8 => Tensor::from_vec(d.iter().map(|&b| b as i8).collect::<Vec<i8>>(), shape, dev),
@@ -252,11 +249,7 @@ impl JsonParser<'_> {
         }
     }
     fn err<T>(&self, what: &str) -> Result<T, String> {
-        Err(format!(
-            "JSON: {what} at byte {} of {:?}",
-            self.i,
-            String::from_utf8_lossy(self.s)
-        ))
+        Err(format!("JSON: {what} at byte {} of {:?}", self.i, String::from_utf8_lossy(self.s)))
     }
     fn eat(&mut self, c: u8) -> Result<(), String> {
         self.ws();
@@ -330,7 +323,8 @@ impl JsonParser<'_> {
             }
             Some(_) => {
                 let start = self.i;
-                while self.i < self.s.len() && matches!(self.s[self.i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                while self.i < self.s.len() && matches!(self.s[self.i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
                     self.i += 1;
                 }
                 let text = std::str::from_utf8(&self.s[start..self.i]).unwrap();
@@ -381,10 +375,7 @@ impl Params {
     /// Parses a flat JSON object.
     pub fn parse(json: &str) -> Result<Params, String> {
         match parse_json(json)? {
-            Json::Obj(fields) => Ok(Params {
-                map: fields.into_iter().collect(),
-                used: RefCell::new(BTreeSet::new()),
-            }),
+            Json::Obj(fields) => Ok(Params { map: fields.into_iter().collect(), used: RefCell::new(BTreeSet::new()) }),
             other => Err(format!("parameters must be a JSON object, got {other:?}")),
         }
     }
@@ -463,9 +454,7 @@ impl Params {
     /// A 2-element array, e.g. a conv2d stride.
     pub fn usize2(&self, key: &str) -> Result<[usize; 2], String> {
         let v = self.usizes(key)?;
-        v.as_slice()
-            .try_into()
-            .map_err(|_| format!("parameter {key:?}: expected 2 values, got {v:?}"))
+        v.as_slice().try_into().map_err(|_| format!("parameter {key:?}: expected 2 values, got {v:?}"))
     }
 
     /// Keys present but never read, sorted.

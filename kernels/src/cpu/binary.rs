@@ -19,13 +19,8 @@ pub struct Strided<'a, T> {
 }
 
 /// `dst[i] = f(lhs[i], rhs[i])` over the broadcast output `shape` (dst contiguous).
-pub fn binary_map<T, U, V, F>(
-    shape: &[usize],
-    lhs: Strided<'_, T>,
-    rhs: Strided<'_, U>,
-    dst: &mut [V],
-    f: F,
-) where
+pub fn binary_map<T, U, V, F>(shape: &[usize], lhs: Strided<'_, T>, rhs: Strided<'_, U>, dst: &mut [V], f: F)
+where
     T: Copy + Send + Sync,
     U: Copy + Send + Sync,
     V: Copy + Send + Sync,

@@ -5,7 +5,7 @@
 //! `K = c_in/groups * kh * kw`; row `(ci, ky, kx)` holds the input pixels that kernel tap
 //! multiplies for every output position (zero where the tap falls into the padding). We never
 //! build the whole matrix: a task owns one image and a block of `nb` output columns (about
-//! [`COL_BLOCK_BYTES`] of `col`, so it lives in L2 between its write and gemm's packing read).
+//! `COL_BLOCK_BYTES` of `col`, so it lives in L2 between its write and gemm's packing read).
 //!
 //! * forward: `out[g] (cog x nb) = W[g] (cog x K) · col (K x nb)` (+ bias, written first and
 //!   accumulated into). Tasks = images x column blocks, all independent, run on rayon with a
@@ -86,7 +86,7 @@ impl Conv2dGeom {
     fn check(&self) {
         assert!(self.groups > 0, "conv2d: groups must be positive");
         assert!(
-            self.c_in % self.groups == 0 && self.c_out % self.groups == 0,
+            self.cig() * self.groups == self.c_in && self.cog() * self.groups == self.c_out,
             "conv2d: channels must be divisible by groups"
         );
         assert!(self.stride.0 > 0 && self.stride.1 > 0, "conv2d: stride must be positive");
@@ -107,11 +107,10 @@ impl Conv2dGeom {
 /// Target size in bytes of one task's column-matrix block (fits in L2 with gemm's packing).
 const COL_BLOCK_BYTES: usize = 384 * 1024;
 
-/// Output columns per task: about [`COL_BLOCK_BYTES`] of column matrix, at least 64 columns.
+/// Output columns per task: about `COL_BLOCK_BYTES` of column matrix, at least 64 columns.
 fn col_block<T>(g: &Conv2dGeom) -> usize {
     let ohw = g.out_h() * g.out_w();
-    let cb = std::env::var("STAPES_CB").ok().and_then(|v| v.parse().ok()).unwrap_or(COL_BLOCK_BYTES);
-    let nb = cb / std::mem::size_of::<T>() / g.kg().max(1);
+    let nb = COL_BLOCK_BYTES / std::mem::size_of::<T>() / g.kg().max(1);
     (nb.max(64) / 16 * 16).min(ohw).max(1)
 }
 
@@ -248,14 +247,7 @@ fn im2col<T: Float>(g: &Conv2dGeom, vc: &[(usize, usize)], x: &[T], q0: usize, q
 /// # Safety
 /// `gi` must address `cig * h * w` elements, and no other task may write the input rows this
 /// block touches while it runs.
-unsafe fn col2im_add<T: Float>(
-    g: &Conv2dGeom,
-    vc: &[(usize, usize)],
-    col: &[T],
-    q0: usize,
-    q1: usize,
-    gi: *mut T,
-) {
+unsafe fn col2im_add<T: Float>(g: &Conv2dGeom, vc: &[(usize, usize)], col: &[T], q0: usize, q1: usize, gi: *mut T) {
     let (h, w, ow) = (g.h, g.w, g.out_w());
     let (sw, pw, dw) = (g.stride.1, g.padding.1, g.dilation.1);
     let nbk = q1 - q0;
@@ -313,6 +305,13 @@ fn conv2d_forward_blocked<T: Float>(
     }
     let ohw = g.out_h() * g.out_w();
     if out.is_empty() {
+        return;
+    }
+    if input.is_empty() {
+        // no input channels or an empty image: every output is its bias
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = bias.map_or(T::zero(), |b| b[i / ohw % g.c_out]);
+        }
         return;
     }
     let (hw, cig, cog, kg) = (g.h * g.w, g.cig(), g.cog(), g.kg());
@@ -412,7 +411,7 @@ fn conv2d_backward_input_blocked<T: Float>(
         return;
     }
     grad_in.par_chunks_mut(PAR_CHUNK).for_each(|c| c.fill(T::zero()));
-    if ohw == 0 || g.n == 0 || cig == 0 {
+    if ohw == 0 || grad_in.is_empty() {
         return;
     }
     // Bands of output rows at least the kernel's vertical reach tall: bands two apart touch
@@ -484,7 +483,7 @@ fn conv2d_backward_weight_blocked<T: Float>(
     let ohw = g.out_h() * g.out_w();
     let (hw, cig, cog, kg) = (g.h * g.w, g.cig(), g.cog(), g.kg());
     let wlen = grad_weight.len();
-    if ohw == 0 || g.n == 0 || wlen == 0 {
+    if ohw == 0 || input.is_empty() || wlen == 0 {
         grad_weight.fill(T::zero());
         return;
     }
@@ -622,7 +621,8 @@ mod tests {
 
     /// Element (b, c, y, x) of an NCHW tensor, or None outside the image.
     fn at(c: usize, h: usize, w: usize, b: usize, ch: usize, y: isize, x: isize) -> Option<usize> {
-        (y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w).then(|| ((b * c + ch) * h + y as usize) * w + x as usize)
+        (y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w)
+            .then(|| ((b * c + ch) * h + y as usize) * w + x as usize)
     }
 
     /// Calls `f(out_index, in_index, weight_index)` for every multiply of the convolution.
@@ -731,6 +731,17 @@ mod tests {
             conv2d_backward_bias(&g, &go, &mut gb);
             assert_close(&gb, &want_gb, 1e-12, &format!("grad_bias {g:?}"));
         }
+    }
+
+    #[test]
+    fn conv_without_input_channels_gives_bias() {
+        let g = geom(2, 0, (3, 4), 3, (3, 3), (1, 1), (1, 1), (1, 1), 1);
+        let bias = [1.0, 2.0, 3.0];
+        let mut out = vec![0.0; g.output_len()];
+        conv2d_forward(&g, &[], &[], Some(&bias), &mut out);
+        assert!(out.iter().enumerate().all(|(i, &v)| v == bias[i / 12 % 3]));
+        conv2d_backward_input(&g, &out, &[], &mut []);
+        conv2d_backward_weight(&g, &[], &out, &mut []);
     }
 
     /// Gradients of `loss = Σ conv(x, w, b) * r` against central finite differences.

@@ -38,14 +38,7 @@ pub fn index_select<T: Copy + Send + Sync>(
 /// `dst[o, idx[i], :] += src[o, i, :]` (the backward of [`index_select`]); `dst` is
 /// `[outer, n_dst, inner]`. Duplicate indices accumulate. Parallel over `outer`, sequential
 /// over the indices (so duplicates never race).
-pub fn index_add<T: Float>(
-    dst: &mut [T],
-    outer: usize,
-    n_dst: usize,
-    inner: usize,
-    idx: &[i64],
-    src: &[T],
-) {
+pub fn index_add<T: Float>(dst: &mut [T], outer: usize, n_dst: usize, inner: usize, idx: &[i64], src: &[T]) {
     let n_idx = idx.len();
     assert_eq!(dst.len(), outer * n_dst * inner);
     assert_eq!(src.len(), outer * n_idx * inner);

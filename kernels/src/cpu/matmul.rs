@@ -79,8 +79,7 @@ pub fn gemm_batched<T: Copy + Send + Sync + 'static + num_traits::One>(
                 for i in 0..m {
                     for j in 0..n {
                         // zero-sized contraction: the product is all zeros
-                        *d.add(i * dst_l.row_stride + j * dst_l.col_stride) =
-                            std::mem::zeroed::<T>();
+                        *d.add(i * dst_l.row_stride + j * dst_l.col_stride) = std::mem::zeroed::<T>();
                     }
                 }
             }
@@ -114,11 +113,8 @@ pub fn gemm_batched<T: Copy + Send + Sync + 'static + num_traits::One>(
     if batch > 1 && work < SMALL_GEMM * 4 && threads > 1 && disjoint {
         (0..batch).into_par_iter().for_each(|b| run(b, gemm::Parallelism::None));
     } else {
-        let par = if work < SMALL_GEMM || threads == 1 {
-            gemm::Parallelism::None
-        } else {
-            gemm::Parallelism::Rayon(threads)
-        };
+        let par =
+            if work < SMALL_GEMM || threads == 1 { gemm::Parallelism::None } else { gemm::Parallelism::Rayon(threads) };
         for b in 0..batch {
             run(b, par);
         }

@@ -45,26 +45,46 @@ fn sum_sq_dev<T: Float>(xs: &[T], mean: f64) -> f64 {
     acc.iter().sum::<f64>() + t
 }
 
-/// `(Σ g·w, Σ g·w·(x - mean))` in `f64` (4 lanes); `w = None` means all ones.
+/// `(Σ g·w, Σ g·w·(x - mean))` in `f64` (8 lanes); `w = None` means all ones.
 fn sum_grad_dev<T: Float>(x: &[T], g: &[T], w: Option<&[T]>, mean: f64) -> (f64, f64) {
-    let (mut a, mut b) = ([0.0f64; 4], [0.0f64; 4]);
-    let mut step = |l: usize, x: T, g: f64| {
-        a[l] += g;
-        b[l] += g * (x.to_f64_lossy() - mean);
-    };
+    let n = x.len().min(g.len());
+    let (x, g) = (&x[..n], &g[..n]);
+    let (mut a, mut b) = ([0.0f64; 8], [0.0f64; 8]);
+    let (mut sa, mut sb) = (0.0, 0.0);
     match w {
         Some(w) => {
-            for (j, ((&x, &g), &w)) in x.iter().zip(g).zip(w).enumerate() {
-                step(j & 3, x, g.to_f64_lossy() * w.to_f64_lossy());
+            let w = &w[..n];
+            let full = n / 8 * 8;
+            for ((xc, gc), wc) in x.chunks_exact(8).zip(g.chunks_exact(8)).zip(w.chunks_exact(8)) {
+                for l in 0..8 {
+                    let gw = gc[l].to_f64_lossy() * wc[l].to_f64_lossy();
+                    a[l] += gw;
+                    b[l] += gw * (xc[l].to_f64_lossy() - mean);
+                }
+            }
+            for j in full..n {
+                let gw = g[j].to_f64_lossy() * w[j].to_f64_lossy();
+                sa += gw;
+                sb += gw * (x[j].to_f64_lossy() - mean);
             }
         }
         None => {
-            for (j, (&x, &g)) in x.iter().zip(g).enumerate() {
-                step(j & 3, x, g.to_f64_lossy());
+            let full = n / 8 * 8;
+            for (xc, gc) in x.chunks_exact(8).zip(g.chunks_exact(8)) {
+                for l in 0..8 {
+                    let gv = gc[l].to_f64_lossy();
+                    a[l] += gv;
+                    b[l] += gv * (xc[l].to_f64_lossy() - mean);
+                }
+            }
+            for j in full..n {
+                let gv = g[j].to_f64_lossy();
+                sa += gv;
+                sb += gv * (x[j].to_f64_lossy() - mean);
             }
         }
     }
-    (a.iter().sum(), b.iter().sum())
+    (sa + a.iter().sum::<f64>(), sb + b.iter().sum::<f64>())
 }
 
 /// Layer norm over the last `cols` elements of each of `rows` rows:
@@ -215,10 +235,12 @@ pub fn layer_norm_backward<T: Float>(
             (pw, pb)
         })
         .collect();
-    let fold = |out: &mut [T], pick: &dyn Fn(&(Vec<f64>, Vec<f64>)) -> &[f64]| {
+    // Sum the per-task column partials in task order; `k` picks grad_weight (0) or grad_bias (1).
+    let sum_partials = |out: &mut [T], k: usize| {
         let mut acc = vec![0.0f64; cols];
         for p in &partials {
-            for (a, v) in acc.iter_mut().zip(pick(p)) {
+            let part = if k == 0 { &p.0 } else { &p.1 };
+            for (a, v) in acc.iter_mut().zip(part) {
                 *a += v;
             }
         }
@@ -227,10 +249,10 @@ pub fn layer_norm_backward<T: Float>(
         }
     };
     if let Some(gw) = grad_weight {
-        fold(gw, &|p| &p.0);
+        sum_partials(gw, 0);
     }
     if let Some(gb) = grad_bias {
-        fold(gb, &|p| &p.1);
+        sum_partials(gb, 1);
     }
 }
 
@@ -482,7 +504,13 @@ mod tests {
         a.iter().zip(b).map(|(a, b)| a * b).sum()
     }
 
-    fn naive_layer_norm(x: &[f64], cols: usize, w: Option<&[f64]>, b: Option<&[f64]>, eps: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    fn naive_layer_norm(
+        x: &[f64],
+        cols: usize,
+        w: Option<&[f64]>,
+        b: Option<&[f64]>,
+        eps: f64,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let (mut y, mut mean, mut rstd) = (Vec::new(), Vec::new(), Vec::new());
         for row in x.chunks(cols) {
             let m = row.iter().sum::<f64>() / cols as f64;
@@ -601,7 +629,8 @@ mod tests {
             for ch in 0..c {
                 for j in 0..s {
                     let k = idx(i, ch, j);
-                    y[k] = (x[k] - um[ch]) / (uv[ch] + eps).sqrt() * w.map_or(1.0, |w| w[ch]) + b.map_or(0.0, |b| b[ch]);
+                    y[k] =
+                        (x[k] - um[ch]) / (uv[ch] + eps).sqrt() * w.map_or(1.0, |w| w[ch]) + b.map_or(0.0, |b| b[ch]);
                 }
             }
         }
@@ -624,14 +653,30 @@ mod tests {
                 let (rm0, rv0): (Vec<f64>, Vec<f64>) = (rng.vec(c), rng.vec(c).iter().map(|v| v + 2.0).collect());
                 let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
                 let (mut y, mut sm, mut sr) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
-                batch_norm_forward(&x, n, c, s, wo, bo, Some(&mut rm), Some(&mut rv), true, momentum, eps, &mut y, &mut sm, &mut sr);
+                batch_norm_forward(
+                    &x,
+                    n,
+                    c,
+                    s,
+                    wo,
+                    bo,
+                    Some(&mut rm),
+                    Some(&mut rv),
+                    true,
+                    momentum,
+                    eps,
+                    &mut y,
+                    &mut sm,
+                    &mut sr,
+                );
                 assert_close(&y, &want, 1e-9, "bn train y");
                 assert_close(&sm, &bm, 1e-12, "bn save_mean");
                 let want_rstd: Vec<f64> = bv.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
                 assert_close(&sr, &want_rstd, 1e-10, "bn save_rstd");
                 let cnt = (n * s) as f64;
                 let want_rm: Vec<f64> = rm0.iter().zip(&bm).map(|(r, m)| 0.9 * r + 0.1 * m).collect();
-                let want_rv: Vec<f64> = rv0.iter().zip(&bv).map(|(r, v)| 0.9 * r + 0.1 * v * cnt / (cnt - 1.0)).collect();
+                let want_rv: Vec<f64> =
+                    rv0.iter().zip(&bv).map(|(r, v)| 0.9 * r + 0.1 * v * cnt / (cnt - 1.0)).collect();
                 assert_close(&rm, &want_rm, 1e-12, "bn running_mean");
                 assert_close(&rv, &want_rv, 1e-12, "bn running_var");
                 // training without running stats gives the same y
@@ -641,7 +686,22 @@ mod tests {
                 // inference with the running stats
                 let (want_e, _, _) = naive_batch_norm(&x, (n, c, s), wo, bo, Some((&rm, &rv)), eps);
                 let (rm_before, rv_before) = (rm.clone(), rv.clone());
-                batch_norm_forward(&x, n, c, s, wo, bo, Some(&mut rm), Some(&mut rv), false, momentum, eps, &mut y, &mut sm, &mut sr);
+                batch_norm_forward(
+                    &x,
+                    n,
+                    c,
+                    s,
+                    wo,
+                    bo,
+                    Some(&mut rm),
+                    Some(&mut rv),
+                    false,
+                    momentum,
+                    eps,
+                    &mut y,
+                    &mut sm,
+                    &mut sr,
+                );
                 assert_close(&y, &want_e, 1e-9, "bn eval y");
                 assert_eq!((rm, rv), (rm_before.clone(), rv_before.clone()), "eval must not touch running stats");
                 assert_close(&sm, &rm_before, 0.0, "bn eval save_mean");
@@ -664,10 +724,27 @@ mod tests {
                 let stats = if training { None } else { Some((&rm[..], &rv[..])) };
                 for affine in [false, true] {
                     let (wo, bo) = if affine { (Some(&w[..]), Some(&b[..])) } else { (None, None) };
-                    let loss = |x: &[f64], w: Option<&[f64]>, b: Option<&[f64]>| dot(&naive_batch_norm(x, (n, c, s), w, b, stats, eps).0, &r);
+                    let loss = |x: &[f64], w: Option<&[f64]>, b: Option<&[f64]>| {
+                        dot(&naive_batch_norm(x, (n, c, s), w, b, stats, eps).0, &r)
+                    };
                     let (mut y, mut sm, mut sr) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
                     let (mut rm2, mut rv2) = (rm.clone(), rv.clone());
-                    batch_norm_forward(&x, n, c, s, wo, bo, Some(&mut rm2), Some(&mut rv2), training, 0.1, eps, &mut y, &mut sm, &mut sr);
+                    batch_norm_forward(
+                        &x,
+                        n,
+                        c,
+                        s,
+                        wo,
+                        bo,
+                        Some(&mut rm2),
+                        Some(&mut rv2),
+                        training,
+                        0.1,
+                        eps,
+                        &mut y,
+                        &mut sm,
+                        &mut sr,
+                    );
                     let mut gx = vec![0.0; x.len()];
                     let (mut gw, mut gb) = (vec![0.0; c], vec![0.0; c]);
                     batch_norm_backward(&x, &r, n, c, s, wo, &sm, &sr, training, &mut gx, Some(&mut gw), Some(&mut gb));

@@ -8,6 +8,10 @@
 //! taps in window order per output keeps PyTorch's tie-breaking (first maximum wins) and NaN
 //! rule (a NaN is the maximum; a later NaN replaces an earlier one).
 //!
+//! The max-pool update (a compare plus selects of a value and an i64 index) only vectorises with
+//! AVX2 blends or AVX-512 masks, so its plane loop is compiled three times (baseline, AVX2,
+//! AVX-512) and chosen at run time, like `vmath`'s `multiversion!` (which takes no generics).
+//!
 //! Backward scatters `grad_out` into a zeroed `grad_in` plane: max pool through the saved
 //! argmax, average pool through the same tap sweep with `grad_out / divisor`.
 //!
@@ -115,57 +119,130 @@ pub fn max_pool2d_forward<T: Float>(g: &Pool2dGeom, input: &[T], out: &mut [T], 
     if ohw == 0 || hw == 0 {
         return;
     }
-    let (sh, sw) = g.stride;
-    let (ph, pw) = g.padding;
-    let (dh, dw) = g.dilation;
-    let vc = valid_cols(w, ow, g.kw, sw, pw, dw);
+    let vc = valid_cols(w, ow, g.kw, g.stride.1, g.padding.1, g.dilation.1);
     // PyTorch's initial index when every element is -inf: the window's first valid element.
-    let first_col: Vec<i64> =
-        (0..ow).map(|ox| first_valid(ox as isize * sw as isize - pw as isize, dw) as i64).collect();
+    let first_col: Vec<i64> = (0..ow)
+        .map(|ox| first_valid(ox as isize * g.stride.1 as isize - g.padding.1 as isize, g.dilation.1) as i64)
+        .collect();
     let ppt = g.planes_per_task();
     out.par_chunks_mut(ohw * ppt)
         .zip(argmax.par_chunks_mut(ohw * ppt))
         .zip(input.par_chunks(hw * ppt))
-        .for_each(|((out, idx), input)| {
-            for ((out, idx), plane) in out.chunks_exact_mut(ohw).zip(idx.chunks_exact_mut(ohw)).zip(input.chunks_exact(hw)) {
-                for oy in 0..oh {
-                    let orow = &mut out[oy * ow..(oy + 1) * ow];
-                    let irow = &mut idx[oy * ow..(oy + 1) * ow];
-                    let iy0 = first_valid(oy as isize * sh as isize - ph as isize, dh) as i64;
-                    orow.fill(T::neg_infinity());
-                    for (i, f) in irow.iter_mut().zip(&first_col) {
-                        *i = iy0 * w as i64 + f;
+        .for_each(|((out, idx), input)| max_pool_planes(g, &vc, &first_col, out, idx, input));
+}
+
+/// [`max_pool_planes_body`] compiled for the widest SIMD the CPU has: its select-based update
+/// (f32/f64 compare + i64 index) only vectorises with AVX2 blends or AVX-512 masks, which the
+/// baseline x86-64 target lacks (about 7x faster on an AVX-512 machine).
+fn max_pool_planes<T: Float>(
+    g: &Pool2dGeom,
+    vc: &[(usize, usize, isize)],
+    first_col: &[i64],
+    out: &mut [T],
+    idx: &mut [i64],
+    input: &[T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+        unsafe fn v4<T: Float>(
+            g: &Pool2dGeom,
+            vc: &[(usize, usize, isize)],
+            fc: &[i64],
+            out: &mut [T],
+            idx: &mut [i64],
+            input: &[T],
+        ) {
+            max_pool_planes_body(g, vc, fc, out, idx, input)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn v3<T: Float>(
+            g: &Pool2dGeom,
+            vc: &[(usize, usize, isize)],
+            fc: &[i64],
+            out: &mut [T],
+            idx: &mut [i64],
+            input: &[T],
+        ) {
+            max_pool_planes_body(g, vc, fc, out, idx, input)
+        }
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") {
+            // SAFETY: the CPU supports the enabled features.
+            return unsafe { v4(g, vc, first_col, out, idx, input) };
+        }
+        if has!("avx2") && has!("fma") {
+            // SAFETY: as above.
+            return unsafe { v3(g, vc, first_col, out, idx, input) };
+        }
+    }
+    max_pool_planes_body(g, vc, first_col, out, idx, input)
+}
+
+/// Max pooling of whole planes: `out`/`idx` hold `k` output planes, `input` the `k` matching
+/// input planes. For each output row, each kernel tap sweeps the row with [`max_update`].
+#[inline(always)]
+fn max_pool_planes_body<T: Float>(
+    g: &Pool2dGeom,
+    vc: &[(usize, usize, isize)],
+    first_col: &[i64],
+    out: &mut [T],
+    idx: &mut [i64],
+    input: &[T],
+) {
+    let (h, w, oh, ow) = (g.h, g.w, g.out_h(), g.out_w());
+    let (sh, sw) = g.stride;
+    let (ph, dh) = (g.padding.0, g.dilation.0);
+    let mut gathered = vec![T::zero(); ow];
+    for ((out, idx), plane) in
+        out.chunks_exact_mut(oh * ow).zip(idx.chunks_exact_mut(oh * ow)).zip(input.chunks_exact(h * w))
+    {
+        for oy in 0..oh {
+            let orow = &mut out[oy * ow..(oy + 1) * ow];
+            let irow = &mut idx[oy * ow..(oy + 1) * ow];
+            let iy0 = first_valid(oy as isize * sh as isize - ph as isize, dh) as i64;
+            orow.fill(T::neg_infinity());
+            for (i, f) in irow.iter_mut().zip(first_col) {
+                *i = iy0 * w as i64 + f;
+            }
+            for ky in 0..g.kh {
+                let Some(iy) = input_row(oy, ky, sh, ph, dh, h) else { continue };
+                let src = &plane[iy * w..(iy + 1) * w];
+                for &(lo, hi, off) in vc {
+                    if lo >= hi {
+                        continue;
                     }
-                    for ky in 0..g.kh {
-                        let Some(iy) = input_row(oy, ky, sh, ph, dh, h) else { continue };
-                        let src = &plane[iy * w..(iy + 1) * w];
-                        for &(lo, hi, off) in &vc {
-                            if lo >= hi {
-                                continue;
-                            }
-                            let ix0 = (lo as isize * sw as isize + off) as usize;
-                            let base = (iy * w) as i64 + off as i64;
-                            let (o, ix) = (&mut orow[lo..hi], &mut irow[lo..hi]);
-                            let mut upd = |k: usize, ox: usize, v: T| {
-                                if v > o[k] || v.is_nan() {
-                                    o[k] = v;
-                                    ix[k] = base + (ox * sw) as i64;
-                                }
-                            };
-                            if sw == 1 {
-                                for (k, &v) in src[ix0..ix0 + (hi - lo)].iter().enumerate() {
-                                    upd(k, lo + k, v);
-                                }
-                            } else {
-                                for (k, &v) in src[ix0..].iter().step_by(sw).take(hi - lo).enumerate() {
-                                    upd(k, lo + k, v);
-                                }
-                            }
+                    let ix0 = (lo as isize * sw as isize + off) as usize;
+                    // plane index of the first input element of this sweep
+                    let first = (iy * w + ix0) as i64;
+                    let (o, ix) = (&mut orow[lo..hi], &mut irow[lo..hi]);
+                    if sw == 1 {
+                        max_update(o, ix, &src[ix0..ix0 + (hi - lo)], first, 1);
+                    } else {
+                        // gather the strided inputs so the update loop vectorises
+                        let tmp = &mut gathered[..hi - lo];
+                        for (t, &v) in tmp.iter_mut().zip(src[ix0..].iter().step_by(sw)) {
+                            *t = v;
                         }
+                        max_update(o, ix, tmp, first, sw as i64);
                     }
                 }
             }
-        });
+        }
+    }
+}
+
+/// `out[j], idx[j] = v[j], first + j*step` where `v[j] > out[j]` or `v[j]` is NaN (PyTorch's
+/// update rule), written with selects so that it vectorises.
+#[inline(always)]
+fn max_update<T: Float>(out: &mut [T], idx: &mut [i64], v: &[T], first: i64, step: i64) {
+    let n = out.len().min(idx.len()).min(v.len());
+    let (out, idx, v) = (&mut out[..n], &mut idx[..n], &v[..n]);
+    for j in 0..n {
+        let take = v[j] > out[j] || v[j].is_nan();
+        out[j] = if take { v[j] } else { out[j] };
+        idx[j] = if take { first + j as i64 * step } else { idx[j] };
+    }
 }
 
 /// Max pooling backward: `grad_in` (overwritten) receives each `grad_out` element at its
@@ -182,18 +259,16 @@ pub fn max_pool2d_backward<T: Float>(g: &Pool2dGeom, grad_out: &[T], argmax: &[i
         return;
     }
     let ppt = g.planes_per_task();
-    grad_in
-        .par_chunks_mut(hw * ppt)
-        .zip(grad_out.par_chunks(ohw * ppt))
-        .zip(argmax.par_chunks(ohw * ppt))
-        .for_each(|((gi, go), am)| {
+    grad_in.par_chunks_mut(hw * ppt).zip(grad_out.par_chunks(ohw * ppt)).zip(argmax.par_chunks(ohw * ppt)).for_each(
+        |((gi, go), am)| {
             gi.fill(T::zero());
             for ((gi, go), am) in gi.chunks_exact_mut(hw).zip(go.chunks_exact(ohw)).zip(am.chunks_exact(ohw)) {
                 for (&v, &i) in go.iter().zip(am) {
                     gi[i as usize] += v;
                 }
             }
-        });
+        },
+    );
 }
 
 /// Per output position along one axis: the window size counted for the divisor with

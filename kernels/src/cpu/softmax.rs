@@ -73,36 +73,27 @@ pub fn softmax_last<T: Float>(x: &[T], rows: usize, n: usize, log: bool, y: &mut
 }
 
 /// Gradient of [`softmax_last`]: from the forward output `y` and the upstream `gy`.
-pub fn softmax_backward_last<T: Float>(
-    y: &[T],
-    gy: &[T],
-    rows: usize,
-    n: usize,
-    log: bool,
-    gx: &mut [T],
-) {
+pub fn softmax_backward_last<T: Float>(y: &[T], gy: &[T], rows: usize, n: usize, log: bool, gx: &mut [T]) {
     assert!(y.len() == rows * n && gy.len() == rows * n && gx.len() == rows * n);
     if n == 0 {
         return;
     }
     let rpt = rows_per_task(n);
-    gx.par_chunks_mut(rpt * n)
-        .zip(y.par_chunks(rpt * n).zip(gy.par_chunks(rpt * n)))
-        .for_each(|(gc, (yc, gyc))| {
-            for ((g, yr), gyr) in gc.chunks_mut(n).zip(yc.chunks(n)).zip(gyc.chunks(n)) {
-                if log {
-                    let s: T = gyr.iter().copied().sum();
-                    for j in 0..n {
-                        g[j] = gyr[j] - yr[j].exp() * s;
-                    }
-                } else {
-                    let dot: T = yr.iter().zip(gyr).map(|(&a, &b)| a * b).sum();
-                    for j in 0..n {
-                        g[j] = yr[j] * (gyr[j] - dot);
-                    }
+    gx.par_chunks_mut(rpt * n).zip(y.par_chunks(rpt * n).zip(gy.par_chunks(rpt * n))).for_each(|(gc, (yc, gyc))| {
+        for ((g, yr), gyr) in gc.chunks_mut(n).zip(yc.chunks(n)).zip(gyc.chunks(n)) {
+            if log {
+                let s: T = gyr.iter().copied().sum();
+                for j in 0..n {
+                    g[j] = gyr[j] - yr[j].exp() * s;
+                }
+            } else {
+                let dot: T = yr.iter().zip(gyr).map(|(&a, &b)| a * b).sum();
+                for j in 0..n {
+                    g[j] = yr[j] * (gyr[j] - dot);
                 }
             }
-        });
+        }
+    });
 }
 
 #[cfg(test)]

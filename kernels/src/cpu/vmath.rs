@@ -18,7 +18,7 @@ pub fn exp_f32(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     // Clamp so that the integer exponent stays in range; out-of-range inputs are fixed below.
     let xc = x.clamp(-87.5, 88.5);
-    let n = (xc * LOG2E).round();
+    let n = (xc * LOG2E).round_ties_even();
     let r = xc - n * LN2_HI - n * LN2_LO;
     // e^r on [-ln2/2, ln2/2]: Taylor-like minimax coefficients (Cephes expf).
     let mut p = 1.987_569_1e-4_f32;

@@ -2,17 +2,17 @@
 //! `f16`/`bf16` widen to `f32`, `f32` and `f64` are used in place (borrowed, no copy, when the
 //! layout allows), and results narrow back to the tensor's dtype.
 
-#[allow(unused_imports)]
-use num_traits::{Float as _, One as _, Zero as _};
-#[allow(unused_imports)]
-use crate::WithDType as _;
-#[allow(unused_imports)]
-use stapes_kernels::cpu::Float as _;
 use crate::dtype::WithDType;
 use crate::layout::Layout;
 use crate::storage::CpuStorage;
+#[allow(unused_imports)]
+use crate::WithDType as _;
 use crate::{DType, Error, Result, Tensor};
 use half::{bf16, f16, slice::HalfFloatSliceExt};
+#[allow(unused_imports)]
+use num_traits::{Float as _, One as _, Zero as _};
+#[allow(unused_imports)]
+use stapes_kernels::cpu::Float as _;
 use stapes_kernels::cpu::Float;
 use std::borrow::Cow;
 
@@ -76,11 +76,7 @@ pub(crate) fn float_data<T: ComputeFloat>(t: &Tensor) -> Result<Cow<'_, [T]>> {
         DType::F32 => convert_slice::<f32, T>(&t.contiguous_slice::<f32>()?),
         DType::F64 => convert_slice::<f64, T>(&t.contiguous_slice::<f64>()?),
         d => {
-            return Err(Error::UnsupportedDType {
-                op: "float_data",
-                dtype: d,
-                msg: "expected a floating point tensor",
-            })
+            return Err(Error::UnsupportedDType { op: "float_data", dtype: d, msg: "expected a floating point tensor" })
         }
     }))
 }
@@ -97,16 +93,18 @@ pub(crate) fn float_strided<T: ComputeFloat>(t: &Tensor) -> Result<(Cow<'_, [T]>
 }
 
 /// A tensor of `dtype` and `shape` from compute-type data (narrowed if `dtype` is f16/bf16).
-pub(crate) fn from_compute<T: ComputeFloat>(data: Vec<T>, shape: impl Into<crate::Shape>, dtype: DType) -> Result<Tensor> {
+pub(crate) fn from_compute<T: ComputeFloat>(
+    data: Vec<T>,
+    shape: impl Into<crate::Shape>,
+    dtype: DType,
+) -> Result<Tensor> {
     let storage = match dtype {
         d if d == T::DTYPE => T::into_storage(data),
         DType::F16 => CpuStorage::F16(convert_slice::<T, f16>(&data)),
         DType::BF16 => CpuStorage::BF16(convert_slice::<T, bf16>(&data)),
         DType::F32 => CpuStorage::F32(convert_slice::<T, f32>(&data)),
         DType::F64 => CpuStorage::F64(convert_slice::<T, f64>(&data)),
-        d => {
-            return Err(Error::UnsupportedDType { op: "from_compute", dtype: d, msg: "expected a float dtype" })
-        }
+        d => return Err(Error::UnsupportedDType { op: "from_compute", dtype: d, msg: "expected a float dtype" }),
     };
     Tensor::from_cpu_storage(storage, shape)
 }

@@ -13,7 +13,11 @@ fn fmt_value(v: f64, dtype: DType) -> String {
         if v.is_nan() {
             "nan".into()
         } else if v.is_infinite() {
-            if v > 0.0 { "inf".into() } else { "-inf".into() }
+            if v > 0.0 {
+                "inf".into()
+            } else {
+                "-inf".into()
+            }
         } else if v != 0.0 && (v.abs() >= 1e8 || v.abs() < 1e-4) {
             format!("{v:.4e}")
         } else {
@@ -24,7 +28,17 @@ fn fmt_value(v: f64, dtype: DType) -> String {
     }
 }
 
-fn write_dim(f: &mut String, vals: &[f64], dims: &[usize], strides: &[usize], base: usize, dtype: DType, summarize: bool, indent: usize) {
+#[allow(clippy::too_many_arguments)]
+fn write_dim(
+    f: &mut String,
+    vals: &[f64],
+    dims: &[usize],
+    strides: &[usize],
+    base: usize,
+    dtype: DType,
+    summarize: bool,
+    indent: usize,
+) {
     if dims.is_empty() {
         f.push_str(&fmt_value(vals[base], dtype));
         return;
@@ -46,7 +60,9 @@ fn write_dim(f: &mut String, vals: &[f64], dims: &[usize], strides: &[usize], ba
             }
         }
         match i {
-            Some(i) => write_dim(f, vals, &dims[1..], &strides[1..], base + i * strides[0], dtype, summarize, indent + 1),
+            Some(i) => {
+                write_dim(f, vals, &dims[1..], &strides[1..], base + i * strides[0], dtype, summarize, indent + 1)
+            }
             None => f.push_str("..."),
         }
     }
@@ -73,7 +89,10 @@ mod tests {
     #[test]
     fn small_and_truncated() {
         let t = Tensor::from_vec(vec![1.0f32, 2.5, -3.0, 4.0], [2, 2], &Device::Cpu).unwrap();
-        assert_eq!(t.to_string(), "tensor([[1.0000, 2.5000],\n        [-3.0000, 4.0000]], shape=[2, 2], dtype=float32)");
+        assert_eq!(
+            t.to_string(),
+            "tensor([[1.0000, 2.5000],\n        [-3.0000, 4.0000]], shape=[2, 2], dtype=float32)"
+        );
         let big = Tensor::zeros([100, 100], crate::DType::F32, &Device::Cpu).unwrap();
         let s = big.to_string();
         assert!(s.contains("..."), "{s}");

@@ -2,18 +2,18 @@
 //! and `masked_fill`. One closure per op is monomorphised into the kernel loop, so the inner
 //! loops have no per-element dispatch.
 
-#[allow(unused_imports)]
-use num_traits::{Float as _, One as _, Zero as _};
-#[allow(unused_imports)]
-use crate::WithDType as _;
-#[allow(unused_imports)]
-use stapes_kernels::cpu::Float as _;
 use super::compute::{check_mask, float_data, float_strided, from_compute, ComputeFloat};
 use crate::shape::broadcast_shapes;
+#[allow(unused_imports)]
+use crate::WithDType as _;
 use crate::{Error, Result, Tensor, WithDType};
+#[allow(unused_imports)]
+use num_traits::{Float as _, One as _, Zero as _};
 use stapes_kernels::cpu::binary::{binary_map, ternary_map, Strided};
 use stapes_kernels::cpu::unary::{erf, par_chunked, unary_map, unary_map_inplace};
 use stapes_kernels::cpu::vmath;
+#[allow(unused_imports)]
+use stapes_kernels::cpu::Float as _;
 use stapes_kernels::cpu::Float;
 use std::borrow::Cow;
 
@@ -264,12 +264,12 @@ impl Tensor {
                 BinaryOp::Sub => binary_map(&shape, l, r, &mut out, |a: T, b: T| a - b),
                 BinaryOp::Mul => binary_map(&shape, l, r, &mut out, |a: T, b: T| a * b),
                 BinaryOp::Div => binary_map(&shape, l, r, &mut out, |a: T, b: T| a / b),
-                BinaryOp::Maximum => binary_map(&shape, l, r, &mut out, |a: T, b: T| {
-                    if a.is_nan() || a > b { a } else { b }
-                }),
-                BinaryOp::Minimum => binary_map(&shape, l, r, &mut out, |a: T, b: T| {
-                    if a.is_nan() || a < b { a } else { b }
-                }),
+                BinaryOp::Maximum => {
+                    binary_map(&shape, l, r, &mut out, |a: T, b: T| if a.is_nan() || a > b { a } else { b })
+                }
+                BinaryOp::Minimum => {
+                    binary_map(&shape, l, r, &mut out, |a: T, b: T| if a.is_nan() || a < b { a } else { b })
+                }
                 BinaryOp::Pow => binary_map(&shape, l, r, &mut out, |a: T, b: T| a.powf(b)),
             }
             from_compute(out, shape, self.dtype())
@@ -479,9 +479,7 @@ impl Tensor {
         if !self.dtype().is_float() {
             return Ok(true);
         }
-        float_dispatch!(self.dtype(), "all_finite", |T| {
-            Ok(float_data::<T>(self)?.iter().all(|x| x.is_finite()))
-        })
+        float_dispatch!(self.dtype(), "all_finite", |T| { Ok(float_data::<T>(self)?.iter().all(|x| x.is_finite())) })
     }
     /// Whether the two tensors have the same shape and elements (bitwise-equal values, NaN
     /// compared by bits), after conversion to f64.

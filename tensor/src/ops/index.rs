@@ -1,30 +1,45 @@
 //! Gather, scatter_add, index_add and embedding lookup. Indices are i64 and validated before
 //! any kernel runs: an out-of-range index is an `IndexOutOfRange` error naming it.
 
-#[allow(unused_imports)]
-use num_traits::{Float as _, One as _, Zero as _};
-#[allow(unused_imports)]
-use crate::WithDType as _;
-#[allow(unused_imports)]
-use stapes_kernels::cpu::Float as _;
 use super::compute::{float_data, from_compute, index_data};
 use crate::shape::Dim;
+#[allow(unused_imports)]
+use crate::WithDType as _;
 use crate::{Error, Result, Tensor};
+#[allow(unused_imports)]
+use num_traits::{Float as _, One as _, Zero as _};
 use stapes_kernels::cpu::index as k;
+#[allow(unused_imports)]
+use stapes_kernels::cpu::Float as _;
 
 impl Tensor {
     fn check_index_shape(&self, op: &'static str, d: usize, index: &Tensor, other: Option<&Tensor>) -> Result<()> {
         if index.rank() != self.rank() {
-            return Err(Error::shape(op, format!("index has rank {} (shape {:?}), the tensor has rank {} (shape {:?})", index.rank(), index.dims(), self.rank(), self.dims())));
+            return Err(Error::shape(
+                op,
+                format!(
+                    "index has rank {} (shape {:?}), the tensor has rank {} (shape {:?})",
+                    index.rank(),
+                    index.dims(),
+                    self.rank(),
+                    self.dims()
+                ),
+            ));
         }
         for (i, (&a, &b)) in index.dims().iter().zip(self.dims()).enumerate() {
             if i != d && a > b {
-                return Err(Error::shape(op, format!("index shape {:?} exceeds the tensor shape {:?} in dim {i}", index.dims(), self.dims())));
+                return Err(Error::shape(
+                    op,
+                    format!("index shape {:?} exceeds the tensor shape {:?} in dim {i}", index.dims(), self.dims()),
+                ));
             }
         }
         if let Some(src) = other {
             if src.rank() != index.rank() || index.dims().iter().zip(src.dims()).any(|(a, b)| a > b) {
-                return Err(Error::shape(op, format!("index shape {:?} exceeds the src shape {:?}", index.dims(), src.dims())));
+                return Err(Error::shape(
+                    op,
+                    format!("index shape {:?} exceeds the src shape {:?}", index.dims(), src.dims()),
+                ));
             }
         }
         Ok(())
@@ -90,11 +105,16 @@ impl Tensor {
     /// the result has shape `ids.shape + [dim]` (`F.embedding`).
     pub fn embedding(&self, ids: &Tensor) -> Result<Tensor> {
         if self.rank() != 2 {
-            return Err(Error::shape("embedding", format!("weight must be 2-D [num_embeddings, dim], got shape {:?}", self.dims())));
+            return Err(Error::shape(
+                "embedding",
+                format!("weight must be 2-D [num_embeddings, dim], got shape {:?}", self.dims()),
+            ));
         }
         let flat = ids.flatten_all()?;
         let rows = self.index_select(0usize, &flat).map_err(|e| match e {
-            Error::IndexOutOfRange { index, size, .. } => Error::IndexOutOfRange { op: "embedding", index, dim: 0, size },
+            Error::IndexOutOfRange { index, size, .. } => {
+                Error::IndexOutOfRange { op: "embedding", index, dim: 0, size }
+            }
             e => e,
         })?;
         let mut shape = ids.dims().to_vec();

@@ -2,21 +2,21 @@
 //! and batch norm, each with the backward functions the autograd uses. The kernels live in
 //! `stapes_kernels::cpu::{softmax, matmul, conv, pool, norm}`.
 
-#[allow(unused_imports)]
-use num_traits::{Float as _, One as _, Zero as _};
-#[allow(unused_imports)]
-use crate::WithDType as _;
-#[allow(unused_imports)]
-use stapes_kernels::cpu::Float as _;
 use super::compute::{float_data, float_strided, from_compute};
 use crate::shape::{broadcast_shapes, Dim};
+#[allow(unused_imports)]
+use crate::WithDType as _;
 use crate::{DType, Error, Result, Tensor};
+#[allow(unused_imports)]
+use num_traits::{Float as _, One as _, Zero as _};
 use stapes_kernels::cpu::conv::{self as kconv, Conv2dGeom};
 use stapes_kernels::cpu::copy::collapse_dims;
 use stapes_kernels::cpu::matmul::{gemm_batched, MatLayout};
 use stapes_kernels::cpu::norm as knorm;
 use stapes_kernels::cpu::pool::{self as kpool, Pool2dGeom};
 use stapes_kernels::cpu::softmax::{softmax_backward_last, softmax_last};
+#[allow(unused_imports)]
+use stapes_kernels::cpu::Float as _;
 
 fn check_float(op: &'static str, t: &Tensor) -> Result<()> {
     if !t.dtype().is_float() {
@@ -35,7 +35,7 @@ impl Tensor {
         let last = self.rank() - 1;
         let x = if d == last { self.clone() } else { self.transpose(d, last)? };
         let n = x.dims()[last];
-        let rows = if n == 0 { 0 } else { x.elem_count() / n };
+        let rows = x.elem_count().checked_div(n).unwrap_or(0);
         let y = float_dispatch!(self.dtype(), name, |T| {
             let data = float_data::<T>(&x)?;
             let mut out = vec![T::zero(); data.len()];
@@ -70,9 +70,10 @@ impl Tensor {
         }
         let d = dim.to_index(self.rank(), name)?;
         let last = self.rank() - 1;
-        let (y, g) = if d == last { (self.clone(), grad.clone()) } else { (self.transpose(d, last)?, grad.transpose(d, last)?) };
+        let (y, g) =
+            if d == last { (self.clone(), grad.clone()) } else { (self.transpose(d, last)?, grad.transpose(d, last)?) };
         let n = y.dims()[last];
-        let rows = if n == 0 { 0 } else { y.elem_count() / n };
+        let rows = y.elem_count().checked_div(n).unwrap_or(0);
         let gx = float_dispatch!(self.dtype(), name, |T| {
             let yd = float_data::<T>(&y)?;
             let gd = float_data::<T>(&g)?;
@@ -94,7 +95,10 @@ impl Tensor {
         self.check_same(rhs, name, true)?;
         check_float(name, self)?;
         if self.rank() == 0 || rhs.rank() == 0 {
-            return Err(Error::shape(name, format!("both operands must have at least 1 dim, got {:?} and {:?}", self.dims(), rhs.dims())));
+            return Err(Error::shape(
+                name,
+                format!("both operands must have at least 1 dim, got {:?} and {:?}", self.dims(), rhs.dims()),
+            ));
         }
         let a = if self.rank() == 1 { self.unsqueeze(0usize)? } else { self.clone() };
         let b = if rhs.rank() == 1 { rhs.unsqueeze(1usize)? } else { rhs.clone() };
@@ -102,10 +106,14 @@ impl Tensor {
         let (m, k) = (a.dims()[ar - 2], a.dims()[ar - 1]);
         let (k2, n) = (b.dims()[br - 2], b.dims()[br - 1]);
         if k != k2 {
-            return Err(Error::shape(name, format!(
-                "lhs {:?} and rhs {:?} do not agree on the contracted dim ({k} vs {k2})",
-                self.dims(), rhs.dims()
-            )));
+            return Err(Error::shape(
+                name,
+                format!(
+                    "lhs {:?} and rhs {:?} do not agree on the contracted dim ({k} vs {k2})",
+                    self.dims(),
+                    rhs.dims()
+                ),
+            ));
         }
         let batch = broadcast_shapes(name, &a.dims()[..ar - 2], &b.dims()[..br - 2])?;
         let mut out_shape = batch.clone();
@@ -121,8 +129,10 @@ impl Tensor {
             let al = al.broadcast_as(name, &a_shape)?;
             let bl = bl.broadcast_as(name, &b_shape)?;
             let nbd = batch.len();
-            let out_batch_strides: Vec<usize> = stapes_kernels::cpu::copy::contiguous_strides(&batch).iter().map(|s| s * m * n).collect();
-            let (cshape, [sa, sb, so]) = collapse_dims(&batch, [&al.strides()[..nbd], &bl.strides()[..nbd], &out_batch_strides]);
+            let out_batch_strides: Vec<usize> =
+                stapes_kernels::cpu::copy::contiguous_strides(&batch).iter().map(|s| s * m * n).collect();
+            let (cshape, [sa, sb, so]) =
+                collapse_dims(&batch, [&al.strides()[..nbd], &bl.strides()[..nbd], &out_batch_strides]);
             let mut out = vec![T::zero(); nb * m * n];
             if nb > 0 {
                 let inner_b = *cshape.last().unwrap();
@@ -130,12 +140,29 @@ impl Tensor {
                 let outer = [sa[..sa.len() - 1].to_vec(), sb[..sb.len() - 1].to_vec(), so[..so.len() - 1].to_vec()];
                 let n_outer: usize = outer_shape.iter().product();
                 let (ia, ib, io) = (*sa.last().unwrap(), *sb.last().unwrap(), *so.last().unwrap());
-                stapes_kernels::cpu::copy::for_each_row(outer_shape, &outer, [al.offset(), bl.offset(), 0], 0, n_outer, |_, [oa, ob, oo]| {
-                    let lhs_l = MatLayout { offset: oa, batch_stride: ia, row_stride: al.strides()[nbd], col_stride: al.strides()[nbd + 1] };
-                    let rhs_l = MatLayout { offset: ob, batch_stride: ib, row_stride: bl.strides()[nbd], col_stride: bl.strides()[nbd + 1] };
-                    let dst_l = MatLayout { offset: oo, batch_stride: io, row_stride: n, col_stride: 1 };
-                    gemm_batched(inner_b, m, n, k, &ad, lhs_l, &bd, rhs_l, &mut out, dst_l, false);
-                });
+                stapes_kernels::cpu::copy::for_each_row(
+                    outer_shape,
+                    &outer,
+                    [al.offset(), bl.offset(), 0],
+                    0,
+                    n_outer,
+                    |_, [oa, ob, oo]| {
+                        let lhs_l = MatLayout {
+                            offset: oa,
+                            batch_stride: ia,
+                            row_stride: al.strides()[nbd],
+                            col_stride: al.strides()[nbd + 1],
+                        };
+                        let rhs_l = MatLayout {
+                            offset: ob,
+                            batch_stride: ib,
+                            row_stride: bl.strides()[nbd],
+                            col_stride: bl.strides()[nbd + 1],
+                        };
+                        let dst_l = MatLayout { offset: oo, batch_stride: io, row_stride: n, col_stride: 1 };
+                        gemm_batched(inner_b, m, n, k, &ad, lhs_l, &bd, rhs_l, &mut out, dst_l, false);
+                    },
+                );
             }
             from_compute(out, out_shape, self.dtype())?
         });
@@ -164,7 +191,10 @@ impl Conv2dParams {
         }
         let g = self.groups;
         if g == 0 || self.stride.contains(&0) || self.dilation.contains(&0) {
-            return Err(Error::invalid(op, format!("stride {:?}, dilation {:?} and groups {g} must be positive", self.stride, self.dilation)));
+            return Err(Error::invalid(
+                op,
+                format!("stride {:?}, dilation {:?} and groups {g} must be positive", self.stride, self.dilation),
+            ));
         }
         let (c_in, c_out) = (input[1], weight[0]);
         if c_in % g != 0 || c_out % g != 0 || weight[1] * g != c_in {
@@ -189,7 +219,13 @@ impl Conv2dParams {
         let eff_h = self.dilation[0] * (geom.kh.max(1) - 1) + 1;
         let eff_w = self.dilation[1] * (geom.kw.max(1) - 1) + 1;
         if geom.h + 2 * geom.padding.0 < eff_h || geom.w + 2 * geom.padding.1 < eff_w || geom.kh == 0 || geom.kw == 0 {
-            return Err(Error::shape(op, format!("input {input:?} (padded by {:?}) is smaller than the dilated kernel ({eff_h}, {eff_w})", self.padding)));
+            return Err(Error::shape(
+                op,
+                format!(
+                    "input {input:?} (padded by {:?}) is smaller than the dilated kernel ({eff_h}, {eff_w})",
+                    self.padding
+                ),
+            ));
         }
         Ok(geom)
     }
@@ -198,7 +234,15 @@ impl Conv2dParams {
 impl Tensor {
     /// 2-D convolution (cross-correlation, as PyTorch): input `[N, C, H, W]`, weight
     /// `[O, C/groups, kH, kW]`, optional bias `[O]`.
-    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], groups: usize) -> Result<Tensor> {
+    pub fn conv2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        groups: usize,
+    ) -> Result<Tensor> {
         let p = Conv2dParams { stride, padding, dilation, groups };
         self.conv2d_p(weight, bias, &p, "conv2d")
     }
@@ -228,11 +272,23 @@ impl Tensor {
     }
 
     /// Gradient of conv2d with respect to its input of shape `input_dims`.
-    pub fn conv2d_backward_input(grad_out: &Tensor, weight: &Tensor, input_dims: &[usize], p: &Conv2dParams) -> Result<Tensor> {
+    pub fn conv2d_backward_input(
+        grad_out: &Tensor,
+        weight: &Tensor,
+        input_dims: &[usize],
+        p: &Conv2dParams,
+    ) -> Result<Tensor> {
         let op = "conv2d_backward_input";
         let g = p.geom(op, input_dims, weight.dims())?;
         if grad_out.dims() != [g.n, g.c_out, g.out_h(), g.out_w()] {
-            return Err(Error::shape(op, format!("grad_out has shape {:?}, expected {:?}", grad_out.dims(), [g.n, g.c_out, g.out_h(), g.out_w()])));
+            return Err(Error::shape(
+                op,
+                format!(
+                    "grad_out has shape {:?}, expected {:?}",
+                    grad_out.dims(),
+                    [g.n, g.c_out, g.out_h(), g.out_w()]
+                ),
+            ));
         }
         float_dispatch!(weight.dtype(), op, |T| {
             let go = float_data::<T>(grad_out)?;
@@ -244,11 +300,23 @@ impl Tensor {
     }
 
     /// Gradient of conv2d with respect to its weight of shape `weight_dims`.
-    pub fn conv2d_backward_weight(input: &Tensor, grad_out: &Tensor, weight_dims: &[usize], p: &Conv2dParams) -> Result<Tensor> {
+    pub fn conv2d_backward_weight(
+        input: &Tensor,
+        grad_out: &Tensor,
+        weight_dims: &[usize],
+        p: &Conv2dParams,
+    ) -> Result<Tensor> {
         let op = "conv2d_backward_weight";
         let g = p.geom(op, input.dims(), weight_dims)?;
         if grad_out.dims() != [g.n, g.c_out, g.out_h(), g.out_w()] {
-            return Err(Error::shape(op, format!("grad_out has shape {:?}, expected {:?}", grad_out.dims(), [g.n, g.c_out, g.out_h(), g.out_w()])));
+            return Err(Error::shape(
+                op,
+                format!(
+                    "grad_out has shape {:?}, expected {:?}",
+                    grad_out.dims(),
+                    [g.n, g.c_out, g.out_h(), g.out_w()]
+                ),
+            ));
         }
         float_dispatch!(input.dtype(), op, |T| {
             let x = float_data::<T>(input)?;
@@ -260,9 +328,24 @@ impl Tensor {
     }
 
     /// 1-D convolution: input `[N, C, L]`, weight `[O, C/groups, k]`, optional bias `[O]`.
-    pub fn conv1d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize, dilation: usize, groups: usize) -> Result<Tensor> {
+    pub fn conv1d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+        groups: usize,
+    ) -> Result<Tensor> {
         if self.rank() != 3 || weight.rank() != 3 {
-            return Err(Error::shape("conv1d", format!("expects a 3-D input [N, C, L] and a 3-D weight [O, C/groups, k], got {:?} and {:?}", self.dims(), weight.dims())));
+            return Err(Error::shape(
+                "conv1d",
+                format!(
+                    "expects a 3-D input [N, C, L] and a 3-D weight [O, C/groups, k], got {:?} and {:?}",
+                    self.dims(),
+                    weight.dims()
+                ),
+            ));
         }
         let p = Conv2dParams { stride: [1, stride], padding: [0, padding], dilation: [1, dilation], groups };
         let y = self.unsqueeze(2usize)?.conv2d_p(&weight.unsqueeze(2usize)?, bias, &p, "conv1d")?;
@@ -287,11 +370,20 @@ impl Pool2d {
             return Err(Error::shape(op, format!("expects a 4-D input [N, C, H, W], got {input:?}")));
         }
         if self.kernel.contains(&0) || self.stride.contains(&0) || self.dilation.contains(&0) {
-            return Err(Error::invalid(op, format!("kernel {:?}, stride {:?} and dilation {:?} must be positive", self.kernel, self.stride, self.dilation)));
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "kernel {:?}, stride {:?} and dilation {:?} must be positive",
+                    self.kernel, self.stride, self.dilation
+                ),
+            ));
         }
         for i in 0..2 {
             if self.padding[i] * 2 > self.kernel[i] {
-                return Err(Error::invalid(op, format!("padding {:?} must be at most half of the kernel {:?}", self.padding, self.kernel)));
+                return Err(Error::invalid(
+                    op,
+                    format!("padding {:?} must be at most half of the kernel {:?}", self.padding, self.kernel),
+                ));
             }
         }
         let g = Pool2dGeom {
@@ -310,7 +402,13 @@ impl Pool2d {
         let eff_h = self.dilation[0] * (self.kernel[0] - 1) + 1;
         let eff_w = self.dilation[1] * (self.kernel[1] - 1) + 1;
         if g.h + 2 * g.padding.0 < eff_h || g.w + 2 * g.padding.1 < eff_w || g.out_h() == 0 || g.out_w() == 0 {
-            return Err(Error::shape(op, format!("input {input:?} is too small for kernel {:?} with padding {:?} and dilation {:?}", self.kernel, self.padding, self.dilation)));
+            return Err(Error::shape(
+                op,
+                format!(
+                    "input {input:?} is too small for kernel {:?} with padding {:?} and dilation {:?}",
+                    self.kernel, self.padding, self.dilation
+                ),
+            ));
         }
         Ok(g)
     }
@@ -335,17 +433,32 @@ impl Tensor {
     }
 
     /// Max pooling over `[N, C, H, W]`.
-    pub fn max_pool2d(&self, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], ceil_mode: bool) -> Result<Tensor> {
+    pub fn max_pool2d(
+        &self,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        ceil_mode: bool,
+    ) -> Result<Tensor> {
         let p = Pool2d { kernel, stride, padding, dilation, ceil_mode, count_include_pad: true };
         Ok(self.max_pool2d_with_indices(&p)?.0)
     }
 
     /// Gradient of max pooling: routes `grad_out` to the argmax positions.
-    pub fn max_pool2d_backward(grad_out: &Tensor, indices: &Tensor, input_dims: &[usize], p: &Pool2d) -> Result<Tensor> {
+    pub fn max_pool2d_backward(
+        grad_out: &Tensor,
+        indices: &Tensor,
+        input_dims: &[usize],
+        p: &Pool2d,
+    ) -> Result<Tensor> {
         let op = "max_pool2d_backward";
         let g = p.geom(op, input_dims)?;
         if grad_out.dims() != indices.dims() || grad_out.dims() != [g.n, g.c, g.out_h(), g.out_w()] {
-            return Err(Error::shape(op, format!("grad_out {:?} and indices {:?} must have the pooled shape", grad_out.dims(), indices.dims())));
+            return Err(Error::shape(
+                op,
+                format!("grad_out {:?} and indices {:?} must have the pooled shape", grad_out.dims(), indices.dims()),
+            ));
         }
         let idx = super::compute::index_data(op, indices, 2, g.h * g.w)?;
         float_dispatch!(grad_out.dtype(), op, |T| {
@@ -357,7 +470,14 @@ impl Tensor {
     }
 
     /// Average pooling over `[N, C, H, W]`.
-    pub fn avg_pool2d(&self, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], ceil_mode: bool, count_include_pad: bool) -> Result<Tensor> {
+    pub fn avg_pool2d(
+        &self,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> Result<Tensor> {
         let p = Pool2d { kernel, stride, padding, dilation: [1, 1], ceil_mode, count_include_pad };
         let op = "avg_pool2d";
         let g = p.geom(op, self.dims())?;
@@ -424,15 +544,30 @@ impl Tensor {
     fn layer_norm_rows(&self, normalized_shape: &[usize]) -> Result<(usize, usize)> {
         let op = "layer_norm";
         let r = self.rank();
-        if normalized_shape.is_empty() || normalized_shape.len() > r || self.dims()[r - normalized_shape.len()..] != *normalized_shape {
-            return Err(Error::shape(op, format!("normalized_shape {normalized_shape:?} does not match the trailing dims of the input {:?}", self.dims())));
+        if normalized_shape.is_empty()
+            || normalized_shape.len() > r
+            || self.dims()[r - normalized_shape.len()..] != *normalized_shape
+        {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "normalized_shape {normalized_shape:?} does not match the trailing dims of the input {:?}",
+                    self.dims()
+                ),
+            ));
         }
         let cols: usize = normalized_shape.iter().product();
-        Ok((if cols == 0 { 0 } else { self.elem_count() / cols }, cols))
+        Ok((self.elem_count().checked_div(cols).unwrap_or(0), cols))
     }
 
     /// Layer norm over the trailing `normalized_shape` dims, returning the saved statistics.
-    pub fn layer_norm_with_stats(&self, normalized_shape: &[usize], weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<LayerNormOutput> {
+    pub fn layer_norm_with_stats(
+        &self,
+        normalized_shape: &[usize],
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<LayerNormOutput> {
         let op = "layer_norm";
         check_float(op, self)?;
         let (rows, cols) = self.layer_norm_rows(normalized_shape)?;
@@ -456,14 +591,28 @@ impl Tensor {
     }
 
     /// Layer norm over the trailing `normalized_shape` dims (`F.layer_norm`).
-    pub fn layer_norm(&self, normalized_shape: &[usize], weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    pub fn layer_norm(
+        &self,
+        normalized_shape: &[usize],
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
         Ok(self.layer_norm_with_stats(normalized_shape, weight, bias, eps)?.y)
     }
 
     /// Gradients of layer norm: `(grad_x, grad_weight, grad_bias)`, the last two present when
     /// `weight` is given (`has_bias` asks for the bias gradient).
     #[allow(clippy::too_many_arguments)]
-    pub fn layer_norm_backward(x: &Tensor, grad_y: &Tensor, normalized_shape: &[usize], weight: Option<&Tensor>, has_bias: bool, mean: &Tensor, rstd: &Tensor) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
+    pub fn layer_norm_backward(
+        x: &Tensor,
+        grad_y: &Tensor,
+        normalized_shape: &[usize],
+        weight: Option<&Tensor>,
+        has_bias: bool,
+        mean: &Tensor,
+        rstd: &Tensor,
+    ) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
         let op = "layer_norm_backward";
         let (rows, cols) = x.layer_norm_rows(normalized_shape)?;
         float_dispatch!(x.dtype(), op, |T| {
@@ -475,7 +624,18 @@ impl Tensor {
             let mut gx = vec![T::zero(); xd.len()];
             let mut gw = weight.map(|_| vec![T::zero(); cols]);
             let mut gb = if has_bias { Some(vec![T::zero(); cols]) } else { None };
-            knorm::layer_norm_backward(&xd, &gy, rows, cols, w.as_deref(), &m, &r, &mut gx, gw.as_deref_mut(), gb.as_deref_mut());
+            knorm::layer_norm_backward(
+                &xd,
+                &gy,
+                rows,
+                cols,
+                w.as_deref(),
+                &m,
+                &r,
+                &mut gx,
+                gw.as_deref_mut(),
+                gb.as_deref_mut(),
+            );
             let gx = from_compute(gx, x.shape(), x.dtype())?;
             let gw = gw.map(|v| from_compute(v, normalized_shape, x.dtype())).transpose()?;
             let gb = gb.map(|v| from_compute(v, normalized_shape, x.dtype())).transpose()?;
@@ -496,11 +656,22 @@ impl Tensor {
     /// and, when running statistics are given, their updates are returned; in inference the
     /// running statistics are required and used.
     #[allow(clippy::too_many_arguments)]
-    pub fn batch_norm(&self, running_mean: Option<&Tensor>, running_var: Option<&Tensor>, weight: Option<&Tensor>, bias: Option<&Tensor>, training: bool, momentum: f64, eps: f64) -> Result<BatchNormOutput> {
+    pub fn batch_norm(
+        &self,
+        running_mean: Option<&Tensor>,
+        running_var: Option<&Tensor>,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        training: bool,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<BatchNormOutput> {
         let op = "batch_norm";
         check_float(op, self)?;
         let (n, c, s) = self.batch_norm_dims(op)?;
-        for (what, p) in [("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)] {
+        for (what, p) in
+            [("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)]
+        {
             check_param(op, what, p, &[c], self)?;
         }
         if running_mean.is_some() != running_var.is_some() {
@@ -510,7 +681,10 @@ impl Tensor {
             return Err(Error::invalid(op, "inference mode needs running_mean and running_var"));
         }
         if training && n * s <= 1 {
-            return Err(Error::invalid(op, format!("expected more than 1 value per channel when training, got input of shape {:?}", self.dims())));
+            return Err(Error::invalid(
+                op,
+                format!("expected more than 1 value per channel when training, got input of shape {:?}", self.dims()),
+            ));
         }
         float_dispatch!(self.dtype(), op, |T| {
             let x = float_data::<T>(self)?;
@@ -521,7 +695,22 @@ impl Tensor {
             let mut y = vec![T::zero(); x.len()];
             let mut sm = vec![T::zero(); c];
             let mut sr = vec![T::zero(); c];
-            knorm::batch_norm_forward(&x, n, c, s, w.as_deref(), b.as_deref(), rm.as_deref_mut(), rv.as_deref_mut(), training, momentum, eps, &mut y, &mut sm, &mut sr);
+            knorm::batch_norm_forward(
+                &x,
+                n,
+                c,
+                s,
+                w.as_deref(),
+                b.as_deref(),
+                rm.as_deref_mut(),
+                rv.as_deref_mut(),
+                training,
+                momentum,
+                eps,
+                &mut y,
+                &mut sm,
+                &mut sr,
+            );
             let dt = self.dtype();
             let (running_mean, running_var) = if training {
                 (rm.map(|v| from_compute(v, c, dt)).transpose()?, rv.map(|v| from_compute(v, c, dt)).transpose()?)
@@ -541,7 +730,15 @@ impl Tensor {
 
     /// Gradients of batch norm: `(grad_x, grad_weight, grad_bias)`.
     #[allow(clippy::too_many_arguments)]
-    pub fn batch_norm_backward(x: &Tensor, grad_y: &Tensor, weight: Option<&Tensor>, has_bias: bool, save_mean: &Tensor, save_rstd: &Tensor, training: bool) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
+    pub fn batch_norm_backward(
+        x: &Tensor,
+        grad_y: &Tensor,
+        weight: Option<&Tensor>,
+        has_bias: bool,
+        save_mean: &Tensor,
+        save_rstd: &Tensor,
+        training: bool,
+    ) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
         let op = "batch_norm_backward";
         let (n, c, s) = x.batch_norm_dims(op)?;
         float_dispatch!(x.dtype(), op, |T| {
@@ -553,7 +750,20 @@ impl Tensor {
             let mut gx = vec![T::zero(); xd.len()];
             let mut gw = weight.map(|_| vec![T::zero(); c]);
             let mut gb = if has_bias { Some(vec![T::zero(); c]) } else { None };
-            knorm::batch_norm_backward(&xd, &gy, n, c, s, w.as_deref(), &m, &r, training, &mut gx, gw.as_deref_mut(), gb.as_deref_mut());
+            knorm::batch_norm_backward(
+                &xd,
+                &gy,
+                n,
+                c,
+                s,
+                w.as_deref(),
+                &m,
+                &r,
+                training,
+                &mut gx,
+                gw.as_deref_mut(),
+                gb.as_deref_mut(),
+            );
             Ok((
                 from_compute(gx, x.shape(), x.dtype())?,
                 gw.map(|v| from_compute(v, c, x.dtype())).transpose()?,

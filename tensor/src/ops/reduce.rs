@@ -5,17 +5,17 @@
 //! directly on it (`[a, r, b]`, either the last-dim kernel when `b == 1` or the middle-dim
 //! kernel for sums); any other case permutes the reduced dims last and copies once.
 
-#[allow(unused_imports)]
-use num_traits::{Float as _, One as _, Zero as _};
-#[allow(unused_imports)]
-use crate::WithDType as _;
-#[allow(unused_imports)]
-use stapes_kernels::cpu::Float as _;
 use super::compute::{float_data, from_compute};
 use crate::shape::{Dim, Dims};
+#[allow(unused_imports)]
+use crate::WithDType as _;
 use crate::{Error, Result, Tensor};
-use stapes_kernels::cpu::reduce::{arg_reduce_last, reduce_last, sum_mid};
+#[allow(unused_imports)]
+use num_traits::{Float as _, One as _, Zero as _};
 pub use stapes_kernels::cpu::reduce::ReduceOp;
+use stapes_kernels::cpu::reduce::{arg_reduce_last, reduce_last, sum_mid};
+#[allow(unused_imports)]
+use stapes_kernels::cpu::Float as _;
 
 fn op_name(op: ReduceOp) -> &'static str {
     match op {
@@ -59,7 +59,7 @@ impl Tensor {
             return Err(Error::invalid(name, format!("cannot reduce over an empty dim (shape {:?})", self.dims())));
         }
         let total = self.elem_count();
-        let rows = if r == 0 { out_shape.iter().product() } else { total / r };
+        let rows = total.checked_div(r).unwrap_or_else(|| out_shape.iter().product());
         float_dispatch!(self.dtype(), name, |T| {
             let block = dims.windows(2).all(|w| w[1] == w[0] + 1);
             let mut out = vec![T::zero(); rows];
@@ -173,7 +173,10 @@ impl Tensor {
         }
         let rank = self.rank();
         if shape.len() > rank {
-            return Err(Error::shape("sum_to_shape", format!("cannot sum {:?} to the higher-rank {shape:?}", self.dims())));
+            return Err(Error::shape(
+                "sum_to_shape",
+                format!("cannot sum {:?} to the higher-rank {shape:?}", self.dims()),
+            ));
         }
         let lead = rank - shape.len();
         let mut dims: Vec<usize> = (0..lead).collect();

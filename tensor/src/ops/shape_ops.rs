@@ -1,16 +1,16 @@
 //! Shape ops. Views share storage (reshape when the strides allow, transpose, permute, narrow,
 //! squeeze, unsqueeze, expand); cat, stack and pad copy; split and chunk return views.
 
-#[allow(unused_imports)]
-use num_traits::{Float as _, One as _, Zero as _};
-#[allow(unused_imports)]
-use crate::WithDType as _;
-#[allow(unused_imports)]
-use stapes_kernels::cpu::Float as _;
 use super::compute::index_data;
 use crate::layout::Layout;
 use crate::shape::{broadcast_shapes, Dim, Shape};
+#[allow(unused_imports)]
+use crate::WithDType as _;
 use crate::{Error, Result, Tensor, WithDType};
+#[allow(unused_imports)]
+use num_traits::{Float as _, One as _, Zero as _};
+#[allow(unused_imports)]
+use stapes_kernels::cpu::Float as _;
 
 /// Padding modes of [`Tensor::pad`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +48,10 @@ impl Tensor {
         let known: i64 = shape.iter().filter(|&&d| d != -1).product();
         let n_infer = shape.iter().filter(|&&d| d == -1).count();
         if n_infer > 1 || shape.iter().any(|&d| d < -1) {
-            return Err(Error::invalid("reshape", format!("invalid shape {shape:?}: at most one -1 and no other negative dim")));
+            return Err(Error::invalid(
+                "reshape",
+                format!("invalid shape {shape:?}: at most one -1 and no other negative dim"),
+            ));
         }
         let n = self.elem_count() as i64;
         let dims: Vec<usize> = if n_infer == 1 {
@@ -87,7 +90,14 @@ impl Tensor {
         let rank = self.rank();
         let mut seen = vec![false; rank];
         if perm.len() != rank {
-            return Err(Error::shape("permute", format!("permutation {perm:?} has {} dims, the tensor has {rank} (shape {:?})", perm.len(), self.dims())));
+            return Err(Error::shape(
+                "permute",
+                format!(
+                    "permutation {perm:?} has {} dims, the tensor has {rank} (shape {:?})",
+                    perm.len(),
+                    self.dims()
+                ),
+            ));
         }
         for &p in perm {
             if p >= rank || seen[p] {
@@ -103,7 +113,14 @@ impl Tensor {
         let d = dim.to_index(self.rank(), "narrow")?;
         let size = self.dims()[d];
         if start.checked_add(len).is_none_or(|e| e > size) {
-            return Err(Error::invalid("narrow", format!("range {start}..{} out of bounds for dim {d} of size {size} (shape {:?})", start + len, self.dims())));
+            return Err(Error::invalid(
+                "narrow",
+                format!(
+                    "range {start}..{} out of bounds for dim {d} of size {size} (shape {:?})",
+                    start + len,
+                    self.dims()
+                ),
+            ));
         }
         Ok(self.with_layout(self.layout().narrow(d, start, len)))
     }
@@ -148,7 +165,8 @@ impl Tensor {
         let d = dim.to_index(rank, "cat")?;
         for (i, t) in tensors.iter().enumerate().skip(1) {
             first.check_same(t, "cat", true)?;
-            let ok = t.rank() == rank && t.dims().iter().zip(first.dims()).enumerate().all(|(k, (a, b))| k == d || a == b);
+            let ok =
+                t.rank() == rank && t.dims().iter().zip(first.dims()).enumerate().all(|(k, (a, b))| k == d || a == b);
             if !ok {
                 return Err(Error::shape("cat", format!(
                     "shape mismatch in cat: tensor 0 has shape {:?}, tensor {i} has shape {:?} (they must agree except in dim {d})",
@@ -185,7 +203,14 @@ impl Tensor {
         let d = dim.to_index_plus_one(first.rank(), "stack")?;
         for (i, t) in tensors.iter().enumerate() {
             if t.dims() != first.dims() {
-                return Err(Error::shape("stack", format!("shape mismatch in stack: tensor 0 has shape {:?}, tensor {i} has shape {:?}", first.dims(), t.dims())));
+                return Err(Error::shape(
+                    "stack",
+                    format!(
+                        "shape mismatch in stack: tensor 0 has shape {:?}, tensor {i} has shape {:?}",
+                        first.dims(),
+                        t.dims()
+                    ),
+                ));
             }
         }
         let us: Vec<Tensor> = tensors.iter().map(|t| t.unsqueeze(d)).collect::<Result<_>>()?;
@@ -197,7 +222,14 @@ impl Tensor {
         let d = dim.to_index(self.rank(), "split")?;
         let total: usize = sizes.iter().sum();
         if total != self.dims()[d] {
-            return Err(Error::shape("split", format!("sizes {sizes:?} sum to {total}, but dim {d} has size {} (shape {:?})", self.dims()[d], self.dims())));
+            return Err(Error::shape(
+                "split",
+                format!(
+                    "sizes {sizes:?} sum to {total}, but dim {d} has size {} (shape {:?})",
+                    self.dims()[d],
+                    self.dims()
+                ),
+            ));
         }
         let mut start = 0;
         sizes
@@ -234,8 +266,11 @@ impl Tensor {
     /// Pads the trailing dims. `pads` lists `(before, after)` pairs in PyTorch's `F.pad` order:
     /// the last dim first. `Reflect` needs each pad smaller than its dim.
     pub fn pad(&self, pads: &[usize], mode: PadMode, value: f64) -> Result<Tensor> {
-        if pads.len() % 2 != 0 || pads.len() / 2 > self.rank() {
-            return Err(Error::invalid("pad", format!("pads {pads:?} must be (before, after) pairs for at most {} dims", self.rank())));
+        if !pads.len().is_multiple_of(2) || pads.len() / 2 > self.rank() {
+            return Err(Error::invalid(
+                "pad",
+                format!("pads {pads:?} must be (before, after) pairs for at most {} dims", self.rank()),
+            ));
         }
         let mut x = self.clone();
         for (i, pair) in pads.chunks(2).enumerate() {
@@ -257,7 +292,13 @@ impl Tensor {
                 PadMode::Reflect => {
                     let size = x.dims()[d];
                     if lo >= size || hi >= size {
-                        return Err(Error::invalid("pad", format!("reflect padding ({lo}, {hi}) must be smaller than dim {d} of size {size} (shape {:?})", self.dims())));
+                        return Err(Error::invalid(
+                            "pad",
+                            format!(
+                                "reflect padding ({lo}, {hi}) must be smaller than dim {d} of size {size} (shape {:?})",
+                                self.dims()
+                            ),
+                        ));
                     }
                     x.index_select(d, &reflect_indices(size, lo, hi)?)?
                 }
@@ -300,4 +341,3 @@ impl Tensor {
         Tensor::from_cpu_storage(storage, out_shape)
     }
 }
-

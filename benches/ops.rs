@@ -1,0 +1,148 @@
+//! Criterion benches of the CPU ops that the PyTorch comparison covers
+//! (`benches/torch/ops.py`, `benches/run_comparison.sh`, results in `benches/RESULTS.md`).
+//!
+//! Run with `RAYON_NUM_THREADS=2 cargo bench --bench ops` (the comparison is made on 2
+//! threads; without the variable this bench sizes rayon's global pool to 2 itself).
+//!
+//! Every group sets a [`Throughput`], so criterion prints achieved rates next to the times:
+//! * memory-bound ops use `Throughput::Bytes` = bytes read + bytes written by one call, so
+//!   the printed `GiB/s` is the achieved bandwidth;
+//! * matmuls use `Throughput::Elements` = floating point operations (2·M·N·K), so the printed
+//!   `Gelem/s` reads as GFLOP/s.
+//!
+//! Inputs are made once, outside the timed closures; each timed call allocates its output,
+//! as the PyTorch side (out-of-place ops) does too.
+
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput};
+use stapes::autograd::Var;
+use stapes::tensor::{DType, Device, Generator, Tensor};
+use std::hint::black_box;
+use std::time::Duration;
+
+const F32: usize = std::mem::size_of::<f32>();
+
+/// Sizes rayon's global pool to 2 threads unless `RAYON_NUM_THREADS` says otherwise.
+fn init_threads() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // Fails only if the pool already exists (then its size stands).
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(2).build_global();
+    }
+}
+
+fn randn(seed: u64, shape: &[usize]) -> Tensor {
+    Tensor::randn_with(&mut Generator::new(seed), 0.0, 1.0, shape, DType::F32, &Device::Cpu).expect("randn")
+}
+
+/// A group with a small sample count: the whole bench should finish in a few minutes on 2 cores.
+fn group<'a>(c: &'a mut Criterion, name: &str, samples: usize, secs: u64) -> BenchmarkGroup<'a, WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(samples).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(secs));
+    g
+}
+
+fn bench_matmul(c: &mut Criterion) {
+    init_threads();
+    for (n, samples, secs) in [(1024usize, 20, 5), (256, 50, 3)] {
+        let (a, b) = (randn(1, &[n, n]), randn(2, &[n, n]));
+        let mut g = group(c, &format!("matmul_{n}x{n}x{n}"), samples, secs);
+        g.throughput(Throughput::Elements((2 * n * n * n) as u64)); // FLOPs
+        g.bench_function("stapes", |bch| bch.iter(|| black_box(a.matmul(&b).unwrap())));
+        g.finish();
+    }
+}
+
+fn bench_softmax(c: &mut Criterion) {
+    init_threads();
+    let x = randn(3, &[4096, 4096]);
+    let mut g = group(c, "softmax_4096x4096_lastdim", 20, 4);
+    g.throughput(Throughput::Bytes((2 * x.elem_count() * F32) as u64));
+    g.bench_function("stapes", |bch| bch.iter(|| black_box(x.softmax(-1i32).unwrap())));
+    g.finish();
+}
+
+fn bench_broadcast_add(c: &mut Criterion) {
+    init_threads();
+    let (a, b) = (randn(4, &[4096, 4096]), randn(5, &[4096]));
+    let mut g = group(c, "add_bcast_4096x4096+4096", 20, 4);
+    g.throughput(Throughput::Bytes(((2 * a.elem_count() + b.elem_count()) * F32) as u64));
+    g.bench_function("stapes", |bch| bch.iter(|| black_box(a.add(&b).unwrap())));
+    g.finish();
+}
+
+fn bench_exp(c: &mut Criterion) {
+    init_threads();
+    let x = randn(6, &[16 << 20]);
+    let mut g = group(c, "exp_16M", 20, 4);
+    g.throughput(Throughput::Bytes((2 * x.elem_count() * F32) as u64));
+    g.bench_function("stapes", |bch| bch.iter(|| black_box(x.exp().unwrap())));
+    g.finish();
+}
+
+fn bench_sum_lastdim(c: &mut Criterion) {
+    init_threads();
+    let x = randn(7, &[4096, 4096]);
+    let mut g = group(c, "sum_4096x4096_lastdim", 20, 3);
+    g.throughput(Throughput::Bytes(((x.elem_count() + 4096) * F32) as u64));
+    g.bench_function("stapes", |bch| bch.iter(|| black_box(x.sum([1usize], false).unwrap())));
+    g.finish();
+}
+
+fn bench_layer_norm(c: &mut Criterion) {
+    init_threads();
+    let x = randn(8, &[4096, 1024]);
+    let (w, b) = (randn(9, &[1024]), randn(10, &[1024]));
+    let mut g = group(c, "layer_norm_4096x1024", 20, 3);
+    g.throughput(Throughput::Bytes(((2 * x.elem_count() + 2 * 1024) * F32) as u64));
+    g.bench_function("stapes", |bch| bch.iter(|| black_box(x.layer_norm(&[1024], Some(&w), Some(&b), 1e-5).unwrap())));
+    g.finish();
+}
+
+/// One training step of a two-layer conv stack on a batch of spectrograms:
+/// `[8, 1, 80, 400] -> conv 1->64 3x3 p1 (+bias) -> ReLU -> conv 64->128 3x3 p1 (+bias)`,
+/// then backward from a fixed random upstream gradient, for both weights and both biases (the
+/// input is a constant). Gradients are cleared before each step, like `zero_grad(set_to_none)`.
+fn bench_conv2d_step(c: &mut Criterion) {
+    init_threads();
+    let x = Var::constant(randn(11, &[8, 1, 80, 400]));
+    let w1 = Var::leaf(randn(12, &[64, 1, 3, 3]).mul_scalar(1.0 / 3.0).unwrap());
+    let b1 = Var::leaf(randn(13, &[64]).mul_scalar(0.1).unwrap());
+    let w2 = Var::leaf(randn(14, &[128, 64, 3, 3]).mul_scalar(1.0 / 24.0).unwrap());
+    let b2 = Var::leaf(randn(15, &[128]).mul_scalar(0.1).unwrap());
+    let gy = randn(16, &[8, 128, 80, 400]);
+    let params = [&w1, &b1, &w2, &b2];
+    // FLOPs of one step: forward 2·N·Cout·Cin·9·H·W per conv; backward weight grad of both
+    // convs and input grad of the second (the input of the first needs none): 2x conv2 + 1x conv1.
+    let hw: u64 = 80 * 400;
+    let conv1 = 2 * 8 * 64 * 9 * hw;
+    let conv2 = 2 * 8 * 128 * 64 * 9 * hw;
+    // About a second per step: flat sampling (one step per sample) keeps this group near 15 s,
+    // where criterion's default linear sampling would take 55 steps.
+    let mut g = group(c, "conv2d_fwd_bwd_8x1x80x400", 10, 10);
+    g.sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Elements(2 * conv1 + 3 * conv2)); // FLOPs
+    g.bench_function("stapes", |bch| {
+        bch.iter(|| {
+            for p in params {
+                p.zero_grad();
+            }
+            let h = x.conv2d(&w1, Some(&b1), [1, 1], [1, 1], [1, 1], 1).unwrap().relu().unwrap();
+            let y = h.conv2d(&w2, Some(&b2), [1, 1], [1, 1], [1, 1], 1).unwrap();
+            y.backward_with(&gy).unwrap();
+            black_box(w1.grad().unwrap());
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_matmul,
+    bench_softmax,
+    bench_broadcast_add,
+    bench_exp,
+    bench_sum_lastdim,
+    bench_layer_norm,
+    bench_conv2d_step
+);
+criterion_main!(benches);
