@@ -57,7 +57,7 @@ impl std::fmt::Display for DType {
 }
 
 /// A Rust type that is the element of one [`DType`].
-pub trait WithDType: Copy + Send + Sync + std::fmt::Debug + PartialOrd + 'static {
+pub trait WithDType: Copy + Send + Sync + std::fmt::Debug + PartialOrd + crate::alloc::Pooled + 'static {
     /// The matching dtype.
     const DTYPE: DType;
     /// Wraps a vector as CPU storage.

@@ -76,6 +76,7 @@ macro_rules! all_dispatch {
     };
 }
 
+pub mod alloc;
 mod device;
 mod dtype;
 mod error;

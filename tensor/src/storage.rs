@@ -47,6 +47,21 @@ impl CpuStorage {
     }
 }
 
+impl Drop for CpuStorage {
+    fn drop(&mut self) {
+        use crate::alloc::give;
+        match self {
+            CpuStorage::F16(v) => give(std::mem::take(v)),
+            CpuStorage::BF16(v) => give(std::mem::take(v)),
+            CpuStorage::F32(v) => give(std::mem::take(v)),
+            CpuStorage::F64(v) => give(std::mem::take(v)),
+            CpuStorage::I64(v) => give(std::mem::take(v)),
+            CpuStorage::U8(v) => give(std::mem::take(v)),
+            CpuStorage::I8(v) => give(std::mem::take(v)),
+        }
+    }
+}
+
 /// A tensor's storage on some device.
 #[derive(Debug)]
 pub enum Storage {

@@ -284,12 +284,10 @@ impl Tensor {
     }
 }
 
-/// A vector of `n` elements whose content will be fully overwritten by the caller.
-///
-/// Zero-filled (cheap: large zeroed allocations come from fresh pages); keeps the crate free of
-/// `unsafe` uninitialised memory.
+/// A vector of `n` elements whose content will be fully overwritten by the caller (from the
+/// caching allocator; never uninitialised memory).
 pub(crate) fn vec_uninit<T: WithDType>(n: usize) -> Vec<T> {
-    vec![T::from_f64(0.0); n]
+    crate::alloc::take(n)
 }
 
 impl std::fmt::Debug for Tensor {

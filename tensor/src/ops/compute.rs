@@ -28,25 +28,25 @@ pub(crate) fn convert_slice<S: WithDType, D: WithDType>(src: &[S]) -> Vec<D> {
     // fast paths through `half`'s vectorised conversions
     if s == TypeId::of::<f16>() && d == TypeId::of::<f32>() {
         let src: &[f16] = bytemuck::cast_slice(src_bytes(src));
-        let mut out = vec![0f32; src.len()];
+        let mut out = crate::alloc::take::<f32>(src.len());
         src.convert_to_f32_slice(&mut out);
         return cast_vec(out);
     }
     if s == TypeId::of::<bf16>() && d == TypeId::of::<f32>() {
         let src: &[bf16] = bytemuck::cast_slice(src_bytes(src));
-        let mut out = vec![0f32; src.len()];
+        let mut out = crate::alloc::take::<f32>(src.len());
         src.convert_to_f32_slice(&mut out);
         return cast_vec(out);
     }
     if s == TypeId::of::<f32>() && d == TypeId::of::<f16>() {
         let src: &[f32] = bytemuck::cast_slice(src_bytes(src));
-        let mut out = vec![f16::ZERO; src.len()];
+        let mut out = crate::alloc::take::<f16>(src.len());
         out.convert_from_f32_slice(src);
         return cast_vec(out);
     }
     if s == TypeId::of::<f32>() && d == TypeId::of::<bf16>() {
         let src: &[f32] = bytemuck::cast_slice(src_bytes(src));
-        let mut out = vec![bf16::ZERO; src.len()];
+        let mut out = crate::alloc::take::<bf16>(src.len());
         out.convert_from_f32_slice(src);
         return cast_vec(out);
     }

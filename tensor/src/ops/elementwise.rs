@@ -99,7 +99,7 @@ fn apply_unary<T: ComputeFloat>(src: Cow<'_, [T]>, op: UnaryOp) -> Vec<T> {
                     v
                 }
                 Cow::Borrowed(s) => {
-                    let mut out = vec![T::zero(); s.len()];
+                    let mut out = crate::alloc::take::<T>(s.len());
                     unary_map(s, &mut out, f);
                     out
                 }
@@ -108,11 +108,23 @@ fn apply_unary<T: ComputeFloat>(src: Cow<'_, [T]>, op: UnaryOp) -> Vec<T> {
     }
     match op {
         UnaryOp::Neg => map!(|x: T| -x),
-        UnaryOp::Exp => {
-            let mut v = src.into_owned();
-            par_chunked(&mut v, T::exp_slice);
-            v
-        }
+        UnaryOp::Exp => match src {
+            Cow::Owned(mut v) => {
+                par_chunked(&mut v, T::exp_slice);
+                v
+            }
+            Cow::Borrowed(s) => {
+                // copy a cache-sized chunk, then exponentiate it in place: one pass over memory
+                use rayon::prelude::*;
+                let mut out = crate::alloc::take::<T>(s.len());
+                let chunk = stapes_kernels::cpu::PAR_CHUNK;
+                out.par_chunks_mut(chunk).zip(s.par_chunks(chunk)).for_each(|(o, i)| {
+                    o.copy_from_slice(i);
+                    T::exp_slice(o);
+                });
+                out
+            }
+        },
         UnaryOp::Log => map!(|x: T| x.ln()),
         UnaryOp::Sqrt => map!(|x: T| x.sqrt()),
         UnaryOp::Rsqrt => map!(|x: T| T::one() / x.sqrt()),
@@ -258,7 +270,7 @@ impl Tensor {
             let l = Strided { data: &ld, strides: &ls, offset: lo };
             let r = Strided { data: &rd, strides: &rs, offset: ro };
             let n: usize = shape.iter().product();
-            let mut out = vec![T::zero(); n];
+            let mut out = crate::alloc::take::<T>(n);
             match op {
                 BinaryOp::Add => binary_map(&shape, l, r, &mut out, |a: T, b: T| a + b),
                 BinaryOp::Sub => binary_map(&shape, l, r, &mut out, |a: T, b: T| a - b),
@@ -283,7 +295,7 @@ impl Tensor {
         self.check_same(rhs, name, true)?;
         let shape = broadcast_shapes(name, self.dims(), rhs.dims())?;
         let n: usize = shape.iter().product();
-        let mut out = vec![0u8; n];
+        let mut out = crate::alloc::take::<u8>(n);
         all_dispatch!(self.dtype(), |T| {
             let ld = T::storage_slice(self.cpu_storage()).expect("dtype");
             let rd = T::storage_slice(rhs.cpu_storage()).expect("dtype");
@@ -326,7 +338,7 @@ impl Tensor {
             let b = T::storage_slice(on_false.cpu_storage()).expect("dtype");
             let (as_, ao) = bcast(name, on_true.layout(), &shape)?;
             let (bs, bo) = bcast(name, on_false.layout(), &shape)?;
-            let mut out: Vec<T> = vec![T::from_f64(0.0); n];
+            let mut out: Vec<T> = crate::alloc::take::<T>(n);
             ternary_map(
                 &shape,
                 Strided { data: mask, strides: &ms, offset: mo },

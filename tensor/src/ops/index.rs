@@ -53,7 +53,7 @@ impl Tensor {
         let idx = index_data("gather", index, d, self.dims()[d])?;
         let storage = all_dispatch!(self.dtype(), |T| {
             let src = self.contiguous_slice::<T>()?;
-            let mut out: Vec<T> = vec![T::from_f64(0.0); idx.len()];
+            let mut out: Vec<T> = crate::alloc::take::<T>(idx.len());
             k::gather(&src, self.dims(), d, &idx, index.dims(), &mut out);
             T::into_storage(out)
         });

@@ -38,7 +38,7 @@ impl Tensor {
         let rows = x.elem_count().checked_div(n).unwrap_or(0);
         let y = float_dispatch!(self.dtype(), name, |T| {
             let data = float_data::<T>(&x)?;
-            let mut out = vec![T::zero(); data.len()];
+            let mut out = crate::alloc::take::<T>(data.len());
             softmax_last(&data, rows, n, log, &mut out);
             from_compute(out, x.shape(), self.dtype())?
         });
@@ -77,7 +77,7 @@ impl Tensor {
         let gx = float_dispatch!(self.dtype(), name, |T| {
             let yd = float_data::<T>(&y)?;
             let gd = float_data::<T>(&g)?;
-            let mut out = vec![T::zero(); yd.len()];
+            let mut out = crate::alloc::take::<T>(yd.len());
             softmax_backward_last(&yd, &gd, rows, n, log, &mut out);
             from_compute(out, y.shape(), self.dtype())?
         });
@@ -133,7 +133,7 @@ impl Tensor {
                 stapes_kernels::cpu::copy::contiguous_strides(&batch).iter().map(|s| s * m * n).collect();
             let (cshape, [sa, sb, so]) =
                 collapse_dims(&batch, [&al.strides()[..nbd], &bl.strides()[..nbd], &out_batch_strides]);
-            let mut out = vec![T::zero(); nb * m * n];
+            let mut out = crate::alloc::take::<T>(nb * m * n);
             if nb > 0 {
                 let inner_b = *cshape.last().unwrap();
                 let outer_shape = &cshape[..cshape.len() - 1];
@@ -265,7 +265,7 @@ impl Tensor {
                 Some(b) => Some(float_data::<T>(b)?),
                 None => None,
             };
-            let mut out = vec![T::zero(); out_shape.iter().product()];
+            let mut out = crate::alloc::take::<T>(out_shape.iter().product());
             kconv::conv2d_forward(&g, &x, &w, b.as_deref(), &mut out);
             from_compute(out, out_shape, self.dtype())
         })
@@ -293,7 +293,7 @@ impl Tensor {
         float_dispatch!(weight.dtype(), op, |T| {
             let go = float_data::<T>(grad_out)?;
             let w = float_data::<T>(weight)?;
-            let mut gi = vec![T::zero(); input_dims.iter().product()];
+            let mut gi = crate::alloc::zeros::<T>(input_dims.iter().product());
             kconv::conv2d_backward_input(&g, &go, &w, &mut gi);
             from_compute(gi, input_dims, weight.dtype())
         })
@@ -321,7 +321,7 @@ impl Tensor {
         float_dispatch!(input.dtype(), op, |T| {
             let x = float_data::<T>(input)?;
             let go = float_data::<T>(grad_out)?;
-            let mut gw = vec![T::zero(); weight_dims.iter().product()];
+            let mut gw = crate::alloc::zeros::<T>(weight_dims.iter().product());
             kconv::conv2d_backward_weight(&g, &x, &go, &mut gw);
             from_compute(gw, weight_dims, input.dtype())
         })
@@ -422,10 +422,10 @@ impl Tensor {
         let g = p.geom(op, self.dims())?;
         let out_shape = [g.n, g.c, g.out_h(), g.out_w()];
         let n_out: usize = out_shape.iter().product();
-        let mut idx = vec![0i64; n_out];
+        let mut idx = crate::alloc::take::<i64>(n_out);
         let out = float_dispatch!(self.dtype(), op, |T| {
             let x = float_data::<T>(self)?;
-            let mut out = vec![T::zero(); n_out];
+            let mut out = crate::alloc::take::<T>(n_out);
             kpool::max_pool2d_forward(&g, &x, &mut out, &mut idx);
             from_compute(out, out_shape, self.dtype())?
         });
@@ -463,7 +463,7 @@ impl Tensor {
         let idx = super::compute::index_data(op, indices, 2, g.h * g.w)?;
         float_dispatch!(grad_out.dtype(), op, |T| {
             let go = float_data::<T>(grad_out)?;
-            let mut gi = vec![T::zero(); input_dims.iter().product()];
+            let mut gi = crate::alloc::zeros::<T>(input_dims.iter().product());
             kpool::max_pool2d_backward(&g, &go, &idx, &mut gi);
             from_compute(gi, input_dims, grad_out.dtype())
         })
@@ -484,7 +484,7 @@ impl Tensor {
         let out_shape = [g.n, g.c, g.out_h(), g.out_w()];
         float_dispatch!(self.dtype(), op, |T| {
             let x = float_data::<T>(self)?;
-            let mut out = vec![T::zero(); out_shape.iter().product()];
+            let mut out = crate::alloc::zeros::<T>(out_shape.iter().product());
             kpool::avg_pool2d_forward(&g, &x, &mut out);
             from_compute(out, out_shape, self.dtype())
         })
@@ -499,7 +499,7 @@ impl Tensor {
         }
         float_dispatch!(grad_out.dtype(), op, |T| {
             let go = float_data::<T>(grad_out)?;
-            let mut gi = vec![T::zero(); input_dims.iter().product()];
+            let mut gi = crate::alloc::zeros::<T>(input_dims.iter().product());
             kpool::avg_pool2d_backward(&g, &go, &mut gi);
             from_compute(gi, input_dims, grad_out.dtype())
         })
@@ -577,9 +577,9 @@ impl Tensor {
             let x = float_data::<T>(self)?;
             let w = weight.map(float_data::<T>).transpose()?;
             let b = bias.map(float_data::<T>).transpose()?;
-            let mut y = vec![T::zero(); x.len()];
-            let mut mean = vec![T::zero(); rows];
-            let mut rstd = vec![T::zero(); rows];
+            let mut y = crate::alloc::zeros::<T>(x.len());
+            let mut mean = crate::alloc::zeros::<T>(rows);
+            let mut rstd = crate::alloc::zeros::<T>(rows);
             knorm::layer_norm_forward(&x, rows, cols, w.as_deref(), b.as_deref(), eps, &mut y, &mut mean, &mut rstd);
             let stat_dtype = if self.dtype() == DType::F64 { DType::F64 } else { DType::F32 };
             Ok(LayerNormOutput {
@@ -621,9 +621,9 @@ impl Tensor {
             let w = weight.map(float_data::<T>).transpose()?;
             let m = float_data::<T>(mean)?;
             let r = float_data::<T>(rstd)?;
-            let mut gx = vec![T::zero(); xd.len()];
-            let mut gw = weight.map(|_| vec![T::zero(); cols]);
-            let mut gb = if has_bias { Some(vec![T::zero(); cols]) } else { None };
+            let mut gx = crate::alloc::zeros::<T>(xd.len());
+            let mut gw = weight.map(|_| crate::alloc::zeros::<T>(cols));
+            let mut gb = if has_bias { Some(crate::alloc::zeros::<T>(cols)) } else { None };
             knorm::layer_norm_backward(
                 &xd,
                 &gy,
@@ -692,9 +692,9 @@ impl Tensor {
             let b = bias.map(float_data::<T>).transpose()?;
             let mut rm = running_mean.map(|t| float_data::<T>(t).map(|d| d.into_owned())).transpose()?;
             let mut rv = running_var.map(|t| float_data::<T>(t).map(|d| d.into_owned())).transpose()?;
-            let mut y = vec![T::zero(); x.len()];
-            let mut sm = vec![T::zero(); c];
-            let mut sr = vec![T::zero(); c];
+            let mut y = crate::alloc::zeros::<T>(x.len());
+            let mut sm = crate::alloc::zeros::<T>(c);
+            let mut sr = crate::alloc::zeros::<T>(c);
             knorm::batch_norm_forward(
                 &x,
                 n,
@@ -747,9 +747,9 @@ impl Tensor {
             let w = weight.map(float_data::<T>).transpose()?;
             let m = float_data::<T>(save_mean)?;
             let r = float_data::<T>(save_rstd)?;
-            let mut gx = vec![T::zero(); xd.len()];
-            let mut gw = weight.map(|_| vec![T::zero(); c]);
-            let mut gb = if has_bias { Some(vec![T::zero(); c]) } else { None };
+            let mut gx = crate::alloc::zeros::<T>(xd.len());
+            let mut gw = weight.map(|_| crate::alloc::zeros::<T>(c));
+            let mut gb = if has_bias { Some(crate::alloc::zeros::<T>(c)) } else { None };
             knorm::batch_norm_backward(
                 &xd,
                 &gy,

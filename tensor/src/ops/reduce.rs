@@ -62,7 +62,7 @@ impl Tensor {
         let rows = total.checked_div(r).unwrap_or_else(|| out_shape.iter().product());
         float_dispatch!(self.dtype(), name, |T| {
             let block = dims.windows(2).all(|w| w[1] == w[0] + 1);
-            let mut out = vec![T::zero(); rows];
+            let mut out = crate::alloc::take::<T>(rows);
             if block && !dims.is_empty() {
                 let first = dims[0];
                 let last = *dims.last().unwrap();
@@ -144,7 +144,7 @@ impl Tensor {
         }
         let out_shape = x.reduced_shape(&[d], keepdim);
         let rows = x.elem_count() / r;
-        let mut out = vec![0i64; rows];
+        let mut out = crate::alloc::take::<i64>(rows);
         float_dispatch!(x.dtype(), name, |T| {
             let mut perm: Vec<usize> = (0..x.rank()).filter(|&i| i != d).collect();
             perm.push(d);

@@ -180,7 +180,7 @@ impl Tensor {
         let inner: usize = out_shape[d + 1..].iter().product();
         let row = out_shape[d] * inner;
         let storage = all_dispatch!(first.dtype(), |T| {
-            let mut out: Vec<T> = vec![T::from_f64(0.0); outer * row];
+            let mut out: Vec<T> = crate::alloc::take::<T>(outer * row);
             let mut col = 0;
             for t in tensors {
                 let w = t.dims()[d] * inner;
@@ -334,7 +334,7 @@ impl Tensor {
         out_shape[d] = idx.len();
         let storage = all_dispatch!(self.dtype(), |T| {
             let src = self.contiguous_slice::<T>()?;
-            let mut out: Vec<T> = vec![T::from_f64(0.0); outer * idx.len() * inner];
+            let mut out: Vec<T> = crate::alloc::take::<T>(outer * idx.len() * inner);
             stapes_kernels::cpu::index::index_select(&src, outer, size, inner, &idx, &mut out);
             T::into_storage(out)
         });
