@@ -575,20 +575,7 @@ fn sum_f64<T: Float>(xs: &[T]) -> f64 {
 mod tests {
     use super::*;
 
-    /// xorshift64*: deterministic values in [-1, 1).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> f64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
-            (v >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-        }
-        fn vec(&mut self, n: usize) -> Vec<f64> {
-            (0..n).map(|_| self.next()).collect()
-        }
-    }
+    use crate::cpu::test_rng::Rng;
 
     #[allow(clippy::too_many_arguments)]
     fn geom(

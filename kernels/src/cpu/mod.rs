@@ -95,3 +95,22 @@ impl<T> SendPtr<T> {
 pub(crate) fn n_tasks(n: usize) -> usize {
     n.div_ceil(PAR_CHUNK).clamp(1, rayon::current_num_threads().max(1) * 4)
 }
+
+/// The deterministic generator shared by the kernel unit tests.
+#[cfg(test)]
+pub(crate) mod test_rng {
+    /// xorshift64*: deterministic values in [-1, 1).
+    pub(crate) struct Rng(pub(crate) u64);
+    impl Rng {
+        pub(crate) fn next(&mut self) -> f64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            (v >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+        }
+        pub(crate) fn vec(&mut self, n: usize) -> Vec<f64> {
+            (0..n).map(|_| self.next()).collect()
+        }
+    }
+}
