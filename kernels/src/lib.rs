@@ -4,6 +4,8 @@
 //! slices (CPU) so a researcher can benchmark or test one kernel in isolation.
 //!
 //! * [`cpu`]: Rust CPU kernels, multi-threaded with rayon, with contiguous fast paths.
+//! * [`cuda`]: the CUDA C kernels of `kernels/cuda/`, launched on a GPU (cudarc + NVRTC) or on
+//!   the CPU emulator of `kernels/emu/` (tests), with NVRTC compile checks.
 //!
 //! Conventions shared by all kernels:
 //! * Float kernels are generic over [`cpu::Float`] (`f32`, `f64`); half-precision types are
@@ -12,3 +14,4 @@
 //! * Kernels never allocate their outputs when the caller can: they write into `&mut [T]`.
 
 pub mod cpu;
+pub mod cuda;

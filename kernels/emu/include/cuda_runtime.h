@@ -1,0 +1,4 @@
+// Emulation stand-in for the CUDA toolkit's <cuda_runtime.h>: everything the kernels may use from it is
+// declared by cuda_emu.h (see there), so that kernels/cuda/*.cu include it unchanged.
+#pragma once
+#include "cuda_emu.h"

@@ -1,0 +1,86 @@
+//! Launch wrappers for `kernels/cuda/elementwise.cu`: contiguous binary add/mul and unary exp
+//! for `f32`, `f16` and `bf16` (computed in `f32`). CPU reference: [`crate::cpu::binary`],
+//! [`crate::cpu::unary`].
+
+use super::launch::{Backend, DeviceBuffer, FloatElem, KernelArg, LaunchConfig};
+use super::CudaError;
+
+/// Threads per block of the element-wise kernels.
+pub const BLOCK: u32 = 256;
+
+/// Blocks per SM the grid is capped at; beyond that the kernels' grid-stride loops take over.
+pub const BLOCKS_PER_SM: u32 = 4;
+
+/// The launch shape for `n` elements: `min(ceil(n / 256), 4 * SMs)` blocks of 256 threads.
+pub fn launch_config(backend: &Backend, n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(BLOCK as usize).max(1);
+    let cap = (backend.multiprocessor_count() * BLOCKS_PER_SM) as usize;
+    LaunchConfig::linear(blocks.min(cap) as u32, BLOCK)
+}
+
+/// The binary operations of `elementwise.cu`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Mul,
+}
+
+impl BinaryOp {
+    /// The op's name in kernel names (`binary_<op>_<dtype>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Mul => "mul",
+        }
+    }
+
+    /// The op in `f32`, as the kernels compute it.
+    pub fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            BinaryOp::Add => a + b,
+            BinaryOp::Mul => a * b,
+        }
+    }
+}
+
+/// `out[i] = a[i] op b[i]` over contiguous buffers of equal length.
+pub fn binary<T: FloatElem>(
+    backend: &Backend,
+    op: BinaryOp,
+    a: &DeviceBuffer<T>,
+    b: &DeviceBuffer<T>,
+    out: &mut DeviceBuffer<T>,
+) -> Result<(), CudaError> {
+    let n = a.len();
+    if b.len() != n || out.len() != n {
+        let message = format!("lengths a={}, b={}, out={} differ", n, b.len(), out.len());
+        return Err(CudaError::Shape { op: "cuda::elementwise::binary", message });
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let kernel = format!("binary_{}_{}", op.name(), T::NAME);
+    let cfg = launch_config(backend, n);
+    let mut args = [KernelArg::input(a), KernelArg::input(b), KernelArg::output(out), KernelArg::u64(n as u64)];
+    // SAFETY: binary_<op>_<dtype>(const T*, const T*, T*, unsigned long long n) touches [0, n) of
+    // each buffer, and every buffer holds n elements.
+    unsafe { backend.launch(&kernel, cfg, &mut args) }
+}
+
+/// `out[i] = exp(x[i])` over contiguous buffers of equal length.
+pub fn exp<T: FloatElem>(backend: &Backend, x: &DeviceBuffer<T>, out: &mut DeviceBuffer<T>) -> Result<(), CudaError> {
+    let n = x.len();
+    if out.len() != n {
+        let message = format!("lengths x={}, out={} differ", n, out.len());
+        return Err(CudaError::Shape { op: "cuda::elementwise::exp", message });
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let kernel = format!("unary_exp_{}", T::NAME);
+    let cfg = launch_config(backend, n);
+    let mut args = [KernelArg::input(x), KernelArg::output(out), KernelArg::u64(n as u64)];
+    // SAFETY: unary_exp_<dtype>(const T*, T*, unsigned long long n) touches [0, n) of both
+    // buffers, which hold n elements.
+    unsafe { backend.launch(&kernel, cfg, &mut args) }
+}

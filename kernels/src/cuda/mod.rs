@@ -1,0 +1,86 @@
+//! CUDA kernels: the `.cu` sources in `kernels/cuda/`, and two ways to run them.
+//!
+//! * On a GPU ([`gpu`]): NVRTC compiles a source file for the device's architecture at first
+//!   use, the driver loads the cubin, kernels launch through cudarc. cudarc loads
+//!   `libcuda`/`libnvrtc` at run time, and this module asks whether they are present before the
+//!   first call into them, so a machine without a GPU gets [`GpuUnavailable`], not a panic.
+//! * On the CPU emulator ([`emu`], `kernels/emu/`): the same `.cu` files compiled as C++ by
+//!   `build.rs`, every CUDA thread a fiber; built for this crate's tests (`emu` feature).
+//!
+//! [`Backend`] hides the difference: buffers, launches and the typed launch wrappers
+//! ([`elementwise`], [`reduce`], [`softmax`]) take a backend, so one test body checks
+//! "Rust CPU kernel == emulated CUDA kernel == GPU kernel" ([`parity`]). [`nvrtc`] is the
+//! compile check that CI runs on every kernel for sm_80 and sm_90 (register/spill report).
+
+pub mod elementwise;
+pub mod emu;
+pub mod gpu;
+mod launch;
+pub mod nvrtc;
+pub mod parity;
+pub mod reduce;
+pub mod softmax;
+
+pub use gpu::{GpuDevice, GpuUnavailable};
+pub use launch::{Backend, DeviceBuffer, DeviceElem, FloatElem, KernelArg, LaunchConfig};
+
+/// One `.cu` file: its name, its source text and the `extern "C" __global__` kernels in it
+/// (found by `build.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct KernelSource {
+    /// File name, e.g. `elementwise.cu`.
+    pub file: &'static str,
+    /// The whole source.
+    pub source: &'static str,
+    /// Kernel names in file order.
+    pub kernels: &'static [&'static str],
+}
+
+include!(concat!(env!("OUT_DIR"), "/kernel_sources.rs"));
+
+/// The source file defining `kernel`, among the GPU kernels and (for the emulator) the
+/// emulator's self-test kernels.
+pub fn find_kernel(kernel: &str) -> Option<&'static KernelSource> {
+    KERNEL_SOURCES.iter().chain(EMU_SELFTEST_SOURCES).find(|s| s.kernels.contains(&kernel))
+}
+
+/// Errors of the CUDA paths (GPU and emulator).
+#[derive(Debug, thiserror::Error)]
+pub enum CudaError {
+    #[error("no CUDA kernel named `{0}` (kernels are the `extern \"C\" __global__` functions of kernels/cuda/*.cu)")]
+    UnknownKernel(String),
+    #[error("{op}: {message}")]
+    Shape { op: &'static str, message: String },
+    #[error("a buffer of the {buffer} backend was passed to a launch on the {launch} backend")]
+    BackendMismatch { buffer: &'static str, launch: &'static str },
+    #[error(
+        "the CUDA emulator is not built into this binary (enable the `emu` feature of stapes-kernels; \
+         its own tests enable it)"
+    )]
+    EmulatorNotBuilt,
+    #[error("{0}")]
+    Emulator(String),
+    #[error(
+        "NVRTC is not available: libnvrtc.so.13 could not be loaded. Install it with \
+         `eval \"$(scripts/install-nvrtc.sh)\"` (a CUDA 13.0 NVRTC from PyPI, no GPU needed), or put a \
+         CUDA 13 toolkit's lib64 on LD_LIBRARY_PATH"
+    )]
+    NvrtcMissing,
+    #[error(
+        "{file} includes CUDA headers ({header}) but no include directory has them; searched: {searched}. \
+         Run `eval \"$(scripts/install-nvrtc.sh)\"` (sets STAPES_NVRTC_DIR) or set CUDA_HOME"
+    )]
+    HeadersMissing { file: &'static str, header: &'static str, searched: String },
+    #[error("NVRTC failed to compile {file} for {arch}:\n{log}")]
+    Compile { file: &'static str, arch: String, log: String },
+    #[error("NVRTC error on {file}: {message}")]
+    Nvrtc { file: &'static str, message: String },
+    #[error("CUDA driver error in {context}: {message}")]
+    Driver { context: String, message: String },
+}
+
+impl CudaError {
+    pub(crate) fn driver(context: impl Into<String>, err: impl std::fmt::Display) -> Self {
+        CudaError::Driver { context: context.into(), message: err.to_string() }
+    }
+}

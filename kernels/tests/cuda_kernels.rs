@@ -1,0 +1,246 @@
+//! Every CUDA kernel of `kernels/cuda/` against its Rust CPU reference, on the emulator (every
+//! run) and on the GPU (when one is present): one test body per family, shapes that are not
+//! multiples of 32 or of the block size, and grids small enough that the grid-stride loops
+//! iterate. `STAPES_EMU_RANDOM_SCHEDULE=1` reruns them with shuffled thread orders.
+
+use half::{bf16, f16};
+use stapes_kernels::cpu::binary::{binary_map, Strided};
+use stapes_kernels::cpu::reduce::{reduce_last, ReduceOp};
+use stapes_kernels::cpu::softmax::softmax_last;
+use stapes_kernels::cpu::unary::unary_map;
+use stapes_kernels::cpu::vmath::exp_f32;
+use stapes_kernels::cuda::elementwise::{self, BinaryOp};
+use stapes_kernels::cuda::parity::{assert_close, backends, Tolerance};
+use stapes_kernels::cuda::{emu, reduce, softmax, Backend, FloatElem, KERNEL_SOURCES};
+use std::collections::BTreeSet;
+
+/// Every kernel of `kernels/cuda/` and the test below that checks it. A new kernel without an
+/// entry here fails [`every_cuda_kernel_has_a_parity_test`].
+const TESTED: &[(&str, &str)] = &[
+    ("binary_add_f32", "elementwise_binary_matches_cpu"),
+    ("binary_add_f16", "elementwise_binary_matches_cpu"),
+    ("binary_add_bf16", "elementwise_binary_matches_cpu"),
+    ("binary_mul_f32", "elementwise_binary_matches_cpu"),
+    ("binary_mul_f16", "elementwise_binary_matches_cpu"),
+    ("binary_mul_bf16", "elementwise_binary_matches_cpu"),
+    ("unary_exp_f32", "elementwise_exp_matches_cpu"),
+    ("unary_exp_f16", "elementwise_exp_matches_cpu"),
+    ("unary_exp_bf16", "elementwise_exp_matches_cpu"),
+    ("reduce_sum_rows_f32", "row_sum_matches_cpu"),
+    ("softmax_last_f32", "softmax_matches_cpu"),
+    ("log_softmax_last_f32", "softmax_matches_cpu"),
+];
+
+/// Element counts: around one warp, one block (256) and the emulator's grid (8 blocks of 256
+/// threads, so the larger ones loop), none a multiple of 32 except 256.
+const SIZES: &[usize] = &[0, 1, 31, 33, 255, 256, 257, 1000, 2049, 4099, 70_001];
+
+/// `[rows, n]` shapes for the row kernels: n around a warp and the 256-thread block; the last
+/// three have more rows than the emulator's row grid (16 blocks), so blocks loop over rows, with
+/// one warp (n = 17) and with several (a block's warps then race from one row into the next).
+const ROW_SHAPES: &[(usize, usize)] = &[
+    (1, 1),
+    (3, 31),
+    (5, 32),
+    (7, 33),
+    (4, 255),
+    (2, 256),
+    (3, 257),
+    (2, 1000),
+    (9, 4099),
+    (1, 70_001),
+    (300, 17),
+    (40, 300),
+    (50, 1000),
+];
+
+/// Deterministic values uniform in `[lo, hi)`.
+fn values(n: usize, seed: u32, lo: f32, hi: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            lo + (hi - lo) * ((s >> 8) as f32 / (1u32 << 24) as f32)
+        })
+        .collect()
+}
+
+fn contiguous<T>(data: &[T]) -> Strided<'_, T> {
+    Strided { data, strides: &[1], offset: 0 }
+}
+
+fn context(kernel: &str, shape: &str, backend: &Backend) -> String {
+    format!("{kernel} {shape} on the {}", backend.describe())
+}
+
+fn check_binary<T: FloatElem>(backend: &Backend, op: BinaryOp, n: usize) {
+    let a: Vec<T> = values(n, 1, -2.0, 2.0).into_iter().map(T::from_f32).collect();
+    let b: Vec<T> = values(n, 2, -2.0, 2.0).into_iter().map(T::from_f32).collect();
+    let mut expected = vec![T::default(); n];
+    binary_map(&[n], contiguous(&a), contiguous(&b), &mut expected, |x: T, y: T| {
+        T::from_f32(op.apply(x.to_f32(), y.to_f32()))
+    });
+    let (ad, bd) = (backend.upload(&a).unwrap(), backend.upload(&b).unwrap());
+    let mut out = backend.zeros::<T>(n).unwrap();
+    elementwise::binary(backend, op, &ad, &bd, &mut out).unwrap();
+    let kernel = format!("binary_{}_{}", op.name(), T::NAME);
+    assert_close(
+        &backend.download(&out).unwrap(),
+        &expected,
+        Tolerance::for_dtype::<T>(),
+        &context(&kernel, &format!("n={n}"), backend),
+    );
+}
+
+fn check_exp<T: FloatElem>(backend: &Backend, n: usize) {
+    let x: Vec<T> = values(n, 3, -10.0, 10.0).into_iter().map(T::from_f32).collect();
+    let mut expected = vec![T::default(); n];
+    unary_map(&x, &mut expected, |v: T| T::from_f32(exp_f32(v.to_f32())));
+    let xd = backend.upload(&x).unwrap();
+    let mut out = backend.zeros::<T>(n).unwrap();
+    elementwise::exp(backend, &xd, &mut out).unwrap();
+    let kernel = format!("unary_exp_{}", T::NAME);
+    assert_close(
+        &backend.download(&out).unwrap(),
+        &expected,
+        Tolerance::for_dtype::<T>(),
+        &context(&kernel, &format!("n={n}"), backend),
+    );
+}
+
+#[test]
+fn elementwise_binary_matches_cpu() {
+    for backend in backends() {
+        for &n in SIZES {
+            for op in [BinaryOp::Add, BinaryOp::Mul] {
+                check_binary::<f32>(&backend, op, n);
+                check_binary::<f16>(&backend, op, n);
+                check_binary::<bf16>(&backend, op, n);
+            }
+        }
+    }
+}
+
+#[test]
+fn elementwise_exp_matches_cpu() {
+    for backend in backends() {
+        for &n in SIZES {
+            check_exp::<f32>(&backend, n);
+            check_exp::<f16>(&backend, n);
+            check_exp::<bf16>(&backend, n);
+        }
+    }
+}
+
+#[test]
+fn elementwise_rejects_mismatched_lengths() {
+    let backend = Backend::emulator();
+    let a = backend.upload(&[1.0f32; 4]).unwrap();
+    let b = backend.upload(&[1.0f32; 5]).unwrap();
+    let mut out = backend.zeros::<f32>(4).unwrap();
+    let err = elementwise::binary(&backend, BinaryOp::Add, &a, &b, &mut out).unwrap_err();
+    assert!(err.to_string().contains("b=5"), "{err}");
+}
+
+#[test]
+fn row_sum_matches_cpu() {
+    for backend in backends() {
+        for &(rows, n) in ROW_SHAPES.iter().chain(&[(37, 0)]) {
+            let x = values(rows * n, 4, -1.0, 1.0);
+            let mut expected = vec![0.0f32; rows];
+            reduce_last(&x, rows, n, ReduceOp::Sum, &mut expected);
+            let xd = backend.upload(&x).unwrap();
+            let mut out = backend.zeros::<f32>(rows).unwrap();
+            reduce::sum_rows_f32(&backend, &xd, rows, n, &mut out).unwrap();
+            let out = backend.download(&out).unwrap();
+            for r in 0..rows {
+                // Both sums are f32 in different orders: allow a few roundings of sum |x|.
+                let abs_sum: f32 = x[r * n..(r + 1) * n].iter().map(|v| v.abs()).sum();
+                let tol = Tolerance::new(1e-5, 2e-6 * abs_sum as f64 + 1e-6);
+                let ctx = context("reduce_sum_rows_f32", &format!("[{rows}, {n}] row {r}"), &backend);
+                assert_close(&out[r..r + 1], &expected[r..r + 1], tol, &ctx);
+            }
+        }
+    }
+}
+
+fn check_softmax(backend: &Backend, x: &[f32], rows: usize, n: usize, what: &str) {
+    for log in [false, true] {
+        let mut expected = vec![0.0f32; rows * n];
+        softmax_last(x, rows, n, log, &mut expected);
+        let xd = backend.upload(x).unwrap();
+        let mut y = backend.zeros::<f32>(rows * n).unwrap();
+        softmax::softmax_last_f32(backend, &xd, rows, n, log, &mut y).unwrap();
+        let kernel = if log { "log_softmax_last_f32" } else { "softmax_last_f32" };
+        // exp and the row sum in a different order than the CPU's: a few f32 roundings.
+        let tol = if log { Tolerance::new(1e-5, 1e-5) } else { Tolerance::new(1e-5, 1e-7) };
+        let ctx = context(kernel, &format!("[{rows}, {n}] {what}"), backend);
+        assert_close(&backend.download(&y).unwrap(), &expected, tol, &ctx);
+    }
+}
+
+#[test]
+fn softmax_matches_cpu() {
+    for backend in backends() {
+        for &(rows, n) in ROW_SHAPES {
+            check_softmax(&backend, &values(rows * n, 5, -8.0, 8.0), rows, n, "uniform in [-8, 8)");
+        }
+        // Large offsets (the max must be subtracted), masked (-inf) entries, a fully masked row
+        // (NaN, as PyTorch), a NaN entry (the row is NaN).
+        let n = 300;
+        let mut x = values(6 * n, 6, -3.0, 3.0);
+        x[..n].iter_mut().for_each(|v| *v += 1e4);
+        for j in (0..n).step_by(3) {
+            x[n + j] = f32::NEG_INFINITY;
+        }
+        x[2 * n..3 * n].fill(f32::NEG_INFINITY);
+        x[3 * n + 17] = f32::NAN;
+        x[4 * n] = f32::INFINITY;
+        check_softmax(&backend, &x, 6, n, "special values");
+    }
+}
+
+#[test]
+fn gpu_probe_answers_without_panicking() {
+    // On a machine without CUDA this must be an error that says why, not a panic in cudarc.
+    match Backend::gpu(0) {
+        Ok(b) => eprintln!("GPU present: {}", b.describe()),
+        Err(why) => assert!(!why.to_string().is_empty()),
+    }
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Backend>();
+    send_sync::<stapes_kernels::cuda::DeviceBuffer<f32>>();
+}
+
+#[test]
+fn every_cuda_kernel_has_a_parity_test() {
+    let kernels: BTreeSet<&str> = KERNEL_SOURCES.iter().flat_map(|s| s.kernels.iter().copied()).collect();
+    assert!(!kernels.is_empty(), "no kernels found in kernels/cuda/ (build.rs found no extern \"C\" __global__)");
+    for s in KERNEL_SOURCES {
+        assert!(!s.kernels.is_empty(), "{} declares no extern \"C\" __global__ kernel", s.file);
+    }
+    // The table must list every .cu file on disk (a stale build would not).
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cuda");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|f| f.ends_with(".cu"))
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = KERNEL_SOURCES.iter().map(|s| s.file.to_string()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed, "kernels/cuda/*.cu and the build script's table differ");
+
+    let tested: BTreeSet<&str> = TESTED.iter().map(|(k, _)| *k).collect();
+    let untested: Vec<&&str> = kernels.difference(&tested).collect();
+    assert!(untested.is_empty(), "kernels without a parity test (add one and list it in TESTED): {untested:?}");
+    let gone: Vec<&&str> = tested.difference(&kernels).collect();
+    assert!(gone.is_empty(), "TESTED lists kernels that no longer exist: {gone:?}");
+
+    assert!(emu::is_built(), "the emulator is not built: the parity tests would check nothing");
+    let emulated: BTreeSet<&str> = emu::kernel_names().into_iter().collect();
+    let missing: Vec<&&str> = kernels.difference(&emulated).collect();
+    assert!(missing.is_empty(), "kernels missing from the emulator library: {missing:?}");
+}
