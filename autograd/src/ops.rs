@@ -720,14 +720,7 @@ impl Var {
             &inputs,
             bw(move |g| {
                 let (gx, gw, gb) = Tensor::layer_norm_backward(&x, g, &ns, w.as_ref(), has_b, &mean, &rstd)?;
-                let mut v = vec![Some(gx)];
-                if has_w {
-                    v.push(gw);
-                }
-                if has_b {
-                    v.push(gb);
-                }
-                Ok(v)
+                Ok(norm_input_grads(gx, gw, gb, has_w, has_b))
             }),
         ))
     }
@@ -769,18 +762,30 @@ impl Var {
             &inputs,
             bw(move |g| {
                 let (gx, gw, gb) = Tensor::batch_norm_backward(&x, g, w.as_ref(), has_b, &sm, &sr, training)?;
-                let mut v = vec![Some(gx)];
-                if has_w {
-                    v.push(gw);
-                }
-                if has_b {
-                    v.push(gb);
-                }
-                Ok(v)
+                Ok(norm_input_grads(gx, gw, gb, has_w, has_b))
             }),
         );
         Ok((y, stats))
     }
+}
+
+/// Input gradients of a normalisation recorded with inputs `[x, weight?, bias?]`: one entry per
+/// recorded input, in that order.
+fn norm_input_grads(
+    gx: Tensor,
+    gw: Option<Tensor>,
+    gb: Option<Tensor>,
+    has_w: bool,
+    has_b: bool,
+) -> Vec<Option<Tensor>> {
+    let mut v = vec![Some(gx)];
+    if has_w {
+        v.push(gw);
+    }
+    if has_b {
+        v.push(gb);
+    }
+    v
 }
 
 /// Gradients of elementwise maximum (`max == true`) or minimum: the larger (smaller) operand

@@ -11,7 +11,6 @@ use crate::{Error, Result, Tensor, WithDType};
 use num_traits::{Float as _, One as _, Zero as _};
 use stapes_kernels::cpu::binary::{binary_map, ternary_map, Strided};
 use stapes_kernels::cpu::unary::{erf, par_chunked, unary_map, unary_map_inplace};
-use stapes_kernels::cpu::vmath;
 #[allow(unused_imports)]
 use stapes_kernels::cpu::Float as _;
 use stapes_kernels::cpu::Float;
@@ -502,9 +501,4 @@ impl Tensor {
         let (a, b) = (self.to_vec_f64()?, other.to_vec_f64()?);
         Ok(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()))
     }
-}
-
-/// Exponential of an `f32` slice, vectorised (exposed for benchmarks).
-pub fn exp_f32_slice(xs: &mut [f32]) {
-    vmath::exp_f32_inplace(xs)
 }
