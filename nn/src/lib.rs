@@ -1,8 +1,10 @@
 //! # stapes-nn
 //!
-//! Neural-network building blocks for stapes. For now this holds the learning-rate schedules
-//! ([`schedule`]), pure `f64` arithmetic with no tensors, checked step by step against
-//! PyTorch's `torch.optim.lr_scheduler` by `tests/parity_schedules.rs` at the workspace root.
+//! The layer a PyTorch user reaches for, named as in `torch.nn`: the [`Module`] pattern
+//! (parameters and buffers with `state_dict` names), layers, initialisation, losses,
+//! optimizers, learning-rate schedules, mixed precision and checkpoints. Parity with PyTorch
+//! is checked by the `tests/parity_nn_*.rs` and `tests/parity_schedules.rs` tests at the
+//! workspace root, against golden files written by `tools/golden/nn*.py`.
 //!
 //! ```
 //! use stapes_nn::schedule::{CyclicLR, CyclicLRConfig, CyclicMode, LrSchedule};
@@ -22,4 +24,17 @@
 //! # Ok::<(), stapes_nn::schedule::ScheduleError>(())
 //! ```
 
+pub mod amp;
+pub mod attention;
+pub mod checkpoint;
+pub mod clip;
+pub mod init;
+pub mod layers;
+pub mod loss;
+pub mod module;
+pub mod optim;
+pub mod rnn;
 pub mod schedule;
+pub mod transformer;
+
+pub use module::{Buffer, Forward, Module, Param, TrainingFlag};
