@@ -61,6 +61,12 @@ pub fn manual_seed(seed: u64) {
     *DEFAULT.lock().unwrap_or_else(|e| e.into_inner()) = Some(Generator::new(seed));
 }
 
+/// Runs `f` with the process-wide default generator (the one [`manual_seed`] seeds), for
+/// code outside this crate that draws random numbers (initialisation, dropout masks).
+pub fn with_default_generator<R>(f: impl FnOnce(&mut Generator) -> R) -> R {
+    with_default(f)
+}
+
 fn with_default<R>(f: impl FnOnce(&mut Generator) -> R) -> R {
     let mut g = DEFAULT.lock().unwrap_or_else(|e| e.into_inner());
     f(g.get_or_insert_with(|| Generator::new(0)))
