@@ -19,9 +19,11 @@
 //! # Ok::<(), stapes_tensor::Error>(())
 //! ```
 
+pub mod autocast;
 mod gradcheck;
 mod ops;
 mod var;
 
+pub use autocast::{autocast, autocast_dtype, AutocastGuard};
 pub use gradcheck::{gradcheck, GradcheckReport};
 pub use var::{is_grad_enabled, no_grad, BackwardFn, NoGradGuard, Var};

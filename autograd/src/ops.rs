@@ -35,10 +35,16 @@ impl Var {
     }
     /// `e^x`.
     pub fn exp(&self) -> Result<Var> {
+        if let Some(x) = crate::autocast::full(self)? {
+            return x.exp();
+        }
         Ok(self.unary_with("exp", self.tensor().exp()?, |g, _, y| g.mul(y)))
     }
     /// Natural logarithm.
     pub fn log(&self) -> Result<Var> {
+        if let Some(x) = crate::autocast::full(self)? {
+            return x.log();
+        }
         Ok(self.unary_with("log", self.tensor().log()?, |g, x, _| g.div(x)))
     }
     /// Square root.
@@ -47,6 +53,9 @@ impl Var {
     }
     /// `1 / sqrt(x)`.
     pub fn rsqrt(&self) -> Result<Var> {
+        if let Some(x) = crate::autocast::full(self)? {
+            return x.rsqrt();
+        }
         Ok(self.unary_with("rsqrt", self.tensor().rsqrt()?, |g, _, y| g.mul(&y.powf(3.0)?.mul_scalar(-0.5)?)))
     }
     /// `|x|` (gradient `sign(x)`, 0 at 0).
@@ -87,6 +96,9 @@ impl Var {
     }
     /// `x ^ e`.
     pub fn powf(&self, e: f64) -> Result<Var> {
+        if let Some(x) = crate::autocast::full(self)? {
+            return x.powf(e);
+        }
         Ok(self.unary_with("powf", self.tensor().powf(e)?, move |g, x, _| g.mul(&x.powf(e - 1.0)?.mul_scalar(e)?)))
     }
     /// Clamps into `[min, max]` (gradient 1 inside, 0 outside).
@@ -115,6 +127,9 @@ impl Var {
     }
     /// `1 / x`.
     pub fn recip(&self) -> Result<Var> {
+        if let Some(x) = crate::autocast::full(self)? {
+            return x.recip();
+        }
         Ok(self.unary_with("recip", self.tensor().recip()?, |g, _, y| g.mul(&y.sqr()?.neg()?)))
     }
 
@@ -143,42 +158,63 @@ impl Var {
 
     /// `self + rhs` with broadcasting.
     pub fn add(&self, rhs: &Var) -> Result<Var> {
+        if let Some((a, b)) = crate::autocast::promote(self, rhs)? {
+            return a.add(&b);
+        }
         Ok(self.binary_with(rhs, "add", self.tensor().add(rhs.tensor())?, |g, _, _, _| {
             Ok((Some(g.clone()), Some(g.clone())))
         }))
     }
     /// `self - rhs` with broadcasting.
     pub fn sub(&self, rhs: &Var) -> Result<Var> {
+        if let Some((a, b)) = crate::autocast::promote(self, rhs)? {
+            return a.sub(&b);
+        }
         Ok(self.binary_with(rhs, "sub", self.tensor().sub(rhs.tensor())?, |g, _, _, _| {
             Ok((Some(g.clone()), Some(g.neg()?)))
         }))
     }
     /// `self * rhs` with broadcasting.
     pub fn mul(&self, rhs: &Var) -> Result<Var> {
+        if let Some((a, b)) = crate::autocast::promote(self, rhs)? {
+            return a.mul(&b);
+        }
         Ok(self.binary_with(rhs, "mul", self.tensor().mul(rhs.tensor())?, |g, a, b, _| {
             Ok((Some(g.mul(b)?), Some(g.mul(a)?)))
         }))
     }
     /// `self / rhs` with broadcasting.
     pub fn div(&self, rhs: &Var) -> Result<Var> {
+        if let Some((a, b)) = crate::autocast::promote(self, rhs)? {
+            return a.div(&b);
+        }
         Ok(self.binary_with(rhs, "div", self.tensor().div(rhs.tensor())?, |g, _, b, y| {
             Ok((Some(g.div(b)?), Some(g.mul(y)?.div(b)?.neg()?)))
         }))
     }
     /// Elementwise maximum (ties split the gradient evenly, as PyTorch).
     pub fn maximum(&self, rhs: &Var) -> Result<Var> {
+        if let Some((a, b)) = crate::autocast::promote(self, rhs)? {
+            return a.maximum(&b);
+        }
         Ok(self.binary_with(rhs, "maximum", self.tensor().maximum(rhs.tensor())?, |g, a, b, _| {
             minmax_grads(g, a, b, true)
         }))
     }
     /// Elementwise minimum (ties split the gradient evenly).
     pub fn minimum(&self, rhs: &Var) -> Result<Var> {
+        if let Some((a, b)) = crate::autocast::promote(self, rhs)? {
+            return a.minimum(&b);
+        }
         Ok(self.binary_with(rhs, "minimum", self.tensor().minimum(rhs.tensor())?, |g, a, b, _| {
             minmax_grads(g, a, b, false)
         }))
     }
     /// `self ^ rhs` with broadcasting.
     pub fn pow(&self, rhs: &Var) -> Result<Var> {
+        if let Some((a, b)) = crate::autocast::promote(self, rhs)? {
+            return a.pow(&b);
+        }
         Ok(self.binary_with(rhs, "pow", self.tensor().pow(rhs.tensor())?, |g, a, b, y| {
             let ga = g.mul(&b.mul(&a.pow(&b.add_scalar(-1.0)?)?)?)?;
             // d/db a^b = a^b ln a; defined as 0 where a == 0 (PyTorch's convention)
@@ -190,6 +226,9 @@ impl Var {
 
     /// Picks `on_true` where the u8 `mask` is set, `on_false` elsewhere (broadcasting).
     pub fn where_cond(mask: &Tensor, on_true: &Var, on_false: &Var) -> Result<Var> {
+        if let Some((t, f)) = crate::autocast::promote(on_true, on_false)? {
+            return Var::where_cond(mask, &t, &f);
+        }
         let y = mask.where_cond(on_true.tensor(), on_false.tensor())?;
         let (m, ts, fs) = (mask.clone(), on_true.dims().to_vec(), on_false.dims().to_vec());
         Ok(Var::from_op(
@@ -229,6 +268,9 @@ impl Var {
 
     /// Sum over `dims`.
     pub fn sum<D: Dims>(&self, dims: D, keepdim: bool) -> Result<Var> {
+        if let Some(x) = crate::autocast::full(self)? {
+            return x.sum(dims, keepdim);
+        }
         let d = dims.to_indexes(self.tensor().rank(), "sum")?;
         self.sum_resolved(d, keepdim)
     }
@@ -239,10 +281,16 @@ impl Var {
     }
     /// Sum of all elements.
     pub fn sum_all(&self) -> Result<Var> {
+        if let Some(x) = crate::autocast::full(self)? {
+            return x.sum_all();
+        }
         self.sum_resolved(vec![], false)
     }
     /// Mean over `dims`.
     pub fn mean<D: Dims>(&self, dims: D, keepdim: bool) -> Result<Var> {
+        if let Some(x) = crate::autocast::full(self)? {
+            return x.mean(dims, keepdim);
+        }
         let d = dims.to_indexes(self.tensor().rank(), "mean")?;
         self.mean_resolved(d, keepdim)
     }
@@ -259,6 +307,9 @@ impl Var {
     }
     /// Mean of all elements.
     pub fn mean_all(&self) -> Result<Var> {
+        if let Some(x) = crate::autocast::full(self)? {
+            return x.mean_all();
+        }
         self.mean_resolved(vec![], false)
     }
     fn extreme(&self, d: Vec<usize>, keepdim: bool, max: bool) -> Result<Var> {
@@ -291,6 +342,9 @@ impl Var {
     }
     /// `log Σ exp(x)` over `dims`.
     pub fn logsumexp<D: Dims>(&self, dims: D, keepdim: bool) -> Result<Var> {
+        if let Some(x) = crate::autocast::full(self)? {
+            return x.logsumexp(dims, keepdim);
+        }
         let d = dims.to_indexes(self.tensor().rank(), "logsumexp")?;
         let y = self.tensor().reduce(&d, keepdim, stapes_tensor::ReduceOp::LogSumExp)?;
         let (x, yc) = (self.tensor().clone(), y.clone());
@@ -307,6 +361,9 @@ impl Var {
     }
     /// Variance over `dims` with `correction`.
     pub fn var<D: Dims>(&self, dims: D, correction: usize, keepdim: bool) -> Result<Var> {
+        if let Some(x) = crate::autocast::full(self)? {
+            return x.var(dims, correction, keepdim);
+        }
         let d = dims.to_indexes(self.tensor().rank(), "var")?;
         let y = self.tensor().reduce(&d, keepdim, stapes_tensor::ReduceOp::Var { correction })?;
         let x = self.tensor().clone();
@@ -325,6 +382,9 @@ impl Var {
     }
     /// Standard deviation over `dims` with `correction`.
     pub fn std<D: Dims>(&self, dims: D, correction: usize, keepdim: bool) -> Result<Var> {
+        if let Some(x) = crate::autocast::full(self)? {
+            return x.std(dims, correction, keepdim);
+        }
         self.var(dims, correction, keepdim)?.sqrt()
     }
 
@@ -332,6 +392,9 @@ impl Var {
 
     /// Softmax along `dim`.
     pub fn softmax<D: Dim>(&self, dim: D) -> Result<Var> {
+        if let Some(x) = crate::autocast::full(self)? {
+            return x.softmax(dim);
+        }
         let d = dim.to_index(self.tensor().rank().max(1), "softmax")?;
         let y = self.tensor().softmax(d)?;
         let yc = y.clone();
@@ -339,6 +402,9 @@ impl Var {
     }
     /// Log-softmax along `dim`.
     pub fn log_softmax<D: Dim>(&self, dim: D) -> Result<Var> {
+        if let Some(x) = crate::autocast::full(self)? {
+            return x.log_softmax(dim);
+        }
         let d = dim.to_index(self.tensor().rank().max(1), "log_softmax")?;
         let y = self.tensor().log_softmax(d)?;
         let yc = y.clone();
@@ -346,6 +412,9 @@ impl Var {
     }
     /// Matrix product (`torch.matmul` semantics, 1-D operands promoted).
     pub fn matmul(&self, rhs: &Var) -> Result<Var> {
+        if let Some(v) = crate::autocast::lower_all(&[self, rhs])? {
+            return v[0].matmul(&v[1]);
+        }
         match (self.tensor().rank(), rhs.tensor().rank()) {
             (0, _) | (_, 0) => {
                 self.tensor().matmul(rhs.tensor())?;
@@ -600,6 +669,13 @@ impl Var {
         dilation: [usize; 2],
         groups: usize,
     ) -> Result<Var> {
+        if crate::autocast::autocast_dtype().is_some() {
+            let mut ins = vec![self, weight];
+            ins.extend(bias);
+            if let Some(v) = crate::autocast::lower_all(&ins)? {
+                return v[0].conv2d(&v[1], v.get(2), stride, padding, dilation, groups);
+            }
+        }
         let p = Conv2dParams { stride, padding, dilation, groups };
         let y = self.tensor().conv2d(weight.tensor(), bias.map(|b| b.tensor()), stride, padding, dilation, groups)?;
         let (x, w) = (self.tensor().clone(), weight.tensor().clone());
@@ -701,6 +777,17 @@ impl Var {
         bias: Option<&Var>,
         eps: f64,
     ) -> Result<Var> {
+        if crate::autocast::autocast_dtype().is_some() {
+            let x = crate::autocast::full(self)?;
+            let w = weight.map(crate::autocast::full).transpose()?.flatten();
+            let b = bias.map(crate::autocast::full).transpose()?.flatten();
+            if x.is_some() || w.is_some() || b.is_some() {
+                let x = x.unwrap_or_else(|| self.clone());
+                let w = w.or_else(|| weight.cloned());
+                let b = b.or_else(|| bias.cloned());
+                return x.layer_norm(normalized_shape, w.as_ref(), b.as_ref(), eps);
+            }
+        }
         let out = self.tensor().layer_norm_with_stats(
             normalized_shape,
             weight.map(|w| w.tensor()),
@@ -737,6 +824,17 @@ impl Var {
         momentum: f64,
         eps: f64,
     ) -> Result<(Var, Option<(Tensor, Tensor)>)> {
+        if crate::autocast::autocast_dtype().is_some() {
+            let x = crate::autocast::full(self)?;
+            let w = weight.map(crate::autocast::full).transpose()?.flatten();
+            let b = bias.map(crate::autocast::full).transpose()?.flatten();
+            if x.is_some() || w.is_some() || b.is_some() {
+                let x = x.unwrap_or_else(|| self.clone());
+                let w = w.or_else(|| weight.cloned());
+                let b = b.or_else(|| bias.cloned());
+                return x.batch_norm(running_mean, running_var, w.as_ref(), b.as_ref(), training, momentum, eps);
+            }
+        }
         let out = self.tensor().batch_norm(
             running_mean,
             running_var,
