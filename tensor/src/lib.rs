@@ -95,7 +95,9 @@ pub use ops::elementwise::{BinaryOp, CmpOp, UnaryOp};
 pub use ops::nn::{BatchNormOutput, LayerNormOutput, Pool2d};
 pub use ops::reduce::ReduceOp;
 pub use ops::shape_ops::PadMode;
-pub use random::{manual_seed, with_default_generator, Generator};
+pub use random::{
+    default_generator_state, manual_seed, set_default_generator_state, with_default_generator, Generator,
+};
 pub use shape::{broadcast_shapes, Dim, Dims, Shape};
 pub use storage::{CpuStorage, Storage};
 pub use tensor::{Tensor, TensorId};

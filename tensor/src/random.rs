@@ -27,6 +27,20 @@ impl Generator {
         Generator { s: [next(), next(), next(), next()] }
     }
 
+    /// The internal state, for checkpoints (restore with [`Generator::from_state`]).
+    pub fn state(&self) -> [u64; 4] {
+        self.s
+    }
+
+    /// A generator continuing from a saved [`Generator::state`]. The all-zero state is not a
+    /// valid xoshiro state and is an error.
+    pub fn from_state(s: [u64; 4]) -> Result<Self> {
+        if s == [0; 4] {
+            return Err(Error::invalid("Generator::from_state", "the all-zero state is invalid for xoshiro256++"));
+        }
+        Ok(Generator { s })
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         let s = &mut self.s;
@@ -59,6 +73,18 @@ static DEFAULT: Mutex<Option<Generator>> = Mutex::new(None);
 /// Seeds the process-wide default generator (like `torch.manual_seed`).
 pub fn manual_seed(seed: u64) {
     *DEFAULT.lock().unwrap_or_else(|e| e.into_inner()) = Some(Generator::new(seed));
+}
+
+/// The state of the process-wide default generator (like `torch.get_rng_state`).
+pub fn default_generator_state() -> [u64; 4] {
+    with_default(|g| g.state())
+}
+
+/// Restores the process-wide default generator (like `torch.set_rng_state`).
+pub fn set_default_generator_state(s: [u64; 4]) -> Result<()> {
+    let g = Generator::from_state(s)?;
+    *DEFAULT.lock().unwrap_or_else(|e| e.into_inner()) = Some(g);
+    Ok(())
 }
 
 /// Runs `f` with the process-wide default generator (the one [`manual_seed`] seeds), for
