@@ -251,7 +251,7 @@ mod tests {
         let p = param_with_grad(&[2048.0, f32::INFINITY]);
         let mut taken = 0;
         assert!(!s
-            .step(&[p.clone()], || {
+            .step(std::slice::from_ref(&p), || {
                 taken += 1;
                 Ok(())
             })
@@ -262,15 +262,15 @@ mod tests {
         assert_eq!(s.skipped_steps(), 1);
         for _ in 0..3 {
             let p = param_with_grad(&[512.0, -1024.0]);
-            assert!(s.step(&[p.clone()], || Ok(())).unwrap());
+            assert!(s.step(std::slice::from_ref(&p), || Ok(())).unwrap());
             assert_eq!(p.grad().unwrap().to_vec::<f32>().unwrap(), vec![1.0, -2.0]);
             s.update().unwrap();
         }
         assert_eq!(s.get_scale(), 1024.0);
         // NaN is caught like inf.
         let p = param_with_grad(&[f32::NAN]);
-        assert!(s.unscale(&[p.clone()]).unwrap());
-        assert!(s.unscale(&[p.clone()]).is_err());
+        assert!(s.unscale(std::slice::from_ref(&p)).unwrap());
+        assert!(s.unscale(std::slice::from_ref(&p)).is_err());
         s.update().unwrap();
         assert_eq!(s.get_scale(), 512.0);
         assert!(s.update().is_err());
