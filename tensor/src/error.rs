@@ -39,12 +39,19 @@ pub enum Error {
     /// An argument has an invalid value.
     #[error("{op}: {msg}")]
     InvalidArgument { op: &'static str, msg: String },
+    /// A file could not be read or written, or its contents are corrupt.
+    #[error("{op}: {path}: {msg}")]
+    Io { op: &'static str, path: String, msg: String },
 }
 
 impl Error {
     /// Shorthand for [`Error::InvalidArgument`].
     pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
         Error::InvalidArgument { op, msg: msg.into() }
+    }
+    /// Shorthand for [`Error::Io`].
+    pub fn io(op: &'static str, path: impl AsRef<std::path::Path>, msg: impl std::fmt::Display) -> Self {
+        Error::Io { op, path: path.as_ref().display().to_string(), msg: msg.to_string() }
     }
     /// Shorthand for [`Error::ShapeMismatch`].
     pub fn shape(op: &'static str, msg: impl Into<String>) -> Self {
