@@ -11,4 +11,5 @@
 pub use stapes_autograd as autograd;
 pub use stapes_kernels as kernels;
 pub use stapes_nn as nn;
+pub use stapes_speech as speech;
 pub use stapes_tensor as tensor;

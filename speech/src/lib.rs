@@ -1,0 +1,15 @@
+//! # stapes-speech
+//!
+//! Everything between an audio file on disk and a padded batch of features on the device, as
+//! torchaudio and a PyTorch `Dataset`/`DataLoader` give it: audio I/O and resampling,
+//! speed/volume/noise perturbation, voice activity detection, features (STFT, mel
+//! spectrogram, MFCC, deltas, normalisation), SpecAugment, datasets and a prefetching data
+//! loader, and a built-in synthetic corpus.
+
+pub mod audio;
+pub mod augment;
+pub mod data;
+pub mod features;
+pub mod perturb;
+pub mod synth;
+pub mod vad;
