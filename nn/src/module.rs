@@ -373,7 +373,7 @@ fn load_state<M: Module + ?Sized>(m: &M, state: &BTreeMap<String, Tensor>, stric
     Ok(())
 }
 
-/// A module with a single-input forward pass, the kind [`crate::Sequential`] chains.
+/// A module with a single-input forward pass, the kind [`crate::layers::Sequential`] chains.
 pub trait Forward: Module {
     /// Applies the module.
     fn forward(&self, x: &Var) -> Result<Var>;
