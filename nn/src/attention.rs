@@ -40,8 +40,7 @@ fn causal_mask(l: usize, s: usize, dtype: DType, device: &Device) -> Result<Tens
             msg: "an additive mask is floating point",
         });
     }
-    let v: Vec<f64> =
-        (0..l).flat_map(|i| (0..s).map(move |j| if j > i { f64::NEG_INFINITY } else { 0.0 })).collect();
+    let v: Vec<f64> = (0..l).flat_map(|i| (0..s).map(move |j| if j > i { f64::NEG_INFINITY } else { 0.0 })).collect();
     Tensor::from_vec(v, [l, s], device)?.to_dtype(dtype)
 }
 

@@ -138,3 +138,119 @@ fn feed_forward_block(
     let h = activation.apply(&linear1.forward(x)?)?;
     dropout2.forward(&linear2.forward(&dropout.forward(&h)?)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::module::{Forward, Module};
+    use stapes_tensor::{manual_seed, Tensor};
+
+    fn names(m: &dyn Module) -> Vec<String> {
+        m.named_parameters().into_iter().map(|(n, _)| n).collect()
+    }
+
+    const MHA: [&str; 4] = ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"];
+
+    #[test]
+    fn state_dict_names_match_pytorch() {
+        let small = TransformerLayerConfig { dim_feedforward: 16, ..TransformerLayerConfig::new(8, 2) };
+        let enc = TransformerEncoderLayer::from_config(&small, DType::F32, &Device::Cpu).unwrap();
+        let mut want: Vec<String> = MHA.iter().map(|n| format!("self_attn.{n}")).collect();
+        for n in ["linear1", "linear2", "norm1", "norm2"] {
+            want.push(format!("{n}.weight"));
+            want.push(format!("{n}.bias"));
+        }
+        assert_eq!(names(&enc), want);
+        let dec = TransformerDecoderLayer::from_config(&small, DType::F32, &Device::Cpu).unwrap();
+        let mut want: Vec<String> = MHA.iter().map(|n| format!("self_attn.{n}")).collect();
+        want.extend(MHA.iter().map(|n| format!("multihead_attn.{n}")));
+        for n in ["linear1", "linear2", "norm1", "norm2", "norm3"] {
+            want.push(format!("{n}.weight"));
+            want.push(format!("{n}.bias"));
+        }
+        assert_eq!(names(&dec), want);
+        let cfg = TransformerConfig { layer: small, num_encoder_layers: 2, num_decoder_layers: 1 };
+        let t = Transformer::new(&cfg, DType::F32, &Device::Cpu).unwrap();
+        let n = names(&t);
+        assert_eq!(n.len(), 2 * 12 + 2 + 18 + 2);
+        for k in ["encoder.layers.1.norm2.bias", "encoder.norm.weight", "decoder.layers.0.multihead_attn.in_proj_bias"]
+        {
+            assert!(n.contains(&k.to_string()), "{k}");
+        }
+        assert_eq!(n.last().unwrap(), "decoder.norm.bias");
+        let nb = TransformerLayerConfig { bias: false, ..TransformerLayerConfig::new(8, 2) };
+        let enc = TransformerEncoderLayer::from_config(&nb, DType::F32, &Device::Cpu).unwrap();
+        assert!(names(&enc).iter().all(|n| !n.ends_with("bias")));
+    }
+
+    #[test]
+    fn stacks_start_from_copies_and_transformer_redraws_xavier() {
+        manual_seed(1);
+        let cfg = TransformerLayerConfig { dim_feedforward: 16, ..TransformerLayerConfig::new(8, 2) };
+        let enc = TransformerEncoder::new(&cfg, 3, None, DType::F32, &Device::Cpu).unwrap();
+        let w0 = enc.layers[0].linear1.weight.tensor();
+        assert!(enc.layers[2].linear1.weight.tensor().equal(&w0).unwrap());
+        assert!(!enc.layers[2].linear1.weight.same(&enc.layers[0].linear1.weight));
+        let t = Transformer::new(&TransformerConfig { layer: cfg, ..Default::default() }, DType::F32, &Device::Cpu)
+            .unwrap();
+        let (a, b) = (&t.encoder.layers[0].linear1.weight, &t.encoder.layers[1].linear1.weight);
+        assert!(!a.tensor().equal(&b.tensor()).unwrap());
+        // xavier bound for [16, 8]: sqrt(6 / 24) = 0.5.
+        let w = a.tensor().to_vec::<f32>().unwrap();
+        assert!(w.iter().all(|x| x.abs() <= 0.5) && w.iter().any(|x| x.abs() > 0.4));
+        let d = TransformerConfig::default();
+        assert_eq!((d.layer.d_model, d.layer.nhead, d.num_encoder_layers, d.layer.dim_feedforward), (512, 8, 6, 2048));
+    }
+
+    #[test]
+    fn layers_run_and_check_shapes() {
+        manual_seed(2);
+        let cfg = TransformerLayerConfig {
+            dim_feedforward: 16,
+            dropout: 0.0,
+            activation: Activation::Gelu,
+            ..TransformerLayerConfig::new(8, 2)
+        };
+        let t = Transformer::new(
+            &TransformerConfig { layer: cfg, num_encoder_layers: 1, num_decoder_layers: 1 },
+            DType::F64,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let src = Var::leaf(Tensor::randn([6, 2, 8], DType::F64, &Device::Cpu).unwrap());
+        let tgt = Var::leaf(Tensor::randn([4, 2, 8], DType::F64, &Device::Cpu).unwrap());
+        let causal = Transformer::generate_square_subsequent_mask(4, DType::F64, &Device::Cpu).unwrap();
+        let with_mask = TransformerMasks { tgt_mask: Some(&causal), ..Default::default() };
+        let y = t.forward(&src, &tgt, &with_mask).unwrap();
+        assert_eq!(y.dims(), [4, 2, 8]);
+        let hinted = TransformerMasks { tgt_is_causal: true, ..Default::default() };
+        assert!(t.forward(&src, &tgt, &hinted).unwrap().tensor().equal(y.tensor()).unwrap());
+        let bad = Var::leaf(Tensor::randn([4, 3, 8], DType::F64, &Device::Cpu).unwrap());
+        assert!(t.forward(&src, &bad, &Default::default()).is_err());
+        let bad = Var::leaf(Tensor::randn([4, 2, 6], DType::F64, &Device::Cpu).unwrap());
+        assert!(t.forward(&src, &bad, &Default::default()).is_err());
+        assert!(Activation::from_name("swish").is_err());
+        assert!(TransformerEncoderLayer::new(10, 3).is_err());
+        // eval/train reaches every dropout.
+        t.eval();
+        assert!(!t.decoder.layers[0].dropout3.is_training() && !t.encoder.layers[0].self_attn.is_training());
+    }
+
+    #[test]
+    fn positional_table_and_forward() {
+        let t = sinusoidal_table(10, 6).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(&t[..6], &[0.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
+        // pos 3, pair 1: angle 3 / 10000^(2/6).
+        let a = 3.0 / 10000f64.powf(2.0 / 6.0);
+        assert!((t[3 * 6 + 2] as f64 - a.sin()).abs() < 1e-6 && (t[3 * 6 + 3] as f64 - a.cos()).abs() < 1e-6);
+        let odd = sinusoidal_table(4, 5).unwrap();
+        assert_eq!(odd.dims(), [4, 5]);
+        let pe = PositionalEncoding::with_max_len(6, 0.0, 10, true).unwrap();
+        assert!(pe.state_dict().is_empty());
+        let x = Var::leaf(Tensor::zeros([2, 3, 6], DType::F64, &Device::Cpu).unwrap());
+        let y = pe.forward(&x).unwrap().tensor().to_vec::<f64>().unwrap();
+        assert_eq!(&y[..18], &sinusoidal_table(3, 6).unwrap().to_dtype(DType::F64).unwrap().to_vec::<f64>().unwrap());
+        assert!(pe.forward(&Var::leaf(Tensor::zeros([2, 11, 6], DType::F64, &Device::Cpu).unwrap())).is_err());
+        assert!(pe.forward(&Var::leaf(Tensor::zeros([2, 3, 5], DType::F64, &Device::Cpu).unwrap())).is_err());
+    }
+}

@@ -103,7 +103,10 @@ impl Transformer {
             if sd[bdim] != td[bdim] {
                 return Err(Error::shape(
                     OP,
-                    format!("the batch number of src {sd:?} and tgt {td:?} must be equal (batch_first = {})", self.batch_first),
+                    format!(
+                        "the batch number of src {sd:?} and tgt {td:?} must be equal (batch_first = {})",
+                        self.batch_first
+                    ),
                 ));
             }
         }
