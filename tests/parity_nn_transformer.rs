@@ -124,47 +124,44 @@ fn layer_config(p: &Params) -> Res<TransformerLayerConfig> {
     })
 }
 
+/// A case's forward pass: (inputs, masks) by name -> (output, attention weights).
+type CaseForward<'a> = dyn Fn(&BTreeMap<String, Var>, &BTreeMap<String, Tensor>) -> Res<(Var, Option<Var>)> + 'a;
+
 /// Runs a module case: strict load, forward, loss, backward, and every comparison.
-fn run_module_case(
-    name: &str,
-    module: &dyn Module,
-    ct: &mut CaseTensors,
-    forward: &dyn Fn(&BTreeMap<String, Var>, &BTreeMap<String, Tensor>) -> Res<(Var, Option<Var>)>,
-) -> Res<Worst> {
+fn run_module_case(module: &dyn Module, ct: &mut CaseTensors, forward: &CaseForward<'_>) -> Res<Worst> {
     let state = ct.with_prefix("param.");
     module.load_state_dict(&state, true).map_err(|e| format!("load_state_dict: {e}"))?;
     let inputs: BTreeMap<String, Var> = ct.with_prefix("in.").into_iter().map(|(k, t)| (k, Var::leaf(t))).collect();
     let masks = ct.with_prefix("mask.");
     let (out, weights) = forward(&inputs, &masks)?;
-    let mut worst =
-        Worst { out: compare(out.tensor(), &ct.need("out")?, &format!("{name}: out"))?, ..Worst::default() };
+    let mut worst = Worst { out: compare(out.tensor(), &ct.need("out")?, "out")?, ..Worst::default() };
     let mut loss = out.mul(&Var::constant(ct.need("gout")?)).map_err(err)?.sum_all().map_err(err)?;
     match (weights, ct.get("weights")) {
         (Some(w), Some(ew)) => {
-            worst.out = worst.out.max(compare(w.tensor(), &ew, &format!("{name}: weights"))?);
+            worst.out = worst.out.max(compare(w.tensor(), &ew, "weights")?);
             let gw = w.mul(&Var::constant(ct.need("gweights")?)).map_err(err)?.sum_all().map_err(err)?;
             loss = loss.add(&gw).map_err(err)?;
         }
         (None, None) => {}
-        (w, ew) => return Err(format!("{name}: weights returned: {}, expected: {}", w.is_some(), ew.is_some())),
+        (w, ew) => return Err(format!("weights returned: {}, expected: {}", w.is_some(), ew.is_some())),
     }
     loss.backward().map_err(err)?;
     let expected_in = ct.with_prefix("grad.in.");
     if expected_in.keys().ne(inputs.keys()) {
-        return Err(format!("{name}: input grads {:?} for inputs {:?}", expected_in.keys(), inputs.keys()));
+        return Err(format!("input grads {:?} for inputs {:?}", expected_in.keys(), inputs.keys()));
     }
     for (k, eg) in &expected_in {
-        let g = inputs[k].grad().ok_or_else(|| format!("{name}: input {k} got no gradient"))?;
-        worst.grad_in = worst.grad_in.max(compare(&g, eg, &format!("{name}: grad of input {k}"))?);
+        let g = inputs[k].grad().ok_or_else(|| format!("input {k} got no gradient"))?;
+        worst.grad_in = worst.grad_in.max(compare(&g, eg, &format!("grad of input {k}"))?);
     }
     let mut expected_p = ct.with_prefix("grad.param.");
     for (k, p) in module.named_parameters() {
-        let eg = expected_p.remove(&k).ok_or_else(|| format!("{name}: no expected gradient for parameter {k}"))?;
-        let g = p.grad().ok_or_else(|| format!("{name}: parameter {k} got no gradient"))?;
-        worst.grad_param = worst.grad_param.max(compare(&g, &eg, &format!("{name}: grad of {k}"))?);
+        let eg = expected_p.remove(&k).ok_or_else(|| format!("no expected gradient for parameter {k}"))?;
+        let g = p.grad().ok_or_else(|| format!("parameter {k} got no gradient"))?;
+        worst.grad_param = worst.grad_param.max(compare(&g, &eg, &format!("grad of {k}"))?);
     }
     if !expected_p.is_empty() {
-        return Err(format!("{name}: gradients for unknown parameters {:?}", expected_p.keys()));
+        return Err(format!("gradients for unknown parameters {:?}", expected_p.keys()));
     }
     Ok(worst)
 }
@@ -173,7 +170,7 @@ fn mask<'a>(masks: &'a BTreeMap<String, Tensor>, k: &str) -> Option<&'a Tensor> 
     masks.get(k)
 }
 
-fn run_case(name: &str, p: &Params, ct: &mut CaseTensors) -> Res<Worst> {
+fn run_case(p: &Params, ct: &mut CaseTensors) -> Res<Worst> {
     let dtype = dtype_of(p)?;
     let dev = Device::Cpu;
     match p.str("kind")? {
@@ -191,7 +188,7 @@ fn run_case(name: &str, p: &Params, ct: &mut CaseTensors) -> Res<Worst> {
                 .need_weights(p.bool("need_weights")?)
                 .average_attn_weights(p.bool("average_attn_weights")?)
                 .is_causal(p.bool("is_causal")?);
-            run_module_case(name, &m, ct, &|inp, masks| {
+            run_module_case(&m, ct, &|inp, masks| {
                 let q = &inp["query"];
                 let (k, v) = if self_attention { (q, q) } else { (&inp["key"], &inp["value"]) };
                 let opts =
@@ -203,7 +200,7 @@ fn run_case(name: &str, p: &Params, ct: &mut CaseTensors) -> Res<Worst> {
             let cfg = layer_config(p)?;
             let is_causal = p.bool("is_causal")?;
             let l = TransformerEncoderLayer::from_config(&cfg, dtype, &dev).map_err(err)?;
-            run_module_case(name, &l, ct, &|inp, masks| {
+            run_module_case(&l, ct, &|inp, masks| {
                 let out = l
                     .forward(&inp["src"], mask(masks, "src_mask"), mask(masks, "src_key_padding_mask"), is_causal)
                     .map_err(err)?;
@@ -214,7 +211,7 @@ fn run_case(name: &str, p: &Params, ct: &mut CaseTensors) -> Res<Worst> {
             let cfg = layer_config(p)?;
             let tgt_is_causal = p.bool("tgt_is_causal")?;
             let l = TransformerDecoderLayer::from_config(&cfg, dtype, &dev).map_err(err)?;
-            run_module_case(name, &l, ct, &|inp, masks| {
+            run_module_case(&l, ct, &|inp, masks| {
                 let dm = DecoderMasks {
                     tgt_mask: mask(masks, "tgt_mask"),
                     memory_mask: mask(masks, "memory_mask"),
@@ -234,7 +231,7 @@ fn run_case(name: &str, p: &Params, ct: &mut CaseTensors) -> Res<Worst> {
             };
             let tgt_is_causal = p.bool("tgt_is_causal")?;
             let model = Transformer::new(&cfg, dtype, &dev).map_err(err)?;
-            run_module_case(name, &model, ct, &|inp, masks| {
+            run_module_case(&model, ct, &|inp, masks| {
                 let tm = TransformerMasks {
                     src_mask: mask(masks, "src_mask"),
                     tgt_mask: mask(masks, "tgt_mask"),
@@ -259,18 +256,18 @@ fn run_case(name: &str, p: &Params, ct: &mut CaseTensors) -> Res<Worst> {
             // The table is f32 on both sides; sin/cos differ by at most an ulp or two.
             let mut worst = Worst::default();
             let expected = ct.need("pe")?;
-            close_margin(&picked, &expected, Some(0.0), Some(5e-7), &format!("{name}: pe rows"))?;
+            close_margin(&picked, &expected, Some(0.0), Some(5e-7), "pe rows")?;
             worst.out = compare(&picked, &expected, "pe")?;
             let pe = PositionalEncoding::with_max_len(d, 0.0, max_len, false).map_err(err)?;
             if !pe.named_parameters().is_empty() || !pe.state_dict().is_empty() {
-                return Err(format!("{name}: PositionalEncoding has state"));
+                return Err("PositionalEncoding has state".to_string());
             }
             let x = Var::leaf(ct.need("in.x")?);
             let y = pe.forward(&x).map_err(err)?;
-            worst.out = worst.out.max(compare(y.tensor(), &ct.need("out")?, &format!("{name}: out"))?);
+            worst.out = worst.out.max(compare(y.tensor(), &ct.need("out")?, "out")?);
             y.backward_with(&ct.need("gout")?).map_err(err)?;
             let g = x.grad().ok_or("no gradient for x")?;
-            worst.grad_in = compare(&g, &ct.need("grad.in.x")?, &format!("{name}: grad of x"))?;
+            worst.grad_in = compare(&g, &ct.need("grad.in.x")?, "grad of x")?;
             Ok(worst)
         }
         k => Err(format!("unknown kind {k:?}")),
@@ -296,7 +293,7 @@ fn transformer_parity_with_pytorch() {
         let params = Params::parse(json).unwrap_or_else(|e| panic!("{name}: {e}"));
         let map = by_case.remove(name).unwrap_or_default();
         let mut ct = CaseTensors { map, used: BTreeSet::new() };
-        let r = run_case(name, &params, &mut ct);
+        let r = run_case(&params, &mut ct);
         ran += 1;
         kinds.insert(params.str("kind").unwrap_or("?").to_string());
         match r {
