@@ -135,7 +135,11 @@ mod tests {
 
     #[test]
     fn clips_to_max_norm() {
-        let ps = [param_with_grad(vec![3.0, 0.0]), param_with_grad(vec![4.0]), Param::new(Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap())];
+        let ps = [
+            param_with_grad(vec![3.0, 0.0]),
+            param_with_grad(vec![4.0]),
+            Param::new(Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap()),
+        ];
         let total = clip_grad_norm(&ps, 1.0, 2.0, true).unwrap();
         assert!((total - 5.0).abs() < 1e-6);
         let g0 = ps[0].grad().unwrap().to_vec::<f32>().unwrap();

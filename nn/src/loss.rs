@@ -420,7 +420,10 @@ pub fn binary_cross_entropy_with_logits(input: &Var, target: &Var, opts: &BceWit
         check_same_dtype(OP, x, w)?;
         per = per.mul(&Var::constant(w.clone()))?;
         if per.dims() != input.dims() {
-            return Err(Error::shape(OP, format!("weight {:?} does not broadcast to the input {:?}", w.dims(), x.dims())));
+            return Err(Error::shape(
+                OP,
+                format!("weight {:?} does not broadcast to the input {:?}", w.dims(), x.dims()),
+            ));
         }
     }
     reduce(per, opts.reduction)

@@ -274,28 +274,35 @@ impl Optimizer for Adam {
             decoupled_weight_decay: json_bool(OP, g, "decoupled_weight_decay")?,
         };
         cfg.validate()?;
-        let steps = meta.get("state").and_then(Value::as_object).ok_or_else(|| Error::invalid(OP, "state: missing `state`"))?;
+        let steps =
+            meta.get("state").and_then(Value::as_object).ok_or_else(|| Error::invalid(OP, "state: missing `state`"))?;
         let per = split_state_keys(OP, tensors, n, &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"])?;
         let mut state = vec![None; n];
         for (k, s) in steps {
-            let i = k.parse::<usize>().ok().filter(|&i| i < n).ok_or_else(|| {
-                Error::invalid(OP, format!("state: entry `{k}` is not a parameter index below {n}"))
-            })?;
-            let step = s.get("step").and_then(Value::as_u64).ok_or_else(|| {
-                Error::invalid(OP, format!("state: parameter {i} has no integer `step`"))
-            })?;
+            let i =
+                k.parse::<usize>().ok().filter(|&i| i < n).ok_or_else(|| {
+                    Error::invalid(OP, format!("state: entry `{k}` is not a parameter index below {n}"))
+                })?;
+            let step = s
+                .get("step")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| Error::invalid(OP, format!("state: parameter {i} has no integer `step`")))?;
             let m = per.get(&i);
             let get = |name: &str| -> Result<Buf> {
-                let t = m.and_then(|m| m.get(name)).ok_or_else(|| {
-                    Error::invalid(OP, format!("state: missing tensor `state.{i}.{name}`"))
-                })?;
+                let t = m
+                    .and_then(|m| m.get(name))
+                    .ok_or_else(|| Error::invalid(OP, format!("state: missing tensor `state.{i}.{name}`")))?;
                 Buf::from_tensor(OP, &format!("state.{i}.{name}"), t, &self.params[i])
             };
             let has_max = m.is_some_and(|m| m.contains_key("max_exp_avg_sq"));
             if has_max != cfg.amsgrad {
                 return Err(Error::invalid(
                     OP,
-                    format!("state: parameter {i} has{} `max_exp_avg_sq` but amsgrad is {}", if has_max { "" } else { " no" }, cfg.amsgrad),
+                    format!(
+                        "state: parameter {i} has{} `max_exp_avg_sq` but amsgrad is {}",
+                        if has_max { "" } else { " no" },
+                        cfg.amsgrad
+                    ),
                 ));
             }
             state[i] = Some(AdamState {

@@ -278,7 +278,9 @@ pub(crate) fn json_f64(op: &'static str, v: &Value, key: &str) -> Result<f64> {
 }
 
 pub(crate) fn json_bool(op: &'static str, v: &Value, key: &str) -> Result<bool> {
-    v.get(key).and_then(Value::as_bool).ok_or_else(|| Error::invalid(op, format!("state: missing boolean `{key}` in {v}")))
+    v.get(key)
+        .and_then(Value::as_bool)
+        .ok_or_else(|| Error::invalid(op, format!("state: missing boolean `{key}` in {v}")))
 }
 
 /// The single parameter group of a saved state, checked for the optimizer's name and the
@@ -300,7 +302,10 @@ pub(crate) fn saved_group<'a>(op: &'static str, meta: &'a Value, kind: &str, n_p
     if n != Some(n_params) {
         return Err(Error::invalid(
             op,
-            format!("state is for {} parameters, this optimizer has {n_params}", n.map_or("?".into(), |n| n.to_string())),
+            format!(
+                "state is for {} parameters, this optimizer has {n_params}",
+                n.map_or("?".into(), |n| n.to_string())
+            ),
         ));
     }
     Ok(g)

@@ -89,7 +89,8 @@ impl Sgd {
         let pv = compute_slice::<T>(&p.tensor())?.into_owned();
         let gt = compute_slice::<T>(g)?;
         let gs: &[T] = &gt;
-        let (wd, mom, damp1, neg_lr) = (T::of(c.weight_decay), T::of(c.momentum), T::of(1.0 - c.dampening), T::of(-c.lr));
+        let (wd, mom, damp1, neg_lr) =
+            (T::of(c.weight_decay), T::of(c.momentum), T::of(1.0 - c.dampening), T::of(-c.lr));
         let (use_wd, use_mom, nesterov, maximize) = (c.weight_decay != 0.0, c.momentum != 0.0, c.nesterov, c.maximize);
         let first = use_mom && self.momentum_buffers[i].is_none();
         if first {
