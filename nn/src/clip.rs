@@ -111,7 +111,7 @@ fn scale(g: &Tensor, coef: f64) -> Result<Tensor> {
 /// `torch.nn.utils.clip_grad_value_` (NaN stays NaN). `clip_value` must be `>= 0`.
 pub fn clip_grad_value(params: &[Param], clip_value: f64) -> Result<()> {
     const OP: &str = "clip_grad_value";
-    if !(clip_value >= 0.0) {
+    if clip_value.is_nan() || clip_value < 0.0 {
         return Err(Error::invalid(OP, format!("clip_value must be >= 0, got {clip_value}")));
     }
     for p in params {
