@@ -24,7 +24,12 @@ pub fn linear(x: &Var, weight: &Var, bias: Option<&Var>) -> Result<Var> {
         if b.dims() != [wd[0]] {
             return Err(Error::shape("linear", format!("bias {:?} does not match weight {wd:?}", b.dims())));
         }
-        y = y.add(b)?;
+        // Under autocast PyTorch's linear (addmm) adds the bias in the lower precision too,
+        // so the output stays f16/bf16 instead of being promoted to f32.
+        y = match stapes_autograd::autocast_dtype() {
+            Some(d) if b.tensor().dtype().is_float() && b.tensor().dtype() != d => y.add(&b.to_dtype(d)?)?,
+            _ => y.add(b)?,
+        };
     }
     if xd.len() == 2 {
         Ok(y)
