@@ -27,6 +27,7 @@
 pub mod amp;
 pub mod attention;
 pub mod checkpoint;
+pub mod ctc;
 pub mod clip;
 pub mod init;
 pub mod layers;

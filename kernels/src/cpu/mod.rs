@@ -6,6 +6,7 @@
 
 pub mod binary;
 pub mod conv;
+pub mod ctc;
 pub mod copy;
 pub mod index;
 pub mod matmul;
