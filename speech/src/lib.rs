@@ -9,7 +9,9 @@
 pub mod audio;
 pub mod augment;
 pub mod data;
+pub mod decode;
 pub mod features;
+pub mod metrics;
 pub mod perturb;
 pub mod synth;
 pub mod vad;
