@@ -302,27 +302,35 @@ fn decode(op: &'static str, path: &Path) -> Result<Audio> {
                 format!("truncated: the header states {expected} frames but only {frames} could be decoded"),
             ));
         }
+        // The last Vorbis packet decodes to a whole block; the stream's final granule position
+        // (symphonia's `n_frames`) says where the signal ends.
+        if frames > expected && expected > 0 {
+            samples.truncate(expected as usize * channels);
+        }
     }
     Ok(Audio { samples, channels, sample_rate })
 }
 
 /// The quality settings of [`resample`]: a 128-tap windowed-sinc filter (Blackman-Harris²
-/// window, cut-off at 0.95 of the lower Nyquist frequency), 256× oversampled with cubic
-/// interpolation between the oversampled points. Passband (up to ~0.9 of Nyquist) ripple is
-/// below 0.01 dB and stopband attenuation about 100 dB; a resampled sine keeps its frequency
-/// and amplitude to better than 1e-3 (see the tests).
+/// window, cut-off at 0.95 of the lower Nyquist frequency), 1024× oversampled with cubic
+/// interpolation between the oversampled points. Measured: a 440 Hz sine resampled between 8,
+/// 16, 22.05 and 44.1 kHz stays within 1e-3 of the ideal sine (amplitude 0.5) and keeps its
+/// frequency to 0.05 Hz; a 16 → 8 → 16 kHz round trip of a signal below 1.8 kHz has an SNR
+/// of 61.6 dB. That error falls as 1/oversampling (49.6 dB at 256×), so it comes from the
+/// oversampled table, not the filter; 1024× costs 512 KiB of table per resampler.
 fn sinc_params() -> rubato::SincInterpolationParameters {
     rubato::SincInterpolationParameters {
         sinc_len: 128,
         f_cutoff: 0.95,
-        oversampling_factor: 256,
+        oversampling_factor: 1024,
         interpolation: rubato::SincInterpolationType::Cubic,
         window: rubato::WindowFunction::BlackmanHarris2,
     }
 }
 
 /// Resamples a mono signal from `from_sr` to `to_sr` Hz with a band-limited sinc resampler
-/// (quality in [`sinc_params`]'s note). The output has `round(len * to_sr / from_sr)` samples and
+/// (`rubato::SincFixedIn`, 128 taps, 1024× oversampled: a sine stays within 1e-3 of the ideal one, a
+/// 16 → 8 → 16 kHz round trip of speech-band audio has an SNR of about 62 dB). The output has `round(len * to_sr / from_sr)` samples and
 /// is aligned with the input (the filter delay is removed). Equal rates return a copy.
 pub fn resample(samples: &[f32], from_sr: u32, to_sr: u32) -> Result<Vec<f32>> {
     resample_ratio(samples, to_sr as f64 / from_sr.max(1) as f64, "resample").map_err(|e| {
@@ -332,6 +340,14 @@ pub fn resample(samples: &[f32], from_sr: u32, to_sr: u32) -> Result<Vec<f32>> {
             e
         }
     })
+}
+
+const CHUNK: usize = 1024;
+const MAX_CACHED_RESAMPLERS: usize = 8;
+
+thread_local! {
+    /// Per-thread resamplers by ratio (bits of the f64), oldest first.
+    static RESAMPLERS: std::cell::RefCell<Vec<(u64, rubato::SincFixedIn<f32>)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Resamples by an arbitrary ratio `out_rate / in_rate` (used by speed perturbation).
@@ -367,9 +383,18 @@ pub(crate) fn resample_ratio(samples: &[f32], ratio: f64, op: &'static str) -> R
             break;
         }
     }
-    const CHUNK: usize = 1024;
-    let mut rs = rubato::SincFixedIn::<f32>::new(ratio, 1.0, sinc_params(), CHUNK, 1)
-        .map_err(|e| Error::invalid(op, format!("cannot build the resampler: {e}")))?;
+    // Building the resampler computes a 128 x 1024 sinc table (a few ms), so each thread keeps
+    // the last few it used, by ratio (speed perturbation reuses 0.9/1.0/1.1 all the time).
+    let key = ratio.to_bits();
+    let cached = RESAMPLERS.with(|c| {
+        let mut c = c.borrow_mut();
+        c.iter().position(|(k, _)| *k == key).map(|i| c.remove(i).1)
+    });
+    let mut rs = match cached {
+        Some(rs) => rs,
+        None => rubato::SincFixedIn::<f32>::new(ratio, 1.0, sinc_params(), CHUNK, 1)
+            .map_err(|e| Error::invalid(op, format!("cannot build the resampler: {e}")))?,
+    };
     let mut input = vec![0f32; pad];
     input.extend_from_slice(samples);
     let mut out: Vec<f32> = Vec::with_capacity(out_len + skip + 2 * CHUNK);
@@ -392,6 +417,14 @@ pub(crate) fn resample_ratio(samples: &[f32], ratio: f64, op: &'static str) -> R
         }
         out.extend_from_slice(&o[0]);
     }
+    rs.reset();
+    RESAMPLERS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= MAX_CACHED_RESAMPLERS {
+            c.remove(0);
+        }
+        c.push((key, rs));
+    });
     let mut aligned: Vec<f32> = out.into_iter().skip(skip).take(out_len).collect();
     aligned.resize(out_len, 0.0);
     Ok(aligned)
@@ -399,7 +432,9 @@ pub(crate) fn resample_ratio(samples: &[f32], ratio: f64, op: &'static str) -> R
 
 /// Writes a mono signal as a 16-bit PCM WAV file, atomically: into a temporary file in the
 /// same folder, fsynced, then renamed over `path`, so a reader never sees half a file.
-/// Samples are clipped to `[-1, 1]` and quantised as `round(x * 32767)`.
+/// Samples are clipped to `[-1, 1]` and quantised as `round(x * 32767)` (libsndfile's
+/// convention); [`load_audio`] reads `q / 32768`, so a round trip moves a sample by at most
+/// 1.5 / 32767.
 pub fn write_wav(path: impl AsRef<Path>, samples: &[f32], sample_rate: u32) -> Result<()> {
     const OP: &str = "write_wav";
     let path = path.as_ref();
@@ -409,6 +444,16 @@ pub fn write_wav(path: impl AsRef<Path>, samples: &[f32], sample_rate: u32) -> R
     if let Some(i) = samples.iter().position(|x| !x.is_finite()) {
         return Err(Error::io(OP, path, format!("sample {i} is not finite")));
     }
+    let bytes = wav_bytes(samples, sample_rate, path)?;
+    stapes_nn::checkpoint::write_atomic(path, &bytes).map_err(|e| match e {
+        Error::Io { msg, .. } => Error::io(OP, path, msg),
+        other => other,
+    })
+}
+
+/// The bytes of a mono 16-bit PCM WAV file (`path` only names the file in errors).
+pub(crate) fn wav_bytes(samples: &[f32], sample_rate: u32, path: &Path) -> Result<Vec<u8>> {
+    const OP: &str = "write_wav";
     let spec =
         hound::WavSpec { channels: 1, sample_rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut bytes = std::io::Cursor::new(Vec::with_capacity(44 + 2 * samples.len()));
@@ -420,10 +465,7 @@ pub fn write_wav(path: impl AsRef<Path>, samples: &[f32], sample_rate: u32) -> R
         }
         w.finalize().map_err(|e| Error::io(OP, path, e))?;
     }
-    stapes_nn::checkpoint::write_atomic(path, bytes.get_ref()).map_err(|e| match e {
-        Error::Io { msg, .. } => Error::io(OP, path, msg),
-        other => other,
-    })
+    Ok(bytes.into_inner())
 }
 
 #[cfg(test)]

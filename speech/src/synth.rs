@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use stapes_tensor::{Error, Generator, Result};
 
-use crate::audio::write_wav;
+use crate::audio::wav_bytes;
 use crate::data::{Dataset, Utterance};
 
 /// The sample rate of the synthetic corpus.
@@ -172,24 +172,34 @@ fn utterance_generator(seed: u64, i: usize) -> Generator {
     Generator::new(z ^ (z >> 33))
 }
 
-/// Two-pole resonator in Klatt's form with per-sample coefficients.
+/// Two-pole resonator in Klatt's form (`y = A x + B y1 + C y2`); coefficients are set by
+/// [`Resonator::tune`] (every few samples: formants move slowly).
 #[derive(Default, Clone, Copy)]
 struct Resonator {
+    a: f64,
+    b: f64,
+    c: f64,
     y1: f64,
     y2: f64,
 }
 
 impl Resonator {
-    fn step(&mut self, x: f64, f: f64, bw: f64, sr: f64) -> f64 {
-        let c = -(-2.0 * PI * bw / sr).exp();
-        let b = 2.0 * (-PI * bw / sr).exp() * (2.0 * PI * f / sr).cos();
-        let a = 1.0 - b - c;
-        let y = a * x + b * self.y1 + c * self.y2;
+    fn tune(&mut self, f: f64, bw: f64, sr: f64) {
+        self.c = -(-2.0 * PI * bw / sr).exp();
+        self.b = 2.0 * (-PI * bw / sr).exp() * (2.0 * PI * f / sr).cos();
+        self.a = 1.0 - self.b - self.c;
+    }
+
+    fn step(&mut self, x: f64) -> f64 {
+        let y = self.a * x + self.b * self.y1 + self.c * self.y2;
         self.y2 = self.y1;
         self.y1 = y;
         y
     }
 }
+
+/// Resonator coefficients are recomputed every this many samples (0.5 ms at 16 kHz).
+const RETUNE: usize = 8;
 
 impl SyntheticDigits {
     /// A corpus with the given settings. Invalid ranges are an error.
@@ -308,12 +318,14 @@ impl SyntheticDigits {
                 };
                 let source = (glottal - glottal_prev) * voice * 8.0 + asp * 0.3 * g.next_normal();
                 glottal_prev = glottal;
-                let mut y = source;
-                for j in 0..3 {
-                    let f = form[j].min(0.45 * sr);
-                    y = res[j].step(y, f, bws[j] * plan.scale, sr);
+                if t % RETUNE == 0 {
+                    for j in 0..3 {
+                        res[j].tune(form[j].min(0.45 * sr), bws[j] * plan.scale, sr);
+                    }
+                    fres.tune(fr_hz.min(0.45 * sr), fr_bw, sr);
                 }
-                let noise = fres.step(g.next_normal(), fr_hz.min(0.45 * sr), fr_bw, sr) * fr * 1.5;
+                let y = res.iter_mut().fold(source, |y, r| r.step(y));
+                let noise = fres.step(g.next_normal()) * fr * 1.5;
                 out.push(y + noise);
                 t += 1;
             }
@@ -348,8 +360,10 @@ impl SyntheticDigits {
 
     /// Writes the corpus under `dir`: `dir/wav/<id>.wav` (16-bit) and `dir/manifest.jsonl`
     /// (one `{"id", "audio", "text", "duration"}` object per line, audio paths relative to the
-    /// manifest). Files are rendered in parallel; each is written atomically. Returns the
-    /// manifest's path.
+    /// manifest). Files are rendered in parallel. Each WAV appears whole (temp file + rename)
+    /// but is not fsynced on its own, which would dominate the cost; the manifest is written
+    /// last, atomically and fsynced. After a power loss, regenerate the corpus from its seed.
+    /// Returns the manifest's path.
     pub fn write_corpus(&self, dir: impl AsRef<Path>) -> Result<PathBuf> {
         use rayon::prelude::*;
         const OP: &str = "SyntheticDigits::write_corpus";
@@ -361,7 +375,12 @@ impl SyntheticDigits {
             .map(|i| {
                 let u = self.utterance(i)?;
                 let rel = format!("wav/{}.wav", u.id);
-                write_wav(dir.join(&rel), &u.audio, SAMPLE_RATE)?;
+                let path = dir.join(&rel);
+                // Temp file + rename, but no fsync per file (see the doc comment).
+                let tmp = wav_dir.join(format!(".{}.wav.tmp", u.id));
+                std::fs::write(&tmp, wav_bytes(&u.audio, SAMPLE_RATE, &path)?)
+                    .and_then(|_| std::fs::rename(&tmp, &path))
+                    .map_err(|e| Error::io(OP, &path, e))?;
                 let obj = serde_json::json!({
                     "id": u.id, "audio": rel, "text": u.transcript,
                     "duration": u.audio.len() as f64 / SAMPLE_RATE as f64,
