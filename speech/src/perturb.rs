@@ -49,7 +49,7 @@ impl SpeedPerturb {
         match self {
             SpeedPerturb::Choice(f) if f.is_empty() => Err(Error::invalid("SpeedPerturb", "empty factor set")),
             SpeedPerturb::Choice(f) => Ok(f[(gen.next_u64() % f.len() as u64) as usize]),
-            SpeedPerturb::Range(lo, hi) if !(lo <= hi) => {
+            SpeedPerturb::Range(lo, hi) if lo.is_nan() || hi.is_nan() || lo > hi => {
                 Err(Error::invalid("SpeedPerturb", format!("empty range [{lo}, {hi}]")))
             }
             SpeedPerturb::Range(lo, hi) => Ok(lo + (hi - lo) * gen.next_f64()),
@@ -84,7 +84,7 @@ pub struct VolumePerturb {
 impl VolumePerturb {
     /// Perturbs `samples`; returns the new signal and the gain in dB.
     pub fn apply(&self, samples: &[f32], gen: &mut Generator) -> Result<(Vec<f32>, f64)> {
-        if !(self.min_db <= self.max_db) {
+        if self.min_db.is_nan() || self.max_db.is_nan() || self.min_db > self.max_db {
             return Err(Error::invalid("VolumePerturb", format!("empty range [{}, {}] dB", self.min_db, self.max_db)));
         }
         let db = self.min_db + (self.max_db - self.min_db) * gen.next_f64();
@@ -142,7 +142,7 @@ pub struct NoisePerturb {
 impl NoisePerturb {
     /// Perturbs `signal`; returns the noisy signal and the SNR used.
     pub fn apply(&self, signal: &[f32], gen: &mut Generator) -> Result<(Vec<f32>, f64)> {
-        if !(self.min_snr_db <= self.max_snr_db) {
+        if self.min_snr_db.is_nan() || self.max_snr_db.is_nan() || self.min_snr_db > self.max_snr_db {
             return Err(Error::invalid(
                 "NoisePerturb",
                 format!("empty SNR range [{}, {}] dB", self.min_snr_db, self.max_snr_db),

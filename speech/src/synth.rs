@@ -215,15 +215,20 @@ impl SyntheticDigits {
         if ranges.iter().any(|r| !(r.0.is_finite() && r.1.is_finite() && r.0 <= r.1)) {
             return Err(Error::invalid(OP, "every range must be finite with lo <= hi"));
         }
-        if !(cfg.pitch_hz.0 >= 40.0
+        // Ranges are finite here, so plain comparisons are total.
+        let in_range = cfg.pitch_hz.0 >= 40.0
             && cfg.pitch_hz.1 <= 500.0
             && cfg.formant_scale.0 > 0.5
-            && cfg.formant_scale.1 < 1.5)
-            || !(cfg.rate.0 > 0.3 && cfg.rate.1 < 3.0)
-            || cfg.edge_silence.0 < 0.0
-            || cfg.pause.0 < 0.0
-        {
-            return Err(Error::invalid(OP, "pitch (40–500 Hz), formant scale (0.5–1.5) or rate (0.3–3) out of range"));
+            && cfg.formant_scale.1 < 1.5
+            && cfg.rate.0 > 0.3
+            && cfg.rate.1 < 3.0
+            && cfg.edge_silence.0 >= 0.0
+            && cfg.pause.0 >= 0.0;
+        if !in_range {
+            return Err(Error::invalid(
+                OP,
+                "pitch (40–500 Hz), formant scale (0.5–1.5), rate (0.3–3) or a negative silence out of range",
+            ));
         }
         Ok(SyntheticDigits { cfg })
     }
@@ -318,7 +323,7 @@ impl SyntheticDigits {
                 };
                 let source = (glottal - glottal_prev) * voice * 8.0 + asp * 0.3 * g.next_normal();
                 glottal_prev = glottal;
-                if t % RETUNE == 0 {
+                if t.is_multiple_of(RETUNE) {
                     for j in 0..3 {
                         res[j].tune(form[j].min(0.45 * sr), bws[j] * plan.scale, sr);
                     }

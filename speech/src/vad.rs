@@ -143,8 +143,7 @@ pub fn detect_speech(samples: &[f32], sample_rate: u32, cfg: &VadConfig) -> Resu
             let lo = b.saturating_sub(win).max(a);
             let offset = (lo..b.saturating_sub(sw).max(lo) + 1)
                 .step_by(sh)
-                .filter(|&p| p + sw <= samples.len() && short_e(p) > thr)
-                .last()
+                .rfind(|&p| p + sw <= samples.len() && short_e(p) > thr)
                 .map(|p| p + sw / 2)
                 .unwrap_or(b.saturating_sub(win / 2));
             (onset as f64 / sr, offset.max(onset) as f64 / sr)
