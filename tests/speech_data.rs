@@ -281,28 +281,35 @@ fn loader_throughput_with_workers() {
         Ok(Item { id: u.id, input: audio, feature_dim: None, target: vocab.encode(&u.transcript)? })
     });
     let mut reference: Option<Vec<Vec<f32>>> = None;
-    for workers in [0, 1, 2, 4] {
-        let cfg = LoaderConfig {
-            batch_size: 16,
-            order: Order::Shuffle,
-            seed: 4,
-            num_workers: workers,
-            prefetch: 4,
-            drop_last: false,
-        };
-        let loader = DataLoader::new(ds.clone(), tf.clone(), cfg).unwrap();
-        let t0 = Instant::now();
-        let batches: Vec<Vec<f32>> =
-            loader.epoch(0).unwrap().map(|b| b.unwrap().inputs.to_vec::<f32>().unwrap()).collect();
-        let secs = t0.elapsed().as_secs_f64();
-        eprintln!(
-            "loader throughput: {workers} workers: {} batches of 16 in {secs:.3} s = {:.1} batches/s",
-            batches.len(),
-            batches.len() as f64 / secs
-        );
-        match &reference {
-            None => reference = Some(batches),
-            Some(r) => assert!(r == &batches, "{workers} workers delivered different batches"),
+    // A consumer that only takes batches, then one that "trains" 20 ms per batch (a sleep, so
+    // it uses no CPU): with workers, loading overlaps the training step.
+    for train_ms in [0u64, 20] {
+        for workers in [0, 1, 2, 4] {
+            let cfg = LoaderConfig {
+                batch_size: 16,
+                order: Order::Shuffle,
+                seed: 4,
+                num_workers: workers,
+                prefetch: 4,
+                drop_last: false,
+            };
+            let loader = DataLoader::new(ds.clone(), tf.clone(), cfg).unwrap();
+            let t0 = Instant::now();
+            let mut batches = vec![];
+            for b in loader.epoch(0).unwrap() {
+                batches.push(b.unwrap().inputs.to_vec::<f32>().unwrap());
+                std::thread::sleep(std::time::Duration::from_millis(train_ms));
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            eprintln!(
+                "loader throughput: consumer {train_ms} ms/batch, {workers} workers: {} batches of 16 in {secs:.3} s = {:.1} batches/s",
+                batches.len(),
+                batches.len() as f64 / secs
+            );
+            match &reference {
+                None => reference = Some(batches),
+                Some(r) => assert!(r == &batches, "{workers} workers delivered different batches"),
+            }
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
