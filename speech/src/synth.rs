@@ -505,6 +505,7 @@ mod tests {
                 (0..10).min_by(|&a, &b| dist(&centroids[a]).total_cmp(&dist(&centroids[b]))).unwrap() == *d
             })
             .count();
+        eprintln!("nearest-centroid word accuracy {correct}/{}", test.len());
         assert!(correct as f64 / test.len() as f64 > 0.5, "accuracy {correct}/{}", test.len());
     }
 
