@@ -165,7 +165,7 @@ fn corrupt_files_are_clear_errors() {
     let e = load_audio(dir.join("missing.wav"), true).unwrap_err().to_string();
     assert!(e.contains("missing.wav"), "{e}");
     assert!(audio_info(dir.join("empty.wav")).is_err());
-    let _ = mp3;
+    expect_error(&dir, "head.mp3", &mp3[..3], "MP3");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
