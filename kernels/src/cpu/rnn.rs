@@ -503,7 +503,8 @@ mod tests {
             gru_step_forward(hd, &active, gi, gh, &mut s, hp, &mut h);
             (s, h)
         };
-        let loss = |gi: &[f64], gh: &[f64], hp: &[f64]| run(gi, gh, hp).1.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>();
+        let loss =
+            |gi: &[f64], gh: &[f64], hp: &[f64]| run(gi, gh, hp).1.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>();
         let (s, h) = run(&gi, &gh, &hp);
         let (r, z) = (sig(gi[0] + gh[0]), sig(gi[hd] + gh[hd]));
         let n = (gi[2 * hd] + r * gh[2 * hd]).tanh();
@@ -536,7 +537,19 @@ mod tests {
         let bt = rng.vec(n * k); // rhs stored transposed [n, k]
         let mut d = rng.vec(m * n);
         let d0 = d.clone();
-        gemm_strided(m, n, k, &mut d, Strided::rows(0, n), true, &a, Strided::rows(0, k), &bt, Strided::rows(0, k).t(), 1);
+        gemm_strided(
+            m,
+            n,
+            k,
+            &mut d,
+            Strided::rows(0, n),
+            true,
+            &a,
+            Strided::rows(0, k),
+            &bt,
+            Strided::rows(0, k).t(),
+            1,
+        );
         for i in 0..m {
             for j in 0..n {
                 let want = d0[i * n + j] + (0..k).map(|p| a[i * k + p] * bt[j * k + p]).sum::<f64>();

@@ -183,7 +183,13 @@ impl RnnBase {
         let op = self.kind.name();
         let want = [self.cfg.num_layers * self.cfg.num_directions(), batch, self.cfg.hidden_size];
         if s.dims() != want {
-            return Err(Error::shape(op, format!("expected {what} of shape {want:?} ([num_layers * num_directions, batch, hidden_size]), got {:?}", s.dims())));
+            return Err(Error::shape(
+                op,
+                format!(
+                    "expected {what} of shape {want:?} ([num_layers * num_directions, batch, hidden_size]), got {:?}",
+                    s.dims()
+                ),
+            ));
         }
         if s.tensor().dtype() != dtype {
             return Err(Error::DTypeMismatch { op, lhs: dtype, rhs: s.tensor().dtype() });
@@ -209,7 +215,12 @@ impl RnnBase {
         if x.dims()[2] != cfg.input_size {
             return Err(Error::shape(
                 op,
-                format!("input.size(-1) must be equal to input_size: expected {}, got {} (input shape {:?})", cfg.input_size, x.dims()[2], x.dims()),
+                format!(
+                    "input.size(-1) must be equal to input_size: expected {}, got {} (input shape {:?})",
+                    cfg.input_size,
+                    x.dims()[2],
+                    x.dims()
+                ),
             ));
         }
         let xt = if cfg.batch_first { x.transpose(0usize, 1usize)? } else { x.clone() };
@@ -221,7 +232,10 @@ impl RnnBase {
             None => vec![steps; batch],
             Some(l) => {
                 if l.len() != batch {
-                    return Err(Error::shape(op, format!("expected {batch} lengths (one per sequence of the batch), got {}", l.len())));
+                    return Err(Error::shape(
+                        op,
+                        format!("expected {batch} lengths (one per sequence of the batch), got {}", l.len()),
+                    ));
                 }
                 if let Some((b, &bad)) = l.iter().enumerate().find(|(_, &v)| v == 0 || v > steps) {
                     return Err(Error::invalid(

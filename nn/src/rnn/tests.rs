@@ -89,8 +89,8 @@ fn padded_frames_change_nothing() {
 #[test]
 fn reverse_direction_starts_at_the_last_real_frame() {
     let (t, i, h) = (5, 3, 4);
-    let lstm = Lstm::new_with(RnnConfig { bidirectional: true, ..RnnConfig::new(i, h) }, DType::F64, &Device::Cpu)
-        .unwrap();
+    let lstm =
+        Lstm::new_with(RnnConfig { bidirectional: true, ..RnnConfig::new(i, h) }, DType::F64, &Device::Cpu).unwrap();
     let x = randn(3, &[t, 2, i], DType::F64);
     let full = lstm.forward(&Var::constant(x.clone()), None, Some(&[5, 3])).unwrap();
     let alone = x.narrow(0usize, 0, 3).unwrap().narrow(1usize, 1, 1).unwrap();
