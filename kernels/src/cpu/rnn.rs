@@ -524,8 +524,8 @@ mod tests {
             assert!((fd(0, q) - dgi[q]).abs() < 1e-8, "dgi[{q}]");
             assert!((fd(1, q) - dgh[q]).abs() < 1e-8, "dgh[{q}]");
         }
-        for q in 0..hp.len() {
-            assert!((fd(2, q) - dh[q]).abs() < 1e-8, "dh[{q}] (direct part)");
+        for (q, d) in dh.iter().enumerate() {
+            assert!((fd(2, q) - d).abs() < 1e-8, "dh[{q}] (direct part)");
         }
     }
 
