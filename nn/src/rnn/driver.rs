@@ -16,6 +16,12 @@
 use stapes_kernels::cpu::rnn::{
     gemm_strided, gru_step_backward, gru_step_forward, lstm_step_backward, lstm_step_forward, RnnFloat, Strided,
 };
+use stapes_tensor::alloc::{give, take};
+use stapes_tensor::WithDType;
+
+/// The float types the recurrent drivers run in (`f32`, `f64`).
+pub(crate) trait RnnElem: RnnFloat + WithDType {}
+impl<T: RnnFloat + WithDType> RnnElem for T {}
 
 /// Which recurrent cell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,8 +66,9 @@ pub(crate) struct DirWeights<'a, T> {
     pub(crate) b_hh: Option<&'a [T]>,
 }
 
-/// What the forward pass of one direction keeps for backward.
-pub(crate) struct DirSaved<T> {
+/// What the forward pass of one direction keeps for backward (its buffers go back to the
+/// tensor crate's CPU cache when dropped, so the next step reuses them).
+pub(crate) struct DirSaved<T: RnnElem> {
     /// LSTM: the gate activations `[T, B, 4H]`; GRU: `r, z, n, W_hn h + b_hn` `[T, B, 4H]`.
     gates: Vec<T>,
     /// `[T + 1, B, H]` hidden states (see the module header for the row order).
@@ -70,6 +77,14 @@ pub(crate) struct DirSaved<T> {
     pub(crate) cs: Vec<T>,
     /// `[T, B, H]` `tanh(c_t)` (LSTM only).
     tanh_c: Vec<T>,
+}
+
+impl<T: RnnElem> Drop for DirSaved<T> {
+    fn drop(&mut self) {
+        for v in [&mut self.gates, &mut self.hs, &mut self.cs, &mut self.tanh_c] {
+            give(std::mem::take(v));
+        }
+    }
 }
 
 /// The gradients of one direction.
@@ -122,11 +137,18 @@ fn active_rows(active: &mut [bool], lengths: &[usize], t: usize) {
     }
 }
 
-/// `W` `[rows, cols]` → `Wᵀ` `[cols, rows]`.
-fn transposed<T: Copy>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
-    let mut out = Vec::with_capacity(rows * cols);
-    for c in 0..cols {
-        out.extend((0..rows).map(|r| w[r * cols + c]));
+/// `W` `[rows, cols]` → `Wᵀ` `[cols, rows]` (blocked, so both sides stay in cache).
+fn transposed<T: RnnElem>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
+    const BLK: usize = 32;
+    let mut out = take::<T>(rows * cols);
+    for r0 in (0..rows).step_by(BLK) {
+        for c0 in (0..cols).step_by(BLK) {
+            for r in r0..(r0 + BLK).min(rows) {
+                for c in c0..(c0 + BLK).min(cols) {
+                    out[c * rows + r] = w[r * cols + c];
+                }
+            }
+        }
     }
     out
 }
@@ -135,7 +157,7 @@ fn transposed<T: Copy>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
 /// `[B, H]`; `threads` is the number of rayon threads the GEMMs may use (1 when the caller runs
 /// the directions in parallel).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn dir_forward<T: RnnFloat>(
+pub(crate) fn dir_forward<T: RnnElem>(
     kind: CellKind,
     sz: Sizes,
     x: &[T],
@@ -150,7 +172,7 @@ pub(crate) fn dir_forward<T: RnnFloat>(
     let gh_w = kind.gates() * hidden;
     let bh = batch * hidden;
     // Input projection with the biases folded in: rows start as the bias, the GEMM accumulates.
-    let mut proj = vec![T::zero(); steps * batch * gh_w];
+    let mut proj = take::<T>(steps * batch * gh_w);
     let mut bias = vec![T::zero(); gh_w];
     if let Some(b) = w.b_ih {
         bias.copy_from_slice(b);
@@ -158,7 +180,8 @@ pub(crate) fn dir_forward<T: RnnFloat>(
     if let (CellKind::Lstm, Some(b)) = (kind, w.b_hh) {
         bias.iter_mut().zip(b).for_each(|(a, &b)| *a += b);
     }
-    if w.b_ih.is_some() || w.b_hh.is_some() {
+    let has_bias = w.b_ih.is_some() || (kind == CellKind::Lstm && w.b_hh.is_some());
+    if has_bias {
         proj.chunks_exact_mut(gh_w).for_each(|r| r.copy_from_slice(&bias));
     }
     gemm_strided(
@@ -167,7 +190,7 @@ pub(crate) fn dir_forward<T: RnnFloat>(
         input,
         &mut proj,
         Strided::rows(0, gh_w),
-        true,
+        has_bias,
         x,
         Strided::rows(0, input),
         w.w_ih,
@@ -176,15 +199,17 @@ pub(crate) fn dir_forward<T: RnnFloat>(
     );
     // W_hhᵀ [H, G·H]: gate-contiguous, so the per-step GEMM reads it without packing.
     let w_hh_t = transposed(w.w_hh, gh_w, hidden);
-    let mut hs = vec![T::zero(); (steps + 1) * bh];
+    // Every row of the state and saved buffers is written below (the step kernels write
+    // inactive rows too), so they start from reused, unzeroed memory.
+    let mut hs = take::<T>((steps + 1) * bh);
     let start = if reverse { steps } else { 0 };
     hs[start * bh..(start + 1) * bh].copy_from_slice(h0);
     let mut active = vec![true; batch];
     match kind {
         CellKind::Lstm => {
-            let mut cs = vec![T::zero(); (steps + 1) * bh];
+            let mut cs = take::<T>((steps + 1) * bh);
             cs[start * bh..(start + 1) * bh].copy_from_slice(c0);
-            let mut tanh_c = vec![T::zero(); steps * bh];
+            let mut tanh_c = take::<T>(steps * bh);
             for s in 0..steps {
                 let (t, p, q) = step_rows(s, steps, reverse);
                 active_rows(&mut active, lengths, t);
@@ -207,10 +232,11 @@ pub(crate) fn dir_forward<T: RnnFloat>(
                 let tc = &mut tanh_c[t * bh..(t + 1) * bh];
                 lstm_step_forward(hidden, &active, g, cp, hp, cn, hn, tc);
             }
+            give(w_hh_t);
             DirSaved { gates: proj, hs, cs, tanh_c }
         }
         CellKind::Gru => {
-            let mut saved = vec![T::zero(); steps * batch * 4 * hidden];
+            let mut saved = take::<T>(steps * batch * 4 * hidden);
             let mut gh = vec![T::zero(); batch * gh_w];
             for s in 0..steps {
                 let (t, p, q) = step_rows(s, steps, reverse);
@@ -237,13 +263,15 @@ pub(crate) fn dir_forward<T: RnnFloat>(
                 let sv = &mut saved[t * batch * 4 * hidden..(t + 1) * batch * 4 * hidden];
                 gru_step_forward(hidden, &active, gi, &gh, sv, hp, hn);
             }
+            give(w_hh_t);
+            give(proj);
             DirSaved { gates: saved, hs, cs: Vec::new(), tanh_c: Vec::new() }
         }
     }
 }
 
 /// Column sums of a row-major `[rows, cols]` matrix.
-fn col_sums<T: RnnFloat>(m: &[T], cols: usize) -> Vec<T> {
+fn col_sums<T: RnnElem>(m: &[T], cols: usize) -> Vec<T> {
     let mut out = vec![T::zero(); cols];
     for r in m.chunks_exact(cols) {
         out.iter_mut().zip(r).for_each(|(o, &v)| *o += v);
@@ -255,7 +283,7 @@ fn col_sums<T: RnnFloat>(m: &[T], cols: usize) -> Vec<T> {
 /// (this direction's columns start at `dir * H`), `dh_n`/`dc_n` the final-state gradients
 /// `[B, H]`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn dir_backward<T: RnnFloat>(
+pub(crate) fn dir_backward<T: RnnElem>(
     kind: CellKind,
     sz: Sizes,
     x: &[T],
@@ -276,10 +304,11 @@ pub(crate) fn dir_backward<T: RnnFloat>(
     let dy_w = dirs * hidden;
     let mut dh = dh_n.to_vec();
     let mut dc = dc_n.to_vec();
-    let mut dgi = vec![T::zero(); steps * batch * gh_w];
+    // Written in full by the step kernels.
+    let mut dgi = take::<T>(steps * batch * gh_w);
     // The GRU's recurrent-side gate gradients differ from the input side's (the n gate);
     // the LSTM's are the same buffer.
-    let mut dgh_gru = if kind == CellKind::Gru { vec![T::zero(); steps * batch * gh_w] } else { Vec::new() };
+    let mut dgh_gru = if kind == CellKind::Gru { take::<T>(steps * batch * gh_w) } else { Vec::new() };
     let mut active = vec![true; batch];
     for s in (0..steps).rev() {
         let (t, p, _) = step_rows(s, steps, reverse);
@@ -320,7 +349,7 @@ pub(crate) fn dir_backward<T: RnnFloat>(
     let dgh: &[T] = if kind == CellKind::Gru { &dgh_gru } else { &dgi };
     // dW_hh = Σ_t dgatesᵀ h_{t-1}: the previous states of all steps are one block of hs.
     let prev_off = if reverse { bh } else { 0 };
-    let mut dw_hh = vec![T::zero(); gh_w * hidden];
+    let mut dw_hh = take::<T>(gh_w * hidden);
     gemm_strided(
         gh_w,
         hidden,
@@ -334,7 +363,7 @@ pub(crate) fn dir_backward<T: RnnFloat>(
         Strided::rows(prev_off, hidden),
         threads,
     );
-    let mut dw_ih = vec![T::zero(); gh_w * input];
+    let mut dw_ih = take::<T>(gh_w * input);
     gemm_strided(
         gh_w,
         input,
@@ -350,5 +379,6 @@ pub(crate) fn dir_backward<T: RnnFloat>(
     );
     let db_ih = col_sums(&dgi, gh_w);
     let db_hh = if kind == CellKind::Gru { col_sums(dgh, gh_w) } else { db_ih.clone() };
+    give(dgh_gru);
     DirGrads { dgi, dw_ih, dw_hh, db_ih, db_hh, dh0: dh, dc0: dc }
 }

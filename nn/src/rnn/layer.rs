@@ -6,9 +6,10 @@
 //! of a bidirectional layer in parallel, one thread each) and then the input gradient
 //! `Σ_dir dgates_dir · W_ih_dir` on all threads.
 
-use super::driver::{dir_backward, dir_forward, final_row, step_rows, CellKind, DirSaved, DirWeights, Sizes};
+use super::driver::{dir_backward, dir_forward, final_row, step_rows, CellKind, DirSaved, DirWeights, RnnElem, Sizes};
 use stapes_autograd::Var;
-use stapes_kernels::cpu::rnn::{gemm_strided, RnnFloat, Strided};
+use stapes_kernels::cpu::rnn::{gemm_strided, Strided};
+use stapes_tensor::alloc::{give, take, zeros};
 use stapes_tensor::{DType, Device, Error, Result, Storage, Tensor, WithDType};
 
 /// One direction's parameters as `Var`s (biases absent when the layer has none).
@@ -94,7 +95,7 @@ fn per_direction<R: Send>(n_dirs: usize, f: impl Fn(usize, usize) -> R + Sync) -
     }
 }
 
-fn layer_forward_t<T: RnnFloat + WithDType>(
+fn layer_forward_t<T: RnnElem>(
     kind: CellKind,
     x: &Var,
     h0: Option<&Var>,
@@ -120,16 +121,16 @@ fn layer_forward_t<T: RnnFloat + WithDType>(
             })
         })
         .collect::<Result<_>>()?;
-    let zeros = vec![T::zero(); nd * bh];
+    let zero_state = vec![T::zero(); nd * bh];
     let h0t = h0.map(|v| v.tensor().contiguous()).transpose()?;
     let c0t = c0.map(|v| v.tensor().contiguous()).transpose()?;
     let h0s: &[T] = match &h0t {
         Some(t) => slice(op, t)?,
-        None => &zeros,
+        None => &zero_state,
     };
     let c0s: &[T] = match &c0t {
         Some(t) => slice(op, t)?,
-        None => &zeros,
+        None => &zero_state,
     };
     let xs: &[T] = slice(op, &xt)?;
     let weights: Vec<DirWeights<'_, T>> = tensors.iter().map(|t| t.weights(op)).collect::<Result<_>>()?;
@@ -142,7 +143,7 @@ fn layer_forward_t<T: RnnFloat + WithDType>(
     // Pack [Y | h_n | c_n]: Y from the per-step states, zero at padded positions.
     let y_len = steps * batch * nd * hidden;
     let n_state = if kind == CellKind::Lstm { 2 } else { 1 };
-    let mut packed = vec![T::zero(); y_len + n_state * nd * bh];
+    let mut packed = zeros::<T>(y_len + n_state * nd * bh);
     for (d, sv) in saved.iter().enumerate() {
         for s in 0..steps {
             let (t, _, q) = step_rows(s, steps, d == 1);
@@ -193,7 +194,7 @@ fn layer_forward_t<T: RnnFloat + WithDType>(
         let mut out: Vec<Option<Tensor>> = Vec::new();
         if need_x {
             let gh_w = kind.gates() * hidden;
-            let mut dx = vec![T::zero(); steps * batch * input];
+            let mut dx = take::<T>(steps * batch * input);
             for (d, gr) in grads.iter().enumerate() {
                 gemm_strided(
                     steps * batch,
@@ -222,6 +223,7 @@ fn layer_forward_t<T: RnnFloat + WithDType>(
             out.push(Some(Tensor::from_vec(v, [nd, batch, hidden], dev)?));
         }
         for (gr, t) in grads.into_iter().zip(&tensors) {
+            give(gr.dgi);
             out.push(Some(Tensor::from_vec(gr.dw_ih, t.w_ih.dims(), dev)?));
             out.push(Some(Tensor::from_vec(gr.dw_hh, t.w_hh.dims(), dev)?));
             if t.b_ih.is_some() {

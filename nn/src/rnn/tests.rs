@@ -166,3 +166,42 @@ fn bad_inputs_are_errors() {
     assert!(Lstm::new(RnnConfig { dropout: 1.5, ..RnnConfig::new(2, 2) }).is_err());
     assert!(Gru::new(RnnConfig::new(2, 0)).is_err());
 }
+
+/// Buffers of 1 MiB and more come from the CPU cache with stale contents: results must not
+/// depend on them. Run A, then B (other values, same sizes), then A again; and check A against
+/// the same model in f64.
+#[test]
+fn results_do_not_depend_on_reused_buffers() {
+    let (t, b, i, h) = (64, 8, 16, 128);
+    let lengths = [64, 10, 33, 64, 1, 50, 64, 7];
+    let cfg = RnnConfig { bidirectional: true, ..RnnConfig::new(i, h) };
+    let lstm = Lstm::new(cfg.clone()).unwrap();
+    let gru = Gru::new(cfg.clone()).unwrap();
+    let run = |seed: u64| {
+        let x = Var::leaf(randn(seed, &[t, b, i], DType::F32));
+        let l = lstm.forward(&x, None, Some(&lengths)).unwrap();
+        let g = gru.forward(&x, None, Some(&lengths)).unwrap();
+        let loss = l.output.sum_all().unwrap().add(&g.output.sum_all().unwrap()).unwrap();
+        loss.add(&l.c_n.sum_all().unwrap()).unwrap().backward().unwrap();
+        let mut v = l.output.tensor().to_vec_f64().unwrap();
+        v.extend(g.output.tensor().to_vec_f64().unwrap());
+        v.extend(x.grad().unwrap().to_vec_f64().unwrap());
+        v
+    };
+    let a = run(1);
+    let _ = run(2);
+    assert_eq!(a, run(1));
+    // the same weights in f64 (sizes differ, so the cache holds other buffers)
+    let l64 = Lstm::new_with(cfg.clone(), DType::F64, &Device::Cpu).unwrap();
+    let g64 = Gru::new_with(cfg, DType::F64, &Device::Cpu).unwrap();
+    l64.load_state_dict(&lstm.state_dict(), true).unwrap();
+    g64.load_state_dict(&gru.state_dict(), true).unwrap();
+    let x = Var::constant(randn(1, &[t, b, i], DType::F32).to_dtype(DType::F64).unwrap());
+    let want = l64.forward(&x, None, Some(&lengths)).unwrap().output.tensor().to_vec::<f64>().unwrap();
+    let worst = a.iter().zip(&want).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max);
+    assert!(worst < 1e-5, "f32 vs f64: {worst}");
+    let want = g64.forward(&x, None, Some(&lengths)).unwrap().output.tensor().to_vec::<f64>().unwrap();
+    let got = &a[t * b * 2 * h..2 * t * b * 2 * h];
+    let worst = got.iter().zip(&want).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max);
+    assert!(worst < 1e-5, "GRU f32 vs f64: {worst}");
+}
