@@ -6,8 +6,9 @@
 //! of the input), with the gradients cleared before each step.
 //!
 //! Timing, the same as `lstm.py`: warm up 3 steps, then time `steps` single steps; report the
-//! median step time and that median × 200 (the "200 steps"). One JSON line per model:
-//! `{"name": ..., "median_s": ..., "min_s": ..., "reps": ..., "x200_s": ...}`.
+//! median step time and that median × 200 (the "200 steps"), then the median of
+//! `steps` forward passes without a graph. One JSON line per model: `{"name": ..., "median_s":
+//! ..., "min_s": ..., "reps": ..., "x200_s": ..., "fwd_median_s": ...}`.
 //!
 //! `RAYON_NUM_THREADS=2 cargo run --release --example bench_lstm [steps] [lstm|gru ...]`
 
@@ -22,6 +23,17 @@ const B: usize = 8;
 const I: usize = 256;
 const H: usize = 512;
 const LAYERS: usize = 2;
+
+/// Sorts `v` and returns its median.
+fn median_of(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
 
 fn run(kind: &str, steps: usize) -> Result<String, stapes::tensor::Error> {
     stapes::tensor::manual_seed(0);
@@ -55,13 +67,24 @@ fn run(kind: &str, steps: usize) -> Result<String, stapes::tensor::Error> {
         step()?;
         samples.push(t.elapsed().as_secs_f64());
     }
-    samples.sort_by(f64::total_cmp);
-    let n = samples.len();
-    let median = if n % 2 == 1 { samples[n / 2] } else { 0.5 * (samples[n / 2 - 1] + samples[n / 2]) };
+    let median = median_of(&mut samples);
+    // The forward pass alone (no graph), for the split between forward and backward.
+    let mut fwd = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let t = Instant::now();
+        stapes::autograd::no_grad(|| match (&lstm, &gru) {
+            (Some(m), _) => m.forward(&x, None, None).map(|o| o.output),
+            (_, Some(m)) => m.forward(&x, None, None).map(|o| o.output),
+            _ => unreachable!("one model is built"),
+        })?;
+        fwd.push(t.elapsed().as_secs_f64());
+    }
     Ok(format!(
-        "{{\"name\": \"{kind}_bi2_i{I}_h{H}_b{B}_t{T}\", \"median_s\": {median}, \"min_s\": {}, \"reps\": {n}, \"x200_s\": {}}}",
+        "{{\"name\": \"{kind}_bi2_i{I}_h{H}_b{B}_t{T}\", \"median_s\": {median}, \"min_s\": {}, \"reps\": {}, \"x200_s\": {}, \"fwd_median_s\": {}}}",
         samples[0],
-        median * 200.0
+        samples.len(),
+        median * 200.0,
+        median_of(&mut fwd)
     ))
 }
 

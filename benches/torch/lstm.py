@@ -7,8 +7,9 @@ weight and of the input), with the gradients cleared before each step.
 
 Timing: warm up 3 steps, then time STEPS single steps with time.perf_counter; report the
 median step time and that median x 200 (the issue's "200 steps"). The same method as the
-stapes side. Output: one JSON line per model on stdout
-{"name": ..., "median_s": ..., "min_s": ..., "reps": ..., "x200_s": ...}
+stapes side; then the median of STEPS forward passes under no_grad. Output: one JSON line
+per model on stdout
+{"name": ..., "median_s": ..., "min_s": ..., "reps": ..., "x200_s": ..., "fwd_median_s": ...}
 and the torch version, thread count and oneDNN availability on stderr.
 
 Run: OMP_NUM_THREADS=2 /root/torchenv/bin/python benches/torch/lstm.py [steps] [lstm|gru]
@@ -48,8 +49,14 @@ def run(kind, steps):
         step()
         samples.append(time.perf_counter() - t)
     med = statistics.median(samples)
+    fwd = []
+    with torch.no_grad():
+        for _ in range(steps):
+            t = time.perf_counter()
+            model(x)
+            fwd.append(time.perf_counter() - t)
     return {"name": f"{kind}_bi2_i{I}_h{H}_b{B}_t{T}", "median_s": med, "min_s": min(samples),
-            "reps": steps, "x200_s": med * 200}
+            "reps": steps, "x200_s": med * 200, "fwd_median_s": statistics.median(fwd)}
 
 
 def main():
