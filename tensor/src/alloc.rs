@@ -57,7 +57,7 @@ fn pooled_size<T>(n: usize) -> bool {
 
 /// A vector of `n` elements whose content is unspecified (stale values of a reused buffer, or
 /// zeros): for callers that overwrite every element.
-pub(crate) fn take<T: Pooled + WithDType>(n: usize) -> Vec<T> {
+pub fn take<T: Pooled + WithDType>(n: usize) -> Vec<T> {
     if pooled_size::<T>(n) {
         let hit = T::pool().lock().unwrap_or_else(|e| e.into_inner()).free.get_mut(&n).and_then(|l| l.pop());
         if let Some(v) = hit {
@@ -70,7 +70,7 @@ pub(crate) fn take<T: Pooled + WithDType>(n: usize) -> Vec<T> {
 }
 
 /// A vector of `n` zeros.
-pub(crate) fn zeros<T: Pooled + WithDType>(n: usize) -> Vec<T> {
+pub fn zeros<T: Pooled + WithDType>(n: usize) -> Vec<T> {
     let mut v = take::<T>(n);
     if pooled_size::<T>(n) {
         let z = T::from_f64(0.0);
@@ -80,7 +80,7 @@ pub(crate) fn zeros<T: Pooled + WithDType>(n: usize) -> Vec<T> {
 }
 
 /// Returns a buffer to the pool (or frees it when small, or when the pool is full).
-pub(crate) fn give<T: Pooled + WithDType>(mut v: Vec<T>) {
+pub fn give<T: Pooled + WithDType>(mut v: Vec<T>) {
     let n = v.len();
     if !pooled_size::<T>(n) || v.capacity() != n {
         return;
