@@ -12,6 +12,7 @@ pub mod data;
 pub mod decode;
 pub mod features;
 pub mod metrics;
+pub mod models;
 pub mod perturb;
 pub mod synth;
 pub mod vad;
