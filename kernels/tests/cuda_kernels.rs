@@ -29,6 +29,8 @@ const TESTED: &[(&str, &str)] = &[
     ("reduce_sum_rows_f32", "row_sum_matches_cpu"),
     ("softmax_last_f32", "softmax_matches_cpu"),
     ("log_softmax_last_f32", "softmax_matches_cpu"),
+    ("ctc_alpha_beta_f32", "cuda_ctc.rs: ctc_matches_cpu"),
+    ("ctc_grad_f32", "cuda_ctc.rs: ctc_matches_cpu"),
 ];
 
 /// Element counts: around one warp, one block (256) and the emulator's grid (8 blocks of 256
