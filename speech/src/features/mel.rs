@@ -70,6 +70,27 @@ pub fn mel_to_hz(mel: f64, scale: MelScaleKind) -> f64 {
     }
 }
 
+/// [`mel_to_hz`] evaluated with torchaudio's f32 tensor operations, each rounded to f32 in the
+/// same order (the power and exponential correctly rounded), so that the filterbank edges
+/// agree with torchaudio's to the last bit in almost every case.
+fn mel_to_hz_f32(mel: f32, scale: MelScaleKind) -> f32 {
+    match scale {
+        MelScaleKind::Htk => {
+            let p = 10f64.powf(f64::from(mel / 2595.0)) as f32;
+            700.0 * (p - 1.0)
+        }
+        MelScaleKind::Slaney => {
+            let min_log_mel = (SLANEY_MIN_LOG_HZ / SLANEY_F_SP) as f32;
+            if mel >= min_log_mel {
+                let e = f64::from(slaney_logstep() as f32 * (mel - min_log_mel)).exp() as f32;
+                SLANEY_MIN_LOG_HZ as f32 * e
+            } else {
+                SLANEY_F_SP as f32 * mel
+            }
+        }
+    }
+}
+
 /// `torch.linspace(start, end, steps)` in f32, computed the way torch's CPU kernel does (from
 /// the start for the first half, from the end for the second).
 fn linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
@@ -126,7 +147,7 @@ pub fn melscale_fbanks(
     check_mel("melscale_fbanks", n_freqs, f_min, f_max, n_mels, sample_rate)?;
     let all_freqs = linspace_f32(0.0, (sample_rate / 2) as f32, n_freqs);
     let m_pts = linspace_f32(hz_to_mel(f_min, mel_scale) as f32, hz_to_mel(f_max, mel_scale) as f32, n_mels + 2);
-    let f_pts: Vec<f32> = m_pts.iter().map(|&m| mel_to_hz(f64::from(m), mel_scale) as f32).collect();
+    let f_pts: Vec<f32> = m_pts.iter().map(|&m| mel_to_hz_f32(m, mel_scale)).collect();
     let mut fb = vec![0.0f32; n_freqs * n_mels];
     for m in 0..n_mels {
         let (lo, mid, hi) = (f_pts[m], f_pts[m + 1], f_pts[m + 2]);

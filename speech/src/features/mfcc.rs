@@ -95,20 +95,26 @@ pub fn create_dct(n_mfcc: usize, n_mels: usize, norm: DctNorm) -> Result<Vec<f32
     if n_mfcc == 0 || n_mels == 0 {
         return Err(Error::invalid("create_dct", format!("need n_mfcc, n_mels > 0, got {n_mfcc}, {n_mels}")));
     }
+    // As torchaudio, in f32: the argument `(pi / n_mels * (n + 0.5)) * k` rounded at each
+    // step (its rounding dominates the matrix's error), the cosine correctly rounded.
+    let step = (std::f64::consts::PI / n_mels as f64) as f32;
+    let first = std::f64::consts::FRAC_1_SQRT_2 as f32;
+    let scale = (2.0 / n_mels as f64).sqrt() as f32;
     let mut out = vec![0.0f32; n_mels * n_mfcc];
     for n in 0..n_mels {
         for k in 0..n_mfcc {
-            let mut v = (std::f64::consts::PI / n_mels as f64 * (n as f64 + 0.5) * k as f64).cos();
+            let arg = step * (n as f32 + 0.5) * k as f32;
+            let mut v = f64::from(arg).cos() as f32;
             match norm {
                 DctNorm::None => v *= 2.0,
                 DctNorm::Ortho => {
                     if k == 0 {
-                        v *= std::f64::consts::FRAC_1_SQRT_2;
+                        v *= first;
                     }
-                    v *= (2.0 / n_mels as f64).sqrt();
+                    v *= scale;
                 }
             }
-            out[n * n_mfcc + k] = v as f32;
+            out[n * n_mfcc + k] = v;
         }
     }
     Ok(out)
