@@ -12,6 +12,13 @@
 //! 2.7e-5 with 1e-2. The test also prints each case's error with a floor of 1e-3, for
 //! information.
 //!
+//! MFCC cases also carry torchaudio's float64 result (`<case>.out_f64`). An MFCC is a sum of
+//! decibels of mel bands, and the weak bands' f32 FFT round-off (torchaudio's, relative 1e-4
+//! and more in bands 80 dB down) shows in it: there the test requires stapes to be within
+//! `MAX_REL` of the float64 result, and within `MAX_REL` of torchaudio's f32 result or no
+//! further from it than torchaudio's f32 result is from its float64 one (whichever is larger).
+//! stapes computes the FFT in f64, so it is the closer of the two to the float64 result.
+//!
 //! Every case must stay at or below `MAX_REL`; the test prints each case's worst element and
 //! fails listing every case above it, and fails on a case it does not know or a parameter it
 //! did not read.
@@ -62,7 +69,12 @@ fn cpu(data: Vec<f32>, shape: Vec<usize>) -> Res<Tensor> {
 
 /// The input of a case: a prefix of the signal (mono), two slices of it (batch), or another
 /// case's expected output.
-fn input(p: &Params, signal: &[f32], outs: &std::collections::BTreeMap<String, Tensor>, batch_offset: usize) -> Res<Tensor> {
+fn input(
+    p: &Params,
+    signal: &[f32],
+    outs: &std::collections::BTreeMap<String, Tensor>,
+    batch_offset: usize,
+) -> Res<Tensor> {
     if p.has("input_case") {
         let name = p.str("input_case")?;
         let t = outs.get(&format!("{name}.out")).ok_or_else(|| format!("no case {name}"))?.clone();
@@ -235,22 +247,38 @@ fn features_match_torchaudio() {
         cases += 1;
         let p = Params::parse(json).unwrap();
         let expected = &golden.tensors[&format!("{name}.out")];
+        let f64_ref = golden.tensors.get(&format!("{name}.out_f64"));
         let result = run_case(&p, &signal, &golden.tensors, batch_offset).and_then(|actual| {
-            Ok((worst_rel(&actual, expected, FLOOR)?, worst_rel(&actual, expected, FLOOR_STRICT)?.0))
+            let exact = match f64_ref {
+                Some(r) => Some((worst_rel(&actual, r, FLOOR)?.0, worst_rel(expected, r, FLOOR)?.0)),
+                None => None,
+            };
+            Ok((worst_rel(&actual, expected, FLOOR)?, worst_rel(&actual, expected, FLOOR_STRICT)?.0, exact))
         });
         match result {
-            Ok(((err, i, a, b), strict)) => {
+            Ok(((err, i, a, b), strict, exact)) => {
                 let shape = format!("{:?}", expected.dims());
                 println!(
                     "{name:<32} {shape:<15} worst rel err {err:.2e} at {i} (stapes {a:.6e}, torchaudio {b:.6e}); \
                      with floor 1e-3: {strict:.2e}"
                 );
+                let mut bound = MAX_REL;
+                if let Some((stapes_f64, torch_f64)) = exact {
+                    println!(
+                        "{:<48} vs torchaudio float64: stapes {stapes_f64:.2e}, torchaudio f32 {torch_f64:.2e}",
+                        ""
+                    );
+                    bound = bound.max(torch_f64);
+                    if stapes_f64 > MAX_REL {
+                        failures.push(format!("{name}: rel err {stapes_f64:.3e} > {MAX_REL:e} against float64"));
+                    }
+                }
                 if err > overall.0 {
                     overall = (err, name.clone());
                 }
-                if err > MAX_REL {
+                if err > bound {
                     failures.push(format!(
-                        "{name}: rel err {err:.3e} > {MAX_REL:e} at flat index {i}: stapes {a}, torchaudio {b}"
+                        "{name}: rel err {err:.3e} > {bound:e} at flat index {i}: stapes {a}, torchaudio {b}"
                     ));
                 }
             }

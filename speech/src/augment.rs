@@ -105,11 +105,7 @@ fn mask_along_axis(
     spans
 }
 
-fn masked(
-    op: &'static str,
-    x: &Tensor,
-    f: impl FnOnce(&mut [f32], Dims) -> Result<()>,
-) -> Result<Tensor> {
+fn masked(op: &'static str, x: &Tensor, f: impl FnOnce(&mut [f32], Dims) -> Result<()>) -> Result<Tensor> {
     let d = dims_of(op, x)?;
     let mut data = x.to_vec::<f32>()?;
     f(&mut data, d)?;
@@ -285,7 +281,9 @@ mod tests {
             let (y, m) = sa.forward_with_masks(&x, &mut Generator::new(seed)).unwrap();
             assert_eq!(m.time.len(), 3);
             assert_eq!(m.freq.len(), 2);
-            for (spans, param, len) in m.time.iter().map(|s| (s, 30, frames)).chain(m.freq.iter().map(|s| (s, 10, freqs))) {
+            for (spans, param, len) in
+                m.time.iter().map(|s| (s, 30, frames)).chain(m.freq.iter().map(|s| (s, 10, freqs)))
+            {
                 assert_eq!(spans.len(), examples, "iid: one span per example");
                 for s in spans {
                     assert!(s.start <= s.end && s.end <= len && s.width() < param, "{s:?}");

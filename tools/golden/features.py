@@ -7,6 +7,8 @@ Runs torchaudio's transforms on the CPU on one fixed synthetic signal and writes
   signal            f32 [16000]: 1 s at 16 kHz, two chirps, an amplitude-modulated tone and
                     white noise, from a seeded generator (see make_signal).
   <case>.out        the transform's output for case <case>.
+  <case>.out_f64    (MFCC cases) the same transform run by torchaudio in float64, rounded to
+                    f32: a reference for how far torchaudio's own f32 result is from exact.
   fbank_* / dct_*   filterbank and DCT matrices (functional.melscale_fbanks / create_dct).
 
 Metadata (`__metadata__`): key = case name, value = a flat JSON object with an "op" key and
@@ -157,6 +159,10 @@ def mfcc_cases():
         flat = dict(op="mfcc", input=p["input"], n_samples=p["n_samples"], n_mfcc=p["n_mfcc"], log_mels=p["log_mels"],
                     sample_rate=SR, **{"mel_" + k: v for k, v in mk.items()})
         add(name, flat, t(input_of(p)))
+        # The same transform in float64 (on the same f32 samples), rounded to f32: the MFCC's
+        # f32 round-off (weak mel bands in dB) is large enough to show, so the test also
+        # measures stapes and torchaudio-f32 against it.
+        TENSORS[name + ".out_f64"] = t.double()(input_of(p).double()).float().contiguous()
     for name, (n_mfcc, n_mels, norm) in [("dct_13_80_ortho", (13, 80, "ortho")), ("dct_40_80_none", (40, 80, None))]:
         add(name, dict(op="create_dct", n_mfcc=n_mfcc, n_mels=n_mels, norm=norm), AF.create_dct(n_mfcc, n_mels, norm))
 

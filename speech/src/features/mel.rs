@@ -99,9 +99,7 @@ fn linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
     }
     let step = (end - start) / (steps - 1) as f32;
     let half = steps / 2;
-    (0..steps)
-        .map(|i| if i < half { start + step * i as f32 } else { end - step * (steps - i - 1) as f32 })
-        .collect()
+    (0..steps).map(|i| if i < half { start + step * i as f32 } else { end - step * (steps - i - 1) as f32 }).collect()
 }
 
 /// Checks mel parameters; shared by [`melscale_fbanks`] and the transforms.
@@ -446,7 +444,8 @@ mod tests {
     #[test]
     fn sparse_filterbank_equals_dense_product() {
         let (n_freqs, n_mels) = (65, 12);
-        let dense = melscale_fbanks(n_freqs, 50.0, 7000.0, n_mels, 16000, MelNorm::Slaney, MelScaleKind::Slaney).unwrap();
+        let dense =
+            melscale_fbanks(n_freqs, 50.0, 7000.0, n_mels, 16000, MelNorm::Slaney, MelScaleKind::Slaney).unwrap();
         let sparse = SparseFilterbank::from_dense(&dense, n_freqs, n_mels);
         assert!(sparse.weights.len() < n_freqs * n_mels / 3, "{} weights kept", sparse.weights.len());
         let spectrum: Vec<f32> = (0..n_freqs).map(|k| 1.0 + (k as f32 * 0.3).sin()).collect();
@@ -483,7 +482,10 @@ mod tests {
         assert!(e.to_string().contains("f_max 9000"), "{e}");
         let e = melscale_fbanks(201, 5000.0, 4000.0, 80, 16000, MelNorm::None, MelScaleKind::Htk).unwrap_err();
         assert!(e.to_string().contains("f_min 5000"), "{e}");
-        let cfg = MelSpectrogramConfig { spectrogram: SpectrogramConfig { power: None, ..Default::default() }, ..Default::default() };
+        let cfg = MelSpectrogramConfig {
+            spectrogram: SpectrogramConfig { power: None, ..Default::default() },
+            ..Default::default()
+        };
         assert!(MelSpectrogram::new(cfg).is_err());
     }
 }

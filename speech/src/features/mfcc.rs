@@ -164,11 +164,16 @@ pub struct Mfcc {
 impl Mfcc {
     /// Checks the parameters and precomputes the mel transform and the DCT matrix.
     pub fn new(config: MfccConfig) -> Result<Mfcc> {
-        let mel = MelSpectrogram::new(MelSpectrogramConfig { sample_rate: config.sample_rate, ..config.melkwargs.clone() })?;
+        let mel =
+            MelSpectrogram::new(MelSpectrogramConfig { sample_rate: config.sample_rate, ..config.melkwargs.clone() })?;
         if config.n_mfcc > mel.n_mels() {
             return Err(Error::invalid(
                 "MFCC",
-                format!("cannot select more MFCC coefficients than mel bands: n_mfcc {}, n_mels {}", config.n_mfcc, mel.n_mels()),
+                format!(
+                    "cannot select more MFCC coefficients than mel bands: n_mfcc {}, n_mels {}",
+                    config.n_mfcc,
+                    mel.n_mels()
+                ),
             ));
         }
         let dct = create_dct(config.n_mfcc, mel.n_mels(), config.norm)?;
@@ -197,14 +202,19 @@ impl Mfcc {
         if frames == 0 {
             return Ok((out, frames));
         }
-        // out[k, t] = sum_m dct[m, k] * mel[m, t], row by row of the mel spectrogram.
+        // out[k, t] = sum_m dct[m, k] * mel[m, t], row by row of the mel spectrogram, summed in
+        // f64: the partial sums of a coefficient (hundreds of dB) are far larger than the
+        // coefficient, so f32 accumulation would lose ~1e-4 of it.
+        let mut acc = vec![0.0f64; n_mfcc * frames];
         for (src, dst) in mel.chunks(n_mels * frames).zip(out.chunks_mut(n_mfcc * frames)) {
+            acc.fill(0.0);
             for (m, mel_row) in src.chunks(frames).enumerate() {
-                for (k, out_row) in dst.chunks_mut(frames).enumerate() {
-                    let w = self.dct[m * n_mfcc + k];
-                    out_row.iter_mut().zip(mel_row).for_each(|(o, v)| *o += w * v);
+                for (k, acc_row) in acc.chunks_mut(frames).enumerate() {
+                    let w = f64::from(self.dct[m * n_mfcc + k]);
+                    acc_row.iter_mut().zip(mel_row).for_each(|(o, &v)| *o += w * f64::from(v));
                 }
             }
+            dst.iter_mut().zip(&acc).for_each(|(o, &a)| *o = a as f32);
         }
         Ok((out, frames))
     }

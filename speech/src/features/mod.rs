@@ -25,7 +25,10 @@ mod stft;
 
 pub use cmvn::{Cmvn, CmvnState, GlobalCmvn};
 pub use deltas::{compute_deltas, ComputeDeltas};
-pub use mel::{hz_to_mel, mel_to_hz, melscale_fbanks, MelNorm, MelScale, MelScaleConfig, MelScaleKind, MelSpectrogram, MelSpectrogramConfig};
+pub use mel::{
+    hz_to_mel, mel_to_hz, melscale_fbanks, MelNorm, MelScale, MelScaleConfig, MelScaleKind, MelSpectrogram,
+    MelSpectrogramConfig,
+};
 pub use mfcc::{amplitude_to_db, create_dct, AmplitudeToDB, DctNorm, Mfcc, MfccConfig, SType};
 pub use stft::{PadMode, SpecNorm, Spectrogram, SpectrogramConfig, Window};
 
@@ -44,10 +47,7 @@ pub(crate) fn f32_data<'a>(op: &'static str, t: &'a Tensor, min_rank: usize) -> 
         });
     }
     if t.rank() < min_rank {
-        return Err(Error::shape(
-            op,
-            format!("expected a tensor of rank >= {min_rank}, got shape {:?}", t.dims()),
-        ));
+        return Err(Error::shape(op, format!("expected a tensor of rank >= {min_rank}, got shape {:?}", t.dims())));
     }
     if t.is_contiguous() {
         let Storage::Cpu(CpuStorage::F32(v)) = t.storage() else {

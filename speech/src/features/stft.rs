@@ -7,7 +7,9 @@
 //! `n_fft` on both sides (`(n_fft - win_length) / 2` zeros on the left), as `torch.stft` does.
 //!
 //! Each frame is windowed into a scratch buffer, transformed by one shared `realfft` plan (a
-//! real-to-complex FFT of length `n_fft`) and handed to a per-frame sink (power spectrum, mel
+//! real-to-complex FFT of length `n_fft`, in f64: an f32 FFT's round-off, about 1e-7 of the
+//! frame's largest bin, is a large relative error in the weak bins that decibels and MFCCs
+//! magnify, and would add to torch's own; the output is rounded to f32) and handed to a per-frame sink (power spectrum, mel
 //! projection, ...) that writes that frame's output row. Frames of all batch rows are split
 //! into chunks processed in parallel with rayon, each chunk with its own scratch buffers; the
 //! `[frames, bins]` result is transposed to torchaudio's `[bins, frames]` at the end.
@@ -24,7 +26,8 @@ use super::{f32_data, tensor, transpose_into, FeatureMatrix};
 /// The analysis window, made with `win_length` samples like torch's window functions.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub enum Window {
-    /// `torch.hann_window(win_length)` (periodic): `0.5 - 0.5 cos(2 pi n / N)`.
+    /// `torch.hann_window(win_length)` (periodic): `0.5 - 0.5 cos(2 pi n / N)`, rounded as
+    /// torch's f32 computation rounds it.
     #[default]
     Hann,
     /// `torch.hamming_window(win_length)` (periodic): `0.54 - 0.46 cos(2 pi n / N)`.
@@ -38,10 +41,12 @@ pub enum Window {
 impl Window {
     /// The window's `win_length` samples.
     pub fn samples(&self, op: &'static str, win_length: usize) -> Result<Vec<f32>> {
-        let cosine = |a: f64, b: f64| -> Vec<f32> {
-            (0..win_length)
-                .map(|n| (a - b * (2.0 * std::f64::consts::PI * n as f64 / win_length as f64).cos()) as f32)
-                .collect()
+        // As torch.hamming_window computes it in f32: `n * (2 pi / N)`, cosine, times -beta,
+        // plus alpha, each step rounded to f32 (the cosine correctly rounded; torch's is within
+        // one ulp). The weak bins of a spectrogram are sensitive to the window's last bits.
+        let cosine = |alpha: f32, beta: f32| -> Vec<f32> {
+            let step = (2.0 * std::f64::consts::PI / win_length as f64) as f32;
+            (0..win_length).map(|n| (f64::from(n as f32 * step).cos() as f32) * -beta + alpha).collect()
         };
         Ok(match self {
             Window::Hann => cosine(0.5, 0.5),
@@ -178,11 +183,12 @@ pub struct Spectrogram {
     config: SpectrogramConfig,
     win_length: usize,
     hop_length: usize,
-    /// The window, already multiplied by the normalisation factor.
-    window: Vec<f32>,
+    /// The window (f32 values like torch's, widened), already multiplied by the normalisation
+    /// factor.
+    window: Vec<f64>,
     /// Offset of the window inside the `n_fft` frame.
     win_offset: usize,
-    fft: Arc<dyn RealToComplex<f32>>,
+    fft: Arc<dyn RealToComplex<f64>>,
 }
 
 impl std::fmt::Debug for Spectrogram {
@@ -210,7 +216,10 @@ impl Spectrogram {
         }
         let win_length = config.win_length.unwrap_or(n_fft);
         if win_length == 0 || win_length > n_fft {
-            return Err(Error::invalid(OP, format!("expected 0 < win_length <= n_fft, got win_length {win_length}, n_fft {n_fft}")));
+            return Err(Error::invalid(
+                OP,
+                format!("expected 0 < win_length <= n_fft, got win_length {win_length}, n_fft {n_fft}"),
+            ));
         }
         let hop_length = config.hop_length.unwrap_or(win_length / 2);
         if hop_length == 0 {
@@ -221,16 +230,14 @@ impl Spectrogram {
                 return Err(Error::invalid(OP, format!("power must be finite and > 0, got {p}")));
             }
         }
-        let mut window = config.window.samples(OP, win_length)?;
+        let window = config.window.samples(OP, win_length)?;
         let scale = match config.normalized {
             SpecNorm::None => 1.0,
             SpecNorm::Window => 1.0 / window.iter().map(|&w| f64::from(w) * f64::from(w)).sum::<f64>().sqrt(),
             SpecNorm::FrameLength => 1.0 / (n_fft as f64).sqrt(),
         };
-        if scale != 1.0 {
-            window.iter_mut().for_each(|w| *w = (f64::from(*w) * scale) as f32);
-        }
-        let fft = RealFftPlanner::<f32>::new().plan_fft_forward(n_fft);
+        let window = window.iter().map(|&w| f64::from(w) * scale).collect();
+        let fft = RealFftPlanner::<f64>::new().plan_fft_forward(n_fft);
         Ok(Spectrogram { win_offset: (n_fft - win_length) / 2, config, win_length, hop_length, window, fft })
     }
 
@@ -317,7 +324,7 @@ impl Spectrogram {
         sink: F,
     ) -> Result<(Vec<f32>, usize)>
     where
-        F: Fn(&[Complex<f32>], &mut [f32], &mut [f32]) + Sync,
+        F: Fn(&[Complex<f64>], &mut [f32], &mut [f32]) + Sync,
     {
         let frames = self.n_frames(len)?;
         let padded: Vec<Vec<f32>> = if rows > 1 {
@@ -333,9 +340,9 @@ impl Spectrogram {
         let chunk = chunk_frames(total);
         let (n_fft, hop, off, win) = (self.config.n_fft, self.hop_length, self.win_offset, &self.window);
         out.par_chunks_mut(chunk * out_len).enumerate().for_each(|(ci, block)| {
-            let mut frame = vec![0.0f32; n_fft];
-            let mut spectrum = vec![Complex::new(0.0f32, 0.0); n_fft / 2 + 1];
-            let mut fft_scratch = vec![Complex::new(0.0f32, 0.0); self.fft.get_scratch_len()];
+            let mut frame = vec![0.0f64; n_fft];
+            let mut spectrum = vec![Complex::new(0.0f64, 0.0); n_fft / 2 + 1];
+            let mut fft_scratch = vec![Complex::new(0.0f64, 0.0); self.fft.get_scratch_len()];
             let mut sink_scratch = vec![0.0f32; scratch_len];
             for (j, dst) in block.chunks_mut(out_len).enumerate() {
                 let g = ci * chunk + j;
@@ -344,7 +351,7 @@ impl Spectrogram {
                 frame[..off].fill(0.0);
                 frame[off + win.len()..].fill(0.0);
                 for ((f, &s), &w) in frame[off..off + win.len()].iter_mut().zip(src).zip(win) {
-                    *f = s * w;
+                    *f = f64::from(s) * w;
                 }
                 // Lengths are right by construction, so the FFT cannot fail.
                 self.fft
@@ -357,16 +364,17 @@ impl Spectrogram {
     }
 
     /// Writes the (power-raised) magnitude of the `n_freqs` bins of one frame into `out`.
-    pub(crate) fn magnitude_into(&self, spectrum: &[Complex<f32>], out: &mut [f32]) {
+    pub(crate) fn magnitude_into(&self, spectrum: &[Complex<f64>], out: &mut [f32]) {
         let p = self.config.power.unwrap_or(1.0);
         let half = spectrum.len();
         let (lo, hi) = out.split_at_mut(half.min(out.len()));
         if p == 2.0 {
-            lo.iter_mut().zip(spectrum).for_each(|(o, c)| *o = c.re * c.re + c.im * c.im);
+            lo.iter_mut().zip(spectrum).for_each(|(o, c)| *o = (c.re * c.re + c.im * c.im) as f32);
         } else if p == 1.0 {
-            lo.iter_mut().zip(spectrum).for_each(|(o, c)| *o = c.re.hypot(c.im));
+            lo.iter_mut().zip(spectrum).for_each(|(o, c)| *o = (c.re * c.re + c.im * c.im).sqrt() as f32);
         } else {
-            lo.iter_mut().zip(spectrum).for_each(|(o, c)| *o = c.re.hypot(c.im).powf(p));
+            let half_p = f64::from(p) / 2.0;
+            lo.iter_mut().zip(spectrum).for_each(|(o, c)| *o = (c.re * c.re + c.im * c.im).powf(half_p) as f32);
         }
         // Two-sided: bin k > n_fft / 2 mirrors bin n_fft - k.
         let n_fft = self.config.n_fft;
@@ -376,12 +384,12 @@ impl Spectrogram {
     }
 
     /// Writes the complex bins of one frame as (re, im) pairs into `out`.
-    fn complex_into(&self, spectrum: &[Complex<f32>], out: &mut [f32]) {
+    fn complex_into(&self, spectrum: &[Complex<f64>], out: &mut [f32]) {
         let n_fft = self.config.n_fft;
         for k in 0..out.len() / 2 {
             let c = if k < spectrum.len() { spectrum[k] } else { spectrum[n_fft - k].conj() };
-            out[2 * k] = c.re;
-            out[2 * k + 1] = c.im;
+            out[2 * k] = c.re as f32;
+            out[2 * k + 1] = c.im as f32;
         }
     }
 
@@ -459,9 +467,8 @@ mod tests {
         assert_eq!((m.rows, m.frames), (33, 1 + 300 / 20));
         let w = Window::Hann.samples("t", 48).unwrap();
         // Frame 5 of the reflect-padded signal.
-        let padded: Vec<f64> = (-32..300 + 32)
-            .map(|i: isize| f64::from(x[PadMode::Reflect.source(i, 300).unwrap()]))
-            .collect();
+        let padded: Vec<f64> =
+            (-32..300 + 32).map(|i: isize| f64::from(x[PadMode::Reflect.source(i, 300).unwrap()])).collect();
         let t = 5;
         let mut frame = vec![0.0f64; 64];
         for i in 0..48 {
@@ -478,7 +485,9 @@ mod tests {
     #[test]
     fn errors_on_bad_parameters_and_input() {
         let bad = |cfg: SpectrogramConfig| Spectrogram::new(cfg).unwrap_err().to_string();
-        assert!(bad(SpectrogramConfig { n_fft: 64, win_length: Some(65), ..Default::default() }).contains("win_length 65"));
+        assert!(
+            bad(SpectrogramConfig { n_fft: 64, win_length: Some(65), ..Default::default() }).contains("win_length 65")
+        );
         assert!(bad(SpectrogramConfig { n_fft: 64, hop_length: Some(0), ..Default::default() }).contains("hop_length"));
         assert!(bad(SpectrogramConfig { power: Some(-1.0), ..Default::default() }).contains("power"));
         let s = Spectrogram::new(SpectrogramConfig { n_fft: 64, ..Default::default() }).unwrap();
