@@ -15,4 +15,5 @@ pub mod metrics;
 pub mod models;
 pub mod perturb;
 pub mod synth;
+pub mod train;
 pub mod vad;
