@@ -32,10 +32,10 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         dev_utterances: usize,
         /// Maximum epochs.
-        #[arg(long, default_value_t = 12)]
+        #[arg(long, default_value_t = 5)]
         epochs: usize,
         /// Wall-time budget in seconds: training stops after the epoch that exceeds it.
-        #[arg(long, default_value_t = 480.0)]
+        #[arg(long, default_value_t = 420.0)]
         max_seconds: f64,
         /// Random seed.
         #[arg(long, default_value_t = 0)]
@@ -74,9 +74,17 @@ fn demo(
         let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         PathBuf::from(format!("runs/demo-{secs}"))
     });
-    let train = SyntheticDigits::new(SynthConfig { seed: 1000 + seed, num_utterances: train_utterances, ..SynthConfig::default() })?;
+    let train = SyntheticDigits::new(SynthConfig {
+        seed: 1000 + seed,
+        num_utterances: train_utterances,
+        ..SynthConfig::default()
+    })?;
     // Held-out speakers: another corpus seed draws other pitches, vocal tracts, rates and noise.
-    let dev = SyntheticDigits::new(SynthConfig { seed: 9_000_000 + seed, num_utterances: dev_utterances, ..SynthConfig::default() })?;
+    let dev = SyntheticDigits::new(SynthConfig {
+        seed: 9_000_000 + seed,
+        num_utterances: dev_utterances,
+        ..SynthConfig::default()
+    })?;
     let all_words = DIGITS.join(" ");
     let vocab = Vocab::from_transcripts([all_words.as_str()]);
     let n_mels = 40;

@@ -121,9 +121,7 @@ fn ctc(
                 Some(o)
             })
             .collect(),
-        d => {
-            return Err(Error::shape(op, format!("targets must be [B, S] (padded) or 1-D (concatenated), got {d:?}")))
-        }
+        d => return Err(Error::shape(op, format!("targets must be [B, S] (padded) or 1-D (concatenated), got {d:?}"))),
     };
     let labels = targets.to_vec::<i64>()?;
     let problem = CtcProblem {
