@@ -20,6 +20,9 @@ const B: usize = 16;
 const C: usize = 41;
 const S: usize = 50;
 
+/// One timed call: the loss of a forward pass (backward is run by the caller).
+type Workload<'a> = Box<dyn Fn() -> stapes::tensor::Result<Var> + 'a>;
+
 fn time(mut f: impl FnMut()) -> (f64, f64, usize) {
     let start = Instant::now();
     let mut calls = 0;
@@ -55,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (il, tl) = (vec![T; B], vec![S; B]);
     let opts = CtcLossOptions::default();
     eprintln!("rayon threads: {}", rayon::current_num_threads());
-    let workloads: [(&str, Box<dyn Fn() -> stapes::tensor::Result<Var>>); 2] = [
+    let workloads: [(&str, Workload); 2] = [
         ("ctc_log_softmax", Box::new(|| ctc_loss(&x.log_softmax(2)?, &targets, &il, &tl, &opts))),
         ("ctc_fused_logits", Box::new(|| ctc_loss_from_logits(&x, &targets, &il, &tl, &opts))),
     ];

@@ -81,7 +81,8 @@ fn run_case(g: &common::Golden, name: &str, json: &str, batch_first: bool) -> Re
         "mean" => Reduction::Mean,
         r => return Err(format!("{name}: unknown reduction {r}")),
     };
-    let opts = CtcLossOptions { blank: p.usize("blank")?, reduction, zero_infinity: p.bool("zero_infinity")?, batch_first };
+    let opts =
+        CtcLossOptions { blank: p.usize("blank")?, reduction, zero_infinity: p.bool("zero_infinity")?, batch_first };
     let fmt = p.str("targets")?;
     if (fmt == "padded") != (targets.dims().len() == 2) {
         return Err(format!("{name}: targets {:?} are not {fmt}", targets.dims()));
@@ -115,11 +116,8 @@ fn run_case(g: &common::Golden, name: &str, json: &str, batch_first: bool) -> Re
     if !unused.is_empty() {
         return Err(format!("{name}: unread parameters {unused:?}"));
     }
-    let all: BTreeSet<String> = g
-        .tensors
-        .keys()
-        .filter_map(|k| k.strip_prefix(&format!("{name}.")).map(str::to_string))
-        .collect();
+    let all: BTreeSet<String> =
+        g.tensors.keys().filter_map(|k| k.strip_prefix(&format!("{name}.")).map(str::to_string)).collect();
     let left: Vec<&String> = all.difference(&used).collect();
     if !left.is_empty() {
         return Err(format!("{name}: unused tensors {left:?}"));
@@ -170,7 +168,9 @@ fn softmax(row: &[f64]) -> Vec<f64> {
 fn warpctc_small_test() {
     let acts = [0.1, 0.6, 0.1, 0.1, 0.1, 0.1, 0.1, 0.6, 0.1, 0.1];
     let expected_score = softmax(&acts[..5])[1] * softmax(&acts[5..])[2];
-    let x = Var::leaf(Tensor::from_vec(acts.iter().map(|&v| v as f32).collect::<Vec<_>>(), [2, 1, 5], &Device::Cpu).unwrap());
+    let x = Var::leaf(
+        Tensor::from_vec(acts.iter().map(|&v| v as f32).collect::<Vec<_>>(), [2, 1, 5], &Device::Cpu).unwrap(),
+    );
     let targets = Tensor::from_vec(vec![1i64, 2], [1, 2], &Device::Cpu).unwrap();
     let opts = CtcLossOptions { reduction: Reduction::Sum, ..Default::default() };
     let loss = ctc_loss_from_logits(&x, &targets, &[2], &[2], &opts).unwrap();

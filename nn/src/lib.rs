@@ -27,8 +27,8 @@
 pub mod amp;
 pub mod attention;
 pub mod checkpoint;
-pub mod ctc;
 pub mod clip;
+pub mod ctc;
 pub mod init;
 pub mod layers;
 pub mod loss;

@@ -97,7 +97,10 @@ impl CtcProblem<'_> {
         for i in 0..b {
             let (il, tl, off) = (self.input_lengths[i], self.target_lengths[i], self.target_offsets[i]);
             if il > self.max_time {
-                return Err(format!("input length {il} of sample {i} exceeds the input's time extent {}", self.max_time));
+                return Err(format!(
+                    "input length {il} of sample {i} exceeds the input's time extent {}",
+                    self.max_time
+                ));
             }
             if off.checked_add(tl).is_none_or(|end| end > self.targets.len()) {
                 return Err(format!(
@@ -107,7 +110,10 @@ impl CtcProblem<'_> {
             }
             for (j, &label) in self.targets[off..off + tl].iter().enumerate() {
                 if label < 0 || label as u64 >= self.classes as u64 {
-                    return Err(format!("label {label} (sample {i}, position {j}) is out of range for {} classes", self.classes));
+                    return Err(format!(
+                        "label {label} (sample {i}, position {j}) is out of range for {} classes",
+                        self.classes
+                    ));
                 }
                 if label as usize == self.blank {
                     return Err(format!("label {label} (sample {i}, position {j}) is the blank index"));
@@ -278,7 +284,13 @@ fn sample<T: Float>(
             let mut post = vec![T::zero(); l];
             for t in 0..tb {
                 let out = row_out(t);
-                occupancy_row(&alpha[t * w + 2..t * w + 2 + l], &beta[t * w..t * w + l], &e[t * l..(t + 1) * l], nll_v, &mut post);
+                occupancy_row(
+                    &alpha[t * w + 2..t * w + 2 + l],
+                    &beta[t * w..t * w + l],
+                    &e[t * l..(t + 1) * l],
+                    nll_v,
+                    &mut post,
+                );
                 out.copy_from_slice(lp_row(t));
                 T::exp_slice(out);
                 for (&k, &v) in ext.iter().zip(&post) {
@@ -402,7 +414,7 @@ pub fn ln_f32(x: f32) -> f32 {
     y = y * f - 1.666_805_8e-1;
     y = y * f + 2.000_071_5e-1;
     y = y * f - 2.499_999_4e-1;
-    y = y * f + 3.333_333_1e-1;
+    y = y * f + 0.333_333_3;
     y = y * f * z;
     y += kf * -2.121_944_4e-4;
     y += -0.5 * z;

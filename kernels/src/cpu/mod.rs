@@ -6,8 +6,8 @@
 
 pub mod binary;
 pub mod conv;
-pub mod ctc;
 pub mod copy;
+pub mod ctc;
 pub mod index;
 pub mod matmul;
 pub mod norm;
