@@ -11,7 +11,8 @@ same workloads; the two alternate, so load from other processes on the machine f
 The table reports, per workload, the median over rounds of each round's median, the ratio
 stapes / torchaudio, and the load average and other processes' CPU use during the run.
 Timing as in the Rust example: warmup (>= 3 calls, >= 0.2 s), then >= 20 timed single calls
-for >= SECONDS (default 1 s), median. torch.set_num_threads(2), inference mode, f32, CPU.
+for >= SECONDS (default 1 s), median. torch.set_num_threads(2) (or --threads), inference mode,
+f32, CPU.
 """
 
 import argparse
@@ -73,8 +74,10 @@ def main():
     ap.add_argument("--stapes", help="path of the release examples/bench_features binary")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--threads", type=int, default=THREADS, help="threads for both (default 2)")
     args = ap.parse_args()
-    torch.set_num_threads(THREADS)
+    threads = args.threads
+    torch.set_num_threads(threads)
     work = workloads()
     torch_res = {k: [] for k in work}
     stapes_res = {k: [] for k in work}
@@ -87,7 +90,7 @@ def main():
             for name, run in work.items():
                 torch_res[name].append(timed(run, args.seconds)[0])
             if args.stapes:
-                env = dict(os.environ, RAYON_NUM_THREADS=str(THREADS), STAPES_BENCH_SECONDS=str(args.seconds))
+                env = dict(os.environ, RAYON_NUM_THREADS=str(threads), STAPES_BENCH_SECONDS=str(args.seconds))
                 c0 = os.times()
                 out = subprocess.run([args.stapes], env=env, check=True, capture_output=True, text=True).stdout
                 c1 = os.times()
@@ -118,7 +121,7 @@ def main():
         print(f"- per-round medians, stapes: " + "; ".join(f"{k}: " + ", ".join(f"{v * 1e3:.2f}" for v in vs) for k, vs in stapes_res.items()))
     print(f"- {args.rounds if args.stapes else 1} rounds, {w1 - w0:.1f} s wall; other processes used {other:.2f} cores on average; "
           f"load average {' '.join(f'{x:.2f}' for x in load_before)} before, {' '.join(f'{x:.2f}' for x in load_after)} after")
-    print(f"- torch {torch.__version__}, torchaudio {torchaudio.__version__}, {THREADS} threads; {platform.machine()}, {os.cpu_count()} CPUs")
+    print(f"- torch {torch.__version__}, torchaudio {torchaudio.__version__}, {threads} threads (torch.set_num_threads, RAYON_NUM_THREADS); {platform.machine()}, {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

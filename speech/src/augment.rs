@@ -210,7 +210,7 @@ impl SpecAugment {
     ) -> Result<AppliedMasks> {
         check_p("SpecAugment", self.p)?;
         let per = freqs * frames;
-        if (per == 0 && !data.is_empty()) || (per > 0 && data.len() % per != 0) {
+        if (per == 0 && !data.is_empty()) || (per > 0 && !data.len().is_multiple_of(per)) {
             return Err(Error::shape(
                 "SpecAugment",
                 format!("{} values is not a whole number of [{freqs}, {frames}] spectrograms", data.len()),

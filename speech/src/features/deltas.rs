@@ -14,7 +14,7 @@ pub fn compute_deltas(x: &[f32], len: usize, win_length: usize, mode: PadMode, o
     if win_length < 3 {
         return Err(Error::invalid(OP, format!("win_length must be >= 3, got {win_length}")));
     }
-    if x.len() != out.len() || (len == 0 && !x.is_empty()) || (len > 0 && x.len() % len != 0) {
+    if x.len() != out.len() || (len == 0 && !x.is_empty()) || (len > 0 && !x.len().is_multiple_of(len)) {
         return Err(Error::shape(OP, format!("{} input values, {} outputs, rows of {len}", x.len(), out.len())));
     }
     let n = (win_length - 1) / 2;

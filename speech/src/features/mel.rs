@@ -154,7 +154,7 @@ pub fn melscale_fbanks(
             MelNorm::Slaney => 2.0 / (hi - lo),
         };
         for (k, &f) in all_freqs.iter().enumerate() {
-            let down = (-1.0 * (lo - f)) / (mid - lo);
+            let down = -(lo - f) / (mid - lo);
             let up = (hi - f) / (hi - mid);
             fb[k * n_mels + m] = 0.0f32.max(down.min(up)) * enorm;
         }

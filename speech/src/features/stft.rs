@@ -23,6 +23,9 @@ use stapes_tensor::{Error, Result, Tensor};
 
 use super::{f32_data, tensor, transpose_into, FeatureMatrix};
 
+/// The FFT's float type (f64: see the module comment).
+type Fs = f64;
+
 /// The analysis window, made with `win_length` samples like torch's window functions.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub enum Window {
@@ -185,10 +188,10 @@ pub struct Spectrogram {
     hop_length: usize,
     /// The window (f32 values like torch's, widened), already multiplied by the normalisation
     /// factor.
-    window: Vec<f64>,
+    window: Vec<Fs>,
     /// Offset of the window inside the `n_fft` frame.
     win_offset: usize,
-    fft: Arc<dyn RealToComplex<f64>>,
+    fft: Arc<dyn RealToComplex<Fs>>,
 }
 
 impl std::fmt::Debug for Spectrogram {
@@ -236,8 +239,8 @@ impl Spectrogram {
             SpecNorm::Window => 1.0 / window.iter().map(|&w| f64::from(w) * f64::from(w)).sum::<f64>().sqrt(),
             SpecNorm::FrameLength => 1.0 / (n_fft as f64).sqrt(),
         };
-        let window = window.iter().map(|&w| f64::from(w) * scale).collect();
-        let fft = RealFftPlanner::<f64>::new().plan_fft_forward(n_fft);
+        let window = window.iter().map(|&w| (f64::from(w) * scale) as Fs).collect();
+        let fft = RealFftPlanner::<Fs>::new().plan_fft_forward(n_fft);
         Ok(Spectrogram { win_offset: (n_fft - win_length) / 2, config, win_length, hop_length, window, fft })
     }
 
@@ -324,7 +327,7 @@ impl Spectrogram {
         sink: F,
     ) -> Result<(Vec<f32>, usize)>
     where
-        F: Fn(&[Complex<f64>], &mut [f32], &mut [f32]) + Sync,
+        F: Fn(&[Complex<Fs>], &mut [f32], &mut [f32]) + Sync,
     {
         let frames = self.n_frames(len)?;
         let padded: Vec<Vec<f32>> = if rows > 1 {
@@ -340,9 +343,9 @@ impl Spectrogram {
         let chunk = chunk_frames(total);
         let (n_fft, hop, off, win) = (self.config.n_fft, self.hop_length, self.win_offset, &self.window);
         out.par_chunks_mut(chunk * out_len).enumerate().for_each(|(ci, block)| {
-            let mut frame = vec![0.0f64; n_fft];
-            let mut spectrum = vec![Complex::new(0.0f64, 0.0); n_fft / 2 + 1];
-            let mut fft_scratch = vec![Complex::new(0.0f64, 0.0); self.fft.get_scratch_len()];
+            let mut frame = vec![0.0 as Fs; n_fft];
+            let mut spectrum = vec![Complex::new(0.0 as Fs, 0.0); n_fft / 2 + 1];
+            let mut fft_scratch = vec![Complex::new(0.0 as Fs, 0.0); self.fft.get_scratch_len()];
             let mut sink_scratch = vec![0.0f32; scratch_len];
             for (j, dst) in block.chunks_mut(out_len).enumerate() {
                 let g = ci * chunk + j;
@@ -351,7 +354,7 @@ impl Spectrogram {
                 frame[..off].fill(0.0);
                 frame[off + win.len()..].fill(0.0);
                 for ((f, &s), &w) in frame[off..off + win.len()].iter_mut().zip(src).zip(win) {
-                    *f = f64::from(s) * w;
+                    *f = Fs::from(s) * w;
                 }
                 // Lengths are right by construction, so the FFT cannot fail.
                 self.fft
@@ -364,7 +367,7 @@ impl Spectrogram {
     }
 
     /// Writes the (power-raised) magnitude of the `n_freqs` bins of one frame into `out`.
-    pub(crate) fn magnitude_into(&self, spectrum: &[Complex<f64>], out: &mut [f32]) {
+    pub(crate) fn magnitude_into(&self, spectrum: &[Complex<Fs>], out: &mut [f32]) {
         let p = self.config.power.unwrap_or(1.0);
         let half = spectrum.len();
         let (lo, hi) = out.split_at_mut(half.min(out.len()));
@@ -373,7 +376,7 @@ impl Spectrogram {
         } else if p == 1.0 {
             lo.iter_mut().zip(spectrum).for_each(|(o, c)| *o = (c.re * c.re + c.im * c.im).sqrt() as f32);
         } else {
-            let half_p = f64::from(p) / 2.0;
+            let half_p = Fs::from(p) / 2.0;
             lo.iter_mut().zip(spectrum).for_each(|(o, c)| *o = (c.re * c.re + c.im * c.im).powf(half_p) as f32);
         }
         // Two-sided: bin k > n_fft / 2 mirrors bin n_fft - k.
@@ -384,7 +387,7 @@ impl Spectrogram {
     }
 
     /// Writes the complex bins of one frame as (re, im) pairs into `out`.
-    fn complex_into(&self, spectrum: &[Complex<f64>], out: &mut [f32]) {
+    fn complex_into(&self, spectrum: &[Complex<Fs>], out: &mut [f32]) {
         let n_fft = self.config.n_fft;
         for k in 0..out.len() / 2 {
             let c = if k < spectrum.len() { spectrum[k] } else { spectrum[n_fft - k].conj() };
