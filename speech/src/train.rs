@@ -133,14 +133,25 @@ fn lengths(t: &Tensor) -> Result<Vec<usize>> {
     Ok(t.to_vec::<i64>()?.into_iter().map(|v| v.max(0) as usize).collect())
 }
 
-/// Greedy-decodes a data set and returns (WER counts, CER counts, a few examples).
+/// The result of [`evaluate`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Word error counts over the set.
+    pub wer: ErrorCounts,
+    /// Character error counts over the set.
+    pub cer: ErrorCounts,
+    /// The first few `(reference, hypothesis)` pairs.
+    pub examples: Vec<(String, String)>,
+}
+
+/// Greedy-decodes a data set and scores it.
 pub fn evaluate(
     model: &Crdnn,
     dataset: Arc<dyn Dataset>,
     vocab: &Vocab,
     n_mels: usize,
     batch_size: usize,
-) -> Result<(ErrorCounts, ErrorCounts, Vec<(String, String)>)> {
+) -> Result<Evaluation> {
     model.eval();
     let transform = feature_transform(vocab.clone(), n_mels)?;
     let loader = DataLoader::new(
@@ -167,7 +178,7 @@ pub fn evaluate(
     model.train(true);
     let (w, c) = corpus_error_rates(pairs.iter().map(|(r, h)| (r.as_str(), h.as_str())));
     pairs.truncate(5);
-    Ok((w, c, pairs))
+    Ok(Evaluation { wer: w, cer: c, examples: pairs })
 }
 
 /// Trains a CRDNN with CTC on `train`, evaluating on `dev` each epoch; `progress` receives
@@ -272,7 +283,8 @@ pub fn train_ctc(
             }
         }
         let ups = n_utts as f64 / t_epoch.elapsed().as_secs_f64();
-        let (w, c, ex) = evaluate(&model, dev.clone(), vocab, cfg.n_mels, cfg.batch_size)?;
+        let Evaluation { wer: w, cer: c, examples: ex } =
+            evaluate(&model, dev.clone(), vocab, cfg.n_mels, cfg.batch_size)?;
         examples = ex;
         let log = EpochLog {
             epoch,
