@@ -34,6 +34,7 @@ import torchaudio
 import torchaudio.functional as AF
 import torchaudio.transforms as T
 from safetensors import safe_open
+from golden_io import write_safetensors  # noqa: E402  (the one reproducible writer)
 
 VERSION = "2.11.0"
 if not (torch.__version__.startswith(VERSION) and torchaudio.__version__.startswith(VERSION)):
@@ -186,25 +187,6 @@ def cmvn_cases():
     std = x.std(dim=-1, unbiased=False, keepdim=True).clamp(min=1e-10)
     add("cmvn_db_mel", dict(op="cmvn", input_case="db_power_top80_3d", norm_vars=True), ((x - mean) / std).float())
     add("cmvn_db_mel_mean_only", dict(op="cmvn", input_case="db_power_top80_3d", norm_vars=False), (x - mean).float())
-
-
-def write_safetensors(path, tensors, metadata):
-    """Sorted header and tensors, so the bytes are reproducible (as in tools/golden/ops.py)."""
-    header = {"__metadata__": dict(sorted(metadata.items()))}
-    blobs, offset = [], 0
-    for name in sorted(tensors):
-        t = tensors[name]
-        data = t.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-        header[name] = {"dtype": ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    head = json.dumps(header, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)
-    with open(path, "wb") as f:
-        f.write(len(head).to_bytes(8, "little"))
-        f.write(head)
-        for b in blobs:
-            f.write(b)
 
 
 def main():

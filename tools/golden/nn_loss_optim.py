@@ -39,6 +39,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
+from golden_io import write_safetensors  # noqa: E402  (the one reproducible writer)
 
 TORCH_VERSION = "2.11.0"
 if not torch.__version__.startswith(TORCH_VERSION):
@@ -375,32 +376,6 @@ def clip_cases():
 
 
 ST_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64"}
-
-
-def write_safetensors(path, tensors, metadata):
-    """Write a safetensors file byte-for-byte reproducibly (sorted tensors and header keys;
-    safetensors' own writer orders the header through a hash map). Same as in ops.py."""
-    header = {"__metadata__": dict(sorted(metadata.items()))}
-    blobs = []
-    offset = 0
-    for name in sorted(tensors):
-        t = tensors[name]
-        data = t.contiguous().view(-1).view(torch.uint8).numpy().tobytes()  # little-endian
-        header[name] = {"dtype": ST_DTYPES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    head = json.dumps(header, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)
-    with open(path, "wb") as f:
-        f.write(len(head).to_bytes(8, "little"))
-        f.write(head)
-        for b in blobs:
-            f.write(b)
-    with safe_open(path, "pt") as f:  # read back with the library
-        assert f.metadata() == metadata
-        for name, t in tensors.items():
-            assert torch.equal(f.get_tensor(name), t), name
 
 
 def main():

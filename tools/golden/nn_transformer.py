@@ -42,6 +42,7 @@ import zlib
 import torch
 import torch.nn as nn
 from safetensors import safe_open
+from golden_io import write_safetensors  # noqa: E402  (the one reproducible writer)
 
 TORCH_VERSION = "2.11.0"
 if not torch.__version__.startswith(TORCH_VERSION):
@@ -375,28 +376,6 @@ pe_case("pe_d24_512", 24, 512, [0, 1, 5, 64, 255, 511])
 
 
 ST_DTYPES = {F32: "F32", F64: "F64", torch.uint8: "U8"}
-
-
-def write_safetensors(path, tensors, metadata):
-    """Writes a safetensors file byte-for-byte reproducibly (as tools/golden/ops.py does:
-    safetensors' own writer orders the header through a hash map)."""
-    header = {"__metadata__": dict(sorted(metadata.items()))}
-    blobs = []
-    offset = 0
-    for name in sorted(tensors):
-        t = tensors[name]
-        data = t.contiguous().view(-1).view(torch.uint8).numpy().tobytes()  # little-endian
-        header[name] = {"dtype": ST_DTYPES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    head = json.dumps(header, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)
-    with open(path, "wb") as f:
-        f.write(len(head).to_bytes(8, "little"))
-        f.write(head)
-        for b in blobs:
-            f.write(b)
 
 
 METADATA["_generator"] = f"tools/golden/nn_transformer.py, torch {torch.__version__}"

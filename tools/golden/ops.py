@@ -36,6 +36,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
+from golden_io import write_safetensors  # noqa: E402  (the one reproducible writer)
 
 TORCH_VERSION = "2.11.0"
 if not torch.__version__.startswith(TORCH_VERSION):
@@ -787,32 +788,6 @@ def view_cases():
 
 ST_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16",
              torch.bfloat16: "BF16", torch.int64: "I64", torch.uint8: "U8"}
-
-
-def write_safetensors(path, tensors, metadata):
-    """Write a safetensors file byte-for-byte reproducibly.
-
-    safetensors' own writer orders the header JSON through a hash map, so two runs give
-    different bytes; here tensors and header keys are sorted, so regenerating with no change to
-    the cases gives an identical file (and a clean `git diff`).
-    """
-    header = {"__metadata__": dict(sorted(metadata.items()))}
-    blobs = []
-    offset = 0
-    for name in sorted(tensors):
-        t = tensors[name]
-        data = t.contiguous().view(-1).view(torch.uint8).numpy().tobytes()  # little-endian
-        header[name] = {"dtype": ST_DTYPES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    head = json.dumps(header, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)  # the data section starts 8-byte aligned
-    with open(path, "wb") as f:
-        f.write(len(head).to_bytes(8, "little"))
-        f.write(head)
-        for b in blobs:
-            f.write(b)
 
 
 def check_written(path, tensors, metadata):
