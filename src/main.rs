@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use stapes::speech::data::{Dataset, Vocab};
 use stapes::speech::models::CrdnnConfig;
 use stapes::speech::synth::{SynthConfig, SyntheticDigits, DIGITS};
-use stapes::speech::train::{train_ctc, TrainConfig};
+use stapes::speech::train::{open_corpus, split_corpus, train_ctc, TrainConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,6 +41,35 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Train a CRDNN with CTC on a corpus: a JSONL/CSV manifest (audio, text[, duration]) or a
+    /// LibriSpeech-layout folder; evaluates greedy CER/WER on a dev set after every epoch.
+    Train {
+        /// Training data: a `.jsonl`/`.csv` manifest or a LibriSpeech folder.
+        #[arg(long)]
+        data: PathBuf,
+        /// Dev data (same forms); without it, every 20th training utterance is held out.
+        #[arg(long)]
+        dev: Option<PathBuf>,
+        /// The run directory (config, log, checkpoint, best model).
+        #[arg(long)]
+        run_dir: PathBuf,
+        /// Maximum epochs.
+        #[arg(long, default_value_t = 10)]
+        epochs: usize,
+        /// Wall-time budget in seconds (training stops after the epoch that exceeds it).
+        #[arg(long, default_value_t = 1e12)]
+        max_seconds: f64,
+        /// Utterances per batch.
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        /// Use the demo's small CRDNN (16/32 channels, BiLSTM 128, 40 mels) instead of the
+        /// reference baseline (64/128/256 channels, BiLSTM 512, 80 mels).
+        #[arg(long)]
+        small: bool,
+        /// Random seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Print the build's devices and thread count.
     Info,
 }
@@ -50,6 +79,9 @@ fn main() -> anyhow::Result<()> {
         Command::Demo { run_dir, train_utterances, dev_utterances, epochs, max_seconds, seed } => {
             demo(run_dir, train_utterances, dev_utterances, epochs, max_seconds, seed)
         }
+        Command::Train { data, dev, run_dir, epochs, max_seconds, batch_size, small, seed } => {
+            train(&data, dev.as_deref(), &run_dir, epochs, max_seconds, batch_size, small, seed)
+        }
         Command::Info => info(),
     }
 }
@@ -58,6 +90,73 @@ fn info() -> anyhow::Result<()> {
     println!("stapes {}", env!("CARGO_PKG_VERSION"));
     println!("devices: cpu (the CUDA tensor backend is not wired yet; CUDA kernels are verified in emulation)");
     println!("rayon threads: {}", rayon::current_num_threads());
+    Ok(())
+}
+
+/// The demo's small CRDNN, or the reference baseline, for `vocab_size` outputs.
+fn model_config(small: bool, vocab_size: usize) -> CrdnnConfig {
+    if small {
+        CrdnnConfig {
+            n_features: 40,
+            conv_channels: vec![16, 32],
+            time_pool: vec![2, 1],
+            rnn_hidden: 128,
+            rnn_layers: 2,
+            rnn_dropout: 0.1,
+            vocab_size,
+        }
+    } else {
+        CrdnnConfig { vocab_size, ..CrdnnConfig::default() }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train(
+    data: &std::path::Path,
+    dev: Option<&std::path::Path>,
+    run_dir: &std::path::Path,
+    epochs: usize,
+    max_seconds: f64,
+    batch_size: usize,
+    small: bool,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let corpus = open_corpus(data).with_context(|| format!("opening {}", data.display()))?;
+    let (train_set, dev_set, vocab) = match dev {
+        Some(d) => {
+            let dev = open_corpus(d).with_context(|| format!("opening {}", d.display()))?;
+            let all: Vec<String> =
+                corpus.dataset.entries().iter().chain(dev.dataset.entries()).map(|e| e.transcript.clone()).collect();
+            (corpus.dataset, dev.dataset, Vocab::from_transcripts(all.iter().map(|s| s.as_str())))
+        }
+        None => {
+            let (t, d) = split_corpus(&corpus.dataset, 0.05)?;
+            (t, d, corpus.vocab)
+        }
+    };
+    let model = model_config(small, vocab.len());
+    let cfg = TrainConfig {
+        n_mels: model.n_features,
+        model,
+        batch_size,
+        epochs,
+        max_seconds,
+        base_lr: 1e-5,
+        max_lr: 1e-4,
+        step_size_up: 2000,
+        clip_norm: 5.0,
+        workers: 2,
+        seed,
+    };
+    println!(
+        "stapes train: {} training and {} dev utterances, {} output classes; run directory {}",
+        train_set.len(),
+        dev_set.len(),
+        vocab.len(),
+        run_dir.display()
+    );
+    let report = train_ctc(&cfg, Arc::new(train_set), Arc::new(dev_set), &vocab, run_dir, |l| println!("  {l}"))?;
+    println!("best dev CER {:.2}%; outputs in {}", 100.0 * report.best_cer, report.run_dir.display());
     Ok(())
 }
 
@@ -89,15 +188,7 @@ fn demo(
     let vocab = Vocab::from_transcripts([all_words.as_str()]);
     let n_mels = 40;
     let cfg = TrainConfig {
-        model: CrdnnConfig {
-            n_features: n_mels,
-            conv_channels: vec![16, 32],
-            time_pool: vec![2, 1],
-            rnn_hidden: 128,
-            rnn_layers: 2,
-            rnn_dropout: 0.1,
-            vocab_size: vocab.len(),
-        },
+        model: model_config(true, vocab.len()),
         n_mels,
         batch_size: 16,
         epochs,

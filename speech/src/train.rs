@@ -6,7 +6,10 @@
 //! epoch, and a run directory holding the configuration, a checkpoint per epoch (atomic), the
 //! best model's `state_dict` and a JSON-lines log.
 
-use crate::data::{DataLoader, Dataset, Item, LoaderConfig, Order, Transform, Utterance, Vocab};
+use crate::data::{
+    DataLoader, Dataset, Item, LibriSpeech, LoaderConfig, ManifestDataset, ManifestEntry, Order, Transform, Utterance,
+    Vocab,
+};
 use crate::decode::greedy_decode_batch;
 use crate::features::{MelSpectrogram, MelSpectrogramConfig, SpectrogramConfig};
 use crate::metrics::{corpus_error_rates, ErrorCounts};
@@ -328,4 +331,56 @@ pub fn train_ctc(
         }
     }
     Ok(TrainReport { epochs: logs, best_cer, examples, run_dir: run_dir.to_path_buf(), model })
+}
+
+/// A training corpus on disk: a JSONL/CSV manifest file or a LibriSpeech-layout folder,
+/// resampled to 16 kHz on load, with a character vocabulary built from its transcripts
+/// (lower-cased, blank at 0).
+pub struct Corpus {
+    /// The utterances.
+    pub dataset: ManifestDataset,
+    /// Characters of the transcripts.
+    pub vocab: Vocab,
+}
+
+/// Opens `path` as a manifest (a file ending in `.jsonl`, `.json` or `.csv`) or as a
+/// LibriSpeech folder (`*/*/*.trans.txt` next to `.flac` files).
+pub fn open_corpus(path: &Path) -> Result<Corpus> {
+    let entries = if path.is_dir() {
+        LibriSpeech::open(path)?.entries().to_vec()
+    } else {
+        ManifestDataset::open(path)?.entries().to_vec()
+    };
+    if entries.is_empty() {
+        return Err(Error::io("open_corpus", path, "the corpus has no utterances"));
+    }
+    let entries: Vec<ManifestEntry> =
+        entries.into_iter().map(|e| ManifestEntry { transcript: e.transcript.to_lowercase(), ..e }).collect();
+    let vocab = Vocab::from_transcripts(entries.iter().map(|e| e.transcript.as_str()));
+    Ok(Corpus { dataset: ManifestDataset::from_entries(entries).with_sample_rate(16000), vocab })
+}
+
+/// Splits a corpus into training and held-out parts: every `k`-th utterance (at least one) goes
+/// to the held-out part, where `k` is about `1 / fraction`.
+pub fn split_corpus(corpus: &ManifestDataset, fraction: f64) -> Result<(ManifestDataset, ManifestDataset)> {
+    let entries = corpus.entries();
+    if entries.len() < 2 || !(fraction > 0.0 && fraction < 1.0) {
+        return Err(Error::invalid(
+            "split_corpus",
+            format!("needs at least 2 utterances and a fraction in (0, 1), got {} and {fraction}", entries.len()),
+        ));
+    }
+    let k = ((1.0 / fraction).round() as usize).clamp(2, entries.len());
+    let (mut train, mut dev) = (Vec::new(), Vec::new());
+    for (i, e) in entries.iter().enumerate() {
+        if i % k == k - 1 {
+            dev.push(e.clone());
+        } else {
+            train.push(e.clone());
+        }
+    }
+    Ok((
+        ManifestDataset::from_entries(train).with_sample_rate(16000),
+        ManifestDataset::from_entries(dev).with_sample_rate(16000),
+    ))
 }
