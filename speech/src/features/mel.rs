@@ -10,7 +10,7 @@
 use stapes_tensor::{Error, Result, Tensor};
 
 use super::stft::{Spectrogram, SpectrogramConfig};
-use super::{f32_data, tensor, transpose_into, FeatureMatrix};
+use super::{f32_data, par_transpose_into, tensor, FeatureMatrix};
 
 /// The mel scale (`mel_scale`): HTK's `2595 log10(1 + f / 700)` or Slaney's (linear below
 /// 1 kHz, logarithmic above), as torchaudio defines them.
@@ -353,6 +353,10 @@ impl Default for MelSpectrogramConfig {
 pub struct MelSpectrogram {
     spectrogram: Spectrogram,
     mel: MelScale,
+    /// Run the FFT in f32 (the default: mel bands sum many bins, and the f32 round-off stays
+    /// far below the parity tolerance) or in f64 (MFCC, whose decibels magnify the weak bands'
+    /// round-off).
+    pub(crate) f32_fft: bool,
 }
 
 impl MelSpectrogram {
@@ -373,7 +377,7 @@ impl MelSpectrogram {
             norm: config.norm,
             mel_scale: config.mel_scale,
         })?;
-        Ok(MelSpectrogram { spectrogram, mel })
+        Ok(MelSpectrogram { spectrogram, mel, f32_fft: true })
     }
 
     /// The STFT part.
@@ -395,14 +399,21 @@ impl MelSpectrogram {
     pub(crate) fn compute(&self, x: &[f32], rows: usize, len: usize) -> Result<(Vec<f32>, usize)> {
         let n_mels = self.n_mels();
         let n_freqs = self.spectrogram.n_freqs();
-        let (tm, frames) = self.spectrogram.run_frames(x, rows, len, n_mels, n_freqs, |spectrum, power, out| {
-            self.spectrogram.magnitude_into(spectrum, power);
-            self.mel.fb.project(power, out);
-        })?;
+        let (tm, frames) = if self.f32_fft {
+            self.spectrogram.run_frames_f32(x, rows, len, n_mels, n_freqs, |spectrum, power, out| {
+                self.spectrogram.magnitude_into(spectrum, power);
+                self.mel.fb.project(power, out);
+            })?
+        } else {
+            self.spectrogram.run_frames(x, rows, len, n_mels, n_freqs, |spectrum, power, out| {
+                self.spectrogram.magnitude_into(spectrum, power);
+                self.mel.fb.project(power, out);
+            })?
+        };
         let mut out = vec![0.0f32; tm.len()];
         let per_row = (frames * n_mels).max(1);
         for (src, dst) in tm.chunks(per_row).zip(out.chunks_mut(per_row)) {
-            transpose_into(src, frames, n_mels, dst);
+            par_transpose_into(src, frames, n_mels, dst);
         }
         Ok((out, frames))
     }

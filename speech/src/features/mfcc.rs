@@ -164,8 +164,10 @@ pub struct Mfcc {
 impl Mfcc {
     /// Checks the parameters and precomputes the mel transform and the DCT matrix.
     pub fn new(config: MfccConfig) -> Result<Mfcc> {
-        let mel =
+        let mut mel =
             MelSpectrogram::new(MelSpectrogramConfig { sample_rate: config.sample_rate, ..config.melkwargs.clone() })?;
+        // Decibels magnify the weak bands' FFT round-off: keep the FFT in f64.
+        mel.f32_fft = false;
         if config.n_mfcc > mel.n_mels() {
             return Err(Error::invalid(
                 "MFCC",

@@ -34,6 +34,8 @@ pub use stft::{PadMode, SpecNorm, Spectrogram, SpectrogramConfig, Window};
 
 use std::borrow::Cow;
 
+use rayon::prelude::*;
+
 use stapes_tensor::{CpuStorage, DType, Device, Error, Result, Storage, Tensor};
 
 /// The f32 elements of `t` in row-major order: borrowed when `t` is contiguous, else copied.
@@ -74,6 +76,25 @@ pub struct FeatureMatrix {
 /// A CPU f32 tensor of `shape` holding `data`.
 pub(crate) fn tensor(data: Vec<f32>, shape: Vec<usize>) -> Result<Tensor> {
     Tensor::from_vec(data, shape, &Device::Cpu)
+}
+
+/// [`transpose_into`] split over the rayon threads by bands of `dst` rows (used on the
+/// features' `[frames, bins]` results, which are large enough to be worth it).
+pub(crate) fn par_transpose_into<T: Copy + Send + Sync>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    const BAND: usize = 8;
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    dst.par_chunks_mut(rows * BAND).enumerate().for_each(|(bi, band)| {
+        let c0 = bi * BAND;
+        let width = band.len() / rows;
+        for r in 0..rows {
+            let row = &src[r * cols + c0..r * cols + c0 + width];
+            for (k, &v) in row.iter().enumerate() {
+                band[k * rows + r] = v;
+            }
+        }
+    });
 }
 
 /// Transposes a row-major `[rows, cols]` block of `src` into `dst` as `[cols, rows]`, in

@@ -21,10 +21,51 @@ use realfft::num_complex::Complex;
 use realfft::{RealFftPlanner, RealToComplex};
 use stapes_tensor::{Error, Result, Tensor};
 
-use super::{f32_data, tensor, transpose_into, FeatureMatrix};
+use super::{f32_data, par_transpose_into, tensor, transpose_into, FeatureMatrix};
 
 /// The FFT's float type (f64: see the module comment).
 type Fs = f64;
+
+/// A float type the STFT can run its FFT in: f64 by default, f32 where the caller's
+/// accuracy allows it (the mel spectrogram).
+pub(crate) trait StftFloat: realfft::FftNum {
+    /// An f32 sample in this type.
+    fn widen(x: f32) -> Self;
+    /// Rounds to f32.
+    fn narrow(self) -> f32;
+    /// The value in f64.
+    fn to_wide(self) -> f64;
+}
+
+impl StftFloat for f32 {
+    #[inline]
+    fn widen(x: f32) -> Self {
+        x
+    }
+    #[inline]
+    fn narrow(self) -> f32 {
+        self
+    }
+    #[inline]
+    fn to_wide(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl StftFloat for f64 {
+    #[inline]
+    fn widen(x: f32) -> Self {
+        f64::from(x)
+    }
+    #[inline]
+    fn narrow(self) -> f32 {
+        self as f32
+    }
+    #[inline]
+    fn to_wide(self) -> f64 {
+        self
+    }
+}
 
 /// The analysis window, made with `win_length` samples like torch's window functions.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -189,14 +230,43 @@ pub struct Spectrogram {
     /// The window (f32 values like torch's, widened), already multiplied by the normalisation
     /// factor.
     window: Vec<Fs>,
+    /// The same window rounded to f32, for the f32 FFT.
+    window32: Vec<f32>,
     /// Offset of the window inside the `n_fft` frame.
     win_offset: usize,
     fft: Arc<dyn RealToComplex<Fs>>,
+    /// The f32 plan, used by the mel spectrogram.
+    fft32: Arc<dyn RealToComplex<f32>>,
 }
 
 impl std::fmt::Debug for Spectrogram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Spectrogram").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// Where the frames of one row read their samples: `head` is the start of the padded signal
+/// (or all of it, with `tail_start` at `usize::MAX`), `tail` its end from `tail_start`, and
+/// the samples between come from the row `x`, which starts at `lead` in padded coordinates.
+struct Framer<'a> {
+    x: &'a [f32],
+    lead: usize,
+    head: Vec<f32>,
+    tail: Vec<f32>,
+    tail_start: usize,
+}
+
+impl Framer<'_> {
+    /// Padded samples `[s, s + n)`, `n` at most `n_fft`.
+    #[inline]
+    fn window(&self, s: usize, n: usize) -> &[f32] {
+        if s + n <= self.head.len() {
+            &self.head[s..s + n]
+        } else if s >= self.lead && s + n <= self.lead + self.x.len() {
+            &self.x[s - self.lead..s - self.lead + n]
+        } else {
+            &self.tail[s - self.tail_start..s - self.tail_start + n]
+        }
     }
 }
 
@@ -239,9 +309,20 @@ impl Spectrogram {
             SpecNorm::Window => 1.0 / window.iter().map(|&w| f64::from(w) * f64::from(w)).sum::<f64>().sqrt(),
             SpecNorm::FrameLength => 1.0 / (n_fft as f64).sqrt(),
         };
-        let window = window.iter().map(|&w| (f64::from(w) * scale) as Fs).collect();
+        let window: Vec<Fs> = window.iter().map(|&w| (f64::from(w) * scale) as Fs).collect();
+        let window32 = window.iter().map(|&w| w as f32).collect();
         let fft = RealFftPlanner::<Fs>::new().plan_fft_forward(n_fft);
-        Ok(Spectrogram { win_offset: (n_fft - win_length) / 2, config, win_length, hop_length, window, fft })
+        let fft32 = RealFftPlanner::<f32>::new().plan_fft_forward(n_fft);
+        Ok(Spectrogram {
+            win_offset: (n_fft - win_length) / 2,
+            config,
+            win_length,
+            hop_length,
+            window,
+            window32,
+            fft,
+            fft32,
+        })
     }
 
     /// The parameters it was built with.
@@ -290,26 +371,35 @@ impl Spectrogram {
         Ok(1 + (padded - n_fft) / self.hop_length)
     }
 
-    /// The padded signal of one row: `pad` zeros on both sides, then the centre padding.
-    fn padded(&self, x: &[f32]) -> Vec<f32> {
-        let n_fft = self.config.n_fft;
+    /// Sample `i` of one row's padded signal (`pad` zeros on both sides, then the centre
+    /// padding, which reads the zero-padded signal).
+    fn padded_at(&self, x: &[f32], i: usize) -> f32 {
         let pad = self.config.pad;
+        let c = if self.config.center { self.config.n_fft / 2 } else { 0 };
         let zero_padded_len = x.len() + 2 * pad;
-        let c = if self.config.center { n_fft / 2 } else { 0 };
-        let mut out = vec![0.0f32; zero_padded_len + 2 * c];
-        out[c + pad..c + pad + x.len()].copy_from_slice(x);
-        if c > 0 {
-            let mode = self.config.pad_mode;
-            // The centre padding reads the zero-padded signal, which is `out[c..c + zero_padded_len]`.
-            for i in 0..c {
-                let left = i as isize - c as isize;
-                let right = (zero_padded_len + i) as isize;
-                for (dst, src) in [(i, left), (c + zero_padded_len + i, right)] {
-                    out[dst] = mode.source(src, zero_padded_len).map_or(0.0, |j| out[c + j]);
-                }
-            }
+        let zp = |j: usize| if j >= pad && j < pad + x.len() { x[j - pad] } else { 0.0 };
+        let j = i as isize - c as isize;
+        if (0..zero_padded_len as isize).contains(&j) {
+            zp(j as usize)
+        } else {
+            self.config.pad_mode.source(j, zero_padded_len).map_or(0.0, zp)
         }
-        out
+    }
+
+    /// The frame sources of one row: the padded signal's edges (all of it for a short signal)
+    /// and the row itself for the frames inside it, so the interior is never copied.
+    fn framer<'a>(&self, x: &'a [f32]) -> Framer<'a> {
+        let lead = self.config.pad + if self.config.center { self.config.n_fft / 2 } else { 0 };
+        let padded_len = x.len() + 2 * lead;
+        let edge = lead + self.config.n_fft;
+        if padded_len <= 4 * edge {
+            let full = (0..padded_len).map(|i| self.padded_at(x, i)).collect();
+            return Framer { x, lead, head: full, tail: Vec::new(), tail_start: usize::MAX };
+        }
+        let tail_start = padded_len - edge;
+        let head = (0..edge).map(|i| self.padded_at(x, i)).collect();
+        let tail = (tail_start..padded_len).map(|i| self.padded_at(x, i)).collect();
+        Framer { x, lead, head, tail, tail_start }
     }
 
     /// Runs the STFT over `rows` signals of `len` samples (row-major in `x`) and calls
@@ -329,37 +419,67 @@ impl Spectrogram {
     where
         F: Fn(&[Complex<Fs>], &mut [f32], &mut [f32]) + Sync,
     {
+        self.run_frames_with(&*self.fft, &self.window, x, rows, len, out_len, scratch_len, sink)
+    }
+
+    /// [`Spectrogram::run_frames`] with the FFT in f32 (about 1e-7 of each frame's largest
+    /// bin of round-off; see the module comment).
+    pub(crate) fn run_frames_f32<F>(
+        &self,
+        x: &[f32],
+        rows: usize,
+        len: usize,
+        out_len: usize,
+        scratch_len: usize,
+        sink: F,
+    ) -> Result<(Vec<f32>, usize)>
+    where
+        F: Fn(&[Complex<f32>], &mut [f32], &mut [f32]) + Sync,
+    {
+        self.run_frames_with(&*self.fft32, &self.window32, x, rows, len, out_len, scratch_len, sink)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_frames_with<T: StftFloat, F>(
+        &self,
+        fft: &dyn RealToComplex<T>,
+        win: &[T],
+        x: &[f32],
+        rows: usize,
+        len: usize,
+        out_len: usize,
+        scratch_len: usize,
+        sink: F,
+    ) -> Result<(Vec<f32>, usize)>
+    where
+        F: Fn(&[Complex<T>], &mut [f32], &mut [f32]) + Sync,
+    {
         let frames = self.n_frames(len)?;
-        let padded: Vec<Vec<f32>> = if rows > 1 {
-            x.par_chunks(len).map(|r| self.padded(r)).collect()
-        } else {
-            x.chunks(len).map(|r| self.padded(r)).collect()
-        };
+        let framers: Vec<Framer> = x.chunks(len).map(|r| self.framer(r)).collect();
         let total = rows * frames;
         let mut out = vec![0.0f32; total * out_len];
         if total == 0 || out_len == 0 {
             return Ok((out, frames));
         }
         let chunk = chunk_frames(total);
-        let (n_fft, hop, off, win) = (self.config.n_fft, self.hop_length, self.win_offset, &self.window);
+        let (n_fft, hop, off) = (self.config.n_fft, self.hop_length, self.win_offset);
+        let zero = T::widen(0.0);
         out.par_chunks_mut(chunk * out_len).enumerate().for_each(|(ci, block)| {
-            let mut frame = vec![0.0 as Fs; n_fft];
-            let mut spectrum = vec![Complex::new(0.0 as Fs, 0.0); n_fft / 2 + 1];
-            let mut fft_scratch = vec![Complex::new(0.0 as Fs, 0.0); self.fft.get_scratch_len()];
+            let mut frame = vec![zero; n_fft];
+            let mut spectrum = vec![Complex::new(zero, zero); n_fft / 2 + 1];
+            let mut fft_scratch = vec![Complex::new(zero, zero); fft.get_scratch_len()];
             let mut sink_scratch = vec![0.0f32; scratch_len];
             for (j, dst) in block.chunks_mut(out_len).enumerate() {
                 let g = ci * chunk + j;
                 let (row, t) = (g / frames, g % frames);
-                let src = &padded[row][t * hop + off..t * hop + off + win.len()];
-                frame[..off].fill(0.0);
-                frame[off + win.len()..].fill(0.0);
+                let src = framers[row].window(t * hop + off, win.len());
+                frame[..off].fill(zero);
+                frame[off + win.len()..].fill(zero);
                 for ((f, &s), &w) in frame[off..off + win.len()].iter_mut().zip(src).zip(win) {
-                    *f = Fs::from(s) * w;
+                    *f = T::widen(s) * w;
                 }
                 // Lengths are right by construction, so the FFT cannot fail.
-                self.fft
-                    .process_with_scratch(&mut frame, &mut spectrum, &mut fft_scratch)
-                    .expect("realfft buffer lengths");
+                fft.process_with_scratch(&mut frame, &mut spectrum, &mut fft_scratch).expect("realfft buffer lengths");
                 sink(&spectrum, &mut sink_scratch, dst);
             }
         });
@@ -367,17 +487,19 @@ impl Spectrogram {
     }
 
     /// Writes the (power-raised) magnitude of the `n_freqs` bins of one frame into `out`.
-    pub(crate) fn magnitude_into(&self, spectrum: &[Complex<Fs>], out: &mut [f32]) {
+    pub(crate) fn magnitude_into<T: StftFloat>(&self, spectrum: &[Complex<T>], out: &mut [f32]) {
         let p = self.config.power.unwrap_or(1.0);
         let half = spectrum.len();
         let (lo, hi) = out.split_at_mut(half.min(out.len()));
         if p == 2.0 {
-            lo.iter_mut().zip(spectrum).for_each(|(o, c)| *o = (c.re * c.re + c.im * c.im) as f32);
+            lo.iter_mut().zip(spectrum).for_each(|(o, c)| *o = (c.re * c.re + c.im * c.im).narrow());
         } else if p == 1.0 {
-            lo.iter_mut().zip(spectrum).for_each(|(o, c)| *o = (c.re * c.re + c.im * c.im).sqrt() as f32);
+            lo.iter_mut().zip(spectrum).for_each(|(o, c)| *o = (c.re * c.re + c.im * c.im).to_wide().sqrt() as f32);
         } else {
-            let half_p = Fs::from(p) / 2.0;
-            lo.iter_mut().zip(spectrum).for_each(|(o, c)| *o = (c.re * c.re + c.im * c.im).powf(half_p) as f32);
+            let half_p = f64::from(p) / 2.0;
+            lo.iter_mut()
+                .zip(spectrum)
+                .for_each(|(o, c)| *o = (c.re * c.re + c.im * c.im).to_wide().powf(half_p) as f32);
         }
         // Two-sided: bin k > n_fft / 2 mirrors bin n_fft - k.
         let n_fft = self.config.n_fft;
@@ -410,7 +532,7 @@ impl Spectrogram {
         let per_row = frames * bins * pair;
         for (src, dst) in tf.chunks(per_row.max(1)).zip(out.chunks_mut(per_row.max(1))) {
             if pair == 1 {
-                transpose_into(src, frames, bins, dst);
+                par_transpose_into(src, frames, bins, dst);
             } else {
                 let src: Vec<[f32; 2]> = src.chunks(2).map(|c| [c[0], c[1]]).collect();
                 let mut tmp = vec![[0.0f32; 2]; src.len()];
