@@ -97,6 +97,22 @@ pub(crate) fn full(v: &Var) -> Result<Option<Var>> {
     }
 }
 
+/// For a normalisation (f32 op with an optional affine): input, weight and bias, each cast to
+/// f32 when it is f16/bf16 under autocast; `None` when none needs casting.
+pub(crate) fn full_norm(x: &Var, weight: Option<&Var>, bias: Option<&Var>) -> Result<Option<NormInputs>> {
+    if autocast_dtype().is_none() {
+        return Ok(None);
+    }
+    let (cx, cw, cb) = (full(x)?, weight.map(full).transpose()?.flatten(), bias.map(full).transpose()?.flatten());
+    if cx.is_none() && cw.is_none() && cb.is_none() {
+        return Ok(None);
+    }
+    Ok(Some((cx.unwrap_or_else(|| x.clone()), cw.or_else(|| weight.cloned()), cb.or_else(|| bias.cloned()))))
+}
+
+/// Input, weight and bias of a normalisation after [`full_norm`].
+pub(crate) type NormInputs = (Var, Option<Var>, Option<Var>);
+
 fn rank(d: DType) -> u8 {
     match d {
         DType::F16 | DType::BF16 => 1,

@@ -777,16 +777,8 @@ impl Var {
         bias: Option<&Var>,
         eps: f64,
     ) -> Result<Var> {
-        if crate::autocast::autocast_dtype().is_some() {
-            let x = crate::autocast::full(self)?;
-            let w = weight.map(crate::autocast::full).transpose()?.flatten();
-            let b = bias.map(crate::autocast::full).transpose()?.flatten();
-            if x.is_some() || w.is_some() || b.is_some() {
-                let x = x.unwrap_or_else(|| self.clone());
-                let w = w.or_else(|| weight.cloned());
-                let b = b.or_else(|| bias.cloned());
-                return x.layer_norm(normalized_shape, w.as_ref(), b.as_ref(), eps);
-            }
+        if let Some((x, w, b)) = crate::autocast::full_norm(self, weight, bias)? {
+            return x.layer_norm(normalized_shape, w.as_ref(), b.as_ref(), eps);
         }
         let out = self.tensor().layer_norm_with_stats(
             normalized_shape,
@@ -824,16 +816,8 @@ impl Var {
         momentum: f64,
         eps: f64,
     ) -> Result<(Var, Option<(Tensor, Tensor)>)> {
-        if crate::autocast::autocast_dtype().is_some() {
-            let x = crate::autocast::full(self)?;
-            let w = weight.map(crate::autocast::full).transpose()?.flatten();
-            let b = bias.map(crate::autocast::full).transpose()?.flatten();
-            if x.is_some() || w.is_some() || b.is_some() {
-                let x = x.unwrap_or_else(|| self.clone());
-                let w = w.or_else(|| weight.cloned());
-                let b = b.or_else(|| bias.cloned());
-                return x.batch_norm(running_mean, running_var, w.as_ref(), b.as_ref(), training, momentum, eps);
-            }
+        if let Some((x, w, b)) = crate::autocast::full_norm(self, weight, bias)? {
+            return x.batch_norm(running_mean, running_var, w.as_ref(), b.as_ref(), training, momentum, eps);
         }
         let out = self.tensor().batch_norm(
             running_mean,
