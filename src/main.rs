@@ -201,11 +201,8 @@ fn demo(
         seed,
     };
     println!(
-        "stapes demo: CRDNN ({} parameters) with CTC on {train_utterances} synthetic digit utterances, \
+        "stapes demo: a CRDNN with CTC on {train_utterances} synthetic digit utterances, \
          evaluating on {dev_utterances} held-out speakers; run directory {}",
-        stapes::speech::models::Crdnn::new(cfg.model.clone())
-            .map(|m| stapes::nn::Module::num_parameters(&m))
-            .unwrap_or(0),
         run_dir.display()
     );
     let train: Arc<dyn Dataset> = Arc::new(train);

@@ -216,6 +216,7 @@ pub fn train_ctc(
     stapes_tensor::manual_seed(cfg.seed);
     let model = Crdnn::new(cfg.model.clone())?;
     let mut opt = Adam::new(model.parameters(), AdamConfig { lr: cfg.base_lr, ..AdamConfig::adam() })?;
+    progress(&format!("model: CRDNN with {} parameters", model.num_parameters()));
     let mut sched = CyclicLR::new(CyclicLRConfig {
         base_lr: cfg.base_lr,
         max_lr: cfg.max_lr,
@@ -266,7 +267,7 @@ pub fn train_ctc(
                 return Err(Error::invalid(OP, format!("loss became {l} at step {step}")));
             }
             loss.backward()?;
-            let gnorm = clip_grad_norm(&model.parameters(), cfg.clip_norm, 2.0, false)?;
+            let gnorm = clip_grad_norm(opt.params(), cfg.clip_norm, 2.0, false)?;
             opt.apply_schedule(&sched);
             opt.step()?;
             sched.step();
