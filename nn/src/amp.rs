@@ -6,6 +6,7 @@
 //! use stapes_autograd::Var;
 //! use stapes_nn::amp::{autocast, GradScaler, GradScalerConfig};
 //! use stapes_nn::layers::Linear;
+//! use stapes_nn::optim::{Optimizer, Sgd, SgdConfig};
 //! use stapes_nn::{Forward, Module};
 //! use stapes_tensor::{DType, Device, Tensor};
 //!
@@ -16,13 +17,8 @@
 //! let loss = autocast(DType::BF16, || model.forward(&x)?.sqr()?.mean_all())??;
 //! scaler.scale(&loss)?.backward()?;
 //! let params = model.parameters();
-//! let stepped = scaler.step(&params, || {
-//!     for p in &params {
-//!         let g = p.grad().unwrap();
-//!         p.set_tensor(p.tensor().sub(&g.mul_scalar(0.1)?)?)?;
-//!     }
-//!     Ok(())
-//! })?;
+//! let mut opt = Sgd::new(params.clone(), SgdConfig { lr: 0.1, ..SgdConfig::default() })?;
+//! let stepped = scaler.step(&params, || opt.step())?;
 //! scaler.update()?;
 //! assert!(stepped);
 //! # Ok::<(), stapes_tensor::Error>(())
