@@ -19,12 +19,18 @@ impl Module for Mlp {
     }
 }
 
+/// The parameters come from a generator of their own, not the process-wide one: tests run in
+/// parallel, and two models built "with the same seed" must really be equal.
 fn mlp(seed: u64, dtype: DType) -> Mlp {
-    stapes_tensor::manual_seed(seed);
     let m = Mlp {
         l1: Linear::new_with(4, 5, true, DType::F32, &Device::Cpu).unwrap(),
         l2: Linear::new_with(5, 3, true, DType::F32, &Device::Cpu).unwrap(),
     };
+    let mut g = stapes_tensor::Generator::new(seed);
+    for p in m.parameters() {
+        let b = 1.0 / (*p.dims().last().unwrap_or(&1) as f64).sqrt();
+        p.set_tensor(Tensor::rand_with(&mut g, -b, b, p.dims(), DType::F32, &Device::Cpu).unwrap()).unwrap();
+    }
     m.to_dtype(dtype).unwrap();
     m
 }
