@@ -1,14 +1,22 @@
 //! The `stapes` command.
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use stapes::speech::audio::write_wav;
+use stapes::speech::config::RunConfig;
 use stapes::speech::data::{Dataset, Vocab};
-use stapes::speech::models::CrdnnConfig;
+use stapes::speech::decode::greedy_decode_batch;
+use stapes::speech::infer::{transcribe_file, SegmentOptions};
 use stapes::speech::synth::{SynthConfig, SyntheticDigits, DIGITS};
-use stapes::speech::train::{open_corpus, split_corpus, train_ctc, TrainConfig};
-use std::path::PathBuf;
+use stapes::speech::train::{
+    evaluate_with, filter_by_duration, load_run, open_corpus, small_crdnn, split_corpus, train_ctc, TrainEvent,
+    TrainOptions,
+};
+use stapes::tensor::{Result as TResult, Tensor};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(name = "stapes", version, about = "A GPU tensor engine with autograd and a speech stack")]
@@ -41,34 +49,80 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Train a CRDNN with CTC on a corpus: a JSONL/CSV manifest (audio, text[, duration]) or a
-    /// LibriSpeech-layout folder; evaluates greedy CER/WER on a dev set after every epoch.
+    /// Train a CTC recogniser (CRDNN or DeepSpeech2, from a TOML configuration) on a JSONL/CSV
+    /// manifest (audio, text[, duration]) or a LibriSpeech-layout folder; evaluates greedy
+    /// CER/WER on a dev set after every epoch. `--resume` continues an interrupted run.
     Train {
-        /// Training data: a `.jsonl`/`.csv` manifest or a LibriSpeech folder.
+        /// The run configuration (TOML; see `stapes::speech::config`). Defaults: the reference
+        /// CRDNN recipe.
         #[arg(long)]
-        data: PathBuf,
-        /// Dev data (same forms); without it, every 20th training utterance is held out.
+        config: Option<PathBuf>,
+        /// Training data: a `.jsonl`/`.csv` manifest or a LibriSpeech folder (with `--resume`:
+        /// taken from the run directory unless given).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Dev data (same forms); without it, a fraction of the training data is held out.
         #[arg(long)]
         dev: Option<PathBuf>,
-        /// The run directory (config, log, checkpoint, best model).
+        /// The run directory.
         #[arg(long)]
         run_dir: PathBuf,
-        /// Maximum epochs.
-        #[arg(long, default_value_t = 10)]
-        epochs: usize,
-        /// Wall-time budget in seconds (training stops after the epoch that exceeds it).
-        #[arg(long, default_value_t = 1e12)]
-        max_seconds: f64,
+        /// Continue the run in `--run-dir` from its last checkpoint, with its own configuration.
+        #[arg(long)]
+        resume: bool,
+        /// Override `training.epochs`.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Override `training.batch_size`.
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Override `training.seed`.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Override `training.checkpoint_every_steps`.
+        #[arg(long)]
+        checkpoint_every: Option<usize>,
+        /// Stop after the epoch in which this session has run this many seconds.
+        #[arg(long)]
+        max_seconds: Option<f64>,
+        /// Use the demo's small CRDNN on 40 mels instead of the configured model.
+        #[arg(long)]
+        small: bool,
+        /// Turn off speed perturbation and SpecAugment.
+        #[arg(long)]
+        no_augment: bool,
+    },
+    /// Decode a data set with a trained run and report WER and CER with their substitution,
+    /// deletion and insertion counts.
+    Eval {
+        /// The run directory of `stapes train`.
+        #[arg(long)]
+        run: PathBuf,
+        /// A manifest or LibriSpeech folder.
+        #[arg(long)]
+        data: PathBuf,
         /// Utterances per batch.
         #[arg(long, default_value_t = 16)]
         batch_size: usize,
-        /// Use the demo's small CRDNN (16/32 channels, BiLSTM 128, 40 mels) instead of the
-        /// reference baseline (64/128/256 channels, BiLSTM 512, 80 mels).
+        /// Print every reference and hypothesis.
         #[arg(long)]
-        small: bool,
-        /// Random seed.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        verbose: bool,
+    },
+    /// Transcribe audio files with a trained run; long recordings are split at pauses by the
+    /// VAD and each segment is printed with its times.
+    Transcribe {
+        /// The run directory of `stapes train`.
+        #[arg(long)]
+        run: PathBuf,
+        /// Audio files (WAV, FLAC, OGG, MP3).
+        #[arg(required = true)]
+        audio: Vec<PathBuf>,
+        /// Decode each file whole (no VAD), cut only at `--max-segment` seconds.
+        #[arg(long)]
+        no_vad: bool,
+        /// Longest piece decoded at once, in seconds.
+        #[arg(long, default_value_t = 20.0)]
+        max_segment: f64,
     },
     /// Print the build's devices and thread count.
     Info,
@@ -79,9 +133,38 @@ fn main() -> anyhow::Result<()> {
         Command::Demo { run_dir, train_utterances, dev_utterances, epochs, max_seconds, seed } => {
             demo(run_dir, train_utterances, dev_utterances, epochs, max_seconds, seed)
         }
-        Command::Train { data, dev, run_dir, epochs, max_seconds, batch_size, small, seed } => {
-            train(&data, dev.as_deref(), &run_dir, epochs, max_seconds, batch_size, small, seed)
+        Command::Train {
+            config,
+            data,
+            dev,
+            run_dir,
+            resume,
+            epochs,
+            batch_size,
+            seed,
+            checkpoint_every,
+            max_seconds,
+            small,
+            no_augment,
+        } => {
+            let args = TrainArgs {
+                config,
+                data,
+                dev,
+                run_dir,
+                resume,
+                epochs,
+                batch_size,
+                seed,
+                checkpoint_every,
+                max_seconds,
+                small,
+                no_augment,
+            };
+            train(args)
         }
+        Command::Eval { run, data, batch_size, verbose } => eval(&run, &data, batch_size, verbose),
+        Command::Transcribe { run, audio, no_vad, max_segment } => transcribe(&run, &audio, no_vad, max_segment),
         Command::Info => info(),
     }
 }
@@ -93,72 +176,282 @@ fn info() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The demo's small CRDNN, or the reference baseline, for `vocab_size` outputs.
-fn model_config(small: bool, vocab_size: usize) -> CrdnnConfig {
-    if small {
-        CrdnnConfig {
-            n_features: 40,
-            conv_channels: vec![16, 32],
-            time_pool: vec![2, 1],
-            rnn_hidden: 128,
-            rnn_layers: 2,
-            rnn_dropout: 0.1,
-            vocab_size,
+// ------------------------------------------------------------------------------------------------
+// Progress display
+// ------------------------------------------------------------------------------------------------
+
+/// Shows [`TrainEvent`]s: a progress bar per epoch on a terminal (loss, learning rate,
+/// utterances per second, ETA), plain lines every few batches otherwise (logs, CI).
+struct Progress {
+    bar: Option<ProgressBar>,
+    quiet_every: usize,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress { bar: None, quiet_every: 10 }
+    }
+
+    fn line(&self, s: &str) {
+        match &self.bar {
+            Some(b) if !b.is_hidden() => b.println(s),
+            _ => println!("{s}"),
         }
-    } else {
-        CrdnnConfig { vocab_size, ..CrdnnConfig::default() }
+    }
+
+    fn event(&mut self, e: &TrainEvent) {
+        match e {
+            TrainEvent::Start { model, parameters, train_utterances, dev_utterances, resumed } => {
+                self.line(&format!(
+                    "  model: {model} with {parameters} parameters; {train_utterances} training and \
+                     {dev_utterances} dev utterances"
+                ));
+                if let Some((epoch, batches, step)) = resumed {
+                    self.line(&format!("  resuming at epoch {epoch}, after batch {batches} of it (step {step})"));
+                }
+            }
+            TrainEvent::EpochStart { epoch, epochs, batches, done } => {
+                let bar = ProgressBar::with_draw_target(Some(*batches as u64), ProgressDrawTarget::stderr());
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "  {prefix} [{bar:30.cyan/blue}] {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                bar.set_prefix(format!("epoch {epoch}/{epochs}"));
+                bar.set_position(*done as u64);
+                bar.reset_eta();
+                bar.enable_steady_tick(Duration::from_millis(250));
+                self.bar = Some(bar);
+            }
+            TrainEvent::Step { epoch, batch, batches, step, loss, lr, grad_norm, utterances_per_s, loss_scale } => {
+                let scale = loss_scale.map(|s| format!(" scale {s:.0}")).unwrap_or_default();
+                let msg = format!("loss {loss:.3} lr {lr:.2e} {utterances_per_s:.1} utt/s{scale}");
+                match &self.bar {
+                    Some(b) if !b.is_hidden() => {
+                        b.set_position(*batch as u64);
+                        b.set_message(msg);
+                    }
+                    _ => {
+                        if *batch == 1 || batch % self.quiet_every == 0 || batch == batches {
+                            println!(
+                                "  epoch {epoch} batch {batch}/{batches} step {step} {msg} grad-norm {grad_norm:.2}"
+                            );
+                        }
+                    }
+                }
+            }
+            TrainEvent::Evaluating { .. } => {
+                if let Some(b) = &self.bar {
+                    b.set_message("evaluating on the dev set");
+                }
+            }
+            TrainEvent::EpochEnd(log) => {
+                if let Some(b) = self.bar.take() {
+                    b.finish_and_clear();
+                }
+                println!(
+                    "  epoch {}: train loss {:.3}, dev CER {:.2}% WER {:.2}%, {:.1} utt/s ({:.0}s)",
+                    log.epoch,
+                    log.train_loss,
+                    100.0 * log.dev_cer,
+                    100.0 * log.dev_wer,
+                    log.utterances_per_s,
+                    log.elapsed_s
+                );
+            }
+            TrainEvent::Checkpoint { .. } => {}
+            TrainEvent::Message(m) => self.line(&format!("  {m}")),
+        }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn train(
-    data: &std::path::Path,
-    dev: Option<&std::path::Path>,
-    run_dir: &std::path::Path,
-    epochs: usize,
-    max_seconds: f64,
-    batch_size: usize,
+// ------------------------------------------------------------------------------------------------
+// train
+// ------------------------------------------------------------------------------------------------
+
+struct TrainArgs {
+    config: Option<PathBuf>,
+    data: Option<PathBuf>,
+    dev: Option<PathBuf>,
+    run_dir: PathBuf,
+    resume: bool,
+    epochs: Option<usize>,
+    batch_size: Option<usize>,
+    seed: Option<u64>,
+    checkpoint_every: Option<usize>,
+    max_seconds: Option<f64>,
     small: bool,
-    seed: u64,
-) -> anyhow::Result<()> {
-    let corpus = open_corpus(data).with_context(|| format!("opening {}", data.display()))?;
-    let (train_set, dev_set, vocab) = match dev {
+    no_augment: bool,
+}
+
+/// The data of a run, kept in `run.json` so that `--resume` needs only the run directory.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RunData {
+    data: PathBuf,
+    dev: Option<PathBuf>,
+}
+
+fn train(a: TrainArgs) -> anyhow::Result<()> {
+    let run_json = a.run_dir.join("run.json");
+    let (mut cfg, data, dev) = if a.resume {
+        if a.config.is_some() || a.small || a.no_augment {
+            bail!("--resume continues with the run's own config.toml; leave out --config, --small and --no-augment");
+        }
+        let cfg = RunConfig::from_toml_file(a.run_dir.join("config.toml"))
+            .with_context(|| format!("resuming {}", a.run_dir.display()))?;
+        let saved: Option<RunData> = std::fs::read_to_string(&run_json)
+            .ok()
+            .map(|t| serde_json::from_str(&t))
+            .transpose()
+            .with_context(|| format!("reading {}", run_json.display()))?;
+        let data = a.data.clone().or_else(|| saved.as_ref().map(|s| s.data.clone()));
+        let dev = a.dev.clone().or_else(|| saved.and_then(|s| s.dev));
+        let data = data.with_context(|| format!("no --data given and no {} to take it from", run_json.display()))?;
+        (cfg, data, dev)
+    } else {
+        let cfg = match &a.config {
+            Some(p) => RunConfig::from_toml_file(p)?,
+            None => RunConfig::default(),
+        };
+        let data = a.data.clone().context("--data is required (a manifest or a LibriSpeech folder)")?;
+        (cfg, data, a.dev.clone())
+    };
+    if a.small {
+        cfg.model = small_crdnn();
+        cfg.features.n_mels = 40;
+    }
+    if a.no_augment {
+        cfg.augment = stapes::speech::config::AugmentConfig::none();
+    }
+    if let Some(e) = a.epochs {
+        cfg.training.epochs = e;
+    }
+    if let Some(b) = a.batch_size {
+        cfg.training.batch_size = b;
+    }
+    if let Some(s) = a.seed {
+        cfg.training.seed = s;
+    }
+    if let Some(c) = a.checkpoint_every {
+        cfg.training.checkpoint_every_steps = c;
+    }
+    cfg.validate()?;
+
+    let corpus = open_corpus(&data).with_context(|| format!("opening {}", data.display()))?;
+    let (train_set, dev_set, vocab) = match &dev {
         Some(d) => {
-            let dev = open_corpus(d).with_context(|| format!("opening {}", d.display()))?;
+            let dv = open_corpus(d).with_context(|| format!("opening {}", d.display()))?;
             let all: Vec<String> =
-                corpus.dataset.entries().iter().chain(dev.dataset.entries()).map(|e| e.transcript.clone()).collect();
-            (corpus.dataset, dev.dataset, Vocab::from_transcripts(all.iter().map(|s| s.as_str())))
+                corpus.dataset.entries().iter().chain(dv.dataset.entries()).map(|e| e.transcript.clone()).collect();
+            (corpus.dataset, dv.dataset, Vocab::from_transcripts(all.iter().map(|s| s.as_str())))
         }
         None => {
-            let (t, d) = split_corpus(&corpus.dataset, 0.05)?;
+            let (t, d) = split_corpus(&corpus.dataset, cfg.training.dev_fraction)?;
             (t, d, corpus.vocab)
         }
     };
-    let model = model_config(small, vocab.len());
-    let cfg = TrainConfig {
-        n_mels: model.n_features,
-        model,
-        batch_size,
-        epochs,
-        max_seconds,
-        base_lr: 1e-5,
-        max_lr: 1e-4,
-        step_size_up: 2000,
-        clip_norm: 5.0,
-        workers: 2,
-        seed,
+    let vocab = if a.resume {
+        let saved = stapes::speech::train::load_vocab(&a.run_dir)?;
+        if saved != vocab {
+            bail!(
+                "the data's characters {:?} differ from the run's vocab.json {:?}",
+                vocab.chars().iter().collect::<String>(),
+                saved.chars().iter().collect::<String>()
+            );
+        }
+        saved
+    } else {
+        vocab
     };
+    let train_set = filter_by_duration(train_set, cfg.training.max_duration_s);
+    std::fs::create_dir_all(&a.run_dir).with_context(|| format!("creating {}", a.run_dir.display()))?;
+    let rd = serde_json::to_string_pretty(&RunData { data: abs(&data), dev: dev.as_deref().map(abs) })?;
+    stapes::nn::checkpoint::write_atomic(&run_json, rd.as_bytes())?;
     println!(
         "stapes train: {} training and {} dev utterances, {} output classes; run directory {}",
         train_set.len(),
         dev_set.len(),
         vocab.len(),
-        run_dir.display()
+        a.run_dir.display()
     );
-    let report = train_ctc(&cfg, Arc::new(train_set), Arc::new(dev_set), &vocab, run_dir, |l| println!("  {l}"))?;
+    let mut progress = Progress::new();
+    let opts = TrainOptions { resume: a.resume, max_seconds: a.max_seconds };
+    let report =
+        train_ctc(&cfg, Arc::new(train_set), Arc::new(dev_set), &vocab, &a.run_dir, &opts, |e| progress.event(e))?;
     println!("best dev CER {:.2}%; outputs in {}", 100.0 * report.best_cer, report.run_dir.display());
     Ok(())
 }
+
+fn abs(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+// ------------------------------------------------------------------------------------------------
+// eval and transcribe
+// ------------------------------------------------------------------------------------------------
+
+fn eval(run: &Path, data: &Path, batch_size: usize, verbose: bool) -> anyhow::Result<()> {
+    let loaded = load_run(run).with_context(|| format!("loading the run {}", run.display()))?;
+    let corpus = open_corpus(data).with_context(|| format!("opening {}", data.display()))?;
+    let missing: String = corpus.vocab.chars().iter().filter(|c| !loaded.vocab.chars().contains(c)).collect();
+    if !missing.is_empty() {
+        bail!("the data's transcripts use characters the model cannot emit: {missing:?}");
+    }
+    let n = corpus.dataset.len();
+    let blank = loaded.vocab.blank() as usize;
+    let t0 = Instant::now();
+    let ds: Arc<dyn Dataset> = Arc::new(corpus.dataset);
+    let ev = evaluate_with(&loaded.model, ds, &loaded.vocab, loaded.config.features.n_mels, batch_size, |lp, l| {
+        greedy_decode_batch(lp, l, blank, true)
+    })?;
+    if verbose {
+        for (r, h) in &ev.pairs {
+            println!("REF: {r}\nHYP: {h}\n");
+        }
+    }
+    println!("{n} utterances decoded (greedy) in {:.1}s", t0.elapsed().as_secs_f64());
+    for (name, c) in [("WER", &ev.wer), ("CER", &ev.cer)] {
+        println!(
+            "{name} {:.2}% ({} errors / {} reference tokens: {} substitutions, {} deletions, {} insertions)",
+            100.0 * c.rate(),
+            c.errors(),
+            c.reference_len,
+            c.substitutions,
+            c.deletions,
+            c.insertions
+        );
+    }
+    Ok(())
+}
+
+fn transcribe(run: &Path, audio: &[PathBuf], no_vad: bool, max_segment: f64) -> anyhow::Result<()> {
+    let loaded = load_run(run).with_context(|| format!("loading the run {}", run.display()))?;
+    let opts = SegmentOptions {
+        vad: if no_vad { None } else { SegmentOptions::default().vad },
+        max_segment_s: max_segment,
+        ..SegmentOptions::default()
+    };
+    let blank = loaded.vocab.blank() as usize;
+    let greedy = |lp: &Tensor, l: &[usize]| -> TResult<Vec<Vec<usize>>> { greedy_decode_batch(lp, l, blank, true) };
+    for path in audio {
+        let segs = transcribe_file(&loaded.model, &loaded.vocab, loaded.config.features.n_mels, path, &opts, greedy)
+            .with_context(|| format!("transcribing {}", path.display()))?;
+        let text: Vec<&str> = segs.iter().map(|s| s.text.trim()).filter(|t| !t.is_empty()).collect();
+        println!("{}: {}", path.display(), text.join(" "));
+        if segs.len() > 1 {
+            for s in &segs {
+                println!("  [{:7.2}s - {:7.2}s] {}", s.start, s.end, s.text.trim());
+            }
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// demo
+// ------------------------------------------------------------------------------------------------
 
 fn demo(
     run_dir: Option<PathBuf>,
@@ -179,27 +472,29 @@ fn demo(
         ..SynthConfig::default()
     })?;
     // Held-out speakers: another corpus seed draws other pitches, vocal tracts, rates and noise.
-    let dev = SyntheticDigits::new(SynthConfig {
-        seed: 9_000_000 + seed,
-        num_utterances: dev_utterances,
-        ..SynthConfig::default()
-    })?;
+    let dev_cfg = SynthConfig { seed: 9_000_000 + seed, num_utterances: dev_utterances, ..SynthConfig::default() };
+    let dev = SyntheticDigits::new(dev_cfg.clone())?;
     let all_words = DIGITS.join(" ");
     let vocab = Vocab::from_transcripts([all_words.as_str()]);
-    let n_mels = 40;
-    let cfg = TrainConfig {
-        model: model_config(true, vocab.len()),
-        n_mels,
-        batch_size: 16,
-        epochs,
-        max_seconds,
+    let mut cfg = RunConfig::default();
+    cfg.model = small_crdnn();
+    cfg.features.n_mels = 40;
+    cfg.training.batch_size = 16;
+    cfg.training.epochs = epochs;
+    cfg.training.max_seconds = Some(max_seconds);
+    cfg.training.workers = 1;
+    cfg.training.seed = seed;
+    cfg.training.checkpoint_every_steps = 0;
+    cfg.schedule = stapes::speech::config::ScheduleConfig::Cyclic {
         base_lr: 3e-4,
         max_lr: 3e-3,
         step_size_up: 300,
-        clip_norm: 5.0,
-        workers: 1,
-        seed,
+        step_size_down: None,
+        mode: stapes::speech::config::CyclicModeName::Triangular2,
+        gamma: 1.0,
     };
+    // The synthetic corpus is clean and small: no augmentation, so the demo converges fast.
+    cfg.augment = stapes::speech::config::AugmentConfig::none();
     println!(
         "stapes demo: a CRDNN with CTC on {train_utterances} synthetic digit utterances, \
          evaluating on {dev_utterances} held-out speakers; run directory {}",
@@ -207,13 +502,32 @@ fn demo(
     );
     let train: Arc<dyn Dataset> = Arc::new(train);
     let dev: Arc<dyn Dataset> = Arc::new(dev);
-    let report = train_ctc(&cfg, train, dev, &vocab, &run_dir, |line| println!("  {line}"))
+    let mut progress = Progress::new();
+    let report = train_ctc(&cfg, train, dev.clone(), &vocab, &run_dir, &TrainOptions::default(), |e| progress.event(e))
         .context("training the demo model")?;
-    println!("\nexamples (held-out speakers):");
-    for (r, h) in &report.examples {
-        println!("  reference: {r:<40} hypothesis: {h}");
-    }
     let last = report.epochs.last().context("no epoch ran")?;
+
+    // Transcribe a few held-out recordings from disk, as `stapes transcribe` would.
+    let ex_dir = run_dir.join("examples");
+    std::fs::create_dir_all(&ex_dir)?;
+    let loaded = load_run(&run_dir)?;
+    let blank = loaded.vocab.blank() as usize;
+    println!("\ntranscribing held-out recordings (best model, VAD segmentation):");
+    for i in 0..dev.len().min(4) {
+        let u = dev.get(i)?;
+        let wav = ex_dir.join(format!("{}.wav", u.id));
+        write_wav(&wav, &u.audio, u.sample_rate)?;
+        let segs = transcribe_file(
+            &loaded.model,
+            &loaded.vocab,
+            loaded.config.features.n_mels,
+            &wav,
+            &SegmentOptions::default(),
+            |lp, l| greedy_decode_batch(lp, l, blank, true),
+        )?;
+        let hyp: Vec<&str> = segs.iter().map(|s| s.text.trim()).collect();
+        println!("  {}\n    reference:  {}\n    hypothesis: {}", wav.display(), u.transcript, hyp.join(" "));
+    }
     println!(
         "\nbest dev CER {:.2}% (last epoch: CER {:.2}%, WER {:.2}%) after {:.0}s",
         100.0 * report.best_cer,
@@ -222,8 +536,10 @@ fn demo(
         t0.elapsed().as_secs_f64()
     );
     println!("outputs in {}:", report.run_dir.display());
-    for f in ["config.json", "log.jsonl", "checkpoint.safetensors", "best_model.safetensors"] {
+    for f in ["config.toml", "vocab.json", "log.jsonl", "checkpoint.safetensors", "best_model.safetensors", "examples/"]
+    {
         println!("  {}", report.run_dir.join(f).display());
     }
+    println!("try: stapes transcribe --run {} {}", report.run_dir.display(), ex_dir.join("<file>.wav").display());
     Ok(())
 }

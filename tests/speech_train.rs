@@ -1,53 +1,69 @@
 //! The training loop end to end on a tiny synthetic corpus: it trains (the loss falls), writes
-//! the run directory (config, log, checkpoint, best model), and the saved model loads back
-//! into a fresh CRDNN by name and decodes the same as the trained one.
+//! the run directory (config, vocabulary, log, checkpoint, best model), the saved run loads
+//! back and decodes the same as the trained model, and DeepSpeech2 trains through the same
+//! loop.
 
 use stapes::nn::checkpoint::{load_module, Checkpoint};
 use stapes::nn::Module;
+use stapes::speech::config::{AugmentConfig, RunConfig, ScheduleConfig};
 use stapes::speech::data::{Dataset, Vocab};
-use stapes::speech::models::{Crdnn, CrdnnConfig};
+use stapes::speech::models::{AcousticModel, CrdnnConfig, DeepSpeech2Config, ModelConfig, RnnType};
 use stapes::speech::synth::{SynthConfig, SyntheticDigits, DIGITS};
-use stapes::speech::train::{evaluate, train_ctc, TrainConfig};
+use stapes::speech::train::{evaluate, load_run, train_ctc, TrainEvent, TrainOptions};
 use std::sync::Arc;
 
-#[test]
-fn tiny_run_trains_and_writes_its_run_directory() {
+fn tiny_config(model: ModelConfig) -> RunConfig {
+    let mut cfg = RunConfig { model, ..RunConfig::default() };
+    cfg.features.n_mels = 16;
+    cfg.training.batch_size = 8;
+    cfg.training.epochs = 3;
+    cfg.training.workers = 1;
+    cfg.training.seed = 3;
+    cfg.schedule = ScheduleConfig::Constant { lr: 3e-3 };
+    cfg.augment = AugmentConfig {
+        speed_factors: vec![0.9, 1.0, 1.1],
+        time_masks: 1,
+        time_mask_param: 5,
+        freq_masks: 1,
+        freq_mask_param: 3,
+    };
+    cfg.logging.tensorboard = false;
+    cfg.logging.plots = false;
+    cfg
+}
+
+fn corpus() -> (Arc<dyn Dataset>, Arc<dyn Dataset>, Vocab) {
     let words = DIGITS.join(" ");
     let vocab = Vocab::from_transcripts([words.as_str()]);
     let synth =
         |seed, n| SyntheticDigits::new(SynthConfig { seed, num_utterances: n, max_words: 2, ..SynthConfig::default() });
-    let train: Arc<dyn Dataset> = Arc::new(synth(1, 48).unwrap());
-    let dev: Arc<dyn Dataset> = Arc::new(synth(2, 8).unwrap());
-    let model = CrdnnConfig {
-        n_features: 16,
+    (Arc::new(synth(1, 48).unwrap()), Arc::new(synth(2, 8).unwrap()), vocab)
+}
+
+#[test]
+fn tiny_run_trains_and_writes_its_run_directory() {
+    let (train, dev, vocab) = corpus();
+    let cfg = tiny_config(ModelConfig::Crdnn(CrdnnConfig {
         conv_channels: vec![4],
         time_pool: vec![2],
         rnn_hidden: 16,
         rnn_layers: 1,
         rnn_dropout: 0.0,
-        vocab_size: vocab.len(),
-    };
-    let cfg = TrainConfig {
-        model: model.clone(),
-        n_mels: 16,
-        batch_size: 8,
-        epochs: 3,
-        max_seconds: 600.0,
-        base_lr: 1e-3,
-        max_lr: 5e-3,
-        step_size_up: 6,
-        clip_norm: 5.0,
-        workers: 1,
-        seed: 3,
-    };
+        ..CrdnnConfig::default()
+    }));
     let dir = std::env::temp_dir().join(format!("stapes-train-{}", std::process::id()));
-    let mut lines = 0;
-    let report = train_ctc(&cfg, train, dev.clone(), &vocab, &dir, |_| lines += 1).unwrap();
+    let mut steps = 0;
+    let report = train_ctc(&cfg, train, dev.clone(), &vocab, &dir, &TrainOptions::default(), |e| {
+        if matches!(e, TrainEvent::Step { .. }) {
+            steps += 1
+        }
+    })
+    .unwrap();
     assert_eq!(report.epochs.len(), 3);
-    assert!(lines >= 6);
+    assert_eq!(steps, 18);
     let (first, last) = (report.epochs[0].train_loss, report.epochs[2].train_loss);
     assert!(first.is_finite() && last < first, "the loss must fall: {first} -> {last}");
-    for f in ["config.json", "log.jsonl", "checkpoint.safetensors", "best_model.safetensors"] {
+    for f in ["config.toml", "vocab.json", "log.jsonl", "checkpoint.safetensors", "best_model.safetensors"] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
     let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
@@ -55,12 +71,88 @@ fn tiny_run_trains_and_writes_its_run_directory() {
     let ck = Checkpoint::load(dir.join("checkpoint.safetensors")).unwrap();
     assert_eq!(ck.step, 3 * 6);
 
-    // The last checkpoint's model reloads into a fresh CRDNN and decodes like the trained one.
-    let fresh = Crdnn::new(model).unwrap();
+    // The written config reads back as the one used (sizes filled in from the data).
+    let saved = RunConfig::from_toml_file(dir.join("config.toml")).unwrap();
+    assert_eq!(saved, report.config);
+    assert_eq!(saved.model.vocab_size(), vocab.len());
+    assert_eq!(saved.model.n_features(), 16);
+
+    // The last checkpoint's model reloads into a fresh model and decodes like the trained one.
+    let fresh = AcousticModel::new(&saved.model).unwrap();
     fresh.load_state_dict(&ck.model, true).unwrap();
     let a = evaluate(&report.model, dev.clone(), &vocab, 16, 4).unwrap();
-    let b = evaluate(&fresh, dev, &vocab, 16, 4).unwrap();
+    let b = evaluate(&fresh, dev.clone(), &vocab, 16, 4).unwrap();
     assert_eq!(a, b);
     load_module(dir.join("best_model.safetensors"), &fresh, true).unwrap();
+    let run = load_run(&dir).unwrap();
+    assert_eq!(run.vocab, vocab);
+    let c = evaluate(&run.model, dev, &vocab, 16, 4).unwrap();
+    assert_eq!(
+        c,
+        evaluate(
+            &fresh,
+            Arc::new(
+                SyntheticDigits::new(SynthConfig {
+                    seed: 2,
+                    num_utterances: 8,
+                    max_words: 2,
+                    ..SynthConfig::default()
+                })
+                .unwrap()
+            ),
+            &vocab,
+            16,
+            4
+        )
+        .unwrap()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn deepspeech2_trains_through_the_same_loop() {
+    let (train, dev, vocab) = corpus();
+    let cfg = tiny_config(ModelConfig::DeepSpeech2(DeepSpeech2Config {
+        conv_channels: vec![4, 4],
+        conv_kernels: vec![[5, 7], [5, 5]],
+        conv_strides: vec![[2, 2], [1, 2]],
+        rnn_type: RnnType::Gru,
+        rnn_hidden: 16,
+        rnn_layers: 2,
+        ..DeepSpeech2Config::default()
+    }));
+    let dir = std::env::temp_dir().join(format!("stapes-train-ds2-{}", std::process::id()));
+    let report = train_ctc(&cfg, train, dev, &vocab, &dir, &TrainOptions::default(), |_| {}).unwrap();
+    let (first, last) = (report.epochs[0].train_loss, report.epochs[2].train_loss);
+    assert!(first.is_finite() && last < first, "the loss must fall: {first} -> {last}");
+    let run = load_run(&dir).unwrap();
+    assert!(matches!(run.config.model, ModelConfig::DeepSpeech2(_)));
+    assert!(run.model.named_parameters().iter().any(|(n, _)| n == "rnn.weight_ih_l1_reverse"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_runs_are_errors() {
+    let (train, dev, vocab) = corpus();
+    let dir = std::env::temp_dir().join(format!("stapes-train-bad-{}", std::process::id()));
+    let cfg = tiny_config(ModelConfig::default());
+    // Nothing to resume from.
+    let e = train_ctc(
+        &cfg,
+        train.clone(),
+        dev.clone(),
+        &vocab,
+        &dir,
+        &TrainOptions { resume: true, max_seconds: None },
+        |_| {},
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("checkpoint"), "{e}");
+    let mut bad = cfg.clone();
+    bad.training.batch_size = 0;
+    assert!(train_ctc(&bad, train, dev, &vocab, &dir, &TrainOptions::default(), |_| {}).is_err());
+    assert!(load_run(&dir.join("missing")).is_err());
     std::fs::remove_dir_all(&dir).ok();
 }

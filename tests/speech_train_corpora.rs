@@ -17,7 +17,8 @@ fn train(data: &Path, run_dir: &Path) {
     let log = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "stapes train failed:\n{log}");
     assert!(log.contains("dev CER"), "{log}");
-    for f in ["config.json", "log.jsonl", "checkpoint.safetensors", "best_model.safetensors"] {
+    for f in ["config.toml", "vocab.json", "run.json", "log.jsonl", "checkpoint.safetensors", "best_model.safetensors"]
+    {
         assert!(run_dir.join(f).is_file(), "{f} missing after training on {}:\n{log}", data.display());
     }
 }
@@ -32,6 +33,40 @@ fn trains_on_a_manifest_and_on_a_librispeech_folder() {
             .unwrap();
     let manifest = synth.write_corpus(dir.join("synth")).unwrap();
     train(&manifest, &dir.join("run-manifest"));
+
+    // The trained run decodes a data set (`stapes eval`) and audio files (`stapes transcribe`).
+    let out = Command::new(env!("CARGO_BIN_EXE_stapes"))
+        .args(["eval", "--run"])
+        .arg(dir.join("run-manifest"))
+        .arg("--data")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stapes eval failed:\n{log}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(log.contains("12 utterances decoded") && log.contains("WER") && log.contains("substitutions"), "{log}");
+    let wav = std::fs::read_dir(dir.join("synth").join("wav"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "wav"))
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stapes"))
+        .args(["transcribe", "--run"])
+        .arg(dir.join("run-manifest"))
+        .arg(&wav)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stapes transcribe failed:\n{log}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(log.starts_with(&format!("{}:", wav.display())), "{log}");
+    let out = Command::new(env!("CARGO_BIN_EXE_stapes"))
+        .args(["transcribe", "--run"])
+        .arg(dir.join("run-manifest"))
+        .arg(dir.join("nothing.wav"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing.wav"));
 
     // A LibriSpeech-layout folder built from the committed FLAC fixture.
     let chapter = dir.join("libri").join("19").join("198");

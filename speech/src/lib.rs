@@ -8,9 +8,11 @@
 
 pub mod audio;
 pub mod augment;
+pub mod config;
 pub mod data;
 pub mod decode;
 pub mod features;
+pub mod infer;
 pub mod metrics;
 pub mod models;
 pub mod perturb;

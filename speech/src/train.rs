@@ -1,11 +1,29 @@
-//! Training a CTC recogniser: the loop behind `stapes demo` (and, later, `stapes train`).
+//! Training a CTC recogniser: the loop behind `stapes train` and `stapes demo`.
 //!
-//! [`train_ctc`] trains a [`Crdnn`] on any [`Dataset`] with on-the-fly log-mel features
-//! (per-utterance mean/variance normalised), CTC over characters, Adam with CyclicLR
-//! (triangular2), gradient clipping, greedy-decoding evaluation (CER/WER) on a dev set each
-//! epoch, and a run directory holding the configuration, a checkpoint per epoch (atomic), the
-//! best model's `state_dict` and a JSON-lines log.
+//! [`train_ctc`] trains an [`AcousticModel`] (CRDNN or DeepSpeech2) described by a
+//! [`RunConfig`] on any [`Dataset`]: on-the-fly log-mel features (per-utterance mean/variance
+//! normalised) with speed perturbation and SpecAugment for training utterances, CTC over
+//! characters, the configured optimizer and LR schedule (stepped per optimizer step), gradient
+//! clipping, optional mixed precision (autocast, with a GradScaler for f16), greedy CER/WER on
+//! a dev set after every epoch, and a run directory:
+//!
+//! | file | what |
+//! |---|---|
+//! | `config.toml` | the configuration used (model sizes filled in) |
+//! | `vocab.json` | the output characters (index 0 is the CTC blank) |
+//! | `checkpoint.safetensors` | model, optimizer, schedule, scaler, RNG, position: for `--resume` |
+//! | `best_model.safetensors` | the `state_dict` with the lowest dev CER |
+//! | `log.jsonl` | one JSON line per epoch |
+//! | `tensorboard/` | event files: scalars every step, histograms every epoch |
+//! | `curves.png` | loss, learning rate and error rates per epoch |
+//!
+//! Every file is written atomically. A checkpoint is written at the end of every epoch and
+//! every `training.checkpoint_every_steps` steps; [`TrainOptions::resume`] continues from it
+//! exactly: the same batches in the same order, the same dropout masks and augmentation, the
+//! same weights as a run that was never interrupted.
 
+use crate::augment::SpecAugment;
+use crate::config::{Precision, RunConfig};
 use crate::data::{
     DataLoader, Dataset, Item, LibriSpeech, LoaderConfig, ManifestDataset, ManifestEntry, Order, Transform, Utterance,
     Vocab,
@@ -13,53 +31,30 @@ use crate::data::{
 use crate::decode::greedy_decode_batch;
 use crate::features::{MelSpectrogram, MelSpectrogramConfig, SpectrogramConfig};
 use crate::metrics::{corpus_error_rates, ErrorCounts};
-use crate::models::{Crdnn, CrdnnConfig};
+use crate::models::{AcousticModel, ModelConfig};
+use crate::perturb::speed;
 use serde::{Deserialize, Serialize};
-use stapes_autograd::{no_grad, Var};
+use stapes_autograd::{autocast, no_grad, Var};
+use stapes_nn::amp::{GradScaler, GradScalerConfig};
 use stapes_nn::checkpoint::{save_module, write_atomic, Checkpoint};
 use stapes_nn::clip::clip_grad_norm;
 use stapes_nn::ctc::{ctc_loss_from_logits, CtcLossOptions};
 use stapes_nn::loss::Reduction;
-use stapes_nn::optim::{Adam, AdamConfig, Optimizer};
-use stapes_nn::schedule::{CyclicLR, CyclicLRConfig, CyclicMode, LrSchedule};
+use stapes_nn::optim::Optimizer;
+use stapes_nn::schedule::LrSchedule;
 use stapes_nn::Module;
-use stapes_tensor::{Error, Generator, Result, Tensor};
+use stapes_tensor::{DType, Error, Generator, Result, Tensor};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Settings of a training run.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TrainConfig {
-    /// The model.
-    pub model: CrdnnConfig,
-    /// Mel bands of the features (must equal `model.n_features`).
-    pub n_mels: usize,
-    /// Utterances per batch.
-    pub batch_size: usize,
-    /// Passes over the training set (the run may stop earlier on `max_seconds`).
-    pub epochs: usize,
-    /// Stop after the epoch during which this much wall time has passed.
-    pub max_seconds: f64,
-    /// CyclicLR's lower and upper learning rates.
-    pub base_lr: f64,
-    /// CyclicLR's peak learning rate.
-    pub max_lr: f64,
-    /// CyclicLR's half-cycle in optimizer steps.
-    pub step_size_up: usize,
-    /// Gradient clipping by global L2 norm.
-    pub clip_norm: f64,
-    /// Loader worker threads.
-    pub workers: usize,
-    /// Seed of shuffling, initialisation and dropout.
-    pub seed: u64,
-}
-
 /// What one epoch measured.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochLog {
     /// Epoch number, from 1.
     pub epoch: usize,
+    /// Optimizer steps taken so far.
+    pub step: u64,
     /// Mean training loss over the epoch.
     pub train_loss: f64,
     /// Dev-set character error rate (greedy decoding).
@@ -68,15 +63,91 @@ pub struct EpochLog {
     pub dev_wer: f64,
     /// Learning rate at the end of the epoch.
     pub lr: f64,
-    /// Seconds since the start of training.
+    /// Seconds of training so far (summed over resumed sessions).
     pub elapsed_s: f64,
     /// Training utterances per second during this epoch.
     pub utterances_per_s: f64,
 }
 
+/// Progress of a run, reported to the caller's observer as it happens.
+#[derive(Clone, Debug)]
+pub enum TrainEvent {
+    /// Training starts (or resumes).
+    Start {
+        /// `"CRDNN"` or `"DeepSpeech2"`.
+        model: &'static str,
+        /// Trainable parameters.
+        parameters: usize,
+        /// Training utterances.
+        train_utterances: usize,
+        /// Dev utterances.
+        dev_utterances: usize,
+        /// `Some((epoch, batches done in it, step))` when resuming from a checkpoint.
+        resumed: Option<(usize, usize, u64)>,
+    },
+    /// An epoch starts.
+    EpochStart {
+        /// Epoch number, from 1.
+        epoch: usize,
+        /// Epochs in the run.
+        epochs: usize,
+        /// Batches in the epoch.
+        batches: usize,
+        /// Batches already done (non-zero when resuming mid-epoch).
+        done: usize,
+    },
+    /// An optimizer step finished.
+    Step {
+        /// Epoch number.
+        epoch: usize,
+        /// Batches done in this epoch.
+        batch: usize,
+        /// Batches in the epoch.
+        batches: usize,
+        /// Optimizer steps so far.
+        step: u64,
+        /// The batch's loss.
+        loss: f64,
+        /// Learning rate used for the step.
+        lr: f64,
+        /// Gradient L2 norm before clipping.
+        grad_norm: f64,
+        /// Training utterances per second in this epoch so far.
+        utterances_per_s: f64,
+        /// The GradScaler's scale (f16 only).
+        loss_scale: Option<f64>,
+    },
+    /// Evaluation on the dev set starts.
+    Evaluating {
+        /// Epoch number.
+        epoch: usize,
+    },
+    /// An epoch ended and was evaluated.
+    EpochEnd(EpochLog),
+    /// A checkpoint was written.
+    Checkpoint {
+        /// Optimizer steps in the checkpoint.
+        step: u64,
+        /// Written at the end of an epoch (not mid-epoch).
+        epoch_end: bool,
+    },
+    /// Anything else worth a line.
+    Message(String),
+}
+
+/// How to run [`train_ctc`] beyond the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// Continue from `run_dir/checkpoint.safetensors` (an error if there is none).
+    pub resume: bool,
+    /// Stop after the epoch in which this session has run this long (overrides
+    /// `training.max_seconds`).
+    pub max_seconds: Option<f64>,
+}
+
 /// The outcome of [`train_ctc`].
 pub struct TrainReport {
-    /// Per-epoch logs.
+    /// Per-epoch logs (of earlier sessions too, when resumed).
     pub epochs: Vec<EpochLog>,
     /// The best dev CER seen.
     pub best_cer: f64,
@@ -85,26 +156,47 @@ pub struct TrainReport {
     /// The run directory.
     pub run_dir: PathBuf,
     /// The trained model.
-    pub model: Crdnn,
+    pub model: AcousticModel,
+    /// The configuration, with the model's input and output sizes filled in.
+    pub config: RunConfig,
 }
 
-/// Features for the model: log-mel `[frames, n_mels]`, each band normalised to zero mean and
-/// unit variance over the utterance.
-pub fn log_mel_features(mel: &MelSpectrogram, audio: &[f32]) -> Result<(Vec<f32>, usize)> {
+/// Per-band normalised log-mel features in `[rows, frames]` layout.
+fn normalised_log_mel(mel: &MelSpectrogram, audio: &[f32]) -> Result<(Vec<f32>, usize, usize)> {
     let m = mel.forward_slice(audio)?;
     let (rows, frames) = (m.rows, m.frames);
     let mut out = vec![0f32; rows * frames];
     for r in 0..rows {
         let row = &m.data[r * frames..(r + 1) * frames];
-        let logs: Vec<f32> = row.iter().map(|&v| (v + 1e-6).ln()).collect();
-        let mean = logs.iter().sum::<f32>() / frames.max(1) as f32;
-        let var = logs.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / frames.max(1) as f32;
+        let dst = &mut out[r * frames..(r + 1) * frames];
+        for (d, &v) in dst.iter_mut().zip(row) {
+            *d = (v + 1e-6).ln();
+        }
+        let mean = dst.iter().sum::<f32>() / frames.max(1) as f32;
+        let var = dst.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / frames.max(1) as f32;
         let inv = 1.0 / (var + 1e-5).sqrt();
-        for (t, v) in logs.iter().enumerate() {
-            out[t * rows + r] = (v - mean) * inv;
+        for d in dst.iter_mut() {
+            *d = (*d - mean) * inv;
         }
     }
-    Ok((out, frames))
+    Ok((out, rows, frames))
+}
+
+fn transpose(x: &[f32], rows: usize, frames: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows * frames];
+    for r in 0..rows {
+        for t in 0..frames {
+            out[t * rows + r] = x[r * frames + t];
+        }
+    }
+    out
+}
+
+/// Features for the model: log-mel `[frames, n_mels]`, each band normalised to zero mean and
+/// unit variance over the utterance.
+pub fn log_mel_features(mel: &MelSpectrogram, audio: &[f32]) -> Result<(Vec<f32>, usize)> {
+    let (x, rows, frames) = normalised_log_mel(mel, audio)?;
+    Ok((transpose(&x, rows, frames), frames))
 }
 
 /// The mel front end used for training: 16 kHz, 25 ms windows (n_fft 400), 10 ms hop.
@@ -117,18 +209,34 @@ pub fn mel_frontend(n_mels: usize) -> Result<MelSpectrogram> {
     })
 }
 
-fn feature_transform(vocab: Vocab, n_mels: usize) -> Result<Transform> {
+/// Training-time augmentation applied inside the loader's transform.
+#[derive(Clone, Debug, Default)]
+struct Augment {
+    speeds: Vec<f64>,
+    spec: Option<SpecAugment>,
+}
+
+fn feature_transform(vocab: Vocab, n_mels: usize, aug: Augment) -> Result<Transform> {
     let mel = Arc::new(mel_frontend(n_mels)?);
-    Ok(Arc::new(move |u: Utterance, _g: &mut Generator| -> Result<Item> {
+    Ok(Arc::new(move |u: Utterance, g: &mut Generator| -> Result<Item> {
         if u.sample_rate != 16000 {
             return Err(Error::invalid(
                 "feature_transform",
                 format!("{}: sample rate {} (expected 16000; resample first)", u.id, u.sample_rate),
             ));
         }
-        let (input, _) = log_mel_features(&mel, &u.audio)?;
+        let audio = if aug.speeds.is_empty() {
+            u.audio
+        } else {
+            let f = aug.speeds[(g.next_u64() % aug.speeds.len() as u64) as usize];
+            speed(&u.audio, f)?
+        };
+        let (mut x, rows, frames) = normalised_log_mel(&mel, &audio)?;
+        if let Some(s) = &aug.spec {
+            s.apply_slice(&mut x, rows, frames, g)?;
+        }
         let target = vocab.encode(&u.transcript.to_lowercase())?;
-        Ok(Item { id: u.id, input, feature_dim: Some(n_mels), target })
+        Ok(Item { id: u.id, input: transpose(&x, rows, frames), feature_dim: Some(n_mels), target })
     }))
 }
 
@@ -143,97 +251,248 @@ pub struct Evaluation {
     pub wer: ErrorCounts,
     /// Character error counts over the set.
     pub cer: ErrorCounts,
-    /// The first few `(reference, hypothesis)` pairs.
-    pub examples: Vec<(String, String)>,
+    /// Every `(reference, hypothesis)` pair, in data-set order.
+    pub pairs: Vec<(String, String)>,
 }
 
-/// Greedy-decodes a data set and scores it.
-pub fn evaluate(
-    model: &Crdnn,
+/// Log-probabilities `[B, T', C]` of a batch and their lengths, without autograd.
+pub fn batch_log_probs(model: &AcousticModel, inputs: &Tensor, in_lens: &[usize]) -> Result<(Tensor, Vec<usize>)> {
+    let logits = no_grad(|| model.forward(&Var::constant(inputs.clone()), in_lens))?;
+    let lp = logits.tensor().log_softmax(-1)?;
+    Ok((lp, model.output_lengths(in_lens)))
+}
+
+/// Decodes a data set with `decode` (log-probabilities `[B, T', C]`, output lengths → one
+/// label sequence per utterance, blank-free) and scores it. Leaves the model in eval mode.
+pub fn evaluate_with(
+    model: &AcousticModel,
     dataset: Arc<dyn Dataset>,
     vocab: &Vocab,
     n_mels: usize,
     batch_size: usize,
+    mut decode: impl FnMut(&Tensor, &[usize]) -> Result<Vec<Vec<usize>>>,
 ) -> Result<Evaluation> {
     model.eval();
-    let transform = feature_transform(vocab.clone(), n_mels)?;
+    let transform = feature_transform(vocab.clone(), n_mels, Augment::default())?;
     let loader = DataLoader::new(
         dataset,
         transform,
         LoaderConfig { batch_size, order: Order::Sequential, num_workers: 1, ..LoaderConfig::default() },
     )?;
     let mut pairs = Vec::new();
-    for batch in loader.epoch(0)? {
-        let batch = batch?;
-        let in_lens = lengths(&batch.input_lengths)?;
-        let logits = no_grad(|| model.forward(&Var::constant(batch.inputs.clone()), &in_lens))?;
-        let out_lens = model.output_lengths(&in_lens);
-        let hyps = greedy_decode_batch(logits.tensor(), &out_lens, vocab.blank() as usize, true)?;
-        let tl = lengths(&batch.target_lengths)?;
-        let targets = batch.targets.to_vec::<i64>()?;
-        let s = batch.targets.dims()[1];
-        for (i, h) in hyps.iter().enumerate() {
-            let reference = vocab.decode(&targets[i * s..i * s + tl[i]])?;
-            let hyp = vocab.decode(&h.iter().map(|&c| c as i64).collect::<Vec<_>>())?;
-            pairs.push((reference, hyp));
+    let result = (|| {
+        for batch in loader.epoch(0)? {
+            let batch = batch?;
+            let in_lens = lengths(&batch.input_lengths)?;
+            let (lp, out_lens) = batch_log_probs(model, &batch.inputs, &in_lens)?;
+            let hyps = decode(&lp, &out_lens)?;
+            let tl = lengths(&batch.target_lengths)?;
+            let targets = batch.targets.to_vec::<i64>()?;
+            let s = batch.targets.dims()[1];
+            for (i, h) in hyps.iter().enumerate() {
+                let reference = vocab.decode(&targets[i * s..i * s + tl[i]])?;
+                let hyp = vocab.decode(&h.iter().map(|&c| c as i64).collect::<Vec<_>>())?;
+                pairs.push((reference, hyp));
+            }
         }
-    }
-    model.train(true);
+        Ok(())
+    })();
+    result?;
     let (w, c) = corpus_error_rates(pairs.iter().map(|(r, h)| (r.as_str(), h.as_str())));
-    pairs.truncate(5);
-    Ok(Evaluation { wer: w, cer: c, examples: pairs })
+    Ok(Evaluation { wer: w, cer: c, pairs })
 }
 
-/// Trains a CRDNN with CTC on `train`, evaluating on `dev` each epoch; `progress` receives
-/// one line per event (batch progress, epoch summaries). Writes `config.json`, `log.jsonl`,
-/// `checkpoint.safetensors` (the last epoch, for resuming) and `best_model.safetensors` into
-/// `run_dir`.
+/// Greedy-decodes a data set and scores it. Leaves the model in eval mode.
+pub fn evaluate(
+    model: &AcousticModel,
+    dataset: Arc<dyn Dataset>,
+    vocab: &Vocab,
+    n_mels: usize,
+    batch_size: usize,
+) -> Result<Evaluation> {
+    let blank = vocab.blank() as usize;
+    evaluate_with(model, dataset, vocab, n_mels, batch_size, |lp, lens| greedy_decode_batch(lp, lens, blank, true))
+}
+
+/// Where a run stands, kept in the checkpoint's `extra` field.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Position {
+    /// The epoch being trained (from 1).
+    epoch: usize,
+    /// Batches of it already done.
+    batches_done: usize,
+    /// Whether the epoch is complete and evaluated.
+    epoch_complete: bool,
+    /// Running sums of the epoch so far.
+    loss_sum: f64,
+    n_loss: usize,
+    n_utts: usize,
+    /// Training seconds of this epoch before the checkpoint.
+    epoch_seconds: f64,
+    /// Training seconds of the run before the checkpoint.
+    elapsed_s: f64,
+    best_cer: Option<f64>,
+    logs: Vec<EpochLog>,
+}
+
+/// The output characters of a run, as written to `vocab.json`.
+#[derive(Serialize, Deserialize)]
+struct VocabFile {
+    blank: usize,
+    chars: String,
+}
+
+/// Writes `vocab.json` into a run directory.
+pub fn save_vocab(run_dir: &Path, vocab: &Vocab) -> Result<()> {
+    let v = VocabFile { blank: 0, chars: vocab.chars().iter().collect() };
+    let text = serde_json::to_string_pretty(&v).map_err(|e| Error::invalid("save_vocab", e.to_string()))?;
+    write_atomic(run_dir.join("vocab.json"), text.as_bytes())
+}
+
+/// Reads `vocab.json` from a run directory.
+pub fn load_vocab(run_dir: &Path) -> Result<Vocab> {
+    const OP: &str = "load_vocab";
+    let path = run_dir.join("vocab.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(OP, &path, e))?;
+    let v: VocabFile = serde_json::from_str(&text).map_err(|e| Error::io(OP, &path, format!("corrupt: {e}")))?;
+    if v.blank != 0 {
+        return Err(Error::io(OP, &path, format!("blank index {} (stapes vocabularies put it at 0)", v.blank)));
+    }
+    Vocab::new(&v.chars).map_err(|e| Error::io(OP, &path, e.to_string()))
+}
+
+/// A trained run loaded back: configuration, vocabulary and model.
+pub struct LoadedRun {
+    /// The run's configuration.
+    pub config: RunConfig,
+    /// Its output characters.
+    pub vocab: Vocab,
+    /// The model, in eval mode.
+    pub model: AcousticModel,
+}
+
+/// Loads `config.toml`, `vocab.json` and the best model (or, failing that, the last
+/// checkpoint's) from a run directory.
+pub fn load_run(run_dir: &Path) -> Result<LoadedRun> {
+    const OP: &str = "load_run";
+    if !run_dir.is_dir() {
+        return Err(Error::io(OP, run_dir, "not a directory (expected a run directory from `stapes train`)"));
+    }
+    let config = RunConfig::from_toml_file(run_dir.join("config.toml"))?;
+    let vocab = load_vocab(run_dir)?;
+    if config.model.vocab_size() != vocab.len() {
+        return Err(Error::io(
+            OP,
+            run_dir,
+            format!("config.toml says {} outputs, vocab.json has {}", config.model.vocab_size(), vocab.len()),
+        ));
+    }
+    let model = AcousticModel::new(&config.model)?;
+    let best = run_dir.join("best_model.safetensors");
+    if best.is_file() {
+        stapes_nn::checkpoint::load_module(&best, &model, true)?;
+    } else {
+        let ck = Checkpoint::load(run_dir.join("checkpoint.safetensors"))?;
+        model.load_state_dict(&ck.model, true)?;
+    }
+    model.eval();
+    Ok(LoadedRun { config, vocab, model })
+}
+
+/// Trains the model `cfg` describes with CTC on `train`, evaluating on `dev` after every epoch,
+/// and writes the run directory (see the module docs). `observer` sees every [`TrainEvent`].
+///
+/// The model's `n_features` and `vocab_size` are set from `cfg.features.n_mels` and `vocab`.
+/// With [`TrainOptions::resume`], the configuration and vocabulary must be the run's own
+/// (the caller reads them from the run directory) and training continues from its checkpoint.
 pub fn train_ctc(
-    cfg: &TrainConfig,
+    cfg: &RunConfig,
     train: Arc<dyn Dataset>,
     dev: Arc<dyn Dataset>,
     vocab: &Vocab,
     run_dir: &Path,
-    mut progress: impl FnMut(&str),
+    opts: &TrainOptions,
+    mut observer: impl FnMut(&TrainEvent),
 ) -> Result<TrainReport> {
     const OP: &str = "train_ctc";
-    if cfg.n_mels != cfg.model.n_features || cfg.model.vocab_size != vocab.len() {
+    let mut cfg = cfg.clone();
+    cfg.model.set_io(cfg.features.n_mels, vocab.len());
+    cfg.validate()?;
+    if train.is_empty() || dev.is_empty() {
         return Err(Error::invalid(
             OP,
-            format!(
-                "n_mels {} vs model features {}, vocab {} vs model outputs {}",
-                cfg.n_mels,
-                cfg.model.n_features,
-                vocab.len(),
-                cfg.model.vocab_size
-            ),
+            format!("needs training and dev utterances, got {} and {}", train.len(), dev.len()),
         ));
     }
+    let ck_path = run_dir.join("checkpoint.safetensors");
+    let resume_from = if opts.resume {
+        if !ck_path.is_file() {
+            return Err(Error::io(OP, &ck_path, "nothing to resume from: no checkpoint in the run directory"));
+        }
+        Some(Checkpoint::load(&ck_path)?)
+    } else {
+        None
+    };
     std::fs::create_dir_all(run_dir).map_err(|e| Error::io(OP, run_dir, e))?;
-    let cfg_json = serde_json::to_string_pretty(cfg).map_err(|e| Error::invalid(OP, e.to_string()))?;
-    write_atomic(run_dir.join("config.json"), cfg_json.as_bytes())?;
+    write_atomic(run_dir.join("config.toml"), cfg.to_toml_string()?.as_bytes())?;
+    save_vocab(run_dir, vocab)?;
 
-    stapes_tensor::manual_seed(cfg.seed);
-    let model = Crdnn::new(cfg.model.clone())?;
-    let mut opt = Adam::new(model.parameters(), AdamConfig { lr: cfg.base_lr, ..AdamConfig::adam() })?;
-    progress(&format!("model: CRDNN with {} parameters", model.num_parameters()));
-    let mut sched = CyclicLR::new(CyclicLRConfig {
-        base_lr: cfg.base_lr,
-        max_lr: cfg.max_lr,
-        step_size_up: cfg.step_size_up,
-        mode: CyclicMode::Triangular2,
-        cycle_momentum: false,
-        ..CyclicLRConfig::default()
-    })
-    .map_err(|e| Error::invalid(OP, e.to_string()))?;
+    let tc = cfg.training.clone();
+    stapes_tensor::manual_seed(tc.seed);
+    let model = AcousticModel::new(&cfg.model)?;
+    let mut sched = cfg.schedule.build()?;
+    let mut opt = cfg.optimizer.build(model.parameters(), sched.lr())?;
+    let mut scaler =
+        GradScaler::new(GradScalerConfig { enabled: tc.precision == Precision::F16, ..GradScalerConfig::default() })?;
+    let mut step = 0u64;
+    let mut pos = Position { epoch: 1, ..Position::default() };
+    if let Some(ck) = &resume_from {
+        model.load_state_dict(&ck.model, true).map_err(|e| Error::io(OP, &ck_path, format!("model: {e}")))?;
+        opt.load_state_dict(&ck.optimizer_tensors, &ck.optimizer)
+            .map_err(|e| Error::io(OP, &ck_path, format!("optimizer: {e}")))?;
+        sched.load_state_dict(&ck.scheduler).map_err(|e| Error::io(OP, &ck_path, format!("schedule: {e}")))?;
+        if !ck.scaler.is_null() {
+            scaler.load_state_dict(&ck.scaler).map_err(|e| Error::io(OP, &ck_path, format!("scaler: {e}")))?;
+        }
+        if let Some(r) = ck.rng {
+            stapes_tensor::set_default_generator_state(r).map_err(|e| Error::io(OP, &ck_path, format!("rng: {e}")))?;
+        }
+        step = ck.step;
+        pos = serde_json::from_value(ck.extra.clone())
+            .map_err(|e| Error::io(OP, &ck_path, format!("corrupt position: {e}")))?;
+        if pos.epoch_complete {
+            pos = Position {
+                epoch: pos.epoch + 1,
+                elapsed_s: pos.elapsed_s,
+                best_cer: pos.best_cer,
+                logs: pos.logs,
+                ..Position::default()
+            };
+        }
+    }
+    observer(&TrainEvent::Start {
+        model: cfg.model.name(),
+        parameters: model.num_parameters(),
+        train_utterances: train.len(),
+        dev_utterances: dev.len(),
+        resumed: resume_from.as_ref().map(|_| (pos.epoch, pos.batches_done, step)),
+    });
+    let aug = &cfg.augment;
+    let augment = Augment {
+        speeds: if aug.speed_factors.iter().all(|&f| f == 1.0) { vec![] } else { aug.speed_factors.clone() },
+        spec: (aug.time_masks + aug.freq_masks > 0).then(|| SpecAugment {
+            zero_masking: true,
+            ..SpecAugment::new(aug.time_masks, aug.time_mask_param, aug.freq_masks, aug.freq_mask_param)
+        }),
+    };
     let loader = DataLoader::new(
         train,
-        feature_transform(vocab.clone(), cfg.n_mels)?,
+        feature_transform(vocab.clone(), cfg.features.n_mels, augment)?,
         LoaderConfig {
-            batch_size: cfg.batch_size,
+            batch_size: tc.batch_size,
             order: Order::Bucketed { window_batches: 8 },
-            seed: cfg.seed,
-            num_workers: cfg.workers,
+            seed: tc.seed,
+            num_workers: tc.workers,
             prefetch: 4,
             drop_last: false,
         },
@@ -244,94 +503,149 @@ pub fn train_ctc(
         zero_infinity: true,
         batch_first: true,
     };
-    let start = Instant::now();
-    let mut logs: Vec<EpochLog> = Vec::new();
-    let mut best_cer = f64::INFINITY;
+    let amp_dtype = match tc.precision {
+        Precision::F32 => None,
+        Precision::Bf16 => Some(DType::BF16),
+        Precision::F16 => Some(DType::F16),
+    };
+    let session_start = Instant::now();
+    let max_seconds = opts.max_seconds.or(tc.max_seconds).unwrap_or(f64::INFINITY);
     let mut examples = Vec::new();
-    let mut step = 0u64;
-    for epoch in 1..=cfg.epochs {
+    let save =
+        |pos: &Position, step: u64, opt: &dyn Optimizer, sched: &dyn LrSchedule, scaler: &GradScaler| -> Result<()> {
+            let (optimizer_tensors, optimizer) = opt.state_dict()?;
+            Checkpoint {
+                model: model.state_dict(),
+                optimizer_tensors,
+                optimizer,
+                scheduler: sched.state_dict(),
+                scaler: scaler.state_dict(),
+                step,
+                rng: Some(stapes_tensor::default_generator_state()),
+                extra: serde_json::to_value(pos).map_err(|e| Error::invalid(OP, e.to_string()))?,
+            }
+            .save(&ck_path)
+        };
+    while pos.epoch <= tc.epochs {
+        let epoch = pos.epoch;
         let t_epoch = Instant::now();
-        let batches = loader.epoch(epoch as u64)?;
+        let seconds_before = pos.epoch_seconds;
+        let batches = loader.epoch_from(epoch as u64, pos.batches_done)?;
         let n_batches = batches.num_batches();
-        let (mut loss_sum, mut n_loss, mut n_utts) = (0.0, 0usize, 0usize);
-        for (bi, batch) in batches.enumerate() {
+        observer(&TrainEvent::EpochStart { epoch, epochs: tc.epochs, batches: n_batches, done: pos.batches_done });
+        for batch in batches {
             let batch = batch?;
             let in_lens = lengths(&batch.input_lengths)?;
             let tgt_lens = lengths(&batch.target_lengths)?;
             opt.zero_grad();
-            let logits = model.forward(&Var::constant(batch.inputs.clone()), &in_lens)?;
-            let out_lens = model.output_lengths(&in_lens);
-            let loss = ctc_loss_from_logits(&logits, &batch.targets, &out_lens, &tgt_lens, &ctc_opts)?;
+            let forward = || -> Result<Var> {
+                let logits = model.forward(&Var::constant(batch.inputs.clone()), &in_lens)?;
+                let out_lens = model.output_lengths(&in_lens);
+                ctc_loss_from_logits(&logits, &batch.targets, &out_lens, &tgt_lens, &ctc_opts)
+            };
+            let loss = match amp_dtype {
+                Some(dt) => autocast(dt, forward)??,
+                None => forward()?,
+            };
             let l = loss.tensor().to_scalar_f64()?;
-            if !l.is_finite() {
-                return Err(Error::invalid(OP, format!("loss became {l} at step {step}")));
-            }
-            loss.backward()?;
-            let gnorm = clip_grad_norm(opt.params(), cfg.clip_norm, 2.0, false)?;
-            opt.apply_schedule(&sched);
-            opt.step()?;
-            sched.step();
-            step += 1;
-            loss_sum += l;
-            n_loss += 1;
-            n_utts += in_lens.len();
-            if bi % 10 == 0 || bi + 1 == n_batches {
-                let el = start.elapsed().as_secs_f64();
-                progress(&format!(
-                    "epoch {epoch}/{} batch {}/{n_batches} loss {l:.3} lr {:.2e} grad-norm {gnorm:.2} {:.1} utt/s elapsed {el:.0}s",
-                    cfg.epochs,
-                    bi + 1,
-                    sched.lr(),
-                    n_utts as f64 / t_epoch.elapsed().as_secs_f64()
+            if !l.is_finite() && !scaler.is_enabled() {
+                return Err(Error::invalid(
+                    OP,
+                    format!("the loss became {l} at step {step} (epoch {epoch}, batch {})", pos.batches_done + 1),
                 ));
             }
+            scaler.scale(&loss)?.backward()?;
+            scaler.unscale(opt.params())?;
+            let grad_norm = if tc.clip_norm > 0.0 {
+                clip_grad_norm(opt.params(), tc.clip_norm, 2.0, false)?
+            } else {
+                clip_grad_norm(opt.params(), f64::INFINITY, 2.0, false)?
+            };
+            opt.apply_schedule(sched.as_ref());
+            let lr = opt.lr();
+            let params = opt.params().to_vec();
+            scaler.step(&params, || opt.step())?;
+            scaler.update()?;
+            sched.step();
+            step += 1;
+            pos.batches_done += 1;
+            if l.is_finite() {
+                pos.loss_sum += l;
+                pos.n_loss += 1;
+            }
+            pos.n_utts += in_lens.len();
+            let secs = seconds_before + t_epoch.elapsed().as_secs_f64();
+            observer(&TrainEvent::Step {
+                epoch,
+                batch: pos.batches_done,
+                batches: n_batches,
+                step,
+                loss: l,
+                lr,
+                grad_norm,
+                utterances_per_s: pos.n_utts as f64 / secs.max(1e-9),
+                loss_scale: scaler.is_enabled().then(|| scaler.get_scale()),
+            });
+            if tc.checkpoint_every_steps > 0 && step.is_multiple_of(tc.checkpoint_every_steps as u64) {
+                let p = Position {
+                    epoch_seconds: secs,
+                    elapsed_s: pos.elapsed_s + t_epoch.elapsed().as_secs_f64(),
+                    ..pos.clone()
+                };
+                save(&p, step, opt.as_ref(), sched.as_ref(), &scaler)?;
+                observer(&TrainEvent::Checkpoint { step, epoch_end: false });
+            }
         }
-        let ups = n_utts as f64 / t_epoch.elapsed().as_secs_f64();
-        let Evaluation { wer: w, cer: c, examples: ex } =
-            evaluate(&model, dev.clone(), vocab, cfg.n_mels, cfg.batch_size)?;
-        examples = ex;
+        let epoch_secs = seconds_before + t_epoch.elapsed().as_secs_f64();
+        pos.elapsed_s += t_epoch.elapsed().as_secs_f64();
+        observer(&TrainEvent::Evaluating { epoch });
+        let ev = evaluate(&model, dev.clone(), vocab, cfg.features.n_mels, tc.batch_size)?;
+        model.train(true);
+        examples = ev.pairs.iter().take(5).cloned().collect();
         let log = EpochLog {
             epoch,
-            train_loss: loss_sum / n_loss.max(1) as f64,
-            dev_cer: c.rate(),
-            dev_wer: w.rate(),
-            lr: sched.lr(),
-            elapsed_s: start.elapsed().as_secs_f64(),
-            utterances_per_s: ups,
-        };
-        progress(&format!(
-            "epoch {epoch}: train loss {:.3}, dev CER {:.2}% WER {:.2}% ({:.0}s)",
-            log.train_loss,
-            100.0 * log.dev_cer,
-            100.0 * log.dev_wer,
-            log.elapsed_s
-        ));
-        // Checkpoint (for resuming) and the best model, both written atomically.
-        let (optimizer_tensors, optimizer) = opt.state_dict()?;
-        Checkpoint {
-            model: model.state_dict(),
-            optimizer_tensors,
-            optimizer,
-            scheduler: sched.state_dict(),
-            scaler: serde_json::Value::Null,
             step,
-            rng: Some(stapes_tensor::default_generator_state()),
-            extra: serde_json::json!({ "epoch": epoch }),
-        }
-        .save(run_dir.join("checkpoint.safetensors"))?;
-        if log.dev_cer < best_cer {
-            best_cer = log.dev_cer;
+            train_loss: pos.loss_sum / pos.n_loss.max(1) as f64,
+            dev_cer: ev.cer.rate(),
+            dev_wer: ev.wer.rate(),
+            lr: sched.lr(),
+            elapsed_s: pos.elapsed_s,
+            utterances_per_s: pos.n_utts as f64 / epoch_secs.max(1e-9),
+        };
+        if pos.best_cer.is_none_or(|b| log.dev_cer < b) {
+            pos.best_cer = Some(log.dev_cer);
             save_module(run_dir.join("best_model.safetensors"), &model)?;
         }
-        logs.push(log);
-        let lines: String = logs.iter().map(|l| serde_json::to_string(l).unwrap_or_default() + "\n").collect();
+        pos.logs.push(log.clone());
+        pos.epoch_complete = true;
+        pos.epoch_seconds = epoch_secs;
+        save(&pos, step, opt.as_ref(), sched.as_ref(), &scaler)?;
+        observer(&TrainEvent::Checkpoint { step, epoch_end: true });
+        let lines: String = pos.logs.iter().map(|l| serde_json::to_string(l).unwrap_or_default() + "\n").collect();
         write_atomic(run_dir.join("log.jsonl"), lines.as_bytes())?;
-        if start.elapsed().as_secs_f64() >= cfg.max_seconds {
-            progress(&format!("stopping after epoch {epoch}: the time budget of {:.0}s is spent", cfg.max_seconds));
+        observer(&TrainEvent::EpochEnd(log));
+        pos = Position {
+            epoch: epoch + 1,
+            elapsed_s: pos.elapsed_s,
+            best_cer: pos.best_cer,
+            logs: std::mem::take(&mut pos.logs),
+            ..Position::default()
+        };
+        if session_start.elapsed().as_secs_f64() >= max_seconds && pos.epoch <= tc.epochs {
+            observer(&TrainEvent::Message(format!(
+                "stopping after epoch {epoch}: the time budget of {max_seconds:.0}s is spent"
+            )));
             break;
         }
     }
-    Ok(TrainReport { epochs: logs, best_cer, examples, run_dir: run_dir.to_path_buf(), model })
+    Ok(TrainReport {
+        epochs: pos.logs,
+        best_cer: pos.best_cer.unwrap_or(f64::INFINITY),
+        examples,
+        run_dir: run_dir.to_path_buf(),
+        model,
+        config: cfg,
+    })
 }
 
 /// A training corpus on disk: a JSONL/CSV manifest file or a LibriSpeech-layout folder,
@@ -384,4 +698,29 @@ pub fn split_corpus(corpus: &ManifestDataset, fraction: f64) -> Result<(Manifest
         ManifestDataset::from_entries(train).with_sample_rate(16000),
         ManifestDataset::from_entries(dev).with_sample_rate(16000),
     ))
+}
+
+/// Keeps the entries no longer than `max_s` seconds (entries without a known duration stay).
+pub fn filter_by_duration(corpus: ManifestDataset, max_s: Option<f64>) -> ManifestDataset {
+    match max_s {
+        None => corpus,
+        Some(m) => ManifestDataset::from_entries(
+            corpus.entries().iter().filter(|e| e.duration.is_none_or(|d| d <= m)).cloned().collect(),
+        )
+        .with_sample_rate(16000),
+    }
+}
+
+/// The model configuration of `stapes demo` (`--small` in `stapes train`): a CRDNN with two conv
+/// blocks of 16 and 32 channels and a 2-layer BiLSTM of 128, on 40 mels.
+pub fn small_crdnn() -> ModelConfig {
+    ModelConfig::Crdnn(crate::models::CrdnnConfig {
+        n_features: 40,
+        conv_channels: vec![16, 32],
+        time_pool: vec![2, 1],
+        rnn_hidden: 128,
+        rnn_layers: 2,
+        rnn_dropout: 0.1,
+        vocab_size: 0,
+    })
 }

@@ -129,6 +129,45 @@ impl Forward for LeakyReLU {
     }
 }
 
+/// `nn.Hardtanh(min_val, max_val)`: `x` clamped into `[min_val, max_val]`; DeepSpeech2 uses
+/// `Hardtanh(0, 20)` (a clipped ReLU). The gradient is 1 strictly inside the range and 0
+/// outside; at the two boundary points it is 1 (PyTorch's hardtanh gives 0 there, a
+/// measure-zero difference).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hardtanh {
+    /// Lower bound.
+    pub min_val: f64,
+    /// Upper bound.
+    pub max_val: f64,
+}
+
+impl Default for Hardtanh {
+    fn default() -> Self {
+        Hardtanh { min_val: -1.0, max_val: 1.0 }
+    }
+}
+
+impl Hardtanh {
+    /// A hardtanh with finite bounds, `min_val < max_val`.
+    pub fn new(min_val: f64, max_val: f64) -> Result<Self> {
+        if !(min_val.is_finite() && max_val.is_finite() && min_val < max_val) {
+            return Err(Error::invalid(
+                "Hardtanh",
+                format!("needs finite bounds with min_val < max_val, got {min_val} and {max_val}"),
+            ));
+        }
+        Ok(Hardtanh { min_val, max_val })
+    }
+}
+
+impl Module for Hardtanh {}
+
+impl Forward for Hardtanh {
+    fn forward(&self, x: &Var) -> Result<Var> {
+        x.clamp(self.min_val, self.max_val)
+    }
+}
+
 /// `nn.Softmax(dim)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Softmax {

@@ -26,7 +26,7 @@ mod pool;
 mod sequential;
 
 pub use activation::{
-    Flatten, GeluApproximate, Identity, LeakyReLU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Tanh, GELU,
+    Flatten, GeluApproximate, Hardtanh, Identity, LeakyReLU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Tanh, GELU,
 };
 pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormConfig};
 pub use conv::{Conv1d, Conv1dConfig, Conv2d, Conv2dConfig, ConvPadding, PaddingMode};

@@ -283,7 +283,16 @@ impl DataLoader {
     /// Starts epoch `epoch`: an iterator of batches (see the module notes for threading,
     /// ordering and errors). Dropping it stops the workers.
     pub fn epoch(&self, epoch: u64) -> Result<Epoch> {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// Epoch `epoch` from batch `start` on: the batches a full [`DataLoader::epoch`] would
+    /// deliver after its first `start`, identical to them (items and augmentation are seeded by
+    /// epoch and index, not by position), without loading the skipped ones. This is how a
+    /// resumed run continues inside an epoch. `start` past the end gives an empty epoch.
+    pub fn epoch_from(&self, epoch: u64, start: usize) -> Result<Epoch> {
         let plan = Arc::new(self.batch_plan(epoch)?);
+        let start = start.min(plan.len());
         let stop = Arc::new(AtomicBool::new(false));
         let n = self.cfg.num_workers;
         let mut receivers = vec![];
@@ -297,7 +306,7 @@ impl DataLoader {
                 let h = std::thread::Builder::new()
                     .name(format!("stapes-loader-{w}"))
                     .spawn(move || {
-                        for b in (w..plan.len()).step_by(n) {
+                        for b in (w..plan.len()).step_by(n).filter(|&b| b >= start) {
                             if stop.load(Ordering::Relaxed) {
                                 return;
                             }
@@ -314,7 +323,7 @@ impl DataLoader {
         }
         Ok(Epoch {
             plan,
-            next: 0,
+            next: start,
             epoch,
             seed: self.cfg.seed,
             dataset: self.dataset.clone(),
