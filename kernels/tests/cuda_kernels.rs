@@ -31,6 +31,10 @@ const TESTED: &[(&str, &str)] = &[
     ("log_softmax_last_f32", "softmax_matches_cpu"),
     ("ctc_alpha_beta_f32", "cuda_ctc.rs: ctc_matches_cpu"),
     ("ctc_grad_f32", "cuda_ctc.rs: ctc_matches_cpu"),
+    ("lstm_step_forward_f32", "cuda_rnn.rs: lstm_step_matches_cpu, lstm_sequence_matches_cpu"),
+    ("lstm_step_backward_f32", "cuda_rnn.rs: lstm_step_matches_cpu, lstm_sequence_matches_cpu"),
+    ("gru_step_forward_f32", "cuda_rnn.rs: gru_step_matches_cpu, gru_sequence_matches_cpu"),
+    ("gru_step_backward_f32", "cuda_rnn.rs: gru_step_matches_cpu, gru_sequence_matches_cpu"),
 ];
 
 /// Element counts: around one warp, one block (256) and the emulator's grid (8 blocks of 256

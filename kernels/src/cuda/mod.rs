@@ -20,6 +20,7 @@ mod launch;
 pub mod nvrtc;
 pub mod parity;
 pub mod reduce;
+pub mod rnn;
 pub mod softmax;
 
 pub use gpu::{GpuDevice, GpuUnavailable};
