@@ -35,6 +35,11 @@ const TESTED: &[(&str, &str)] = &[
     ("lstm_step_backward_f32", "cuda_rnn.rs: lstm_step_matches_cpu, lstm_sequence_matches_cpu"),
     ("gru_step_forward_f32", "cuda_rnn.rs: gru_step_matches_cpu, gru_sequence_matches_cpu"),
     ("gru_step_backward_f32", "cuda_rnn.rs: gru_step_matches_cpu, gru_sequence_matches_cpu"),
+    ("im2col_f32", "cuda_conv.rs: conv_matches_cpu"),
+    ("col2im_f32", "cuda_conv.rs: conv_matches_cpu"),
+    ("conv_bias_act_f32", "cuda_conv.rs: conv_matches_cpu"),
+    ("conv_bias_grad_f32", "cuda_conv.rs: conv_matches_cpu, bias_grad_shapes"),
+    ("conv_bias_relu_backward_f32", "cuda_conv.rs: conv_matches_cpu"),
 ];
 
 /// Element counts: around one warp, one block (256) and the emulator's grid (8 blocks of 256

@@ -12,6 +12,7 @@
 //! "Rust CPU kernel == emulated CUDA kernel == GPU kernel" ([`parity`]). [`nvrtc`] is the
 //! compile check that CI runs on every kernel for sm_80 and sm_90 (register/spill report).
 
+pub mod conv;
 pub mod ctc;
 pub mod elementwise;
 pub mod emu;
