@@ -40,6 +40,10 @@ const TESTED: &[(&str, &str)] = &[
     ("conv_bias_act_f32", "cuda_conv.rs: conv_matches_cpu"),
     ("conv_bias_grad_f32", "cuda_conv.rs: conv_matches_cpu, bias_grad_shapes"),
     ("conv_bias_relu_backward_f32", "cuda_conv.rs: conv_matches_cpu"),
+    ("max_pool2d_forward_f32", "cuda_pool.rs: max_pool_matches_cpu"),
+    ("max_pool2d_backward_f32", "cuda_pool.rs: max_pool_matches_cpu"),
+    ("avg_pool2d_forward_f32", "cuda_pool.rs: avg_pool_matches_cpu"),
+    ("avg_pool2d_backward_f32", "cuda_pool.rs: avg_pool_matches_cpu"),
 ];
 
 /// Element counts: around one warp, one block (256) and the emulator's grid (8 blocks of 256

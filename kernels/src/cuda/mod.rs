@@ -20,6 +20,7 @@ pub mod gpu;
 mod launch;
 pub mod nvrtc;
 pub mod parity;
+pub mod pool;
 pub mod reduce;
 pub mod rnn;
 pub mod softmax;
