@@ -44,6 +44,16 @@ const TESTED: &[(&str, &str)] = &[
     ("max_pool2d_backward_f32", "cuda_pool.rs: max_pool_matches_cpu"),
     ("avg_pool2d_forward_f32", "cuda_pool.rs: avg_pool_matches_cpu"),
     ("avg_pool2d_backward_f32", "cuda_pool.rs: avg_pool_matches_cpu"),
+    ("layer_norm_forward_f32", "cuda_norm.rs: layer_norm_matches_cpu"),
+    ("layer_norm_backward_input_f32", "cuda_norm.rs: layer_norm_matches_cpu"),
+    ("layer_norm_grad_params_partial_f32", "cuda_norm.rs: layer_norm_matches_cpu"),
+    ("layer_norm_grad_params_finish_f32", "cuda_norm.rs: layer_norm_matches_cpu"),
+    ("batch_norm_stats_f32", "cuda_norm.rs: batch_norm_matches_cpu"),
+    ("batch_norm_eval_stats_f32", "cuda_norm.rs: batch_norm_matches_cpu"),
+    ("batch_norm_apply_f32", "cuda_norm.rs: batch_norm_matches_cpu"),
+    ("batch_norm_grad_sums_f32", "cuda_norm.rs: batch_norm_matches_cpu"),
+    ("batch_norm_grad_params_f32", "cuda_norm.rs: batch_norm_matches_cpu"),
+    ("batch_norm_backward_input_f32", "cuda_norm.rs: batch_norm_matches_cpu"),
 ];
 
 /// Element counts: around one warp, one block (256) and the emulator's grid (8 blocks of 256

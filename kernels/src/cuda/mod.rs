@@ -18,6 +18,7 @@ pub mod elementwise;
 pub mod emu;
 pub mod gpu;
 mod launch;
+pub mod norm;
 pub mod nvrtc;
 pub mod parity;
 pub mod pool;
