@@ -36,7 +36,7 @@ pub fn col_len(g: &Conv2dGeom, images: usize) -> usize {
 
 fn check_geom(op: &'static str, g: &Conv2dGeom, images: &Range<usize>) -> Result<(), CudaError> {
     let bad = |m: &str| Err(CudaError::Shape { op, message: format!("{m} ({g:?})") });
-    if g.groups == 0 || g.c_in % g.groups != 0 || g.c_out % g.groups != 0 {
+    if g.groups == 0 || !g.c_in.is_multiple_of(g.groups) || !g.c_out.is_multiple_of(g.groups) {
         return bad("channels must be divisible by a positive number of groups");
     }
     if g.stride.0 == 0 || g.stride.1 == 0 || g.dilation.0 == 0 || g.dilation.1 == 0 || g.kh == 0 || g.kw == 0 {
