@@ -189,3 +189,105 @@ extern "C" __global__ void gru_step_backward_f32(unsigned long long batch, unsig
         dh[k] = dht * z;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// lstm_forward_persistent_f32: a whole LSTM layer forward (every direction) in one launch, for
+// small hidden sizes. One block per direction (blockIdx.x = 0 forward, 1 reverse) loops over the
+// time steps with the recurrent weights W_hh [4H, H] (rows padded to H + 1 floats: threads of a
+// warp read different rows of one column without bank conflicts), the state h, c [B, H] and the
+// step's pre-activations [B, 4H] in dynamic shared memory:
+//   1. pre[b][r] = gates[t][b][r] + sum_k h[b][k] W_hh[r][k]  (k ascending; one thread per (b, r))
+//   2. __syncthreads()
+//   3. the gate math of lstm_step_forward_f32 per (b, j), writing the same outputs to global
+//      memory (activations over the input projection, the [T + 1, B, H] states in the recurrent
+//      drivers' row order, tanh(c)) and the new h, c to shared memory
+//   4. __syncthreads()
+// so its results are a drop-in for T launches of GEMM + lstm_step_forward_f32, and the backward
+// runs on the step kernels. Shared memory: 4H(H + 1) + 6BH floats (the launcher refuses more than
+// 48 KiB: H <= ~100 for small batches). No host synchronisation between steps, no global
+// round trip of the state; the price is one SM per direction, which only pays while the per-step
+// GEMM is too small to fill the GPU (small H and B, e.g. streaming inference).
+// Per direction d: gates at d * T*B*4H (input projection x W_ih^T + b_ih + b_hh on entry), W_hh at
+// d * 4H*H, h0/c0 at d * B*H, hs/cs at d * (T+1)*B*H, tanh_c at d * T*B*H. Launch: gridDim.x =
+// directions (1 or 2), blockDim.x a multiple of 32.
+// ---------------------------------------------------------------------------------------------
+
+extern "C" __global__ void lstm_forward_persistent_f32(unsigned long long steps, unsigned long long batch,
+                                                       unsigned long long hidden, const long long* lengths,
+                                                       float* gates, const float* w_hh, const float* h0,
+                                                       const float* c0, float* hs, float* cs, float* tanh_c) {
+    extern __shared__ float lstm_smem[];
+    const unsigned long long dir = blockIdx.x;
+    const bool reverse = dir == 1;
+    const unsigned long long g4 = 4 * hidden, bh = batch * hidden, ws = hidden + 1;
+    float* w_s = lstm_smem;              // [4H][H + 1]
+    float* h_s = w_s + g4 * ws;          // [B][H]
+    float* c_s = h_s + bh;               // [B][H]
+    float* pre_s = c_s + bh;             // [B][4H]
+    float* g_d = gates + dir * steps * batch * g4;
+    float* hs_d = hs + dir * (steps + 1) * bh;
+    float* cs_d = cs + dir * (steps + 1) * bh;
+    float* tc_d = tanh_c + dir * steps * bh;
+    const float* w_d = w_hh + dir * g4 * hidden;
+    for (unsigned long long i = threadIdx.x; i < g4 * hidden; i += blockDim.x) {
+        const unsigned long long r = i / hidden, k = i - r * hidden;
+        w_s[r * ws + k] = w_d[i];
+    }
+    const unsigned long long start = reverse ? steps : 0;
+    for (unsigned long long i = threadIdx.x; i < bh; i += blockDim.x) {
+        h_s[i] = h0[dir * bh + i];
+        c_s[i] = c0[dir * bh + i];
+        hs_d[start * bh + i] = h_s[i];
+        cs_d[start * bh + i] = c_s[i];
+    }
+    __syncthreads();
+    for (unsigned long long s = 0; s < steps; ++s) {
+        const unsigned long long t = reverse ? steps - 1 - s : s;
+        const unsigned long long q = reverse ? t : t + 1;  // the state row written by this step
+        float* g_t = g_d + t * batch * g4;
+        // 1. pre-activations of the active rows
+        for (unsigned long long i = threadIdx.x; i < batch * g4; i += blockDim.x) {
+            const unsigned long long b = i / g4, r = i - b * g4;
+            if (!row_active(lengths, b, (long long)t)) continue;
+            const float* hb = h_s + b * hidden;
+            const float* wr = w_s + r * ws;
+            float acc = 0.0f;
+            for (unsigned long long k = 0; k < hidden; ++k) acc += hb[k] * wr[k];
+            pre_s[i] = g_t[i] + acc;
+        }
+        __syncthreads();
+        // 3. the gates, as lstm_step_forward_f32
+        for (unsigned long long k = threadIdx.x; k < bh; k += blockDim.x) {
+            const unsigned long long b = k / hidden, j = k - b * hidden;
+            float* g = g_t + b * g4 + j;
+            if (!row_active(lengths, b, (long long)t)) {
+                g[0] = 0.0f;
+                g[hidden] = 0.0f;
+                g[2 * hidden] = 0.0f;
+                g[3 * hidden] = 0.0f;
+                tc_d[t * bh + k] = 0.0f;
+                cs_d[q * bh + k] = c_s[k];  // the state carries through; h_s, c_s unchanged
+                hs_d[q * bh + k] = h_s[k];
+                continue;
+            }
+            const float* p = pre_s + b * g4 + j;
+            const float i = sigmoidf(p[0]);
+            const float f = sigmoidf(p[hidden]);
+            const float gg = tanhf(p[2 * hidden]);
+            const float o = sigmoidf(p[3 * hidden]);
+            const float cv = f * c_s[k] + i * gg;
+            const float tc = tanhf(cv);
+            const float hv = o * tc;
+            g[0] = i;
+            g[hidden] = f;
+            g[2 * hidden] = gg;
+            g[3 * hidden] = o;
+            tc_d[t * bh + k] = tc;
+            cs_d[q * bh + k] = cv;
+            hs_d[q * bh + k] = hv;
+            c_s[k] = cv;
+            h_s[k] = hv;
+        }
+        __syncthreads();  // h_s complete before the next step's products read it
+    }
+}

@@ -252,8 +252,19 @@ struct Problem {
 }
 
 impl Problem {
-    fn new(cell: Cell, (steps, batch, input, hidden): (usize, usize, usize, usize), reverse: bool) -> Self {
+    fn new(cell: Cell, sizes: (usize, usize, usize, usize), reverse: bool) -> Self {
+        Problem::with_seed(cell, sizes, reverse, 0)
+    }
+
+    /// Weights and data drawn with `seed` added to every generator's seed.
+    fn with_seed(
+        cell: Cell,
+        (steps, batch, input, hidden): (usize, usize, usize, usize),
+        reverse: bool,
+        seed: u32,
+    ) -> Self {
         let gh = cell.gates() * hidden;
+        let values = |n: usize, s: u32, lo: f32, hi: f32| values(n, s + seed, lo, hi);
         let scale = 1.0 / (hidden as f32).sqrt();
         let lengths = (0..batch).map(|b| [steps, steps - 1, 1, steps, 0, steps / 2][b % 6]).collect();
         Problem {
@@ -387,6 +398,10 @@ impl Problem {
 
 /// Everything a sequence run produces, for comparison.
 struct SeqResult {
+    /// LSTM: the saved gate activations `[T, B, 4H]`; GRU: empty.
+    gates: Vec<f32>,
+    /// LSTM: `tanh(c_t)` `[T, B, H]`; GRU: empty.
+    tanh_c: Vec<f32>,
     hs: Vec<f32>,
     cs: Vec<f32>,
     dh0: Vec<f32>,
@@ -484,7 +499,8 @@ fn run_cpu(p: &Problem) -> SeqResult {
         p.recurrent_back(&mut dh, &dgh[rows]);
     }
     let grads = p.param_grads(&dgi, &dgh, &hs);
-    SeqResult { hs, cs, dh0: dh, dc0: dc, grads }
+    let gates = if p.cell == Cell::Lstm { proj } else { Vec::new() };
+    SeqResult { gates, tanh_c, hs, cs, dh0: dh, dc0: dc, grads }
 }
 
 /// The same loop with every gate step in the emulated (or GPU) kernel: the GEMMs run on the
@@ -587,6 +603,8 @@ fn run_device(backend: &Backend, p: &Problem) -> SeqResult {
     let hs = backend.download(&d_hs).unwrap();
     let grads = p.param_grads(&dgi, &dgh, &hs);
     SeqResult {
+        gates: host_gates,
+        tanh_c: backend.download(&d_tanh).unwrap(),
         hs,
         cs: backend.download(&d_cs).unwrap(),
         dh0: backend.download(&d_dh).unwrap(),
@@ -608,6 +626,8 @@ fn check_sequence(backend: &Backend, cell: Cell, sizes: (usize, usize, usize, us
     let tol = Tolerance::new(1e-5, 1e-5);
     assert_close(&got.hs, &want.hs, tol, &ctx("hidden states"));
     if cell == Cell::Lstm {
+        assert_close(&got.gates, &want.gates, tol, &ctx("gate activations"));
+        assert_close(&got.tanh_c, &want.tanh_c, tol, &ctx("tanh(c)"));
         assert_close(&got.cs, &want.cs, tol, &ctx("cell states"));
         assert_close(&got.dc0, &want.dc0, tol, &ctx("dc0"));
     }
@@ -651,4 +671,93 @@ fn rnn_steps_match_cpu_with_random_schedule() {
         check_gru_step(&backend, b, h);
     }
     check_sequence(&backend, Cell::Lstm, SEQ_SIZES[0], true);
+}
+
+// ------------------------------------------------------------------------------------------
+// The persistent LSTM forward: one launch for the whole sequence and both directions
+// ------------------------------------------------------------------------------------------
+
+fn check_persistent(backend: &Backend, sizes: (usize, usize, usize, usize), directions: usize) {
+    let probs: Vec<Problem> =
+        (0..directions).map(|d| Problem::with_seed(Cell::Lstm, sizes, d == 1, 100 * d as u32)).collect();
+    let want: Vec<SeqResult> = probs.iter().map(run_cpu).collect();
+    let cat = |f: &dyn Fn(&Problem) -> Vec<f32>| probs.iter().flat_map(f).collect::<Vec<f32>>();
+    let (steps, batch, _, hidden) = sizes;
+    let bh = batch * hidden;
+    let lengths: Vec<i64> = probs[0].lengths.iter().map(|&l| l as i64).collect();
+    let d_len = backend.upload(&lengths).unwrap();
+    let mut d_gates = backend.upload(&cat(&|p| p.input_projection())).unwrap();
+    let d_w = backend.upload(&cat(&|p| p.w_hh.clone())).unwrap();
+    let d_h0 = backend.upload(&cat(&|p| p.h0.clone())).unwrap();
+    let d_c0 = backend.upload(&cat(&|p| p.c0.clone())).unwrap();
+    let state_len = directions * (steps + 1) * bh;
+    let mut d_hs = backend.upload(&vec![f32::NAN; state_len]).unwrap();
+    let mut d_cs = backend.upload(&vec![f32::NAN; state_len]).unwrap();
+    let mut d_tc = backend.upload(&vec![f32::NAN; directions * steps * bh]).unwrap();
+    rnn::lstm_forward_persistent_f32(
+        backend,
+        steps,
+        hidden,
+        directions,
+        &d_len,
+        &mut d_gates,
+        &d_w,
+        &d_h0,
+        &d_c0,
+        &mut d_hs,
+        &mut d_cs,
+        &mut d_tc,
+    )
+    .unwrap();
+    let got = [&d_gates, &d_tc, &d_hs, &d_cs].map(|b| backend.download(b).unwrap());
+    // the recurrent products are dot products in k order here, gemm's order on the CPU: the
+    // same few-ulp tolerance as the step-by-step sequence test
+    let tol = Tolerance::new(1e-5, 1e-5);
+    for (d, w) in want.iter().enumerate() {
+        let ctx = |what: &str| {
+            format!(
+                "persistent LSTM {what}, direction {d} of {directions}, [T, B, I, H] = {sizes:?}, on the {}",
+                backend.describe()
+            )
+        };
+        let part = |v: &[f32], n: usize| v[d * n..(d + 1) * n].to_vec();
+        assert_close(&part(&got[0], steps * 4 * bh), &w.gates, tol, &ctx("gate activations"));
+        assert_close(&part(&got[1], steps * bh), &w.tanh_c, tol, &ctx("tanh(c)"));
+        assert_close(&part(&got[2], (steps + 1) * bh), &w.hs, tol, &ctx("hidden states"));
+        assert_close(&part(&got[3], (steps + 1) * bh), &w.cs, tol, &ctx("cell states"));
+    }
+}
+
+/// `(T, B, I, H)`: B·4H = 1036 > the block's 256 threads (threads loop), H = 1, one row.
+const PERSISTENT_SIZES: &[(usize, usize, usize, usize)] = &[(6, 7, 5, 37), (4, 1, 3, 1), (5, 3, 4, 16), (1, 2, 2, 9)];
+
+#[test]
+fn lstm_persistent_forward_matches_cpu() {
+    for backend in backends() {
+        for &sizes in PERSISTENT_SIZES {
+            for directions in [1, 2] {
+                check_persistent(&backend, sizes, directions);
+            }
+        }
+    }
+    let backend = Backend::emulator_with(EmuSchedule::random(0x9e15));
+    for &sizes in PERSISTENT_SIZES {
+        check_persistent(&backend, sizes, 2);
+    }
+}
+
+#[test]
+fn lstm_persistent_refuses_large_layers() {
+    let backend = Backend::emulator();
+    let (t, b, h) = (2, 8, 100);
+    let d_len = backend.upload(&vec![2i64; b]).unwrap();
+    let mut g = backend.zeros::<f32>(t * b * 4 * h).unwrap();
+    let w = backend.zeros::<f32>(4 * h * h).unwrap();
+    let h0 = backend.zeros::<f32>(b * h).unwrap();
+    let (mut hs, mut cs) = (backend.zeros::<f32>((t + 1) * b * h).unwrap(), backend.zeros((t + 1) * b * h).unwrap());
+    let mut tc = backend.zeros::<f32>(t * b * h).unwrap();
+    let e =
+        rnn::lstm_forward_persistent_f32(&backend, t, h, 1, &d_len, &mut g, &w, &h0, &h0, &mut hs, &mut cs, &mut tc)
+            .unwrap_err();
+    assert!(e.to_string().contains("use the per-step kernels"), "{e}");
 }

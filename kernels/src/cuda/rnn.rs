@@ -16,7 +16,7 @@
 //! the host.
 
 use super::elementwise::launch_config;
-use super::launch::{Backend, DeviceBuffer, KernelArg};
+use super::launch::{Backend, DeviceBuffer, KernelArg, LaunchConfig};
 use super::CudaError;
 
 /// Which rows of the batch have a real frame at step `t`: row `b` does when `t < lengths[b]`.
@@ -298,4 +298,94 @@ pub fn gru_step_backward_f32(
     ];
     // SAFETY: as in the forward; dy is read at dy_off + b·stride + j < its length (checked).
     unsafe { backend.launch("gru_step_backward_f32", launch_config(backend, bh), &mut args) }
+}
+
+/// Shared memory the persistent LSTM kernel needs: `4H(H + 1) + 6BH` floats.
+pub fn lstm_persistent_shared_bytes(batch: usize, hidden: usize) -> usize {
+    (4 * hidden * (hidden + 1) + 6 * batch * hidden) * std::mem::size_of::<f32>()
+}
+
+/// The most shared memory [`lstm_forward_persistent_f32`] asks for: the 48 KiB every GPU gives
+/// a block without an opt-in.
+pub const LSTM_PERSISTENT_MAX_SHARED_BYTES: usize = 48 * 1024;
+
+/// A whole LSTM layer forward, every direction in one launch (one block per direction looping
+/// over time with `W_hh`, `h`, `c` in shared memory; see `rnn.cu`), for small `B` and `H`
+/// ([`lstm_persistent_shared_bytes`] at most [`LSTM_PERSISTENT_MAX_SHARED_BYTES`], else an
+/// error: use the per-step kernels). Its outputs are those of `T` steps of the recurrent GEMM
+/// plus [`lstm_step_forward_f32`], in the recurrent drivers' layout, per direction `d`
+/// (`directions` = 1, or 2 with `d = 1` the reverse direction):
+///
+/// * `gates` `[D, T, B, 4H]`: the input projection `x W_ihᵀ + b_ih + b_hh` on entry, the
+///   activations on return;
+/// * `w_hh` `[D, 4H, H]`, `h0`/`c0` `[D, B, H]`;
+/// * `hs`/`cs` `[D, T + 1, B, H]`: the state before time `t` in row `t` (forward) or `t + 1`
+///   (reverse), the initial state included;
+/// * `tanh_c` `[D, T, B, H]`.
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_forward_persistent_f32(
+    backend: &Backend,
+    steps: usize,
+    hidden: usize,
+    directions: usize,
+    lengths: &DeviceBuffer<i64>,
+    gates: &mut DeviceBuffer<f32>,
+    w_hh: &DeviceBuffer<f32>,
+    h0: &DeviceBuffer<f32>,
+    c0: &DeviceBuffer<f32>,
+    hs: &mut DeviceBuffer<f32>,
+    cs: &mut DeviceBuffer<f32>,
+    tanh_c: &mut DeviceBuffer<f32>,
+) -> Result<(), CudaError> {
+    const OP: &str = "cuda::rnn::lstm_forward_persistent_f32";
+    let batch = lengths.len();
+    let bh = batch * hidden;
+    if !(1..=2).contains(&directions) {
+        return Err(shape_err(OP, format!("directions must be 1 or 2, not {directions}")));
+    }
+    let d = directions;
+    for (what, len, want) in [
+        ("gates", gates.len(), d * steps * 4 * bh),
+        ("w_hh", w_hh.len(), d * 4 * hidden * hidden),
+        ("h0", h0.len(), d * bh),
+        ("c0", c0.len(), d * bh),
+        ("hs", hs.len(), d * (steps + 1) * bh),
+        ("cs", cs.len(), d * (steps + 1) * bh),
+        ("tanh_c", tanh_c.len(), d * steps * bh),
+    ] {
+        if len != want {
+            let message =
+                format!("{what} has {len} elements, expected {want} for [D={d}, T={steps}, B={batch}, H={hidden}]");
+            return Err(shape_err(OP, message));
+        }
+    }
+    let smem = lstm_persistent_shared_bytes(batch, hidden);
+    if smem > LSTM_PERSISTENT_MAX_SHARED_BYTES {
+        let message = format!(
+            "B={batch}, H={hidden} needs {smem} bytes of shared memory, more than {LSTM_PERSISTENT_MAX_SHARED_BYTES}: \
+             use the per-step kernels"
+        );
+        return Err(shape_err(OP, message));
+    }
+    if bh == 0 {
+        return Ok(());
+    }
+    let block = ((4 * bh).div_ceil(32) * 32).clamp(32, 256) as u32;
+    let cfg = LaunchConfig { grid: (d as u32, 1, 1), block: (block, 1, 1), shared_mem_bytes: smem as u32 };
+    let mut args = [
+        KernelArg::u64(steps as u64),
+        KernelArg::u64(batch as u64),
+        KernelArg::u64(hidden as u64),
+        KernelArg::input(lengths),
+        KernelArg::output(gates),
+        KernelArg::input(w_hh),
+        KernelArg::input(h0),
+        KernelArg::input(c0),
+        KernelArg::output(hs),
+        KernelArg::output(cs),
+        KernelArg::output(tanh_c),
+    ];
+    // SAFETY: block d < D touches direction d's slice of every buffer (lengths checked above),
+    // lengths[b] for b < B, and smem bytes of dynamic shared memory (asked for in cfg).
+    unsafe { backend.launch("lstm_forward_persistent_f32", cfg, &mut args) }
 }
