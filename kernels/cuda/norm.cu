@@ -37,7 +37,8 @@
 // Launch: row/channel kernels gridDim.x = min(rows or c, 8 * SMs), blockDim.x a multiple of 32
 // (at most 1024; the launchers use min(256, row length rounded up to 32)), 384 bytes of static
 // shared memory; the element-wise kernels 256 threads, grid min(ceil(n / 256), 4 * SMs); the
-// column-partial kernel blockDim (32, 8), grid (min(column tiles, 65535), chunks <= 65535).
+// column-partial kernel blockDim (32, 8), grid (min(column tiles, 65535), chunks <= 65535), 2112
+// bytes of static shared memory.
 // Optional operands (weight, bias, running stats, grad_w, grad_b) come with a has_* flag; a
 // missing one is never dereferenced.
 

@@ -19,7 +19,7 @@
 // inactive row carries its state (c = c_prev, h = h_prev), gets zero activations and zero gate
 // gradients, and passes dh/dc through unchanged in backward (packed-sequence semantics).
 //
-// Launch (all four kernels): one thread per (b, j), b < B, j < H, grid-stride over B * H
+// Launch (the four step kernels): one thread per (b, j), b < B, j < H, grid-stride over B * H
 // (64-bit indices); the launcher uses 256-thread blocks, at most 4 blocks per SM. No shared
 // memory, no barriers. Consecutive threads take consecutive j, so every gate row is read and
 // written coalesced.

@@ -196,7 +196,7 @@ pub fn bias_act_f32(
         return Ok(());
     }
     // Without a bias the kernel never reads the pointer; y's own buffer cannot be passed twice,
-    // so pass an empty upload of the right backend then.
+    // so an empty buffer of the right backend (no allocation) stands in.
     let no_bias;
     let b = match bias {
         Some(b) => b,
