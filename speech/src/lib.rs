@@ -15,5 +15,6 @@ pub mod metrics;
 pub mod models;
 pub mod perturb;
 pub mod synth;
+pub mod tensorboard;
 pub mod train;
 pub mod vad;
