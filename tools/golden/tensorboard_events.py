@@ -82,6 +82,7 @@ def write_golden():
 
 def check(log_dir):
     from tensorboard.backend.event_processing import event_accumulator, plugin_event_accumulator
+    from tensorboard.util import tensor_util
     from torch.utils.tensorboard.summary import make_histogram
     from torch.utils.tensorboard.writer import SummaryWriter
 
@@ -118,13 +119,13 @@ def check(log_dir):
         hv = h.histogram_value
         values = np.array(stapes_values(h.step), dtype=np.float32)
         want = make_histogram(values.astype(float), default_bins)
-        assert hv.num == len(values) == sum(hv.bucket_counts), (hv.num, sum(hv.bucket_counts))
+        assert hv.num == len(values) == sum(hv.bucket), (hv.num, sum(hv.bucket))
         assert (hv.min, hv.max) == (want.min, want.max), (hv.min, hv.max, want.min, want.max)
         assert math.isclose(hv.sum, want.sum, rel_tol=1e-12) and math.isclose(hv.sum_squares, want.sum_squares, rel_tol=1e-12)
         assert list(hv.bucket_limit) == list(want.bucket_limit), "bucket limits differ from PyTorch's"
-        assert list(hv.bucket_counts) == list(want.bucket), "bucket counts differ from PyTorch's"
+        assert list(hv.bucket) == list(want.bucket), "bucket counts differ from PyTorch's"
         print(f"histogram weights step {h.step}: num {hv.num:.0f}, min {hv.min}, max {hv.max}, "
-              f"{len(hv.bucket_counts)} buckets, identical to torch make_histogram")
+              f"{len(hv.bucket)} buckets, identical to torch make_histogram")
 
     texts = acc.Tensors("notes")
     assert len(texts) == 1 and texts[0].step == 9, texts
@@ -141,8 +142,8 @@ def check(log_dir):
     for tag, step_values in [("train/loss", 10), ("weights", 3), ("notes", 1)]:
         assert len(pacc.Tensors(tag)) == step_values, tag
     hist = pacc.Tensors("weights")[0]
-    arr = np.array(hist.tensor_proto.float_val).reshape(-1, 3) if hist.tensor_proto.float_val else \
-        np.frombuffer(hist.tensor_proto.tensor_content, dtype=np.float64).reshape(-1, 3)
+    arr = tensor_util.make_ndarray(hist.tensor_proto)
+    assert arr.ndim == 2 and arr.shape[1] == 3, arr.shape
     assert arr[:, 2].sum() == len(stapes_values(0)), arr[:, 2].sum()
     assert (arr[:, 0] <= arr[:, 1]).all(), "a backwards bucket"
     print(f"plugin histogram weights step 0: {arr.shape[0]} buckets [left, right, count], counts sum {arr[:, 2].sum():.0f}")
