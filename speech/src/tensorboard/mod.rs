@@ -336,9 +336,9 @@ impl Histogram {
         let right_edge = |k: usize| if k == edges.len() { max } else { edges[k] };
         let mut bucket_limit = vec![left_edge(first)];
         let mut bucket = vec![0.0];
-        for k in first..=last {
+        for (k, &count) in counts.iter().enumerate().take(last + 1).skip(first) {
             bucket_limit.push(right_edge(k));
-            bucket.push(counts[k] as f64);
+            bucket.push(count as f64);
         }
         let histogram = Histogram { min, max, num: num as f64, sum, sum_squares, bucket_limit, bucket };
         (histogram, skipped)
@@ -669,7 +669,10 @@ mod tests {
             bad[i] ^= 0x01;
             std::fs::write(&bad_path, &bad).unwrap();
             let err = read_events(&bad_path).unwrap_err().to_string();
-            assert!(err.contains("read_events") && err.contains("bad.tfevents") && err.contains("CRC"), "byte {i}: {err}");
+            assert!(
+                err.contains("read_events") && err.contains("bad.tfevents") && err.contains("CRC"),
+                "byte {i}: {err}"
+            );
         }
         // Cutting between the two records leaves a valid one-record file; any other cut is an error.
         let first_record = 16 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
