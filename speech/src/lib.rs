@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod models;
 pub mod perturb;
 pub mod synth;
+pub mod tensorboard;
 pub mod train;
 pub mod vad;

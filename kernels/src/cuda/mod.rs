@@ -7,19 +7,35 @@
 //! * On the CPU emulator ([`emu`], `kernels/emu/`): the same `.cu` files compiled as C++ by
 //!   `build.rs`, every CUDA thread a fiber; built for this crate's tests (`emu` feature).
 //!
-//! [`Backend`] hides the difference: buffers, launches and the typed launch wrappers
-//! ([`elementwise`], [`reduce`], [`softmax`]) take a backend, so one test body checks
-//! "Rust CPU kernel == emulated CUDA kernel == GPU kernel" ([`parity`]). [`nvrtc`] is the
-//! compile check that CI runs on every kernel for sm_80 and sm_90 (register/spill report).
+//! [`Backend`] hides the difference: buffers, launches and the typed launch wrappers take a
+//! backend, so one test body checks "Rust CPU kernel == emulated CUDA kernel == GPU kernel"
+//! ([`parity`]). [`nvrtc`] is the compile check that CI runs on every kernel for sm_80 and
+//! sm_90 (register/spill report).
+//!
+//! The kernel families, one `.cu` file and one wrapper module each (CPU reference in
+//! parentheses; all `f32`, the element-wise kernels also `f16`/`bf16` storage):
+//! * [`elementwise`]: binary add/mul, exp (`cpu::binary`, `cpu::unary`);
+//! * [`reduce`]: row sums (`cpu::reduce`); [`softmax`]: (log-)softmax over rows (`cpu::softmax`);
+//! * [`ctc`]: CTC loss and gradient (`cpu::ctc`);
+//! * [`rnn`]: the fused LSTM and GRU gate kernels of one time step, forward and backward
+//!   (`cpu::rnn`; the GEMMs around them are cuBLAS');
+//! * [`conv`]: im2col, col2im and the bias + ReLU epilogue of a 2-D convolution and its
+//!   backward (`cpu::conv`; GEMMs are cuBLAS');
+//! * [`pool`]: max (with argmax) and average pooling, forward and backward (`cpu::pool`);
+//! * [`norm`]: layer norm and batch norm, forward and backward (`cpu::norm`).
 
+pub mod conv;
 pub mod ctc;
 pub mod elementwise;
 pub mod emu;
 pub mod gpu;
 mod launch;
+pub mod norm;
 pub mod nvrtc;
 pub mod parity;
+pub mod pool;
 pub mod reduce;
+pub mod rnn;
 pub mod softmax;
 
 pub use gpu::{GpuDevice, GpuUnavailable};
