@@ -14,6 +14,7 @@ pub mod features;
 pub mod metrics;
 pub mod models;
 pub mod perturb;
+pub mod plot;
 pub mod synth;
 pub mod train;
 pub mod vad;
