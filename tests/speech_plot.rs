@@ -300,10 +300,22 @@ fn decode_canvas(c: &Canvas) -> Decoded {
     d
 }
 
+/// A fresh folder for a test's files: under `$STAPES_KEEP_PLOTS` when set (kept, to look at
+/// the images), else under the temporary folder (removed by [`done`]).
 fn out_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stapes-plot-{}-{name}", std::process::id()));
+    let dir = match std::env::var_os("STAPES_KEEP_PLOTS") {
+        Some(base) => PathBuf::from(base).join(name),
+        None => std::env::temp_dir().join(format!("stapes-plot-{}-{name}", std::process::id())),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+fn done(dir: &std::path::Path) {
+    if std::env::var_os("STAPES_KEEP_PLOTS").is_none() {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
 
 fn xorshift(seed: &mut u32) -> u32 {
@@ -416,7 +428,8 @@ fn the_title_is_drawn_above_the_frame() {
         .with_series(Series::new("train loss", vec![(1.0, 2.0), (2.0, 1.0), (3.0, 0.5)]));
     let d = decode_canvas(&render_chart(&chart).unwrap());
     let frame = find_frame(&d, AXIS);
-    let title_px = (0..frame.y as u32).flat_map(|y| (0..d.width).map(move |x| (x, y))).filter(|&(x, y)| d.pixel(x, y) == TEXT);
+    // Rows above the frame, less the top half of the top y tick label.
+    let title_px = (0..frame.y as u32 - 8).flat_map(|y| (0..d.width).map(move |x| (x, y))).filter(|&(x, y)| d.pixel(x, y) == TEXT);
     let (n, xs): (usize, Vec<u32>) = title_px.fold((0, vec![]), |(n, mut xs), (x, _)| {
         xs.push(x);
         (n + 1, xs)
@@ -462,11 +475,7 @@ fn figures_place_charts_side_by_side_and_files_are_written() {
     for f in ["curves.png", "log.png"] {
         decode_png(&std::fs::read(dir.join(f)).unwrap()).unwrap();
     }
-    if std::env::var_os("STAPES_KEEP_PLOTS").is_some() {
-        println!("plots kept in {}", dir.display());
-    } else {
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
+    done(&dir);
 }
 
 // ---------- spectrograms ----------
@@ -501,8 +510,8 @@ fn a_1khz_tone_is_brightest_on_its_frequency_bin() {
     // 1000 Hz / (16000 Hz / 400) = bin 25, low frequencies at the bottom.
     assert_eq!(brightest_row(&d, heat, m.rows), 25);
     // The maximum is the top colour of the map; the floor (80 dB down) the bottom one.
-    let x = (heat.x + heat.w / 2) as u32;
-    let colours: Vec<Rgb> = (heat.y..heat.bottom()).map(|y| d.pixel(x, y as u32)).collect();
+    let col = (heat.x + heat.w / 2) as u32;
+    let colours: Vec<Rgb> = (heat.y..heat.bottom()).map(|y| d.pixel(col, y as u32)).collect();
     assert!(colours.iter().any(|&c| luma(c) > luma(Colormap::Viridis.color(0.95))));
     assert!(colours.contains(&Colormap::Viridis.color(0.0)));
 
@@ -522,7 +531,7 @@ fn a_1khz_tone_is_brightest_on_its_frequency_bin() {
     let dir = out_dir("spec");
     spectrogram_png(dir.join("tone.png"), &m.data, m.rows, m.frames, &opts).unwrap();
     decode_png(&std::fs::read(dir.join("tone.png")).unwrap()).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    done(&dir);
 }
 
 #[test]
@@ -588,5 +597,5 @@ fn the_features_command_writes_a_png_and_fails_cleanly() {
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(stderr.contains("Error"), "{stderr}");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
+    done(&dir);
 }

@@ -400,8 +400,9 @@ fn draw_chart(canvas: &mut Canvas, area: Rect, chart: &Chart) -> Result<()> {
             let isolated = p.0.is_finite()
                 && (k == 0 || !pts[k - 1].0.is_finite())
                 && pts.get(k + 1).is_none_or(|q| !q.0.is_finite());
-            if p.0.is_finite() && (isolated || n_finite <= MARKER_MAX_POINTS) && inside.contains(p.0 as i32, p.1 as i32) {
-                canvas.fill_circle(p.0, p.1, 3.5, color);
+            if p.0.is_finite() && (isolated || n_finite <= MARKER_MAX_POINTS) {
+                // A disc of radius 3.5, clipped like the lines (points on the frame show half).
+                canvas.polyline_clipped(&[*p], 7.0, color, inside);
             }
         }
         all_points.extend(pts.into_iter().filter(|p| p.0.is_finite()));

@@ -323,7 +323,8 @@ pub fn render_spectrogram(data: &[f32], rows: usize, frames: usize, opts: &Spect
     };
     let y_label_w = y_ticks.iter().map(|(_, l)| text_width(l, SCALE)).max().unwrap_or(0);
     let left = pad + th + pad + y_label_w + 10;
-    let top = pad + if opts.title.is_empty() { 0 } else { th + pad } + th / 2;
+    // Below the title: room for the unit above the colour bar, or half a label (the top tick's).
+    let top = pad + if opts.title.is_empty() { 0 } else { th + pad } + if unit.is_empty() { th / 2 } else { th + 8 };
     let bar_gap = 20;
     let bar_w = 18;
     let right = bar_gap + bar_w + 10 + c_label_w.max(text_width(unit, SCALE) - bar_w - 10) + pad;
