@@ -292,14 +292,20 @@ fn features(
     let samples = if decoded.sample_rate == sample_rate {
         decoded.samples
     } else {
-        resample(&decoded.samples, decoded.sample_rate, sample_rate)
-            .with_context(|| format!("resampling {} from {} Hz to {sample_rate} Hz", audio.display(), decoded.sample_rate))?
+        resample(&decoded.samples, decoded.sample_rate, sample_rate).with_context(|| {
+            format!("resampling {} from {} Hz to {sample_rate} Hz", audio.display(), decoded.sample_rate)
+        })?
     };
     if samples.is_empty() {
         anyhow::bail!("{}: no audio samples", audio.display());
     }
     let spectrogram = SpectrogramConfig { n_fft, hop_length: Some(hop_length), ..SpectrogramConfig::default() };
-    let mel_config = MelSpectrogramConfig { sample_rate, spectrogram: spectrogram.clone(), n_mels, ..MelSpectrogramConfig::default() };
+    let mel_config = MelSpectrogramConfig {
+        sample_rate,
+        spectrogram: spectrogram.clone(),
+        n_mels,
+        ..MelSpectrogramConfig::default()
+    };
     let name = audio.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let (m, mut opts, what) = match kind {
         FeatureKind::Mel => {
@@ -308,13 +314,21 @@ fn features(
         }
         FeatureKind::Spectrogram => {
             let m = Spectrogram::new(spectrogram.clone())?.forward_slice(&samples);
-            (m, SpectrogramPlot::for_spectrogram(&spectrogram, sample_rate), format!("power spectrogram, n_fft {n_fft}"))
+            (
+                m,
+                SpectrogramPlot::for_spectrogram(&spectrogram, sample_rate),
+                format!("power spectrogram, n_fft {n_fft}"),
+            )
         }
         FeatureKind::Mfcc => {
             let n_mfcc = n_mfcc.unwrap_or(40.min(n_mels));
             let config = MfccConfig { sample_rate, n_mfcc, melkwargs: mel_config, ..MfccConfig::default() };
             let m = Mfcc::new(config)?.forward_slice(&samples);
-            (m, SpectrogramPlot::for_coefficients("coefficient", hop_length, sample_rate), format!("MFCC, {n_mfcc} coefficients"))
+            (
+                m,
+                SpectrogramPlot::for_coefficients("coefficient", hop_length, sample_rate),
+                format!("MFCC, {n_mfcc} coefficients"),
+            )
         }
     };
     let m = m.with_context(|| format!("computing features of {}", audio.display()))?;

@@ -99,7 +99,8 @@ const DBASE: [u16; 30] = [
     1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097, 6145,
     8193, 12289, 16385, 24577,
 ];
-const DEXT: [u32; 30] = [0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13];
+const DEXT: [u32; 30] =
+    [0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13];
 
 /// Inflates a raw deflate stream (stored, fixed and dynamic blocks); returns the bytes and the
 /// input bytes consumed.
@@ -160,7 +161,8 @@ fn inflate(data: &[u8]) -> Result<(Vec<u8>, usize), String> {
                         break;
                     } else {
                         let i = sym - 257;
-                        let len = *LBASE.get(i).ok_or("inflate: bad length symbol")? as usize + b.bits(LEXT[i])? as usize;
+                        let len =
+                            *LBASE.get(i).ok_or("inflate: bad length symbol")? as usize + b.bits(LEXT[i])? as usize;
                         let d = dist.decode(&mut b)? as usize;
                         let distance = *DBASE.get(d).ok_or("inflate: bad distance symbol")? as usize
                             + b.bits(*DEXT.get(d).unwrap_or(&0))? as usize;
@@ -276,7 +278,8 @@ fn decode_png(png: &[u8]) -> Result<Decoded, String> {
                 3 => ((u16::from(left) + u16::from(up)) / 2) as u8,
                 4 => {
                     let p = i16::from(left) + i16::from(up) - i16::from(ul);
-                    let (pa, pb, pc) = ((p - i16::from(left)).abs(), (p - i16::from(up)).abs(), (p - i16::from(ul)).abs());
+                    let (pa, pb, pc) =
+                        ((p - i16::from(left)).abs(), (p - i16::from(up)).abs(), (p - i16::from(ul)).abs());
                     if pa <= pb && pa <= pc {
                         left
                     } else if pb <= pc {
@@ -340,7 +343,7 @@ fn png_round_trips_through_an_independent_decoder() {
     c.line(0.0, 100.0, 320.0, 30.0, 3.0, Rgb(200, 40, 40));
     images.push((321, 111, c.pixels().to_vec()));
     // Repetitive but not flat: matches at many distances and lengths.
-    images.push((500, 90, (0..500 * 90 * 3).map(|i| ((i * 7) % 251 ^ (i / 1500) % 3) as u8).collect()));
+    images.push((500, 90, (0..500 * 90 * 3).map(|i| (((i * 7) % 251) ^ ((i / 1500) % 3)) as u8).collect()));
     for (w, h, rgb) in images {
         let png = encode_png(w, h, &rgb).unwrap();
         let d = decode_png(&png).unwrap_or_else(|e| panic!("{w}x{h}: {e}"));
@@ -407,8 +410,9 @@ fn a_constant_series_is_a_horizontal_line_on_its_row() {
     // Value v sits at pixel centre bottom - 0.5 - v * (h - 1), inside the frame.
     let expected = f64::from(frame.bottom()) - 0.5 - 0.25 * f64::from(frame.h - 1);
     let colour = PALETTE[0];
-    let rows: Vec<u32> =
-        (0..d.height).filter(|&y| (frame.x as u32 + 5..frame.right() as u32 - 5).all(|x| d.pixel(x, y) == colour)).collect();
+    let rows: Vec<u32> = (0..d.height)
+        .filter(|&y| (frame.x as u32 + 5..frame.right() as u32 - 5).all(|x| d.pixel(x, y) == colour))
+        .collect();
     assert!(!rows.is_empty(), "no full-width row of the series colour");
     for &r in &rows {
         assert!((f64::from(r) + 0.5 - expected).abs() <= 1.0, "row {r}, expected about {expected}");
@@ -429,7 +433,8 @@ fn the_title_is_drawn_above_the_frame() {
     let d = decode_canvas(&render_chart(&chart).unwrap());
     let frame = find_frame(&d, AXIS);
     // Rows above the frame, less the top half of the top y tick label.
-    let title_px = (0..frame.y as u32 - 8).flat_map(|y| (0..d.width).map(move |x| (x, y))).filter(|&(x, y)| d.pixel(x, y) == TEXT);
+    let title_px =
+        (0..frame.y as u32 - 8).flat_map(|y| (0..d.width).map(move |x| (x, y))).filter(|&(x, y)| d.pixel(x, y) == TEXT);
     let (n, xs): (usize, Vec<u32>) = title_px.fold((0, vec![]), |(n, mut xs), (x, _)| {
         xs.push(x);
         (n + 1, xs)
@@ -440,7 +445,8 @@ fn the_title_is_drawn_above_the_frame() {
     assert!((200..=260).contains(&span), "title spans {span} px");
     // Tick labels left of the frame and below it.
     let left_text = (frame.y as u32..frame.bottom() as u32).any(|y| (0..frame.x as u32).any(|x| d.pixel(x, y) == TEXT));
-    let below_text = (frame.bottom() as u32..d.height).any(|y| (frame.x as u32..frame.right() as u32).any(|x| d.pixel(x, y) == TEXT));
+    let below_text = (frame.bottom() as u32..d.height)
+        .any(|y| (frame.x as u32..frame.right() as u32).any(|x| d.pixel(x, y) == TEXT));
     assert!(left_text && below_text);
 }
 
@@ -448,7 +454,10 @@ fn the_title_is_drawn_above_the_frame() {
 fn figures_place_charts_side_by_side_and_files_are_written() {
     let loss = Chart::new("loss")
         .labels("step", "CTC loss")
-        .with_series(Series::new("train loss", (0..500).map(|i| (i as f64, 3.0 * (-(i as f64) / 150.0).exp() + 0.1)).collect()))
+        .with_series(Series::new(
+            "train loss",
+            (0..500).map(|i| (i as f64, 3.0 * (-(i as f64) / 150.0).exp() + 0.1)).collect(),
+        ))
         .size(600, 400);
     let mut cer = Chart::new("dev error")
         .labels("epoch", "")
@@ -464,7 +473,10 @@ fn figures_place_charts_side_by_side_and_files_are_written() {
     // The left panel is the loss chart exactly.
     let alone = render_chart(&loss).unwrap();
     for y in 0..400 {
-        assert_eq!(&fig.pixels()[y * 1200 * 3..y * 1200 * 3 + 600 * 3], &alone.pixels()[y * 600 * 3..(y + 1) * 600 * 3]);
+        assert_eq!(
+            &fig.pixels()[y * 1200 * 3..y * 1200 * 3 + 600 * 3],
+            &alone.pixels()[y * 600 * 3..(y + 1) * 600 * 3]
+        );
     }
     let dir = out_dir("fig");
     plot_figure(dir.join("curves.png"), &[loss.clone(), cer], 2).unwrap();
@@ -478,10 +490,43 @@ fn figures_place_charts_side_by_side_and_files_are_written() {
     done(&dir);
 }
 
+#[test]
+fn awkward_charts_render_without_clipping_errors() {
+    // Many series (the palette wraps), a title too long for the panel, large and negative
+    // values, a wide log range, a lone point and an all-NaN series.
+    let many = (0..12).fold(
+        Chart::new("a very long title that cannot possibly fit in this small panel at scale two").size(400, 300),
+        |c, k| {
+            c.with_series(Series::new(
+                format!("s{k}"),
+                (0..50).map(|i| (i as f64, 1e6 * (k as f64 - i as f64 / 10.0))).collect(),
+            ))
+        },
+    );
+    let mut log = Chart::new("log y, 8 decades")
+        .labels("step", "gradient norm")
+        .with_series(Series::new("norm", (1..400).map(|i| (i as f64, 10f64.powf(2.0 - i as f64 / 50.0))).collect()))
+        .with_series(Series::new("lone point", vec![(200.0, 1.0)]))
+        .with_series(Series::new("all NaN", vec![(f64::NAN, f64::NAN); 3]));
+    log.log_y = true;
+    let mut neg = Chart::new("negative and tiny")
+        .labels("x", "y")
+        .with_series(Series::new("tiny", (0..100).map(|i| (i as f64 * 1e-4, -3e-5 + 1e-6 * i as f64)).collect()));
+    neg.y_range = None;
+    let empty = Chart::new("empty").labels("epoch", "CER");
+    let fig = render_figure(&[many, log, neg, empty], 2).unwrap();
+    decode_canvas(&fig);
+    let dir = out_dir("edge");
+    fig.write_png(dir.join("edge.png")).unwrap();
+    done(&dir);
+}
+
 // ---------- spectrograms ----------
 
 fn tone(freq: f32, seconds: f32, sr: u32) -> Vec<f32> {
-    (0..(seconds * sr as f32) as usize).map(|i| 0.5 * (2.0 * std::f32::consts::PI * freq * i as f32 / sr as f32).sin()).collect()
+    (0..(seconds * sr as f32) as usize)
+        .map(|i| 0.5 * (2.0 * std::f32::consts::PI * freq * i as f32 / sr as f32).sin())
+        .collect()
 }
 
 fn luma(c: Rgb) -> f32 {
@@ -491,7 +536,9 @@ fn luma(c: Rgb) -> f32 {
 /// The data row shown brightest in the middle column of the heat map.
 fn brightest_row(d: &Decoded, heat: Rect, rows: usize) -> usize {
     let x = (heat.x + heat.w / 2) as u32;
-    let y = (heat.y..heat.bottom()).max_by(|&a, &b| luma(d.pixel(x, a as u32)).total_cmp(&luma(d.pixel(x, b as u32)))).unwrap();
+    let y = (heat.y..heat.bottom())
+        .max_by(|&a, &b| luma(d.pixel(x, a as u32)).total_cmp(&luma(d.pixel(x, b as u32))))
+        .unwrap();
     // Pixel row (from the top) back to a data row (from the bottom).
     rows - 1 - ((y - heat.y) as usize * rows / heat.h as usize)
 }
@@ -521,7 +568,9 @@ fn a_1khz_tone_is_brightest_on_its_frequency_bin() {
     let (canvas, heat) = render_spectrogram(&mel.data, mel.rows, mel.frames, &SpectrogramPlot::for_mel(&mcfg)).unwrap();
     let d = decode_canvas(&canvas);
     let mid = mel.frames / 2;
-    let expected = (0..mel.rows).max_by(|&a, &b| mel.data[a * mel.frames + mid].total_cmp(&mel.data[b * mel.frames + mid])).unwrap();
+    let expected = (0..mel.rows)
+        .max_by(|&a, &b| mel.data[a * mel.frames + mid].total_cmp(&mel.data[b * mel.frames + mid]))
+        .unwrap();
     let mel_1k = 2595.0 * (1.0f64 + 1000.0 / 700.0).log10();
     let mel_max = 2595.0 * (1.0f64 + 8000.0 / 700.0).log10();
     let band = (mel_1k / mel_max * 65.0 - 1.0).round() as usize;

@@ -293,7 +293,8 @@ impl Canvas {
             for (row, bits) in glyph(ch).iter().enumerate() {
                 for col in 0..GLYPH_WIDTH {
                     if bits >> (GLYPH_WIDTH - 1 - col) & 1 == 1 {
-                        let r = Rect::new(gx.saturating_add(col as i32 * sc), y.saturating_add(row as i32 * sc), sc, sc);
+                        let r =
+                            Rect::new(gx.saturating_add(col as i32 * sc), y.saturating_add(row as i32 * sc), sc, sc);
                         self.fill_rect(r, c);
                     }
                 }

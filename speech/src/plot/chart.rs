@@ -282,7 +282,11 @@ fn draw_chart(canvas: &mut Canvas, area: Rect, chart: &Chart) -> Result<()> {
             check_range(OP, "y", r, chart.log_y)?;
             Scale { lo: r.0, hi: r.1, log: chart.log_y }
         }
-        None if !has_data => Scale { lo: if chart.log_y { 1.0 } else { 0.0 }, hi: 10.0, log: chart.log_y },
+        None if !has_data => Scale {
+            lo: if chart.log_y { 1.0 } else { 0.0 },
+            hi: if chart.log_y { 10.0 } else { 1.0 },
+            log: chart.log_y,
+        },
         None if chart.log_y => {
             let lo = 10f64.powf((y0.log10() + 1e-9).floor());
             let hi = 10f64.powf((y1.log10() - 1e-9).ceil()).max(lo * 10.0);
@@ -414,18 +418,28 @@ fn draw_chart(canvas: &mut Canvas, area: Rect, chart: &Chart) -> Result<()> {
 
 /// The legend in the corner of `inside` that covers the fewest points.
 fn draw_legend(canvas: &mut Canvas, chart: &Chart, inside: Rect, points: &[(f64, f64)]) {
-    let entries: Vec<(String, Rgb)> = chart
+    let mut entries: Vec<(String, Option<Rgb>)> = chart
         .series
         .iter()
         .enumerate()
         .filter(|(_, s)| !s.label.is_empty())
-        .map(|(i, s)| (s.label.chars().take(40).collect(), s.color.unwrap_or(PALETTE[i % PALETTE.len()])))
+        .map(|(i, s)| (s.label.chars().take(40).collect(), Some(s.color.unwrap_or(PALETTE[i % PALETTE.len()]))))
         .collect();
+    let th = text_height(SCALE);
+    let row_h = th + 6;
+    // As many rows as fit in the plot; the rest are counted on a last "+N more" row.
+    let fit = ((inside.h - 2 * 8 - 10) / row_h).max(0) as usize;
+    if entries.len() > fit {
+        let shown = fit.saturating_sub(1);
+        let more = entries.len() - shown;
+        entries.truncate(shown);
+        if fit > 0 {
+            entries.push((format!("+{more} more"), None));
+        }
+    }
     if entries.is_empty() {
         return;
     }
-    let th = text_height(SCALE);
-    let row_h = th + 6;
     let sample = 28;
     let w = 10 + sample + 8 + entries.iter().map(|(l, _)| text_width(l, SCALE)).max().unwrap_or(0) + 10;
     let h = 8 + row_h * entries.len() as i32 + 2;
@@ -448,8 +462,10 @@ fn draw_legend(canvas: &mut Canvas, chart: &Chart, inside: Rect, points: &[(f64,
         let ry = y + 8 + k as i32 * row_h;
         let mid = f64::from(ry + th / 2);
         let x0 = f64::from(x + 10);
-        canvas.polyline_clipped(&[(x0, mid), (x0 + f64::from(sample), mid)], LINE_WIDTH + 1.0, *color, frame);
-        canvas.text(x + 10 + sample + 8, ry + 1, label, SCALE, TEXT);
+        if let Some(color) = color {
+            canvas.polyline_clipped(&[(x0, mid), (x0 + f64::from(sample), mid)], LINE_WIDTH + 1.0, *color, frame);
+        }
+        canvas.text(x + 10 + sample + 8, ry + 1, label, SCALE, if color.is_some() { TEXT } else { MUTED });
     }
 }
 

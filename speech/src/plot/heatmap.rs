@@ -232,7 +232,10 @@ pub fn render_spectrogram(data: &[f32], rows: usize, frames: usize, opts: &Spect
         return Err(Error::invalid(OP, format!("nothing to draw: {rows} rows x {frames} frames")));
     }
     if rows.checked_mul(frames) != Some(data.len()) {
-        return Err(Error::shape(OP, format!("{rows} rows x {frames} frames need that many values, got {}", data.len())));
+        return Err(Error::shape(
+            OP,
+            format!("{rows} rows x {frames} frames need that many values, got {}", data.len()),
+        ));
     }
     if let Some(t) = opts.top_db {
         if !(t.is_finite() && t >= 0.0) {
@@ -311,7 +314,8 @@ pub fn render_spectrogram(data: &[f32], rows: usize, frames: usize, opts: &Spect
         }
         FreqAxis::Mel { f_min, f_max, scale } => {
             let (m0, m1) = (hz_to_mel(*f_min, *scale), hz_to_mel(*f_max, *scale));
-            let (div, title) = if *f_max >= 2000.0 { (1000.0, "frequency (kHz, mel)") } else { (1.0, "frequency (Hz, mel)") };
+            let (div, title) =
+                if *f_max >= 2000.0 { (1000.0, "frequency (kHz, mel)") } else { (1.0, "frequency (Hz, mel)") };
             let target = (hh / 30).max(2) as usize;
             let step = nice_step((f_max - f_min) / div, target);
             let ticks = nice_ticks(f_min / div, f_max / div, target).into_iter().filter_map(|f| {
@@ -343,7 +347,7 @@ pub fn render_spectrogram(data: &[f32], rows: usize, frames: usize, opts: &Spect
             let mut best = f32::NAN;
             for r in r0..r1 {
                 for &v in &vals[r * frames + f0..r * frames + f1] {
-                    if !v.is_nan() && !(v <= best) {
+                    if !v.is_nan() && (best.is_nan() || v > best) {
                         best = v;
                     }
                 }
@@ -393,7 +397,8 @@ pub fn render_spectrogram(data: &[f32], rows: usize, frames: usize, opts: &Spect
         canvas.fill_rect(Rect::new(bar.x, bar.y + y, bar.w, 1), opts.colormap.color(t));
     }
     canvas.stroke_rect(Rect::new(bar.x - 1, bar.y - 1, bar.w + 2, bar.h + 2), AXIS);
-    let value_px = |v: f64| f64::from(bar.bottom()) - 0.5 - (v - f64::from(lo)) / f64::from(hi - lo) * f64::from(hh - 1);
+    let value_px =
+        |v: f64| f64::from(bar.bottom()) - 0.5 - (v - f64::from(lo)) / f64::from(hi - lo) * f64::from(hh - 1);
     let c_ticks = spaced(c_ticks.into_iter().map(|(v, l)| (-value_px(v), l)).collect(), |_| th, 4);
     for (y, label) in &c_ticks {
         let yi = (-y).floor() as i32;
