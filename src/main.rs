@@ -126,6 +126,33 @@ enum Command {
     },
     /// Print the build's devices and thread count.
     Info,
+    /// Compute the features of an audio file and draw them as a PNG image (a heat map with
+    /// time and frequency axes and a colour bar); prints the image path and the feature shape.
+    Features {
+        /// The audio file (WAV, FLAC, OGG/Vorbis or MP3); channels are averaged.
+        audio: PathBuf,
+        /// Where the PNG goes.
+        #[arg(long)]
+        png: PathBuf,
+        /// Which features.
+        #[arg(long, value_enum, default_value_t = FeatureKind::Mel)]
+        kind: FeatureKind,
+        /// Mel bands (mel and MFCC).
+        #[arg(long, default_value_t = 80)]
+        n_mels: usize,
+        /// MFCC coefficients (default: 40, or n_mels when smaller).
+        #[arg(long)]
+        n_mfcc: Option<usize>,
+        /// The audio is resampled to this rate first.
+        #[arg(long, default_value_t = 16000)]
+        sample_rate: u32,
+        /// FFT size (and window length) in samples.
+        #[arg(long, default_value_t = 400)]
+        n_fft: usize,
+        /// Hop between frames in samples.
+        #[arg(long, default_value_t = 160)]
+        hop_length: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -166,6 +193,9 @@ fn main() -> anyhow::Result<()> {
         Command::Eval { run, data, batch_size, verbose } => eval(&run, &data, batch_size, verbose),
         Command::Transcribe { run, audio, no_vad, max_segment } => transcribe(&run, &audio, no_vad, max_segment),
         Command::Info => info(),
+        Command::Features { audio, png, kind, n_mels, n_mfcc, sample_rate, n_fft, hop_length } => {
+            features(&audio, &png, kind, n_mels, n_mfcc, sample_rate, n_fft, hop_length)
+        }
     }
 }
 
@@ -541,5 +571,91 @@ fn demo(
         println!("  {}", report.run_dir.join(f).display());
     }
     println!("try: stapes transcribe --run {} {}", report.run_dir.display(), ex_dir.join("<file>.wav").display());
+    Ok(())
+}
+
+// ---------- `stapes features`: feature images ----------
+
+/// The features `stapes features` draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum FeatureKind {
+    /// Mel spectrogram, in dB.
+    Mel,
+    /// Linear-frequency power spectrogram, in dB.
+    Spectrogram,
+    /// MFCCs (from the dB mel spectrogram).
+    Mfcc,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn features(
+    audio: &std::path::Path,
+    png: &std::path::Path,
+    kind: FeatureKind,
+    n_mels: usize,
+    n_mfcc: Option<usize>,
+    sample_rate: u32,
+    n_fft: usize,
+    hop_length: usize,
+) -> anyhow::Result<()> {
+    use stapes::speech::audio::{load_audio, resample};
+    use stapes::speech::features::{
+        MelSpectrogram, MelSpectrogramConfig, Mfcc, MfccConfig, Spectrogram, SpectrogramConfig,
+    };
+    use stapes::speech::plot::{spectrogram_png, SpectrogramPlot};
+
+    let decoded = load_audio(audio, true).with_context(|| format!("loading {}", audio.display()))?;
+    let samples = if decoded.sample_rate == sample_rate {
+        decoded.samples
+    } else {
+        resample(&decoded.samples, decoded.sample_rate, sample_rate).with_context(|| {
+            format!("resampling {} from {} Hz to {sample_rate} Hz", audio.display(), decoded.sample_rate)
+        })?
+    };
+    if samples.is_empty() {
+        anyhow::bail!("{}: no audio samples", audio.display());
+    }
+    let spectrogram = SpectrogramConfig { n_fft, hop_length: Some(hop_length), ..SpectrogramConfig::default() };
+    let mel_config = MelSpectrogramConfig {
+        sample_rate,
+        spectrogram: spectrogram.clone(),
+        n_mels,
+        ..MelSpectrogramConfig::default()
+    };
+    let name = audio.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let (m, mut opts, what) = match kind {
+        FeatureKind::Mel => {
+            let m = MelSpectrogram::new(mel_config.clone())?.forward_slice(&samples);
+            (m, SpectrogramPlot::for_mel(&mel_config), format!("mel spectrogram, {n_mels} bands"))
+        }
+        FeatureKind::Spectrogram => {
+            let m = Spectrogram::new(spectrogram.clone())?.forward_slice(&samples);
+            (
+                m,
+                SpectrogramPlot::for_spectrogram(&spectrogram, sample_rate),
+                format!("power spectrogram, n_fft {n_fft}"),
+            )
+        }
+        FeatureKind::Mfcc => {
+            let n_mfcc = n_mfcc.unwrap_or(40.min(n_mels));
+            let config = MfccConfig { sample_rate, n_mfcc, melkwargs: mel_config, ..MfccConfig::default() };
+            let m = Mfcc::new(config)?.forward_slice(&samples);
+            (
+                m,
+                SpectrogramPlot::for_coefficients("coefficient", hop_length, sample_rate),
+                format!("MFCC, {n_mfcc} coefficients"),
+            )
+        }
+    };
+    let m = m.with_context(|| format!("computing features of {}", audio.display()))?;
+    opts.title = format!("{name}: {what}");
+    spectrogram_png(png, &m.data, m.rows, m.frames, &opts).with_context(|| format!("writing {}", png.display()))?;
+    println!(
+        "wrote {} ({what}: {} x {} [rows x frames], {:.2} s at {sample_rate} Hz)",
+        png.display(),
+        m.rows,
+        m.frames,
+        samples.len() as f64 / f64::from(sample_rate)
+    );
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! torchaudio and a PyTorch `Dataset`/`DataLoader` give it: audio I/O and resampling,
 //! speed/volume/noise perturbation, voice activity detection, features (STFT, mel
 //! spectrogram, MFCC, deltas, normalisation), SpecAugment, datasets and a prefetching data
-//! loader, and a built-in synthetic corpus.
+//! loader, a built-in synthetic corpus, and PNG images of training curves and spectrograms
+//! ([`plot`]).
 
 pub mod audio;
 pub mod augment;
@@ -16,6 +17,7 @@ pub mod infer;
 pub mod metrics;
 pub mod models;
 pub mod perturb;
+pub mod plot;
 pub mod synth;
 pub mod tensorboard;
 pub mod train;
