@@ -8,6 +8,7 @@ use stapes::nn::Module;
 use stapes::speech::config::{AugmentConfig, RunConfig, ScheduleConfig};
 use stapes::speech::data::{Dataset, Vocab};
 use stapes::speech::models::{AcousticModel, CrdnnConfig, DeepSpeech2Config, ModelConfig, RnnType};
+use stapes::speech::tensorboard::{read_events, read_scalars, ValueKind};
 use stapes::speech::synth::{SynthConfig, SyntheticDigits, DIGITS};
 use stapes::speech::train::{evaluate, load_run, train_ctc, TrainEvent, TrainOptions};
 use std::sync::Arc;
@@ -51,6 +52,9 @@ fn tiny_run_trains_and_writes_its_run_directory() {
         rnn_dropout: 0.0,
         ..CrdnnConfig::default()
     }));
+    let mut cfg = cfg;
+    cfg.logging.tensorboard = true;
+    cfg.logging.plots = true;
     let dir = std::env::temp_dir().join(format!("stapes-train-{}", std::process::id()));
     let mut steps = 0;
     let report = train_ctc(&cfg, train, dev.clone(), &vocab, &dir, &TrainOptions::default(), |e| {
@@ -63,8 +67,42 @@ fn tiny_run_trains_and_writes_its_run_directory() {
     assert_eq!(steps, 18);
     let (first, last) = (report.epochs[0].train_loss, report.epochs[2].train_loss);
     assert!(first.is_finite() && last < first, "the loss must fall: {first} -> {last}");
-    for f in ["config.toml", "vocab.json", "log.jsonl", "checkpoint.safetensors", "best_model.safetensors"] {
+    for f in ["config.toml", "vocab.json", "log.jsonl", "checkpoint.safetensors", "best_model.safetensors", "curves.png"] {
         assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let png = std::fs::read(dir.join("curves.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+    // TensorBoard: the scalars of every step and epoch, and histograms of every parameter and
+    // its gradient after every epoch, read back from the event file.
+    let scalars = read_scalars(&dir.join("tensorboard")).unwrap();
+    let loss = &scalars["train/loss"];
+    assert_eq!(loss.iter().map(|s| s.0).collect::<Vec<_>>(), (1..=18).collect::<Vec<i64>>());
+    assert!(loss.iter().all(|s| s.1.is_finite() && s.1 > 0.0));
+    for tag in ["train/lr", "train/grad_norm", "train/utterances_per_s"] {
+        assert_eq!(scalars[tag].len(), 18, "{tag}");
+    }
+    let cer = &scalars["dev/cer"];
+    assert_eq!(cer.iter().map(|s| s.0).collect::<Vec<_>>(), vec![6, 12, 18]);
+    for (e, l) in report.epochs.iter().zip(cer) {
+        assert_eq!(l.1, e.dev_cer as f32);
+    }
+    let tb_file = std::fs::read_dir(dir.join("tensorboard")).unwrap().next().unwrap().unwrap().path();
+    let events = read_events(&tb_file).unwrap();
+    let n_params = report.model.named_parameters().len();
+    let mut hists = std::collections::BTreeMap::<String, Vec<i64>>::new();
+    for ev in &events {
+        for v in &ev.values {
+            if let ValueKind::Histogram(h) = &v.kind {
+                assert!(h.num > 0.0 && h.bucket.iter().sum::<f64>() == h.num, "{}", v.tag);
+                hists.entry(v.tag.clone()).or_default().push(ev.step);
+            }
+        }
+    }
+    assert_eq!(hists.len(), 2 * n_params, "{:?}", hists.keys());
+    for (name, _) in report.model.named_parameters() {
+        assert_eq!(hists[&format!("weights/{name}")], vec![6, 12, 18]);
+        assert_eq!(hists[&format!("grads/{name}")], vec![6, 12, 18]);
     }
     let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 3);

@@ -33,6 +33,8 @@ use crate::features::{MelSpectrogram, MelSpectrogramConfig, SpectrogramConfig};
 use crate::metrics::{corpus_error_rates, ErrorCounts};
 use crate::models::{AcousticModel, ModelConfig};
 use crate::perturb::speed;
+use crate::plot::{plot_figure, Chart, Series};
+use crate::tensorboard::SummaryWriter;
 use serde::{Deserialize, Serialize};
 use stapes_autograd::{autocast, no_grad, Var};
 use stapes_nn::amp::{GradScaler, GradScalerConfig};
@@ -333,6 +335,74 @@ struct Position {
     elapsed_s: f64,
     best_cer: Option<f64>,
     logs: Vec<EpochLog>,
+    /// `(step, loss, lr)` of the run so far, thinned to at most [`HISTORY_MAX`] points, for
+    /// `curves.png`.
+    #[serde(default)]
+    history: Vec<(u64, f32, f32)>,
+    /// Keep every this many steps in `history` (doubles when it fills up).
+    #[serde(default = "one_u64")]
+    history_every: u64,
+}
+
+const HISTORY_MAX: usize = 2000;
+
+fn one_u64() -> u64 {
+    1
+}
+
+impl Position {
+    fn record(&mut self, step: u64, loss: f64, lr: f64) {
+        if self.history_every == 0 {
+            self.history_every = 1;
+        }
+        if !step.is_multiple_of(self.history_every) {
+            return;
+        }
+        self.history.push((step, loss as f32, lr as f32));
+        if self.history.len() >= HISTORY_MAX {
+            self.history_every *= 2;
+            let every = self.history_every;
+            self.history.retain(|h| h.0.is_multiple_of(every));
+        }
+    }
+
+    /// The next epoch's position, carrying the run-level fields over.
+    fn next_epoch(&mut self) -> Position {
+        Position {
+            epoch: self.epoch + 1,
+            elapsed_s: self.elapsed_s,
+            best_cer: self.best_cer,
+            logs: std::mem::take(&mut self.logs),
+            history: std::mem::take(&mut self.history),
+            history_every: self.history_every,
+            ..Position::default()
+        }
+    }
+}
+
+/// Draws `curves.png`: the training loss per step (thinned) and per epoch, the dev error rates
+/// per epoch, and the learning rate.
+pub fn plot_training_curves(path: &Path, history: &[(u64, f32, f32)], logs: &[EpochLog]) -> Result<()> {
+    let loss: Vec<(f64, f64)> = history.iter().map(|&(s, l, _)| (s as f64, l as f64)).collect();
+    let lr: Vec<(f64, f64)> = history.iter().map(|&(s, _, r)| (s as f64, r as f64)).collect();
+    let epoch_loss: Vec<(f64, f64)> = logs.iter().map(|l| (l.step as f64, l.train_loss)).collect();
+    let cer: Vec<(f64, f64)> = logs.iter().map(|l| (l.step as f64, l.dev_cer)).collect();
+    let wer: Vec<(f64, f64)> = logs.iter().map(|l| (l.step as f64, l.dev_wer)).collect();
+    let mut loss_chart = Chart::new("training loss (CTC)")
+        .labels("step", "loss")
+        .with_series(Series::new("per step", loss))
+        .with_series(Series::new("epoch mean", epoch_loss));
+    loss_chart.log_y = true;
+    let mut err = Chart::new("dev error rates (greedy)")
+        .labels("step", "error rate")
+        .with_series(Series::new("CER", cer))
+        .with_series(Series::new("WER", wer));
+    err.percent_y = true;
+    let top = logs.iter().map(|l| l.dev_cer.max(l.dev_wer)).fold(0.05, f64::max);
+    err.y_range = Some((0.0, top * 1.05));
+    let mut lr_chart = Chart::new("learning rate").labels("step", "lr").with_series(Series::new("lr", lr));
+    lr_chart.log_y = true;
+    plot_figure(path, &[loss_chart, err, lr_chart], 3)
 }
 
 /// The output characters of a run, as written to `vocab.json`.
@@ -445,7 +515,7 @@ pub fn train_ctc(
     let mut scaler =
         GradScaler::new(GradScalerConfig { enabled: tc.precision == Precision::F16, ..GradScalerConfig::default() })?;
     let mut step = 0u64;
-    let mut pos = Position { epoch: 1, ..Position::default() };
+    let mut pos = Position { epoch: 1, history_every: 1, ..Position::default() };
     if let Some(ck) = &resume_from {
         model.load_state_dict(&ck.model, true).map_err(|e| Error::io(OP, &ck_path, format!("model: {e}")))?;
         opt.load_state_dict(&ck.optimizer_tensors, &ck.optimizer)
@@ -461,13 +531,7 @@ pub fn train_ctc(
         pos = serde_json::from_value(ck.extra.clone())
             .map_err(|e| Error::io(OP, &ck_path, format!("corrupt position: {e}")))?;
         if pos.epoch_complete {
-            pos = Position {
-                epoch: pos.epoch + 1,
-                elapsed_s: pos.elapsed_s,
-                best_cer: pos.best_cer,
-                logs: pos.logs,
-                ..Position::default()
-            };
+            pos = pos.next_epoch();
         }
     }
     observer(&TrainEvent::Start {
@@ -477,6 +541,13 @@ pub fn train_ctc(
         dev_utterances: dev.len(),
         resumed: resume_from.as_ref().map(|_| (pos.epoch, pos.batches_done, step)),
     });
+    let lc = cfg.logging.clone();
+    let mut tb = if lc.tensorboard { Some(SummaryWriter::new(&run_dir.join("tensorboard"))?) } else { None };
+    if let Some(w) = tb.as_mut() {
+        if resume_from.is_none() {
+            w.add_text("config", &format!("```toml\n{}\n```", cfg.to_toml_string()?), 0)?;
+        }
+    }
     let aug = &cfg.augment;
     let augment = Augment {
         speeds: if aug.speed_factors.iter().all(|&f| f == 1.0) { vec![] } else { aug.speed_factors.clone() },
@@ -574,7 +645,20 @@ pub fn train_ctc(
                 pos.n_loss += 1;
             }
             pos.n_utts += in_lens.len();
+            pos.record(step, l, lr);
             let secs = seconds_before + t_epoch.elapsed().as_secs_f64();
+            if let Some(w) = tb.as_mut() {
+                if step.is_multiple_of(lc.scalars_every_steps.max(1) as u64) {
+                    let st = step as i64;
+                    w.add_scalar("train/loss", l, st)?;
+                    w.add_scalar("train/lr", lr, st)?;
+                    w.add_scalar("train/grad_norm", grad_norm, st)?;
+                    w.add_scalar("train/utterances_per_s", pos.n_utts as f64 / secs.max(1e-9), st)?;
+                    if scaler.is_enabled() {
+                        w.add_scalar("train/loss_scale", scaler.get_scale(), st)?;
+                    }
+                }
+            }
             observer(&TrainEvent::Step {
                 epoch,
                 batch: pos.batches_done,
@@ -598,6 +682,16 @@ pub fn train_ctc(
         }
         let epoch_secs = seconds_before + t_epoch.elapsed().as_secs_f64();
         pos.elapsed_s += t_epoch.elapsed().as_secs_f64();
+        if let Some(w) = tb.as_mut() {
+            if lc.histograms_every_epochs > 0 && epoch.is_multiple_of(lc.histograms_every_epochs) {
+                for (name, p) in model.named_parameters() {
+                    w.add_histogram_tensor(&format!("weights/{name}"), &p.tensor(), step as i64)?;
+                    if let Some(g) = p.grad() {
+                        w.add_histogram_tensor(&format!("grads/{name}"), &g, step as i64)?;
+                    }
+                }
+            }
+        }
         observer(&TrainEvent::Evaluating { epoch });
         let ev = evaluate(&model, dev.clone(), vocab, cfg.features.n_mels, tc.batch_size)?;
         model.train(true);
@@ -623,14 +717,18 @@ pub fn train_ctc(
         observer(&TrainEvent::Checkpoint { step, epoch_end: true });
         let lines: String = pos.logs.iter().map(|l| serde_json::to_string(l).unwrap_or_default() + "\n").collect();
         write_atomic(run_dir.join("log.jsonl"), lines.as_bytes())?;
+        if let Some(w) = tb.as_mut() {
+            let st = step as i64;
+            w.add_scalar("dev/cer", log.dev_cer, st)?;
+            w.add_scalar("dev/wer", log.dev_wer, st)?;
+            w.add_scalar("train/epoch_loss", log.train_loss, st)?;
+            w.flush()?;
+        }
+        if lc.plots {
+            plot_training_curves(&run_dir.join("curves.png"), &pos.history, &pos.logs)?;
+        }
         observer(&TrainEvent::EpochEnd(log));
-        pos = Position {
-            epoch: epoch + 1,
-            elapsed_s: pos.elapsed_s,
-            best_cer: pos.best_cer,
-            logs: std::mem::take(&mut pos.logs),
-            ..Position::default()
-        };
+        pos = pos.next_epoch();
         if session_start.elapsed().as_secs_f64() >= max_seconds && pos.epoch <= tc.epochs {
             observer(&TrainEvent::Message(format!(
                 "stopping after epoch {epoch}: the time budget of {max_seconds:.0}s is spent"
