@@ -4,13 +4,16 @@
 //! torchaudio and a PyTorch `Dataset`/`DataLoader` give it: audio I/O and resampling,
 //! speed/volume/noise perturbation, voice activity detection, features (STFT, mel
 //! spectrogram, MFCC, deltas, normalisation), SpecAugment, datasets and a prefetching data
-//! loader, and a built-in synthetic corpus.
+//! loader, a built-in synthetic corpus, and CTC decoding (greedy, and prefix beam search with
+//! word n-gram language model fusion).
 
 pub mod audio;
 pub mod augment;
+pub mod beam;
 pub mod data;
 pub mod decode;
 pub mod features;
+pub mod lm;
 pub mod metrics;
 pub mod models;
 pub mod perturb;
