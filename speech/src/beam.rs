@@ -8,8 +8,11 @@
 //! label repeated keeps it too (`p_nb += p_nb`) and only extends it after a blank
 //! (`prefix+c`'s `p_nb += p_b`); another label extends it (`p_nb += p_b + p_nb`). Paths that
 //! reach the same prefix are summed (prefixes live in a trie, so equal prefixes are one node).
-//! Without pruning this computes the exact CTC probability of every labelling (Graves 2012,
-//! Hannun et al. 2014).
+//! Prefixes are transcripts, as in pyctcdecode: a word delimiter at the start, after another
+//! delimiter or at the end does not make a new hypothesis (the labellings `"a b"`, `" a  b "`
+//! are one transcript, and their probabilities are summed). Without pruning this computes the
+//! exact CTC probability of every transcript, the sum over all alignments that collapse to one
+//! of its labellings (Graves 2012, Hannun et al. 2014).
 //!
 //! **Pruning** (pyctcdecode's defaults): per frame only classes with log-prob at least
 //! `token_min_logp` (and always the frame's arg-max) extend prefixes; prefixes scoring more than
@@ -129,15 +132,15 @@ impl BeamSearchConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Hypothesis {
     /// The labelling: class ids with repeats merged and blanks removed (as
-    /// [`crate::decode::collapse`] gives).
+    /// [`crate::decode::collapse`] gives), in canonical form: no delimiter at the start or the
+    /// end, none twice in a row (it stands for every labelling of the same words).
     pub tokens: Vec<usize>,
-    /// Its text: the words separated by single spaces (runs of delimiters and leading or
-    /// trailing ones dropped).
+    /// Its text: the words separated by single spaces.
     pub text: String,
     /// The score that ranks hypotheses: `acoustic_score + lm_score`.
     pub score: f64,
-    /// `ln p_ctc(tokens | frames)`: the log of the summed probability of the kept alignments
-    /// (all alignments when nothing was pruned).
+    /// `ln p_ctc(words | frames)`: the log of the summed probability of the kept alignments of
+    /// the transcript (all of them when nothing was pruned).
     pub acoustic_score: f64,
     /// The language model's part of the score (natural log, `alpha`, `beta` and the
     /// unknown-word offsets included; 0 without an LM).
@@ -400,6 +403,10 @@ impl<'a> Search<'a> {
                 let lp = f64::from(frame[class]);
                 if class == 0 {
                     self.add(&mut next, b.node, total + lp, f64::NEG_INFINITY);
+                } else if Some(class as u32) == self.delimiter && (b.node == ROOT || last == class as u32) {
+                    // A delimiter at the start or after a delimiter leaves the words as they
+                    // are: the prefix stays, now ending in the delimiter (repeat or new copy).
+                    self.add(&mut next, b.node, f64::NEG_INFINITY, total + lp);
                 } else if class as u32 == last {
                     // A repeat merges into the prefix; a new copy of the label needs a blank.
                     self.add(&mut next, b.node, f64::NEG_INFINITY, b.p_nb + lp);
@@ -473,10 +480,24 @@ impl<'a> Search<'a> {
         key
     }
 
-    /// Scores the last partial word and `</s>`, ranks and builds the hypotheses.
+    /// Merges each prefix ending in a delimiter with the same prefix without it (the same
+    /// words), scores the last partial word and `</s>`, ranks and builds the hypotheses.
     fn finish(&mut self, beams: &[Beam]) -> Vec<Hypothesis> {
-        let mut last = beams.to_vec();
-        for b in &mut last {
+        let mut merged: Vec<Beam> = Vec::with_capacity(beams.len());
+        let mut at: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+        for b in beams {
+            let n = &self.nodes[b.node as usize];
+            let node = if b.node != ROOT && Some(n.token) == self.delimiter { n.parent } else { b.node };
+            let p = log_add(b.p_b, b.p_nb);
+            match at.get(&node) {
+                Some(&i) => merged[i].p_b = log_add(merged[i].p_b, p),
+                None => {
+                    at.insert(node, merged.len());
+                    merged.push(Beam { node, p_b: p, p_nb: f64::NEG_INFINITY, score: 0.0, lm_score: 0.0 });
+                }
+            }
+        }
+        for b in &mut merged {
             let n = &self.nodes[b.node as usize];
             let mut lm_score = n.words_score;
             if let Some(lm) = self.lm {
@@ -491,10 +512,10 @@ impl<'a> Search<'a> {
                     lm_score += self.weighted(f64::from(lm.log10_prob_ids(&context, lm.word_id(EOS))));
                 }
             }
-            b.score = log_add(b.p_b, b.p_nb) + lm_score;
+            b.score = b.p_b + lm_score;
             b.lm_score = lm_score;
         }
-        let kept = self.prune(last);
+        let kept = self.prune(merged);
         kept.iter()
             .map(|b| {
                 let tokens = self.tokens(b.node);
@@ -502,7 +523,7 @@ impl<'a> Search<'a> {
                     text: self.text(&tokens),
                     tokens,
                     score: b.score,
-                    acoustic_score: log_add(b.p_b, b.p_nb),
+                    acoustic_score: b.p_b,
                     lm_score: b.lm_score,
                 }
             })
@@ -550,16 +571,17 @@ mod tests {
 
     #[test]
     fn sums_alignments_and_needs_a_blank_between_repeats() {
-        // Two frames over {blank, ' ', a, b}: "a" is reached by the paths "aa", "a-" and "-a":
-        // 0.5*0.5 + 0.5*0.4 + 0.4*0.5 = 0.65. "aa" needs a blank between its a's: not in 2 frames.
+        // Two frames over {blank, ' ', a, b}: "a" is reached by the paths "aa", "a-" and "-a"
+        // (0.5*0.5 + 0.5*0.4 + 0.4*0.5 = 0.65) and, being a transcript, by "a " and " a"
+        // (2 * 0.5*0.05): 0.7. "aa" needs a blank between its a's: not in 2 frames.
         let lp = ln(&[[0.4, 0.05, 0.5, 0.05], [0.4, 0.05, 0.5, 0.05]]);
         let cfg = BeamSearchConfig { beam_prune_logp: f64::NEG_INFINITY, token_min_logp: f64::NEG_INFINITY, ..Default::default() };
         let hyps = beam_search_decode(&lp, 2, 4, &vocab(), &cfg).unwrap();
         assert_eq!(hyps[0].tokens, vec![2]);
         assert_eq!(hyps[0].text, "a");
-        assert!((hyps[0].acoustic_score - 0.65f64.ln()).abs() < 1e-6, "{}", hyps[0].acoustic_score);
+        assert!((hyps[0].acoustic_score - 0.7f64.ln()).abs() < 1e-6, "{}", hyps[0].acoustic_score);
         assert!(hyps.iter().all(|h| h.tokens != vec![2, 2]));
-        // Every labelling of two frames: their probabilities sum to 1.
+        // Every transcript of two frames: their probabilities sum to 1.
         let total: f64 = hyps.iter().map(|h| h.acoustic_score.exp()).sum();
         assert!((total - 1.0).abs() < 1e-6, "{total}");
         assert!(hyps.iter().all(|h| h.lm_score == 0.0 && h.score == h.acoustic_score));
@@ -613,6 +635,6 @@ mod tests {
         assert_ne!(s.history_key(x, 2), s.history_key(y, 2));
         // A run of delimiters is one word boundary.
         assert_eq!(s.history_key(w, 1), s.history_key(y, 1));
-        assert_eq!(s.text(&s.tokens(w)), "b ab");
+        assert_eq!(s.text(&s.tokens(w)), "b b ab");
     }
 }

@@ -8,9 +8,10 @@ name).
 The labels are pyctcdecode's `["", " ", "a", "b", "c"]`: blank at 0, then stapes'
 `Vocab::new(" abc")`, so class ids agree. Each case decodes one `[T, C]` matrix of natural-log
 probabilities (log_softmax of scaled Gaussian logits, clipped to stay above pyctcdecode's
-ln(1e-15) floor so that its re-normalisation changes nothing) with `decode_beams` and
+ln(1e-15) floor so that its re-normalisation changes nothing) with `decode_beams`, either with
 pyctcdecode's default pruning (beam_width 100, beam_prune_logp -10, token_min_logp -5,
-prune_history False).
+prune_history False) or, for the short `exact_*` cases, with none (every prefix is kept, so both
+pyctcdecode and stapes compute every transcript's exact probability).
 
 `__metadata__` maps each case name to a flat JSON object:
     "texts":  the output texts, best first (pyctcdecode normalises whitespace)
@@ -41,15 +42,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 OUT_PATH = os.path.join(ROOT, "tests", "golden", "beam.safetensors")
 
 LABELS = ["", " ", "a", "b", "c"]
-PARAMS = {"beam_width": 100, "beam_prune_logp": -10.0, "token_min_logp": -5.0}
-# name -> (frames, logit scale): a larger scale gives peakier frames, a smaller one more ties.
+# pyctcdecode's default pruning, and none at all (every prefix kept: both searches are exact).
+DEFAULT = {"beam_width": 100, "beam_prune_logp": -10.0, "token_min_logp": -5.0}
+EXACT = {"beam_width": 1000000, "beam_prune_logp": -1000.0, "token_min_logp": -1000.0}
+# name -> (frames, logit scale, pruning): a larger scale gives peakier frames.
 CASES = {
-    "short_flat": (8, 1.0),
-    "short_peaky": (10, 3.0),
-    "medium_mixed": (24, 2.0),
-    "medium_flat": (24, 1.2),
-    "long_peaky": (60, 3.5),
-    "long_mixed": (60, 2.2),
+    "short_flat": (8, 1.0, DEFAULT),
+    "short_peaky": (10, 3.0, DEFAULT),
+    "medium_mixed": (24, 2.0, DEFAULT),
+    "medium_flat": (24, 1.2, DEFAULT),
+    "long_peaky": (60, 3.5, DEFAULT),
+    "long_mixed": (60, 2.2, DEFAULT),
+    "exact_flat": (5, 1.0, EXACT),
+    "exact_mixed": (6, 2.0, EXACT),
 }
 
 
@@ -66,13 +71,13 @@ def make_log_probs(name, frames, scale):
 def main():
     decoder = build_ctcdecoder(LABELS)
     tensors, metadata = {}, {}
-    for name, (frames, scale) in sorted(CASES.items()):
+    for name, (frames, scale, params) in sorted(CASES.items()):
         lp = make_log_probs(name, frames, scale)
-        beams = decoder.decode_beams(lp.numpy(), prune_history=False, **PARAMS)
+        beams = decoder.decode_beams(lp.numpy(), prune_history=False, **params)
         texts = [b[0] for b in beams]
         scores = [float(b[3]) for b in beams]
         tensors[f"{name}.log_probs"] = lp
-        metadata[name] = json.dumps({"texts": texts, "logit_scores": scores, **PARAMS}, sort_keys=True)
+        metadata[name] = json.dumps({"texts": texts, "logit_scores": scores, **params}, sort_keys=True)
         print(f"{name}: T={frames} best={texts[0]!r} logit_score={scores[0]:.4f} ({len(texts)} beams)")
     write_safetensors(OUT_PATH, tensors, metadata)
     print(f"wrote {OUT_PATH}")
