@@ -27,11 +27,12 @@
 //!
 //! A word completes when the word delimiter (a space) follows it, and at the end of the
 //! utterance, where `</s>` is scored too (`score_boundary`). A word the LM does not know is
-//! scored as `<unk>` plus `unk_score_offset` (log10, -10 by default). A partial word that no LM
-//! word starts with costs what an unknown word costs above `<unk>`'s probability,
-//! `alpha * unk_score_offset * ln 10`, scaled up by `len / 6` past 6 characters, as
-//! pyctcdecode does. (pyctcdecode charges the partial-word penalty unscaled by `alpha`; here it
-//! is scaled so that `alpha = beta = 0` decodes exactly as without a language model.)
+//! scored as `<unk>` plus `unk_score_offset` (log10, -10 by default), so it costs
+//! `alpha * ln(10) * (log10 p(<unk> | history) + unk_score_offset) + beta`. A partial word that
+//! no LM word starts with costs `alpha * unk_score_offset` (natural log), scaled up by `len / 6`
+//! past 6 characters, as pyctcdecode charges it. (pyctcdecode does not scale this penalty by
+//! `alpha`; here it is scaled, so that `alpha = beta = 0` decodes exactly as without a language
+//! model; at `alpha = 1` the two agree.)
 //!
 //! The search differs from pyctcdecode in one respect: pyctcdecode keeps "prefix ending in a
 //! blank" and "prefix ending in its last label" as two separate beams that compete for the
@@ -73,7 +74,8 @@ pub struct BeamSearchConfig {
     pub alpha: f64,
     /// Bonus per word scored by the LM, against the LM's bias to short outputs (default 1.5).
     pub beta: f64,
-    /// Added (log10, before `alpha`) to the LM score of a word the LM does not know
+    /// Added (log10, before `alpha`) to the LM score of a word the LM does not know; a partial
+    /// word that no LM word starts with costs `alpha * unk_score_offset` (natural log)
     /// (default -10).
     pub unk_score_offset: f64,
     /// Score the first word after `<s>` and score `</s>` at the end (default true); false
@@ -121,8 +123,14 @@ impl BeamSearchConfig {
                 return Err(Error::invalid(OP, format!("{name} is NaN")));
             }
         }
-        if !self.alpha.is_finite() || !self.beta.is_finite() {
-            return Err(Error::invalid(OP, format!("alpha ({}) and beta ({}) must be finite", self.alpha, self.beta)));
+        if !self.alpha.is_finite() || !self.beta.is_finite() || !self.unk_score_offset.is_finite() {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "alpha ({}), beta ({}) and unk_score_offset ({}) must be finite",
+                    self.alpha, self.beta, self.unk_score_offset
+                ),
+            ));
         }
         Ok(())
     }
@@ -363,7 +371,7 @@ impl<'a> Search<'a> {
                 } else {
                     let len = node.partial_len as usize;
                     let scale = if len > AVG_WORD_LEN { len as f64 / AVG_WORD_LEN as f64 } else { 1.0 };
-                    self.weighted(self.config.unk_score_offset) * scale
+                    self.config.alpha * self.config.unk_score_offset * scale
                 };
             }
         }
@@ -575,7 +583,11 @@ mod tests {
         // (0.5*0.5 + 0.5*0.4 + 0.4*0.5 = 0.65) and, being a transcript, by "a " and " a"
         // (2 * 0.5*0.05): 0.7. "aa" needs a blank between its a's: not in 2 frames.
         let lp = ln(&[[0.4, 0.05, 0.5, 0.05], [0.4, 0.05, 0.5, 0.05]]);
-        let cfg = BeamSearchConfig { beam_prune_logp: f64::NEG_INFINITY, token_min_logp: f64::NEG_INFINITY, ..Default::default() };
+        let cfg = BeamSearchConfig {
+            beam_prune_logp: f64::NEG_INFINITY,
+            token_min_logp: f64::NEG_INFINITY,
+            ..Default::default()
+        };
         let hyps = beam_search_decode(&lp, 2, 4, &vocab(), &cfg).unwrap();
         assert_eq!(hyps[0].tokens, vec![2]);
         assert_eq!(hyps[0].text, "a");

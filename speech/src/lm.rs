@@ -318,8 +318,10 @@ fn parse_arpa(text: &str) -> std::result::Result<NgramLm, String> {
             .ok()
             .filter(|&n| n >= 1)
             .ok_or_else(|| format!("line {no}: n-gram order {:?} is not a positive integer", n.trim()))?;
-        let count: usize =
-            count.trim().parse().map_err(|_| format!("line {no}: n-gram count {:?} is not an integer", count.trim()))?;
+        let count: usize = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("line {no}: n-gram count {:?} is not an integer", count.trim()))?;
         if declared.len() < n {
             declared.resize(n, None);
         }
@@ -332,11 +334,7 @@ fn parse_arpa(text: &str) -> std::result::Result<NgramLm, String> {
         return Err("the \\data\\ header declares no `ngram N=count` line".into());
     }
     if let Some(missing) = declared.iter().position(Option::is_none) {
-        return Err(format!(
-            "the \\data\\ header declares order {} but not order {}",
-            declared.len(),
-            missing + 1
-        ));
+        return Err(format!("the \\data\\ header declares order {} but not order {}", declared.len(), missing + 1));
     }
     let counts: Vec<usize> = declared.iter().map(|d| d.expect("checked above").0).collect();
     let order = counts.len();
@@ -436,7 +434,11 @@ fn parse_arpa(text: &str) -> std::result::Result<NgramLm, String> {
 
     let unk = ids.get(UNK).copied();
     let trie = WordPrefixTrie::new(
-        words.iter().enumerate().filter(|(_, w)| ![BOS, EOS, UNK].contains(&w.as_str())).map(|(i, w)| (w.as_str(), i as WordId)),
+        words
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| ![BOS, EOS, UNK].contains(&w.as_str()))
+            .map(|(i, w)| (w.as_str(), i as WordId)),
     );
     Ok(NgramLm { order, words, ids, ngrams, unk, unk_log10_floor: -100.0, trie })
 }
