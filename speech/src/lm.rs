@@ -280,6 +280,9 @@ impl WordPrefixTrie {
 // ARPA parsing
 // ------------------------------------------------------------------------------------------------
 
+/// The highest n-gram order accepted (kenlm's default build takes 6).
+const MAX_ORDER: usize = 32;
+
 /// Parses ARPA text; the error is a message naming the line (1-based).
 fn parse_arpa(text: &str) -> std::result::Result<NgramLm, String> {
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim()));
@@ -318,6 +321,9 @@ fn parse_arpa(text: &str) -> std::result::Result<NgramLm, String> {
             .ok()
             .filter(|&n| n >= 1)
             .ok_or_else(|| format!("line {no}: n-gram order {:?} is not a positive integer", n.trim()))?;
+        if n > MAX_ORDER {
+            return Err(format!("line {no}: n-gram order {n} is above the supported {MAX_ORDER}"));
+        }
         let count: usize = count
             .trim()
             .parse()
@@ -342,8 +348,11 @@ fn parse_arpa(text: &str) -> std::result::Result<NgramLm, String> {
         return Err("the \\data\\ header declares no unigrams (ngram 1=0)".into());
     }
 
-    let mut words: Vec<String> = Vec::with_capacity(counts[0]);
-    let mut ids: HashMap<String, WordId> = HashMap::with_capacity(counts[0]);
+    // Preallocate from the header, but not beyond what the text could hold: the counts are
+    // not trusted before the sections have been read.
+    let reserve = |n: usize| n.min(text.len() / 4);
+    let mut words: Vec<String> = Vec::with_capacity(reserve(counts[0]));
+    let mut ids: HashMap<String, WordId> = HashMap::with_capacity(reserve(counts[0]));
     let mut ngrams: Vec<HashMap<Box<[WordId]>, Entry>> = Vec::with_capacity(order);
 
     for n in 1..=order {
@@ -355,7 +364,7 @@ fn parse_arpa(text: &str) -> std::result::Result<NgramLm, String> {
         if sec_line != expected_header {
             return Err(format!("line {sec_no}: expected {expected_header}, found {sec_line:?}"));
         }
-        let mut table: HashMap<Box<[WordId]>, Entry> = HashMap::with_capacity(counts[n - 1]);
+        let mut table: HashMap<Box<[WordId]>, Entry> = HashMap::with_capacity(reserve(counts[n - 1]));
         for (no, line) in lines.by_ref() {
             if line.is_empty() {
                 continue;
@@ -514,6 +523,24 @@ ngram 3=2
     }
 
     #[test]
+    fn never_panics_on_damaged_files() {
+        // Every truncation, and every file with one line dropped or doubled: an error or a
+        // model, never a panic.
+        for (i, _) in ARPA.char_indices() {
+            let _ = NgramLm::from_arpa_str(&ARPA[..i]);
+        }
+        let lines: Vec<&str> = ARPA.lines().collect();
+        for i in 0..lines.len() {
+            let mut dropped = lines.clone();
+            dropped.remove(i);
+            let _ = NgramLm::from_arpa_str(&dropped.join("\n"));
+            let mut doubled = lines.clone();
+            doubled.insert(i, lines[i]);
+            let _ = NgramLm::from_arpa_str(&doubled.join("\n"));
+        }
+    }
+
+    #[test]
     fn unknown_words_without_unk_get_the_floor() {
         let arpa = "\\data\\\nngram 1=2\n\n\\1-grams:\n-0.3 a\n-0.2 b\n\\end\\\n";
         let lm = NgramLm::from_arpa_str(arpa).unwrap();
@@ -553,6 +580,9 @@ ngram 3=2
         assert!(err("hello").contains("no \\data\\"));
         assert!(err("\\data\\\n").contains("no `ngram"));
         assert!(err("\\data\\\nngram 1=1\n").contains("expected the \\1-grams:"));
+        let e = err(&ARPA.replace("ngram 3=2", "ngram 99999999999=2"));
+        assert!(e.contains("line 5") && e.contains("above the supported"), "{e}");
+        assert!(err(&ARPA.replace("ngram 1=6", "ngram 1=99999999999999")).contains("declares 99999999999999"));
         // Files: the error names the path.
         let e = NgramLm::from_arpa_file("/nonexistent/lm.arpa").unwrap_err().to_string();
         assert!(e.contains("/nonexistent/lm.arpa"), "{e}");
