@@ -1,4 +1,5 @@
-//! CTC decoding: greedy (best path).
+//! CTC decoding: greedy (best path). Prefix beam search, with or without a language model, is
+//! in [`crate::beam`].
 
 use stapes_tensor::{Error, Result, Tensor};
 

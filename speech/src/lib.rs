@@ -4,16 +4,20 @@
 //! torchaudio and a PyTorch `Dataset`/`DataLoader` give it: audio I/O and resampling,
 //! speed/volume/noise perturbation, voice activity detection, features (STFT, mel
 //! spectrogram, MFCC, deltas, normalisation), SpecAugment, datasets and a prefetching data
-//! loader, a built-in synthetic corpus, and PNG images of training curves and spectrograms
-//! ([`plot`]).
+//! loader, a built-in synthetic corpus, CTC decoding (greedy, and prefix beam search with word
+//! n-gram language model fusion), model configuration and training ([`config`], [`models`],
+//! [`train`]), inference ([`infer`]), TensorBoard event files ([`tensorboard`]) and PNG images
+//! of training curves and spectrograms ([`plot`]).
 
 pub mod audio;
 pub mod augment;
+pub mod beam;
 pub mod config;
 pub mod data;
 pub mod decode;
 pub mod features;
 pub mod infer;
+pub mod lm;
 pub mod metrics;
 pub mod models;
 pub mod perturb;
