@@ -4,10 +4,12 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use stapes::speech::audio::write_wav;
+use stapes::speech::beam::{beam_search_decode_batch, BeamSearchConfig};
 use stapes::speech::config::RunConfig;
 use stapes::speech::data::{Dataset, Vocab};
 use stapes::speech::decode::greedy_decode_batch;
 use stapes::speech::infer::{transcribe_file, SegmentOptions};
+use stapes::speech::lm::NgramLm;
 use stapes::speech::synth::{SynthConfig, SyntheticDigits, DIGITS};
 use stapes::speech::train::{
     evaluate_with, filter_by_duration, load_run, open_corpus, small_crdnn, split_corpus, train_ctc, TrainEvent,
@@ -23,6 +25,64 @@ use std::time::{Duration, Instant};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// How `eval` and `transcribe` decode.
+#[derive(clap::Args, Clone, Debug)]
+struct DecodeArgs {
+    /// Prefix beam search with this beam width (default: greedy decoding; `--lm` implies a
+    /// beam of 100).
+    #[arg(long)]
+    beam: Option<usize>,
+    /// A word n-gram language model in ARPA format, fused during beam search.
+    #[arg(long)]
+    lm: Option<PathBuf>,
+    /// LM weight.
+    #[arg(long, default_value_t = 0.5)]
+    alpha: f64,
+    /// Word insertion bonus.
+    #[arg(long, default_value_t = 1.5)]
+    beta: f64,
+}
+
+type DecodeFn = Box<dyn FnMut(&Tensor, &[usize]) -> TResult<Vec<Vec<usize>>>>;
+
+impl DecodeArgs {
+    /// The decoder, and its name for the report.
+    fn build(&self, vocab: &Vocab) -> anyhow::Result<(DecodeFn, String)> {
+        let blank = vocab.blank() as usize;
+        if self.beam.is_none() && self.lm.is_none() {
+            return Ok((Box::new(move |lp, l| greedy_decode_batch(lp, l, blank, true)), "greedy".into()));
+        }
+        let lm = match &self.lm {
+            Some(p) => Some(Arc::new(NgramLm::from_arpa_file(p).with_context(|| format!("loading {}", p.display()))?)),
+            None => None,
+        };
+        let cfg = BeamSearchConfig {
+            beam_width: self.beam.unwrap_or(100),
+            alpha: self.alpha,
+            beta: self.beta,
+            lm,
+            ..BeamSearchConfig::default()
+        };
+        cfg.validate()?;
+        let name = match &self.lm {
+            Some(p) => {
+                format!("beam {} with LM {} (alpha {}, beta {})", cfg.beam_width, p.display(), self.alpha, self.beta)
+            }
+            None => format!("beam {}", cfg.beam_width),
+        };
+        let vocab = vocab.clone();
+        Ok((
+            Box::new(move |lp, l| {
+                Ok(beam_search_decode_batch(lp, l, true, &vocab, &cfg)?
+                    .into_iter()
+                    .map(|n| n.into_iter().next().map(|h| h.tokens).unwrap_or_default())
+                    .collect())
+            }),
+            name,
+        ))
+    }
 }
 
 #[derive(Subcommand)]
@@ -107,6 +167,8 @@ enum Command {
         /// Print every reference and hypothesis.
         #[arg(long)]
         verbose: bool,
+        #[command(flatten)]
+        decode: DecodeArgs,
     },
     /// Transcribe audio files with a trained run; long recordings are split at pauses by the
     /// VAD and each segment is printed with its times.
@@ -123,6 +185,8 @@ enum Command {
         /// Longest piece decoded at once, in seconds.
         #[arg(long, default_value_t = 20.0)]
         max_segment: f64,
+        #[command(flatten)]
+        decode: DecodeArgs,
     },
     /// Print the build's devices and thread count.
     Info,
@@ -190,8 +254,10 @@ fn main() -> anyhow::Result<()> {
             };
             train(args)
         }
-        Command::Eval { run, data, batch_size, verbose } => eval(&run, &data, batch_size, verbose),
-        Command::Transcribe { run, audio, no_vad, max_segment } => transcribe(&run, &audio, no_vad, max_segment),
+        Command::Eval { run, data, batch_size, verbose, decode } => eval(&run, &data, batch_size, verbose, &decode),
+        Command::Transcribe { run, audio, no_vad, max_segment, decode } => {
+            transcribe(&run, &audio, no_vad, max_segment, &decode)
+        }
         Command::Info => info(),
         Command::Features { audio, png, kind, n_mels, n_mfcc, sample_rate, n_fft, hop_length } => {
             features(&audio, &png, kind, n_mels, n_mfcc, sample_rate, n_fft, hop_length)
@@ -422,7 +488,7 @@ fn abs(p: &Path) -> PathBuf {
 // eval and transcribe
 // ------------------------------------------------------------------------------------------------
 
-fn eval(run: &Path, data: &Path, batch_size: usize, verbose: bool) -> anyhow::Result<()> {
+fn eval(run: &Path, data: &Path, batch_size: usize, verbose: bool, decode: &DecodeArgs) -> anyhow::Result<()> {
     let loaded = load_run(run).with_context(|| format!("loading the run {}", run.display()))?;
     let corpus = open_corpus(data).with_context(|| format!("opening {}", data.display()))?;
     let missing: String = corpus.vocab.chars().iter().filter(|c| !loaded.vocab.chars().contains(c)).collect();
@@ -430,18 +496,16 @@ fn eval(run: &Path, data: &Path, batch_size: usize, verbose: bool) -> anyhow::Re
         bail!("the data's transcripts use characters the model cannot emit: {missing:?}");
     }
     let n = corpus.dataset.len();
-    let blank = loaded.vocab.blank() as usize;
+    let (decoder, name) = decode.build(&loaded.vocab)?;
     let t0 = Instant::now();
     let ds: Arc<dyn Dataset> = Arc::new(corpus.dataset);
-    let ev = evaluate_with(&loaded.model, ds, &loaded.vocab, loaded.config.features.n_mels, batch_size, |lp, l| {
-        greedy_decode_batch(lp, l, blank, true)
-    })?;
+    let ev = evaluate_with(&loaded.model, ds, &loaded.vocab, loaded.config.features.n_mels, batch_size, decoder)?;
     if verbose {
         for (r, h) in &ev.pairs {
             println!("REF: {r}\nHYP: {h}\n");
         }
     }
-    println!("{n} utterances decoded (greedy) in {:.1}s", t0.elapsed().as_secs_f64());
+    println!("{n} utterances decoded ({name}) in {:.1}s", t0.elapsed().as_secs_f64());
     for (name, c) in [("WER", &ev.wer), ("CER", &ev.cer)] {
         println!(
             "{name} {:.2}% ({} errors / {} reference tokens: {} substitutions, {} deletions, {} insertions)",
@@ -456,18 +520,24 @@ fn eval(run: &Path, data: &Path, batch_size: usize, verbose: bool) -> anyhow::Re
     Ok(())
 }
 
-fn transcribe(run: &Path, audio: &[PathBuf], no_vad: bool, max_segment: f64) -> anyhow::Result<()> {
+fn transcribe(
+    run: &Path,
+    audio: &[PathBuf],
+    no_vad: bool,
+    max_segment: f64,
+    decode: &DecodeArgs,
+) -> anyhow::Result<()> {
     let loaded = load_run(run).with_context(|| format!("loading the run {}", run.display()))?;
     let opts = SegmentOptions {
         vad: if no_vad { None } else { SegmentOptions::default().vad },
         max_segment_s: max_segment,
         ..SegmentOptions::default()
     };
-    let blank = loaded.vocab.blank() as usize;
-    let greedy = |lp: &Tensor, l: &[usize]| -> TResult<Vec<Vec<usize>>> { greedy_decode_batch(lp, l, blank, true) };
+    let (mut decoder, _) = decode.build(&loaded.vocab)?;
     for path in audio {
-        let segs = transcribe_file(&loaded.model, &loaded.vocab, loaded.config.features.n_mels, path, &opts, greedy)
-            .with_context(|| format!("transcribing {}", path.display()))?;
+        let segs =
+            transcribe_file(&loaded.model, &loaded.vocab, loaded.config.features.n_mels, path, &opts, &mut decoder)
+                .with_context(|| format!("transcribing {}", path.display()))?;
         let text: Vec<&str> = segs.iter().map(|s| s.text.trim()).filter(|t| !t.is_empty()).collect();
         println!("{}: {}", path.display(), text.join(" "));
         if segs.len() > 1 {

@@ -8,8 +8,8 @@ use stapes::nn::Module;
 use stapes::speech::config::{AugmentConfig, RunConfig, ScheduleConfig};
 use stapes::speech::data::{Dataset, Vocab};
 use stapes::speech::models::{AcousticModel, CrdnnConfig, DeepSpeech2Config, ModelConfig, RnnType};
-use stapes::speech::tensorboard::{read_events, read_scalars, ValueKind};
 use stapes::speech::synth::{SynthConfig, SyntheticDigits, DIGITS};
+use stapes::speech::tensorboard::{read_events, read_scalars, ValueKind};
 use stapes::speech::train::{evaluate, load_run, train_ctc, TrainEvent, TrainOptions};
 use std::sync::Arc;
 
@@ -67,7 +67,9 @@ fn tiny_run_trains_and_writes_its_run_directory() {
     assert_eq!(steps, 18);
     let (first, last) = (report.epochs[0].train_loss, report.epochs[2].train_loss);
     assert!(first.is_finite() && last < first, "the loss must fall: {first} -> {last}");
-    for f in ["config.toml", "vocab.json", "log.jsonl", "checkpoint.safetensors", "best_model.safetensors", "curves.png"] {
+    for f in
+        ["config.toml", "vocab.json", "log.jsonl", "checkpoint.safetensors", "best_model.safetensors", "curves.png"]
+    {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
     let png = std::fs::read(dir.join("curves.png")).unwrap();
