@@ -576,8 +576,7 @@ fn demo(
     let dev = SyntheticDigits::new(dev_cfg.clone())?;
     let all_words = DIGITS.join(" ");
     let vocab = Vocab::from_transcripts([all_words.as_str()]);
-    let mut cfg = RunConfig::default();
-    cfg.model = small_crdnn();
+    let mut cfg = RunConfig { model: small_crdnn(), ..RunConfig::default() };
     cfg.features.n_mels = 40;
     cfg.training.batch_size = 16;
     cfg.training.epochs = epochs;

@@ -196,3 +196,40 @@ fn bad_runs_are_errors() {
     assert!(load_run(&dir.join("missing")).is_err());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn mixed_precision_runs_train_and_keep_the_loss_scale() {
+    use stapes::speech::config::Precision;
+    let (train, dev, vocab) = corpus();
+    for precision in [Precision::Bf16, Precision::F16] {
+        let mut cfg = tiny_config(ModelConfig::Crdnn(CrdnnConfig {
+            conv_channels: vec![4],
+            time_pool: vec![2],
+            rnn_hidden: 16,
+            rnn_layers: 1,
+            rnn_dropout: 0.0,
+            ..CrdnnConfig::default()
+        }));
+        cfg.training.precision = precision;
+        cfg.training.epochs = 2;
+        let dir = std::env::temp_dir().join(format!("stapes-train-{precision:?}-{}", std::process::id()));
+        let mut scales = vec![];
+        let report = train_ctc(&cfg, train.clone(), dev.clone(), &vocab, &dir, &TrainOptions::default(), |e| {
+            if let TrainEvent::Step { loss_scale, .. } = e {
+                scales.push(*loss_scale)
+            }
+        })
+        .unwrap();
+        let (first, last) = (report.epochs[0].train_loss, report.epochs[1].train_loss);
+        assert!(first.is_finite() && last < first, "{precision:?}: the loss must fall: {first} -> {last}");
+        let ck = Checkpoint::load(dir.join("checkpoint.safetensors")).unwrap();
+        match precision {
+            Precision::F16 => {
+                assert!(scales.iter().all(|s| s.is_some_and(|v| v > 0.0)), "{scales:?}");
+                assert!(ck.scaler["scale"].as_f64().is_some_and(|s| s > 0.0), "{}", ck.scaler);
+            }
+            _ => assert!(scales.iter().all(Option::is_none)),
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

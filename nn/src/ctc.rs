@@ -40,8 +40,8 @@ pub struct CtcLossOptions {
     pub batch_first: bool,
 }
 
-/// CTC loss of `log_probs` (`[T, B, C]`, or `[B, T, C]` with `batch_first`; f32 or f64; the
-/// output of `log_softmax` over C) against `targets`: i64 labels, either padded `[B, S]` or
+/// CTC loss of `log_probs` (`[T, B, C]`, or `[B, T, C]` with `batch_first`; f32 or f64, or
+/// f16/bf16 inside an autocast scope, which computes in f32; the output of `log_softmax` over C) against `targets`: i64 labels, either padded `[B, S]` or
 /// the concatenation of all targets `[Σ target_lengths]`. `input_lengths[b] <= T` and
 /// `target_lengths[b]` give each sample's lengths.
 ///
@@ -79,6 +79,12 @@ fn ctc(
     target_lengths: &[usize],
     opts: &CtcLossOptions,
 ) -> Result<Var> {
+    // Under autocast CTC is an f32 op, as in PyTorch's autocast lists: f16/bf16 scores (the
+    // output of an autocast matmul) are cast up, and the gradient flows back through the cast.
+    if stapes_autograd::autocast_dtype().is_some() && matches!(scores.tensor().dtype(), DType::F16 | DType::BF16) {
+        let up = scores.to_dtype(DType::F32)?;
+        return ctc(op, &up, input, targets, input_lengths, target_lengths, opts);
+    }
     let x = scores.tensor();
     let what = if input == CtcInput::Logits { "logits" } else { "log_probs" };
     if x.dims().len() != 3 {
@@ -236,6 +242,33 @@ mod tests {
         let o = opts(Reduction::Mean, 3, false);
         let f = |v: &[Var]| ctc_loss_from_logits(&v[0], &t, &[7, 7], &[3, 2], &o);
         gradcheck(f, &[randn(&[7, 2, 4], 3)], 1e-6, 1e-7, 1e-5).unwrap();
+    }
+
+    /// Under autocast, bf16/f16 logits compute in f32 (PyTorch's autocast list puts ctc_loss in
+    /// f32): the loss equals the f32 loss of the same (rounded) logits, and the gradient comes
+    /// back in the logits' dtype. Outside autocast, half inputs stay an error.
+    #[test]
+    fn autocast_runs_half_logits_in_f32() {
+        let t = Tensor::from_vec(vec![1i64, 1, 4, 2, 3, 0], [2, 3], &Device::Cpu).unwrap();
+        let o = opts(Reduction::Mean, 0, false);
+        for dt in [DType::BF16, DType::F16] {
+            let half = Var::leaf(randn(&[9, 2, 5], 7).to_dtype(dt).unwrap());
+            let full = Var::leaf(half.tensor().to_dtype(DType::F32).unwrap());
+            assert!(ctc_loss_from_logits(&half, &t, &[9, 7], &[3, 2], &o).is_err());
+            let l = stapes_autograd::autocast(dt, || ctc_loss_from_logits(&half, &t, &[9, 7], &[3, 2], &o))
+                .unwrap()
+                .unwrap();
+            let r = ctc_loss_from_logits(&full, &t, &[9, 7], &[3, 2], &o).unwrap();
+            assert_eq!(l.tensor().dtype(), DType::F32);
+            assert_eq!(l.tensor().to_scalar_f64().unwrap(), r.tensor().to_scalar_f64().unwrap());
+            l.backward().unwrap();
+            r.backward().unwrap();
+            let (gh, gf) = (half.grad().unwrap(), full.grad().unwrap());
+            assert_eq!(gh.dtype(), dt);
+            let got = gh.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
+            let want = gf.to_dtype(dt).unwrap().to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
+            assert_eq!(got, want);
+        }
     }
 
     #[test]

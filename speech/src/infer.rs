@@ -45,7 +45,8 @@ impl Default for SegmentOptions {
 /// The pieces `[start, end)` in samples that [`transcribe_samples`] decodes.
 pub fn plan_segments(samples: &[f32], sample_rate: u32, opts: &SegmentOptions) -> Result<Vec<(usize, usize)>> {
     const OP: &str = "plan_segments";
-    if !(opts.max_segment_s > 0.0 && opts.max_segment_s.is_finite()) || !(opts.padding_s >= 0.0) {
+    let valid = opts.max_segment_s > 0.0 && opts.max_segment_s.is_finite() && opts.padding_s >= 0.0;
+    if !valid {
         return Err(Error::invalid(
             OP,
             format!("max_segment_s must be > 0 and padding_s >= 0, got {} and {}", opts.max_segment_s, opts.padding_s),
