@@ -112,46 +112,7 @@ enum Command {
     /// Train a CTC recogniser (CRDNN or DeepSpeech2, from a TOML configuration) on a JSONL/CSV
     /// manifest (audio, text[, duration]) or a LibriSpeech-layout folder; evaluates greedy
     /// CER/WER on a dev set after every epoch. `--resume` continues an interrupted run.
-    Train {
-        /// The run configuration (TOML; see `stapes::speech::config`). Defaults: the reference
-        /// CRDNN recipe.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Training data: a `.jsonl`/`.csv` manifest or a LibriSpeech folder (with `--resume`:
-        /// taken from the run directory unless given).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Dev data (same forms); without it, a fraction of the training data is held out.
-        #[arg(long)]
-        dev: Option<PathBuf>,
-        /// The run directory.
-        #[arg(long)]
-        run_dir: PathBuf,
-        /// Continue the run in `--run-dir` from its last checkpoint, with its own configuration.
-        #[arg(long)]
-        resume: bool,
-        /// Override `training.epochs`.
-        #[arg(long)]
-        epochs: Option<usize>,
-        /// Override `training.batch_size`.
-        #[arg(long)]
-        batch_size: Option<usize>,
-        /// Override `training.seed`.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Override `training.checkpoint_every_steps`.
-        #[arg(long)]
-        checkpoint_every: Option<usize>,
-        /// Stop after the epoch in which this session has run this many seconds.
-        #[arg(long)]
-        max_seconds: Option<f64>,
-        /// Use the demo's small CRDNN on 40 mels instead of the configured model.
-        #[arg(long)]
-        small: bool,
-        /// Turn off speed perturbation and SpecAugment.
-        #[arg(long)]
-        no_augment: bool,
-    },
+    Train(TrainArgs),
     /// Decode a data set with a trained run and report WER and CER with their substitution,
     /// deletion and insertion counts.
     Eval {
@@ -224,36 +185,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo { run_dir, train_utterances, dev_utterances, epochs, max_seconds, seed } => {
             demo(run_dir, train_utterances, dev_utterances, epochs, max_seconds, seed)
         }
-        Command::Train {
-            config,
-            data,
-            dev,
-            run_dir,
-            resume,
-            epochs,
-            batch_size,
-            seed,
-            checkpoint_every,
-            max_seconds,
-            small,
-            no_augment,
-        } => {
-            let args = TrainArgs {
-                config,
-                data,
-                dev,
-                run_dir,
-                resume,
-                epochs,
-                batch_size,
-                seed,
-                checkpoint_every,
-                max_seconds,
-                small,
-                no_augment,
-            };
-            train(args)
-        }
+        Command::Train(args) => train(args),
         Command::Eval { run, data, batch_size, verbose, decode } => eval(&run, &data, batch_size, verbose, &decode),
         Command::Transcribe { run, audio, no_vad, max_segment, decode } => {
             transcribe(&run, &audio, no_vad, max_segment, &decode)
@@ -367,18 +299,45 @@ impl Progress {
 // train
 // ------------------------------------------------------------------------------------------------
 
+#[derive(clap::Args)]
 struct TrainArgs {
+    /// The run configuration (TOML; see `stapes::speech::config`). Defaults: the reference
+    /// CRDNN recipe.
+    #[arg(long)]
     config: Option<PathBuf>,
+    /// Training data: a `.jsonl`/`.csv` manifest or a LibriSpeech folder (with `--resume`:
+    /// taken from the run directory unless given).
+    #[arg(long)]
     data: Option<PathBuf>,
+    /// Dev data (same forms); without it, a fraction of the training data is held out.
+    #[arg(long)]
     dev: Option<PathBuf>,
+    /// The run directory.
+    #[arg(long)]
     run_dir: PathBuf,
+    /// Continue the run in `--run-dir` from its last checkpoint, with its own configuration.
+    #[arg(long)]
     resume: bool,
+    /// Override `training.epochs`.
+    #[arg(long)]
     epochs: Option<usize>,
+    /// Override `training.batch_size`.
+    #[arg(long)]
     batch_size: Option<usize>,
+    /// Override `training.seed`.
+    #[arg(long)]
     seed: Option<u64>,
+    /// Override `training.checkpoint_every_steps`.
+    #[arg(long)]
     checkpoint_every: Option<usize>,
+    /// Stop after the epoch in which this session has run this many seconds.
+    #[arg(long)]
     max_seconds: Option<f64>,
+    /// Use the demo's small CRDNN on 40 mels instead of the configured model.
+    #[arg(long)]
     small: bool,
+    /// Turn off speed perturbation and SpecAugment.
+    #[arg(long)]
     no_augment: bool,
 }
 
