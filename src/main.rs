@@ -594,10 +594,19 @@ fn demo(
         t0.elapsed().as_secs_f64()
     );
     println!("outputs in {}:", report.run_dir.display());
-    for f in ["config.toml", "vocab.json", "log.jsonl", "checkpoint.safetensors", "best_model.safetensors", "examples/"]
-    {
+    for f in [
+        "config.toml",
+        "vocab.json",
+        "log.jsonl",
+        "checkpoint.safetensors",
+        "best_model.safetensors",
+        "curves.png",
+        "tensorboard/",
+        "examples/",
+    ] {
         println!("  {}", report.run_dir.join(f).display());
     }
+    println!("view the training curves: tensorboard --logdir {}", report.run_dir.join("tensorboard").display());
     println!("try: stapes transcribe --run {} {}", report.run_dir.display(), ex_dir.join("<file>.wav").display());
     Ok(())
 }
