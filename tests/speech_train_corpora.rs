@@ -45,6 +45,17 @@ fn trains_on_a_manifest_and_on_a_librispeech_folder() {
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stapes eval failed:\n{log}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(log.contains("12 utterances decoded") && log.contains("WER") && log.contains("substitutions"), "{log}");
+    // Beam search with an ARPA LM through the same command.
+    let out = Command::new(env!("CARGO_BIN_EXE_stapes"))
+        .args(["eval", "--beam", "8", "--lm", "tests/data/lm/tiny_trigram.arpa", "--run"])
+        .arg(dir.join("run-manifest"))
+        .arg("--data")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stapes eval --lm failed:\n{log}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(log.contains("(beam 8 with LM") && log.contains("CER"), "{log}");
     let wav = std::fs::read_dir(dir.join("synth").join("wav"))
         .unwrap()
         .map(|e| e.unwrap().path())
