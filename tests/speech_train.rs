@@ -233,3 +233,17 @@ fn mixed_precision_runs_train_and_keep_the_loss_scale() {
         std::fs::remove_dir_all(&dir).ok();
     }
 }
+
+/// The configuration shown in the README parses, validates and builds its model.
+#[test]
+fn the_readme_configuration_is_valid() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("```toml\n").expect("a toml block in the README") + 8;
+    let end = start + readme[start..].find("```").unwrap();
+    let cfg = RunConfig::from_toml_str(&readme[start..end]).unwrap();
+    cfg.validate().unwrap();
+    assert!(matches!(cfg.model, ModelConfig::DeepSpeech2(_)));
+    let mut model = cfg.model.clone();
+    model.set_io(cfg.features.n_mels, 29);
+    AcousticModel::new(&model).unwrap();
+}
