@@ -15,8 +15,9 @@
 //! optimizer too), then times `steps` single steps: one JSON line
 //! `{"name": ..., "median_s": ..., "min_s": ..., "reps": ..., "loss1": ..., "loss2": ...,
 //! "torch_loss1": ..., "torch_loss2": ..., "phases": {"forward_s": ..., "backward_s": ...,
-//! "optimizer_s": ...}}` (phases: medians of the same steps split at forward+loss / backward /
-//! clip+Adam).
+//! "clip_s": ..., "adam_s": ...}}` (phases: medians of the same steps split at forward+loss /
+//! backward / clip / Adam). Step 1 also compares every parameter's gradient norm (before
+//! clipping) with PyTorch's and prints the largest relative differences.
 //!
 //! ```text
 //! OMP_NUM_THREADS=2 /root/torchenv/bin/python benches/torch/crdnn.py 10   # writes the file
@@ -85,8 +86,10 @@ fn main() -> BoxResult<()> {
     let opts = CtcLossOptions { blank: 0, reduction: Reduction::Mean, zero_infinity: true, batch_first: true };
     let mut opt = Adam::new(model.parameters(), AdamConfig { lr, ..AdamConfig::adam() })?;
 
-    // One step; returns (loss, grad norm) and pushes (forward, backward, optimizer) seconds.
-    let mut step = |phases: &mut Vec<[f64; 3]>| -> BoxResult<(f64, f64)> {
+    let names: Vec<String> = model.named_parameters().into_iter().map(|(n, _)| n).collect();
+    // One step; returns (loss, grad norm) and pushes (forward, backward, clip, Adam) seconds;
+    // with `norms`, also each parameter's gradient norm before clipping.
+    let mut step = |phases: &mut Vec<[f64; 4]>, norms: Option<&mut Vec<f64>>| -> BoxResult<(f64, f64)> {
         let t0 = Instant::now();
         opt.zero_grad();
         let logits = model.forward(&features, &in_lens)?;
@@ -95,16 +98,26 @@ fn main() -> BoxResult<()> {
         let t1 = Instant::now();
         loss.backward()?;
         let t2 = Instant::now();
+        if let Some(norms) = norms {
+            for p in opt.params() {
+                let g = p.grad().ok_or("a parameter got no gradient")?.to_vec::<f32>()?;
+                norms.push(g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt());
+            }
+        }
+        let t2b = Instant::now();
         let norm = clip_grad_norm(opt.params(), clip, 2.0, false)?;
-        opt.step()?;
         let t3 = Instant::now();
-        phases.push([(t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64(), (t3 - t2).as_secs_f64()]);
+        opt.step()?;
+        let t4 = Instant::now();
+        let s = |a: Instant, b: Instant| (b - a).as_secs_f64();
+        phases.push([s(t0, t1), s(t1, t2), s(t2b, t3), s(t3, t4)]);
         Ok((l, norm))
     };
 
     // The two reference steps (warm-up), compared with PyTorch's.
     let mut warm = Vec::new();
-    let ours = [step(&mut warm)?, step(&mut warm)?];
+    let mut norms = Vec::new();
+    let ours = [step(&mut warm, Some(&mut norms))?, step(&mut warm, None)?];
     let (t_loss, t_norm) = (json_f64s(&meta, "loss"), json_f64s(&meta, "grad_norm"));
     for (i, (l, n)) in ours.iter().enumerate() {
         let (tl, tn) = (t_loss.get(i).copied().unwrap_or(f64::NAN), t_norm.get(i).copied().unwrap_or(f64::NAN));
@@ -115,21 +128,53 @@ fn main() -> BoxResult<()> {
             ((n - tn) / tn).abs()
         );
     }
+    // Per-parameter gradient norms of step 1: the largest relative differences among the
+    // gradients that matter (norm at least 1e-4 of the total; the conv biases in front of a
+    // BatchNorm have a zero gradient in exact arithmetic, so theirs are rounding noise, ~1e-7).
+    let total = t_norm.first().copied().unwrap_or(f64::NAN);
+    let mut diffs: Vec<(f64, &str, f64, f64)> = Vec::new();
+    let mut noise = Vec::new();
+    for (name, &ours) in names.iter().zip(&norms) {
+        let Some(theirs) = meta["param_grad_norms"][name.as_str()].as_f64() else { continue };
+        if theirs < 1e-4 * total {
+            noise.push(format!("{name} ({ours:.1e} vs {theirs:.1e})"));
+            continue;
+        }
+        diffs.push((((ours - theirs) / theirs).abs(), name.as_str(), ours, theirs));
+    }
+    diffs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    eprintln!("step 1 gradient norms, {} parameters compared; largest relative differences:", diffs.len());
+    for (d, name, ours, theirs) in diffs.iter().take(4) {
+        eprintln!("  {name}: stapes {ours:.6e} torch {theirs:.6e} (rel diff {d:.2e})");
+    }
+    eprintln!("  (negligible gradients, not compared: {})", noise.join(", "));
+    // PyTorch's clip_grad_norm_ sums squares in f32; its gradients' total norm in f64:
+    let torch_f64: f64 = names
+        .iter()
+        .filter_map(|n| meta["param_grad_norms"][n.as_str()].as_f64())
+        .map(|v| v * v)
+        .sum::<f64>()
+        .sqrt();
+    eprintln!(
+        "step 1 total gradient norm from PyTorch's per-parameter f64 norms: {torch_f64:.6} (stapes {:.6}, rel diff {:.2e})",
+        ours[0].1,
+        ((ours[0].1 - torch_f64) / torch_f64).abs()
+    );
 
     let mut samples = Vec::with_capacity(steps);
     let mut phases = Vec::with_capacity(steps);
     for _ in 0..steps {
         let t = Instant::now();
-        step(&mut phases)?;
+        step(&mut phases, None)?;
         samples.push(t.elapsed().as_secs_f64());
     }
     let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
     let median = median_of(&mut samples);
     let phase = |i: usize| median_of(&mut phases.iter().map(|p| p[i]).collect::<Vec<_>>());
-    let (fwd, bwd, optim) = (phase(0), phase(1), phase(2));
+    let (fwd, bwd, clip_s, adam_s) = (phase(0), phase(1), phase(2), phase(3));
     let name = format!("crdnn_b{}_t{}_{}_p{dropout}", in_lens.len(), features.dims()[1], if full { "full" } else { "packed" });
     println!(
-        "{{\"name\": \"{name}\", \"median_s\": {median}, \"min_s\": {min}, \"reps\": {steps}, \"loss1\": {}, \"loss2\": {}, \"torch_loss1\": {}, \"torch_loss2\": {}, \"phases\": {{\"forward_s\": {fwd}, \"backward_s\": {bwd}, \"optimizer_s\": {optim}}}}}",
+        "{{\"name\": \"{name}\", \"median_s\": {median}, \"min_s\": {min}, \"reps\": {steps}, \"loss1\": {}, \"loss2\": {}, \"torch_loss1\": {}, \"torch_loss2\": {}, \"phases\": {{\"forward_s\": {fwd}, \"backward_s\": {bwd}, \"clip_s\": {clip_s}, \"adam_s\": {adam_s}}}}}",
         ours[0].0,
         ours[1].0,
         t_loss.first().copied().unwrap_or(f64::NAN),

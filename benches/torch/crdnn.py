@@ -28,11 +28,12 @@ prefix `model.`, the inputs under `input.` (`features` [8, 401, 80] f32, `length
 `targets` [8, 60] zero-padded, `target_lengths` [8], i64), and in the metadata (`crdnn_bench`,
 JSON) the dropout, the per-step losses and gradient norms of the first two steps from this
 state (step 2 runs after one Adam update, so it checks backward and the optimizer too) and the
-torch version. Then it times the step: 2 warm-up steps (the two reference steps), then STEPS
+torch version, and the norm of each parameter's gradient in step 1 (`param_grad_norms`, before
+clipping, computed in f64). Then it times the step: 2 warm-up steps (the two reference steps), then STEPS
 single steps with `time.perf_counter`, and prints one JSON line on stdout
 {"name": ..., "median_s": ..., "min_s": ..., "reps": ..., "loss1": ..., "loss2": ...,
- "phases": {"forward_s": ..., "backward_s": ..., "optimizer_s": ...}}
-(phases: medians of the same steps split at the forward / backward / clip+Adam boundaries),
+ "phases": {"forward_s": ..., "backward_s": ..., "clip_s": ..., "adam_s": ...}}
+(phases: medians of the same steps split at forward+loss / backward / clip / Adam),
 and the torch version and thread count on stderr.
 
 Run: OMP_NUM_THREADS=2 /root/torchenv/bin/python benches/torch/crdnn.py [steps] [--out PATH]
@@ -129,7 +130,9 @@ def main():
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     params = list(model.parameters())
 
-    def step(phases=None):
+    names = [n for n, _ in model.named_parameters()]
+
+    def step(phases=None, param_norms=None):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         logits, out_lens = model(feats, lengths, packed)
@@ -138,17 +141,22 @@ def main():
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
+        if param_norms is not None:
+            param_norms.update({n: p.grad.double().norm().item() for n, p in zip(names, params)})
         norm = torch.nn.utils.clip_grad_norm_(params, CLIP)
-        opt.step()
         t3 = time.perf_counter()
+        opt.step()
+        t4 = time.perf_counter()
         if phases is not None:
-            phases.append((t1 - t0, t2 - t1, t3 - t2))
+            phases.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3))
         return loss.item(), norm.item()
 
     # The two warm-up steps are the reference steps the stapes side checks against.
-    ref = [step() for _ in range(2)]
+    param_norms = {}
+    ref = [step(param_norms=param_norms), step()]
     meta = {"dropout": args.dropout, "full_length": args.full_length, "clip": CLIP, "lr": LR,
-            "loss": [r[0] for r in ref], "grad_norm": [r[1] for r in ref], "torch": torch.__version__}
+            "loss": [r[0] for r in ref], "grad_norm": [r[1] for r in ref], "param_grad_norms": param_norms,
+            "torch": torch.__version__}
     print(f"reference steps: loss {meta['loss']}, grad norm {meta['grad_norm']}", file=sys.stderr)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tensors = dict(initial)
@@ -165,7 +173,7 @@ def main():
     med = lambda i: statistics.median(p[i] for p in phases)  # noqa: E731
     print(json.dumps({"name": name, "median_s": statistics.median(samples), "min_s": min(samples),
                       "reps": args.steps, "loss1": meta["loss"][0], "loss2": meta["loss"][1],
-                      "phases": {"forward_s": med(0), "backward_s": med(1), "optimizer_s": med(2)}}),
+                      "phases": {"forward_s": med(0), "backward_s": med(1), "clip_s": med(2), "adam_s": med(3)}}),
           flush=True)
 
 
