@@ -149,12 +149,8 @@ fn main() -> BoxResult<()> {
     }
     eprintln!("  (negligible gradients, not compared: {})", noise.join(", "));
     // PyTorch's clip_grad_norm_ sums squares in f32; its gradients' total norm in f64:
-    let torch_f64: f64 = names
-        .iter()
-        .filter_map(|n| meta["param_grad_norms"][n.as_str()].as_f64())
-        .map(|v| v * v)
-        .sum::<f64>()
-        .sqrt();
+    let torch_f64: f64 =
+        names.iter().filter_map(|n| meta["param_grad_norms"][n.as_str()].as_f64()).map(|v| v * v).sum::<f64>().sqrt();
     eprintln!(
         "step 1 total gradient norm from PyTorch's per-parameter f64 norms: {torch_f64:.6} (stapes {:.6}, rel diff {:.2e})",
         ours[0].1,
@@ -172,7 +168,8 @@ fn main() -> BoxResult<()> {
     let median = median_of(&mut samples);
     let phase = |i: usize| median_of(&mut phases.iter().map(|p| p[i]).collect::<Vec<_>>());
     let (fwd, bwd, clip_s, adam_s) = (phase(0), phase(1), phase(2), phase(3));
-    let name = format!("crdnn_b{}_t{}_{}_p{dropout}", in_lens.len(), features.dims()[1], if full { "full" } else { "packed" });
+    let name =
+        format!("crdnn_b{}_t{}_{}_p{dropout}", in_lens.len(), features.dims()[1], if full { "full" } else { "packed" });
     println!(
         "{{\"name\": \"{name}\", \"median_s\": {median}, \"min_s\": {min}, \"reps\": {steps}, \"loss1\": {}, \"loss2\": {}, \"torch_loss1\": {}, \"torch_loss2\": {}, \"phases\": {{\"forward_s\": {fwd}, \"backward_s\": {bwd}, \"clip_s\": {clip_s}, \"adam_s\": {adam_s}}}}}",
         ours[0].0,
@@ -183,4 +180,3 @@ fn main() -> BoxResult<()> {
 
     Ok(())
 }
-

@@ -1,8 +1,8 @@
 //! Stochastic gradient descent, as `torch.optim.SGD`.
 
 use super::{
-    checked_grad, compute_dtype, compute_slice, for_chunks, json_bool, json_f64, saved_group, split_state_keys,
-    new_param_buffer, write_param, Buf, Optimizer, Real,
+    checked_grad, compute_dtype, compute_slice, for_chunks, json_bool, json_f64, new_param_buffer, saved_group,
+    split_state_keys, write_param, Buf, Optimizer, Real,
 };
 use crate::module::Param;
 use serde_json::{json, Value};
