@@ -11,9 +11,10 @@ fn bw(f: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static
     Box::new(f)
 }
 
-/// `g * mask` for a u8 mask, in g's dtype.
+/// `g` where the u8 `mask` is set, 0 elsewhere (PyTorch's `threshold_backward`): one pass
+/// over `g` and the mask, without converting the mask to `g`'s dtype first.
 fn mask_mul(g: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    g.mul(&mask.to_dtype(g.dtype())?)
+    mask.where_cond(g, &Tensor::zeros((), g.dtype(), g.device())?)
 }
 
 impl Var {

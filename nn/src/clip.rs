@@ -5,7 +5,8 @@
 
 use crate::module::Param;
 use crate::optim::compute_slice;
-use stapes_tensor::{DType, Device, Error, Result, Tensor};
+use rayon::prelude::*;
+use stapes_tensor::{DType, Device, Error, Result, Tensor, WithDType};
 
 /// The `p`-norm of `values` as `torch.linalg.vector_norm` defines it: `(Σ |x|^p)^(1/p)`, the
 /// largest (`p = ∞`) or smallest (`p = -∞`) `|x|`, or the number of nonzero elements (`p = 0`).
@@ -70,10 +71,11 @@ pub fn clip_grad_norm(params: &[Param], max_norm: f64, norm_type: f64, error_if_
         if !d.is_float() {
             return Err(Error::UnsupportedDType { op: OP, dtype: d, msg: "gradients must be floating point" });
         }
-        let n = if d == DType::F64 {
-            vector_norm(compute_slice::<f64>(g)?.iter().copied(), norm_type)
-        } else {
-            vector_norm(compute_slice::<f32>(g)?.iter().map(|&x| x as f64), norm_type)
+        let n = match (d, norm_type == 2.0) {
+            (DType::F64, true) => l2_norm(&compute_slice::<f64>(g)?),
+            (_, true) => l2_norm(&compute_slice::<f32>(g)?),
+            (DType::F64, false) => vector_norm(compute_slice::<f64>(g)?.iter().copied(), norm_type),
+            _ => vector_norm(compute_slice::<f32>(g)?.iter().map(|&x| x as f64), norm_type),
         };
         norms.push(round_to(n, d)?);
         dtype = promote(dtype, d);
@@ -89,21 +91,54 @@ pub fn clip_grad_norm(params: &[Param], max_norm: f64, norm_type: f64, error_if_
         ));
     }
     let coef = round_to(max_norm / round_to(total + 1e-6, dtype)?, dtype)?.min(1.0);
-    for (p, g) in grads {
-        p.set_grad(Some(scale(&g, coef)?));
+    // PyTorch multiplies by the clamped coefficient even when it is 1, which changes nothing
+    // (x · 1 = x), so the gradients are left as they are then.
+    if coef < 1.0 || coef.is_nan() {
+        for (p, g) in grads {
+            p.set_grad(Some(scale(&g, coef)?));
+        }
     }
     Ok(total)
 }
 
-/// `g · coef`, computed in `g`'s compute type (f64 for f64, f32 otherwise) and rounded back.
+/// Elements per parallel chunk of the norm and the scaling.
+const CHUNK: usize = 1 << 15;
+
+/// `sqrt(Σ x²)` accumulated in f64: chunks on the rayon pool, 8 independent partial sums per
+/// chunk so the loop vectorises.
+fn l2_norm<T: Copy + Into<f64> + Sync>(xs: &[T]) -> f64 {
+    let sum_sq = |c: &[T]| {
+        let mut acc = [0.0f64; 8];
+        let mut it = c.chunks_exact(8);
+        for b in &mut it {
+            for k in 0..8 {
+                let x: f64 = b[k].into();
+                acc[k] += x * x;
+            }
+        }
+        let tail: f64 = it.remainder().iter().map(|&x| x.into() * x.into()).sum();
+        acc.iter().sum::<f64>() + tail
+    };
+    xs.par_chunks(CHUNK).map(sum_sq).sum::<f64>().sqrt()
+}
+
+/// `g · coef`, computed in `g`'s compute type (f64 for f64, f32 otherwise) and rounded back,
+/// in parallel into a buffer from the tensor crate's CPU cache.
 fn scale(g: &Tensor, coef: f64) -> Result<Tensor> {
+    fn scaled<T: WithDType + std::ops::Mul<Output = T>>(xs: &[T], c: T) -> Vec<T> {
+        let mut out = stapes_tensor::alloc::take::<T>(xs.len());
+        out.par_chunks_mut(CHUNK).zip(xs.par_chunks(CHUNK)).for_each(|(o, x)| {
+            for (o, &x) in o.iter_mut().zip(x) {
+                *o = x * c;
+            }
+        });
+        out
+    }
     let dims = g.dims().to_vec();
     if g.dtype() == DType::F64 {
-        let v: Vec<f64> = compute_slice::<f64>(g)?.iter().map(|&x| x * coef).collect();
-        return Tensor::from_vec(v, dims, g.device());
+        return Tensor::from_vec(scaled(&compute_slice::<f64>(g)?, coef), dims, g.device());
     }
-    let c = coef as f32;
-    let v: Vec<f32> = compute_slice::<f32>(g)?.iter().map(|&x| x * c).collect();
+    let v = scaled(&compute_slice::<f32>(g)?, coef as f32);
     Tensor::from_vec(v, dims, g.device())?.to_dtype(g.dtype())
 }
 

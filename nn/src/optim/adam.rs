@@ -1,8 +1,8 @@
 //! Adam and AdamW, as `torch.optim.Adam` / `torch.optim.AdamW`.
 
 use super::{
-    checked_grad, compute_dtype, compute_slice, for_chunks, json_bool, json_f64, saved_group, split_state_keys,
-    write_param, Buf, Optimizer, Real,
+    checked_grad, compute_dtype, compute_slice, for_chunks, json_bool, json_f64, new_param_buffer, saved_group,
+    split_state_keys, write_param, Buf, Optimizer, Real,
 };
 use crate::module::Param;
 use serde_json::{json, Value};
@@ -146,7 +146,8 @@ impl Adam {
         let step_size = c.lr / bias_correction1;
         let bias_correction2_sqrt = bias_correction2.powf(0.5);
 
-        let pv = compute_slice::<T>(&p.tensor())?.into_owned();
+        let pt = p.tensor();
+        let old = compute_slice::<T>(&pt)?;
         let gt = compute_slice::<T>(g)?;
         let gs: &[T] = &gt;
         let use_wd = c.weight_decay != 0.0;
@@ -166,8 +167,22 @@ impl Adam {
             Some(b) if amsgrad => T::buf_mut(b, OP)?,
             _ => &mut empty,
         };
-        let mut out = pv;
-        for_chunks(&mut out, m, v, vmax, |off, ps, ms, vs, xs| {
+        let mut out = new_param_buffer::<T>(old.len());
+        // Plain Adam (no maximize, weight decay or AMSGrad, beta1 > 0.5) is the common case:
+        // its loop has no per-element branches, so it vectorises; it performs the same
+        // operations in the same order as the general loop below.
+        let plain = !maximize && !use_wd && !amsgrad && small_w1;
+        for_chunks(&old, &mut out, m, v, vmax, |off, ps, ms, vs, xs| {
+            if plain {
+                let gs = &gs[off..off + ps.len()];
+                for (((p, m), v), &g) in ps.iter_mut().zip(ms.iter_mut()).zip(vs.iter_mut()).zip(gs) {
+                    *m = *m + w1 * (g - *m);
+                    *v = *v * beta2 + c2 * g * g;
+                    let denom = v.sqrt() / bc2s + eps;
+                    *p = *p + neg_step * *m / denom;
+                }
+                return;
+            }
             for (j, p) in ps.iter_mut().enumerate() {
                 let mut g = gs[off + j];
                 if maximize {

@@ -253,7 +253,11 @@ pub(crate) const CHUNK: usize = 1 << 15;
 
 /// Runs `f(offset, param_chunk, bufs_chunks...)` over matching chunks of the new parameter
 /// values `out` and up to three state buffers (empty buffers are passed as empty slices).
+/// Each chunk of `out` is first filled from the same chunk of `old` (the current values), so
+/// `f` updates it in place while it is in cache: one pass over memory instead of a copy of the
+/// whole parameter followed by the update.
 pub(crate) fn for_chunks<T: Real>(
+    old: &[T],
     out: &mut [T],
     b0: &mut [T],
     b1: &mut [T],
@@ -261,10 +265,19 @@ pub(crate) fn for_chunks<T: Real>(
     f: impl Fn(usize, &mut [T], &mut [T], &mut [T], &mut [T]) + Sync + Send,
 ) {
     let n = out.len();
+    assert_eq!(old.len(), n, "for_chunks: the old and new parameter values differ in length");
     let (c0, c1, c2) = (split_chunks(b0, n), split_chunks(b1, n), split_chunks(b2, n));
     out.par_chunks_mut(CHUNK).zip(c0).zip(c1).zip(c2).enumerate().for_each(|(k, (((o, x0), x1), x2))| {
+        o.copy_from_slice(&old[k * CHUNK..k * CHUNK + o.len()]);
         f(k * CHUNK, o, x0, x1, x2);
     });
+}
+
+/// A buffer for a parameter's new values: from the tensor crate's CPU cache (the previous
+/// step's parameter storage comes back there when it is replaced), so a step does not page-fault
+/// fresh memory. Its contents are unspecified until [`for_chunks`] fills it.
+pub(crate) fn new_param_buffer<T: Real>(n: usize) -> Vec<T> {
+    stapes_tensor::alloc::take::<T>(n)
 }
 
 // ------------------------------------------------------------------------------------------------

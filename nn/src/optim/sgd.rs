@@ -1,8 +1,8 @@
 //! Stochastic gradient descent, as `torch.optim.SGD`.
 
 use super::{
-    checked_grad, compute_dtype, compute_slice, for_chunks, json_bool, json_f64, saved_group, split_state_keys,
-    write_param, Buf, Optimizer, Real,
+    checked_grad, compute_dtype, compute_slice, for_chunks, json_bool, json_f64, new_param_buffer, saved_group,
+    split_state_keys, write_param, Buf, Optimizer, Real,
 };
 use crate::module::Param;
 use serde_json::{json, Value};
@@ -86,7 +86,8 @@ impl Sgd {
         const OP: &str = "Sgd::step";
         let p = &self.params[i];
         let c = self.cfg;
-        let pv = compute_slice::<T>(&p.tensor())?.into_owned();
+        let pt = p.tensor();
+        let old = compute_slice::<T>(&pt)?;
         let gt = compute_slice::<T>(g)?;
         let gs: &[T] = &gt;
         let (wd, mom, damp1, neg_lr) =
@@ -94,15 +95,15 @@ impl Sgd {
         let (use_wd, use_mom, nesterov, maximize) = (c.weight_decay != 0.0, c.momentum != 0.0, c.nesterov, c.maximize);
         let first = use_mom && self.momentum_buffers[i].is_none();
         if first {
-            self.momentum_buffers[i] = Some(T::wrap(vec![T::of(0.0); pv.len()]));
+            self.momentum_buffers[i] = Some(T::wrap(vec![T::of(0.0); old.len()]));
         }
         let mut empty: Vec<T> = Vec::new();
         let buf: &mut Vec<T> = match (use_mom, &mut self.momentum_buffers[i]) {
             (true, Some(b)) => T::buf_mut(b, OP)?,
             _ => &mut empty,
         };
-        let mut out = pv;
-        for_chunks(&mut out, buf, &mut [], &mut [], |off, ps, bs, _, _| {
+        let mut out = new_param_buffer::<T>(old.len());
+        for_chunks(&old, &mut out, buf, &mut [], &mut [], |off, ps, bs, _, _| {
             for (j, p) in ps.iter_mut().enumerate() {
                 let mut g = gs[off + j];
                 if maximize {
