@@ -139,24 +139,42 @@ impl Crdnn {
     /// frames do not affect the real ones through the LSTM (the conv blocks see the zero
     /// padding, as in PyTorch).
     pub fn forward(&self, features: &Var, lengths: &[usize]) -> Result<Var> {
-        let d = features.dims();
-        if d.len() != 3 || d[2] != self.cfg.n_features {
-            return Err(Error::shape(
-                "Crdnn::forward",
-                format!("expects features [B, T, {}], got {d:?}", self.cfg.n_features),
-            ));
-        }
-        let (b, t) = (d[0], d[1]);
-        if lengths.len() != b || lengths.iter().any(|&l| l == 0 || l > t) {
-            return Err(Error::invalid("Crdnn::forward", format!("lengths {lengths:?} for a batch [B={b}, T={t}]")));
-        }
-        let x = self.cnn.forward(&features.unsqueeze(1usize)?)?; // [B, C, T', F']
-        let xd = x.dims().to_vec();
-        let x = x.permute(&[0, 2, 1, 3])?.reshape([xd[0], xd[2], xd[1] * xd[3]])?; // [B, T', C·F']
-        let out_lens: Vec<usize> = self.output_lengths(lengths).into_iter().map(|l| l.min(xd[2])).collect();
+        let (x, out_lens) = conv_front(
+            "Crdnn::forward",
+            &self.cnn,
+            features,
+            self.cfg.n_features,
+            lengths,
+            self.output_lengths(lengths),
+        )?;
         let h = self.rnn.forward(&x, None, Some(&out_lens))?.output;
         self.out.forward(&h)
     }
+}
+
+/// The part both models share: checks features `[B, T, n_features]` and their lengths, runs
+/// the conv stack over `[B, 1, T, F]` and flattens channels and frequency into a sequence
+/// `[B, T', C·F']`; returns it with `out_lens` clamped to `T'`.
+fn conv_front(
+    op: &'static str,
+    conv: &Sequential,
+    features: &Var,
+    n_features: usize,
+    lengths: &[usize],
+    out_lens: Vec<usize>,
+) -> Result<(Var, Vec<usize>)> {
+    let d = features.dims();
+    if d.len() != 3 || d[2] != n_features {
+        return Err(Error::shape(op, format!("expects features [B, T, {n_features}], got {d:?}")));
+    }
+    let (b, t) = (d[0], d[1]);
+    if lengths.len() != b || lengths.iter().any(|&l| l == 0 || l > t) {
+        return Err(Error::invalid(op, format!("lengths {lengths:?} for a batch [B={b}, T={t}]")));
+    }
+    let x = conv.forward(&features.unsqueeze(1usize)?)?; // [B, C, T', F']
+    let xd = x.dims().to_vec();
+    let x = x.permute(&[0, 2, 1, 3])?.reshape([xd[0], xd[2], xd[1] * xd[3]])?; // [B, T', C·F']
+    Ok((x, out_lens.into_iter().map(|l| l.min(xd[2])).collect()))
 }
 
 impl Module for Crdnn {
@@ -332,24 +350,9 @@ impl DeepSpeech2 {
 
     /// Logits `[B, T', vocab]` for features `[B, T, F]` with per-utterance lengths.
     pub fn forward(&self, features: &Var, lengths: &[usize]) -> Result<Var> {
-        let d = features.dims();
-        if d.len() != 3 || d[2] != self.cfg.n_features {
-            return Err(Error::shape(
-                "DeepSpeech2::forward",
-                format!("expects features [B, T, {}], got {d:?}", self.cfg.n_features),
-            ));
-        }
-        let (b, t) = (d[0], d[1]);
-        if lengths.len() != b || lengths.iter().any(|&l| l == 0 || l > t) {
-            return Err(Error::invalid(
-                "DeepSpeech2::forward",
-                format!("lengths {lengths:?} for a batch [B={b}, T={t}]"),
-            ));
-        }
-        let x = self.conv.forward(&features.unsqueeze(1usize)?)?; // [B, C, T', F']
-        let xd = x.dims().to_vec();
-        let x = x.permute(&[0, 2, 1, 3])?.reshape([xd[0], xd[2], xd[1] * xd[3]])?;
-        let out_lens: Vec<usize> = self.output_lengths(lengths).into_iter().map(|l| l.min(xd[2])).collect();
+        let op = "DeepSpeech2::forward";
+        let (x, out_lens) =
+            conv_front(op, &self.conv, features, self.cfg.n_features, lengths, self.output_lengths(lengths))?;
         let h = match &self.rnn {
             Recurrent::Gru(g) => g.forward(&x, None, Some(&out_lens))?.output,
             Recurrent::Lstm(l) => l.forward(&x, None, Some(&out_lens))?.output,

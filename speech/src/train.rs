@@ -627,11 +627,9 @@ pub fn train_ctc(
             }
             scaler.scale(&loss)?.backward()?;
             scaler.unscale(opt.params())?;
-            let grad_norm = if tc.clip_norm > 0.0 {
-                clip_grad_norm(opt.params(), tc.clip_norm, 2.0, false)?
-            } else {
-                clip_grad_norm(opt.params(), f64::INFINITY, 2.0, false)?
-            };
+            // clip_norm 0 turns clipping off; the norm is still measured for the logs.
+            let max_norm = if tc.clip_norm > 0.0 { tc.clip_norm } else { f64::INFINITY };
+            let grad_norm = clip_grad_norm(opt.params(), max_norm, 2.0, false)?;
             opt.apply_schedule(sched.as_ref());
             let lr = opt.lr();
             let params = opt.params().to_vec();
