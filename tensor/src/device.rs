@@ -19,6 +19,15 @@ impl Device {
     pub fn is_cuda(&self) -> bool {
         matches!(self, Device::Cuda(_))
     }
+    /// `Cuda(0)` when it can be used (a GPU with its driver and NVRTC, or the emulator switched
+    /// on by [`crate::cuda::use_emulator`]), else `Cpu`. Probes the driver once; never panics.
+    pub fn cuda_if_available() -> Device {
+        if crate::cuda::is_available(0) {
+            Device::Cuda(0)
+        } else {
+            Device::Cpu
+        }
+    }
 }
 
 impl std::fmt::Display for Device {

@@ -36,6 +36,15 @@ pub enum Error {
     /// The device cannot be used on this machine or build.
     #[error("{op}: device {device:?} is not available: {msg}")]
     DeviceUnavailable { op: &'static str, device: Device, msg: String },
+    /// The op has no CUDA kernel yet; `location` is the call site that needed host data.
+    #[error(
+        "{op}: no CUDA kernel for this operation yet, and the tensor is on {device} (move it with \
+         .to_device(&Device::Cpu) first; needed at {location})"
+    )]
+    NoCudaKernel { op: &'static str, device: Device, location: String },
+    /// A CUDA kernel launch, copy or allocation failed.
+    #[error("{op}: CUDA: {msg}")]
+    Cuda { op: &'static str, msg: String },
     /// An argument has an invalid value.
     #[error("{op}: {msg}")]
     InvalidArgument { op: &'static str, msg: String },

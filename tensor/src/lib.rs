@@ -1,7 +1,7 @@
 //! # stapes-tensor
 //!
 //! Tensors with shapes, strides and views; dtypes f32, f16, bf16, f64 and integer types; a CPU
-//! device (and room for CUDA devices). Ops return `Result<Tensor>`; bad input (mismatched
+//! device and CUDA devices (see [`cuda`]). Ops return `Result<Tensor>`; bad input (mismatched
 //! shapes, dtypes or devices, out-of-range dims or indices) is an [`Error`] that names the op
 //! and the offending values, never a panic.
 //!
@@ -77,6 +77,7 @@ macro_rules! all_dispatch {
 }
 
 pub mod alloc;
+pub mod cuda;
 mod device;
 mod dtype;
 mod error;

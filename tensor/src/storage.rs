@@ -67,6 +67,8 @@ impl Drop for CpuStorage {
 pub enum Storage {
     /// Host memory.
     Cpu(CpuStorage),
+    /// A CUDA device's memory (or the emulator's, standing in for one).
+    Cuda(crate::cuda::CudaStorage),
 }
 
 impl Storage {
@@ -74,6 +76,7 @@ impl Storage {
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            Storage::Cuda(s) => s.dtype(),
         }
     }
 }

@@ -54,14 +54,11 @@ impl Tensor {
         Ok(Self::from_parts(Arc::new(Storage::Cpu(storage)), Layout::contiguous(shape), Device::Cpu))
     }
 
+    /// Checks that `device` can be used (opens a GPU at first use).
     fn check_device(op: &'static str, device: &Device) -> Result<()> {
         match device {
             Device::Cpu => Ok(()),
-            d => Err(Error::DeviceUnavailable {
-                op,
-                device: *d,
-                msg: "this build of stapes has no CUDA backend yet; use Device::Cpu".into(),
-            }),
+            d => crate::cuda::backend(op, d).map(|_| ()),
         }
     }
 
@@ -77,6 +74,9 @@ impl Tensor {
                 dst: shape.to_vec(),
                 dst_n: shape.elem_count(),
             });
+        }
+        if device.is_cuda() {
+            return Self::cuda_upload(&data, shape, device);
         }
         Self::from_cpu_storage(T::into_storage(data), shape)
     }
@@ -95,6 +95,9 @@ impl Tensor {
     pub fn full(value: f64, shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
         Self::check_device("full", device)?;
         let shape = shape.into();
+        if device.is_cuda() {
+            return Self::cuda_full(value, shape, dtype, device);
+        }
         let n = shape.elem_count();
         let s = match dtype {
             DType::F16 => CpuStorage::F16(vec![f16::from_f64(value); n]),
@@ -182,10 +185,21 @@ impl Tensor {
     pub fn storage(&self) -> &Storage {
         &self.0.storage
     }
-    pub(crate) fn cpu_storage(&self) -> &CpuStorage {
+    /// The host storage; on a CUDA device an error naming the caller's location: an op reached
+    /// its CPU kernel with a CUDA tensor, i.e. it has no CUDA kernel yet.
+    #[track_caller]
+    pub(crate) fn cpu_storage(&self) -> Result<&CpuStorage> {
         match &*self.0.storage {
-            Storage::Cpu(s) => s,
+            Storage::Cpu(s) => Ok(s),
+            Storage::Cuda(_) => Err(self.no_cuda_kernel("cpu kernel")),
         }
+    }
+
+    /// The error of an op without a CUDA kernel, with the caller's source location.
+    #[track_caller]
+    pub(crate) fn no_cuda_kernel(&self, op: &'static str) -> Error {
+        let at = std::panic::Location::caller();
+        Error::NoCudaKernel { op, device: *self.device(), location: format!("{}:{}", at.file(), at.line()) }
     }
     /// Whether two tensors share one storage.
     pub fn same_storage(&self, other: &Tensor) -> bool {
@@ -201,6 +215,10 @@ impl Tensor {
     pub fn to_vec<T: WithDType>(&self) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype() {
             return Err(Error::DTypeMismatch { op: "to_vec", lhs: self.dtype(), rhs: T::DTYPE });
+        }
+        if self.device().is_cuda() {
+            let host = self.cuda_download()?;
+            return Ok(T::storage_slice(&host).expect("dtype checked").to_vec());
         }
         Ok(self.contiguous_slice::<T>()?.into_owned())
     }
@@ -233,8 +251,9 @@ impl Tensor {
     }
 
     /// The row-major elements of a tensor of dtype `T`: borrowed when contiguous, else copied.
+    #[track_caller]
     pub(crate) fn contiguous_slice<T: WithDType>(&self) -> Result<Cow<'_, [T]>> {
-        let data = T::storage_slice(self.cpu_storage()).ok_or(Error::DTypeMismatch {
+        let data = T::storage_slice(self.cpu_storage()?).ok_or(Error::DTypeMismatch {
             op: "contiguous_slice",
             lhs: self.dtype(),
             rhs: T::DTYPE,
@@ -251,10 +270,13 @@ impl Tensor {
 
     /// A contiguous tensor with the same values (itself when already contiguous from offset 0).
     pub fn contiguous(&self) -> Result<Tensor> {
+        if self.device().is_cuda() {
+            return self.cuda_dense();
+        }
         if self.is_contiguous() {
             return Ok(self.clone());
         }
-        let s = match self.cpu_storage() {
+        let s = match self.cpu_storage()? {
             CpuStorage::F16(_) => CpuStorage::F16(self.contiguous_slice::<f16>()?.into_owned()),
             CpuStorage::BF16(_) => CpuStorage::BF16(self.contiguous_slice::<bf16>()?.into_owned()),
             CpuStorage::F32(_) => CpuStorage::F32(self.contiguous_slice::<f32>()?.into_owned()),
@@ -267,9 +289,42 @@ impl Tensor {
     }
 
     /// Moves (copies) the tensor to `device`.
+    ///
+    /// CPU to CUDA uploads the row-major elements; CUDA to CPU downloads them (waiting for the
+    /// kernels that write them); between two CUDA devices the data goes through the host. A
+    /// tensor already on `device` is returned as is (sharing storage).
     pub fn to_device(&self, device: &Device) -> Result<Tensor> {
         Self::check_device("to_device", device)?;
-        Ok(self.clone())
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        let host = match self.device() {
+            Device::Cpu => None,
+            Device::Cuda(_) => Some(self.cuda_download()?),
+        };
+        match (device, host) {
+            (Device::Cpu, Some(h)) => Tensor::from_cpu_storage(h, self.shape().clone()),
+            (Device::Cuda(_), host) => {
+                let storage = match &host {
+                    Some(h) => h,
+                    None => self.cpu_storage()?,
+                };
+                // a view of CPU storage: upload its row-major elements
+                let t;
+                let storage = if host.is_none() && !(self.is_contiguous() && self.layout().offset() == 0) {
+                    t = self.contiguous()?;
+                    t.cpu_storage()?
+                } else {
+                    storage
+                };
+                let n = self.elem_count();
+                all_dispatch!(self.dtype(), |T| {
+                    let data = T::storage_slice(storage).expect("dtype");
+                    Self::cuda_upload(&data[..n], self.shape().clone(), device)
+                })
+            }
+            (Device::Cpu, None) => unreachable!("handled by the same-device case"),
+        }
     }
 
     /// Checks that two tensors share a device and (for `same_dtype`) a dtype.

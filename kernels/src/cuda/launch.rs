@@ -14,7 +14,7 @@ pub trait DeviceElem: Copy + Default + Send + Sync + DeviceRepr + ValidAsZeroBit
     /// The dtype's name, also the suffix of its kernels (`binary_add_f16`).
     const NAME: &'static str;
     /// The value as `f64` (for comparisons and reports).
-    fn to_f64(self) -> f64;
+    fn as_f64(self) -> f64;
 }
 
 macro_rules! device_elem {
@@ -22,7 +22,7 @@ macro_rules! device_elem {
         impl DeviceElem for $t {
             const NAME: &'static str = $name;
             #[inline]
-            fn to_f64(self) -> f64 {
+            fn as_f64(self) -> f64 {
                 let $v = self;
                 $conv
             }
@@ -40,6 +40,7 @@ device_elem! {
     i64 => "i64", |v| v as f64;
     u64 => "u64", |v| v as f64;
     u8 => "u8", |v| v as f64;
+    i8 => "i8", |v| v as f64;
 }
 
 /// The floating-point dtypes the element-wise kernels exist for (`f32`, `f16`, `bf16`).

@@ -22,7 +22,8 @@
 //! * [`conv`]: im2col, col2im and the bias + ReLU epilogue of a 2-D convolution and its
 //!   backward (`cpu::conv`; GEMMs are cuBLAS');
 //! * [`pool`]: max (with argmax) and average pooling, forward and backward (`cpu::pool`);
-//! * [`norm`]: layer norm and batch norm, forward and backward (`cpu::norm`).
+//! * [`norm`]: layer norm and batch norm, forward and backward (`cpu::norm`);
+//! * [`tensor`]: strided copy, fill and dtype casts under the tensor layer's CUDA dispatch.
 
 pub mod conv;
 pub mod ctc;
@@ -37,6 +38,7 @@ pub mod pool;
 pub mod reduce;
 pub mod rnn;
 pub mod softmax;
+pub mod tensor;
 
 pub use gpu::{GpuDevice, GpuUnavailable};
 pub use launch::{Backend, DeviceBuffer, DeviceElem, FloatElem, KernelArg, LaunchConfig};

@@ -43,7 +43,7 @@ pub fn check_close<T: DeviceElem>(actual: &[T], expected: &[T], tol: Tolerance) 
     let mut bad = 0usize;
     let mut worst: Option<(usize, f64)> = None;
     for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
-        let (a, e) = (a.to_f64(), e.to_f64());
+        let (a, e) = (a.as_f64(), e.as_f64());
         let ok = if a.is_nan() || e.is_nan() {
             a.is_nan() && e.is_nan()
         } else if a.is_infinite() || e.is_infinite() {
@@ -63,7 +63,7 @@ pub fn check_close<T: DeviceElem>(actual: &[T], expected: &[T], tol: Tolerance) 
     match worst {
         None => Ok(()),
         Some((i, _)) => {
-            let (a, e) = (actual[i].to_f64(), expected[i].to_f64());
+            let (a, e) = (actual[i].as_f64(), expected[i].as_f64());
             Err(format!(
                 "{bad} of {} {} elements differ (rtol {:e}, atol {:e}); worst at index {i}: actual {a:?}, expected {e:?}, \
                  |diff| {:e}",

@@ -209,11 +209,21 @@ pub(crate) fn compute_dtype(op: &'static str, dtype: DType) -> Result<DType> {
 /// The elements of `t` in the compute type `T`: borrowed from the storage when `t` is
 /// contiguous and already of type `T`, converted otherwise.
 pub(crate) fn compute_slice<T: Real>(t: &Tensor) -> Result<Cow<'_, [T]>> {
+    if t.device().is_cuda() {
+        // The optimizers' update loops are CPU code; a CUDA parameter must not be updated through
+        // a silent round trip to the host (nor come back on the CPU).
+        return Err(Error::NoCudaKernel {
+            op: "optimizer step",
+            device: *t.device(),
+            location: format!("{}:{}", file!(), line!()),
+        });
+    }
     if t.dtype() == T::DTYPE && t.is_contiguous() {
-        let Storage::Cpu(s) = t.storage();
-        if let Some(data) = T::storage_slice(s) {
-            let off = t.layout().offset();
-            return Ok(Cow::Borrowed(&data[off..off + t.elem_count()]));
+        if let Storage::Cpu(s) = t.storage() {
+            if let Some(data) = T::storage_slice(s) {
+                let off = t.layout().offset();
+                return Ok(Cow::Borrowed(&data[off..off + t.elem_count()]));
+            }
         }
     }
     Ok(Cow::Owned(t.to_dtype(T::DTYPE)?.to_vec::<T>()?))

@@ -50,6 +50,10 @@ pub(crate) fn convert_slice<S: WithDType, D: WithDType>(src: &[S]) -> Vec<D> {
         out.convert_from_f32_slice(src);
         return cast_vec(out);
     }
+    if !S::DTYPE.is_float() && !D::DTYPE.is_float() {
+        // integer to integer wraps (two's complement), as in PyTorch: int64 -1 -> uint8 255
+        return src.iter().map(|&x| D::from_i64_wrapping(x.to_i64())).collect();
+    }
     src.iter().map(|&x| D::from_f64(x.to_f64())).collect()
 }
 
@@ -66,6 +70,7 @@ fn cast_vec<A: 'static, B: 'static>(v: Vec<A>) -> Vec<B> {
 }
 
 /// The row-major contiguous data of a float tensor in compute type `T`.
+#[track_caller]
 pub(crate) fn float_data<T: ComputeFloat>(t: &Tensor) -> Result<Cow<'_, [T]>> {
     if t.dtype() == T::DTYPE {
         return t.contiguous_slice::<T>();
@@ -84,9 +89,10 @@ pub(crate) fn float_data<T: ComputeFloat>(t: &Tensor) -> Result<Cow<'_, [T]>> {
 /// The data of a float tensor in compute type `T` together with a layout addressing it:
 /// the storage itself with the tensor's layout when the dtype already is `T` (no copy), else a
 /// converted contiguous copy.
+#[track_caller]
 pub(crate) fn float_strided<T: ComputeFloat>(t: &Tensor) -> Result<(Cow<'_, [T]>, Layout)> {
     if t.dtype() == T::DTYPE {
-        let s = T::storage_slice(t.cpu_storage()).expect("dtype checked");
+        let s = T::storage_slice(t.cpu_storage()?).expect("dtype checked");
         return Ok((Cow::Borrowed(s), t.layout().clone()));
     }
     Ok((float_data::<T>(t)?, Layout::contiguous(t.shape())))
@@ -111,6 +117,7 @@ pub(crate) fn from_compute<T: ComputeFloat>(
 
 /// Validates and reads an index tensor (dtype i64) as a contiguous slice; every index must be in
 /// `0..size` (`IndexOutOfRange` names the first offender).
+#[track_caller]
 pub(crate) fn index_data<'a>(op: &'static str, idx: &'a Tensor, dim: usize, size: usize) -> Result<Cow<'a, [i64]>> {
     if idx.dtype() != DType::I64 {
         return Err(Error::UnsupportedDType { op, dtype: idx.dtype(), msg: "indices must be i64" });
@@ -131,10 +138,14 @@ pub(crate) fn check_mask(op: &'static str, mask: &Tensor) -> Result<()> {
 }
 
 impl Tensor {
-    /// Casts to `dtype` (floats round to nearest; float to integer truncates toward zero).
+    /// Casts to `dtype`: floats round to nearest; float to integer truncates toward zero and
+    /// saturates (NaN gives 0); integer to integer wraps (two's complement), as PyTorch does.
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
         if dtype == self.dtype() {
             return Ok(self.clone());
+        }
+        if self.device().is_cuda() {
+            return self.cuda_to_dtype(dtype);
         }
         let src = self.dtype();
         let storage = all_dispatch!(src, |S| {

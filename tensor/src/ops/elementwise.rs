@@ -296,8 +296,8 @@ impl Tensor {
         let n: usize = shape.iter().product();
         let mut out = crate::alloc::take::<u8>(n);
         all_dispatch!(self.dtype(), |T| {
-            let ld = T::storage_slice(self.cpu_storage()).expect("dtype");
-            let rd = T::storage_slice(rhs.cpu_storage()).expect("dtype");
+            let ld = T::storage_slice(self.cpu_storage()?).expect("dtype");
+            let rd = T::storage_slice(rhs.cpu_storage()?).expect("dtype");
             let (ls, lo) = bcast(name, self.layout(), &shape)?;
             let (rs, ro) = bcast(name, rhs.layout(), &shape)?;
             let l = Strided { data: ld, strides: &ls, offset: lo };
@@ -329,12 +329,12 @@ impl Tensor {
         self.check_same(on_true, name, false)?;
         let shape = broadcast_shapes(name, self.dims(), on_true.dims())?;
         let shape = broadcast_shapes(name, &shape, on_false.dims())?;
-        let mask = u8::storage_slice(self.cpu_storage()).expect("dtype");
+        let mask = u8::storage_slice(self.cpu_storage()?).expect("dtype");
         let (ms, mo) = bcast(name, self.layout(), &shape)?;
         let n: usize = shape.iter().product();
         let storage = all_dispatch!(on_true.dtype(), |T| {
-            let a = T::storage_slice(on_true.cpu_storage()).expect("dtype");
-            let b = T::storage_slice(on_false.cpu_storage()).expect("dtype");
+            let a = T::storage_slice(on_true.cpu_storage()?).expect("dtype");
+            let b = T::storage_slice(on_false.cpu_storage()?).expect("dtype");
             let (as_, ao) = bcast(name, on_true.layout(), &shape)?;
             let (bs, bo) = bcast(name, on_false.layout(), &shape)?;
             let mut out: Vec<T> = crate::alloc::take::<T>(n);

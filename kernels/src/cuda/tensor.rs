@@ -1,0 +1,115 @@
+//! Launch wrappers for `kernels/cuda/tensor.cu`, the data movement under the tensor layer's
+//! CUDA dispatch: strided copy (a view to a dense buffer), fill, and casts between dtypes.
+//! CPU references: [`crate::cpu::copy::copy_strided`], `vec![v; n]`, and the tensor crate's
+//! `convert_slice` (Rust `as` / `half` rounding rules, restated in `tensor.cu`).
+
+use super::elementwise::launch_config;
+use super::launch::{Backend, DeviceBuffer, DeviceElem, KernelArg};
+use super::CudaError;
+
+/// The kernel suffix for an element size: copies and fills move bytes, not values.
+fn size_suffix<T: DeviceElem>(op: &'static str) -> Result<&'static str, CudaError> {
+    match std::mem::size_of::<T>() {
+        1 => Ok("b1"),
+        2 => Ok("b2"),
+        4 => Ok("b4"),
+        8 => Ok("b8"),
+        s => Err(CudaError::Shape { op, message: format!("no kernel for {}-byte elements ({})", s, T::NAME) }),
+    }
+}
+
+/// `dst[i] = src[offset + Σ_k idx_k(i)·strides[k]]`, where `idx(i)` is the row-major multi-index
+/// of `i` in `dims`: the dense copy of a strided view. Strides are in elements and may be 0.
+pub fn copy_strided<T: DeviceElem>(
+    backend: &Backend,
+    src: &DeviceBuffer<T>,
+    dims: &[usize],
+    strides: &[usize],
+    offset: usize,
+    dst: &mut DeviceBuffer<T>,
+) -> Result<(), CudaError> {
+    const OP: &str = "cuda::tensor::copy_strided";
+    let n: usize = dims.iter().product();
+    if strides.len() != dims.len() || dst.len() != n {
+        let message = format!("dims {dims:?}, strides {strides:?}: dst holds {} elements, expected {n}", dst.len());
+        return Err(CudaError::Shape { op: OP, message });
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    // The largest source index touched must be inside src.
+    let last = offset + dims.iter().zip(strides).map(|(&d, &s)| (d - 1) * s).sum::<usize>();
+    if last >= src.len() {
+        let message = format!(
+            "the view (dims {dims:?}, strides {strides:?}, offset {offset}) reaches element {last} of a {}-element buffer",
+            src.len()
+        );
+        return Err(CudaError::Shape { op: OP, message });
+    }
+    let suffix = size_suffix::<T>(OP)?;
+    let meta: Vec<i64> = dims.iter().chain(strides).map(|&v| v as i64).collect();
+    let meta = backend.upload(&meta)?;
+    let cfg = launch_config(backend, n);
+    let mut args = [
+        KernelArg::input(src),
+        KernelArg::output(dst),
+        KernelArg::input(&meta),
+        KernelArg::i32(dims.len() as i32),
+        KernelArg::i64(offset as i64),
+        KernelArg::u64(n as u64),
+    ];
+    // SAFETY: copy_strided_bK(const T*, T*, const long long* meta, int rank, long long offset,
+    // unsigned long long n) with T of K bytes (our element size): it reads meta[0, 2·rank), src at
+    // indices <= `last` (< src.len(), checked) and writes dst[0, n) (dst.len() == n, checked).
+    // `meta` may be dropped right after the launch: cudarc frees device memory in stream order
+    // (cuMemFreeAsync on the launch's stream), after the kernel has read it.
+    unsafe { backend.launch(&format!("copy_strided_{suffix}"), cfg, &mut args) }
+}
+
+/// `dst[i] = value` for every element.
+pub fn fill<T: DeviceElem>(backend: &Backend, dst: &mut DeviceBuffer<T>, value: T) -> Result<(), CudaError> {
+    const OP: &str = "cuda::tensor::fill";
+    let n = dst.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let suffix = size_suffix::<T>(OP)?;
+    let mut bits = 0u64;
+    // SAFETY: copies size_of::<T>() <= 8 bytes of a plain-old-data value into the low bytes of
+    // `bits` (little-endian targets only, as CUDA itself).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            &value as *const T as *const u8,
+            &mut bits as *mut u64 as *mut u8,
+            std::mem::size_of::<T>(),
+        )
+    };
+    let cfg = launch_config(backend, n);
+    let mut args = [KernelArg::output(dst), KernelArg::u64(bits), KernelArg::u64(n as u64)];
+    // SAFETY: fill_bK(T*, unsigned long long bits, unsigned long long n) writes dst[0, n).
+    unsafe { backend.launch(&format!("fill_{suffix}"), cfg, &mut args) }
+}
+
+/// `dst[i] = src[i] as D` with the tensor layer's conversion rules (see `tensor.cu`).
+pub fn cast<S: DeviceElem, D: DeviceElem>(
+    backend: &Backend,
+    src: &DeviceBuffer<S>,
+    dst: &mut DeviceBuffer<D>,
+) -> Result<(), CudaError> {
+    const OP: &str = "cuda::tensor::cast";
+    let n = src.len();
+    if dst.len() != n {
+        let message = format!("src holds {n} elements, dst {}", dst.len());
+        return Err(CudaError::Shape { op: OP, message });
+    }
+    if S::NAME == D::NAME {
+        return Err(CudaError::Shape { op: OP, message: format!("a cast from {} to itself", S::NAME) });
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let cfg = launch_config(backend, n);
+    let mut args = [KernelArg::input(src), KernelArg::output(dst), KernelArg::u64(n as u64)];
+    // SAFETY: cast_<S>_<D>(const S*, D*, unsigned long long n) reads src[0, n), writes dst[0, n).
+    unsafe { backend.launch(&format!("cast_{}_{}", S::NAME, D::NAME), cfg, &mut args) }
+}

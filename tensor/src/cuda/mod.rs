@@ -1,0 +1,401 @@
+//! Tensors on `Device::Cuda(n)`: CUDA storage, the device registry, and the data movement every
+//! CUDA op builds on (upload, download, dense copies of views, fills, casts).
+//!
+//! # Where kernels run
+//! `Device::Cuda(n)` is served by a [`Backend`]: normally the n-th GPU, opened through cudarc at
+//! first use (the driver is probed first, so a machine without one gets an error naming what is
+//! missing, never a panic). A process may instead make `Device::Cuda(0)` the CUDA *emulator*
+//! ([`use_emulator`]): the same `kernels/cuda/*.cu` kernels compiled as C++ and run on the CPU.
+//! The test suites use [`test_device`]: the real GPU when there is one, else the emulator when it
+//! is built in (the tests' builds), so every CUDA dispatch path runs in CI without a GPU and the
+//! same test bodies run on a GPU when one is lent.
+//!
+//! # Storage
+//! [`CudaStorage`] holds one typed [`DeviceBuffer`] ([`CudaBuf`]) and the backend it lives on.
+//! Views share it exactly as CPU views share host storage. Kernels take dense operands from
+//! element 0 ([`Tensor::cuda_dense`] copies a view that is not), and write fresh buffers.
+//!
+//! # Ops
+//! An op with a CUDA kernel checks `is_cuda()` first and dispatches here; an op without one
+//! returns [`Error::NoCudaKernel`] naming the call site (never a silent trip through the host).
+
+use crate::layout::Layout;
+use crate::shape::Shape;
+use crate::storage::{CpuStorage, Storage};
+use crate::{DType, Device, Error, Result, Tensor, WithDType};
+use half::{bf16, f16};
+use stapes_kernels::cuda::{self as kc, Backend, CudaError, DeviceBuffer, GpuDevice, GpuUnavailable};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// A device buffer of one dtype.
+pub enum CudaBuf {
+    F16(DeviceBuffer<f16>),
+    BF16(DeviceBuffer<bf16>),
+    F32(DeviceBuffer<f32>),
+    F64(DeviceBuffer<f64>),
+    I64(DeviceBuffer<i64>),
+    U8(DeviceBuffer<u8>),
+    I8(DeviceBuffer<i8>),
+}
+
+/// Runs `$body` with `$T` bound to the element type of the [`CudaBuf`] `$buf` and `$b` to its
+/// `&DeviceBuffer<$T>`.
+macro_rules! cuda_buf_dispatch {
+    ($buf:expr, |$b:ident: $T:ident| $body:block) => {
+        match $buf {
+            $crate::cuda::CudaBuf::F16($b) => {
+                #[allow(dead_code)]
+                type $T = half::f16;
+                $body
+            }
+            $crate::cuda::CudaBuf::BF16($b) => {
+                #[allow(dead_code)]
+                type $T = half::bf16;
+                $body
+            }
+            $crate::cuda::CudaBuf::F32($b) => {
+                #[allow(dead_code)]
+                type $T = f32;
+                $body
+            }
+            $crate::cuda::CudaBuf::F64($b) => {
+                #[allow(dead_code)]
+                type $T = f64;
+                $body
+            }
+            $crate::cuda::CudaBuf::I64($b) => {
+                #[allow(dead_code)]
+                type $T = i64;
+                $body
+            }
+            $crate::cuda::CudaBuf::U8($b) => {
+                #[allow(dead_code)]
+                type $T = u8;
+                $body
+            }
+            $crate::cuda::CudaBuf::I8($b) => {
+                #[allow(dead_code)]
+                type $T = i8;
+                $body
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use cuda_buf_dispatch;
+
+impl CudaBuf {
+    /// The element type held.
+    pub fn dtype(&self) -> DType {
+        match self {
+            CudaBuf::F16(_) => DType::F16,
+            CudaBuf::BF16(_) => DType::BF16,
+            CudaBuf::F32(_) => DType::F32,
+            CudaBuf::F64(_) => DType::F64,
+            CudaBuf::I64(_) => DType::I64,
+            CudaBuf::U8(_) => DType::U8,
+            CudaBuf::I8(_) => DType::I8,
+        }
+    }
+    /// Elements held.
+    pub fn len(&self) -> usize {
+        cuda_buf_dispatch!(self, |b: T| { b.len() })
+    }
+    /// Whether no element is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A tensor's storage on a CUDA device (or on the emulator standing in for one).
+pub struct CudaStorage {
+    pub(crate) backend: Backend,
+    pub(crate) buf: CudaBuf,
+}
+
+impl CudaStorage {
+    /// The element type held.
+    pub fn dtype(&self) -> DType {
+        self.buf.dtype()
+    }
+    /// Elements held.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+    /// Whether no element is held.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+    /// The backend the buffer lives on.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+    /// The buffer.
+    pub fn buf(&self) -> &CudaBuf {
+        &self.buf
+    }
+}
+
+impl std::fmt::Debug for CudaStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CudaStorage({} x {} on {})", self.len(), self.dtype(), self.backend.describe())
+    }
+}
+
+/// A [`CudaError`] as a tensor [`Error`] of `op` (out-of-memory keeps its own variant).
+pub(crate) fn cuda_err(op: &'static str) -> impl Fn(CudaError) -> Error {
+    move |e| Error::Cuda { op, msg: e.to_string() }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The device registry
+// ---------------------------------------------------------------------------------------------
+
+/// Set once by [`use_emulator`]: `Device::Cuda(0)` is then the emulator for the whole process.
+static EMULATOR: OnceLock<Backend> = OnceLock::new();
+
+/// What opening a GPU gave.
+type Opened = std::result::Result<Backend, GpuUnavailable>;
+
+/// Opened GPUs by ordinal (errors kept too, so a missing driver is probed once).
+fn gpus() -> &'static Mutex<Vec<Option<Opened>>> {
+    static GPUS: OnceLock<Mutex<Vec<Option<Opened>>>> = OnceLock::new();
+    GPUS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+fn open_gpu(ordinal: usize) -> std::result::Result<Backend, GpuUnavailable> {
+    let mut g = gpus().lock().unwrap_or_else(|p| p.into_inner());
+    if g.len() <= ordinal {
+        g.resize_with(ordinal + 1, || None);
+    }
+    g[ordinal]
+        .get_or_insert_with(|| {
+            if ordinal == 0 { GpuDevice::first() } else { GpuDevice::open(ordinal) }.map(Backend::Gpu)
+        })
+        .clone()
+}
+
+/// Makes `Device::Cuda(0)` the CUDA emulator for the rest of the process: every CUDA op then runs
+/// its kernel on the CPU through `kernels/emu/`. For tests and debugging; an error when the
+/// emulator is not built into this binary (the `emu` feature of stapes-kernels) or when a GPU
+/// has already served `Device::Cuda(0)`.
+pub fn use_emulator() -> Result<()> {
+    if !kc::emu::is_built() {
+        return Err(Error::DeviceUnavailable {
+            op: "use_emulator",
+            device: Device::Cuda(0),
+            msg: "the CUDA emulator is not built into this binary (enable the `emu` feature of stapes-kernels)".into(),
+        });
+    }
+    let g = gpus().lock().unwrap_or_else(|p| p.into_inner());
+    if matches!(g.first(), Some(Some(Ok(_)))) {
+        return Err(Error::DeviceUnavailable {
+            op: "use_emulator",
+            device: Device::Cuda(0),
+            msg: "a GPU already serves cuda:0 in this process".into(),
+        });
+    }
+    EMULATOR.get_or_init(Backend::emulator);
+    Ok(())
+}
+
+/// Whether `Device::Cuda(0)` is the emulator in this process.
+pub fn is_emulated() -> bool {
+    EMULATOR.get().is_some()
+}
+
+/// The backend serving `device` (which must be a CUDA device), opening the GPU at first use.
+pub fn backend(op: &'static str, device: &Device) -> Result<Backend> {
+    let ordinal = match device {
+        Device::Cuda(n) => *n,
+        Device::Cpu => return Err(Error::invalid(op, "the CPU has no CUDA backend")),
+    };
+    if let Some(emu) = EMULATOR.get() {
+        if ordinal == 0 {
+            return Ok(emu.clone());
+        }
+        return Err(Error::DeviceUnavailable {
+            op,
+            device: *device,
+            msg: "the CUDA emulator serves cuda:0 only".into(),
+        });
+    }
+    open_gpu(ordinal).map_err(|e| Error::DeviceUnavailable { op, device: *device, msg: e.to_string() })
+}
+
+/// Whether `Device::Cuda(ordinal)` can be used (a GPU and NVRTC are present, or the emulator
+/// serves it). Never panics; probes the driver once.
+pub fn is_available(ordinal: usize) -> bool {
+    backend("is_available", &Device::Cuda(ordinal)).is_ok()
+}
+
+/// A short description of what serves `Device::Cuda(ordinal)`, or why nothing does.
+pub fn describe(ordinal: usize) -> String {
+    match backend("describe", &Device::Cuda(ordinal)) {
+        Ok(b) => b.describe(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The CUDA device the test suites run their CUDA bodies on: `cuda:0` on a GPU when one is
+/// present, else `cuda:0` on the emulator when it is built in (switched on here), else `None`
+/// (the caller prints a notice and skips). `STAPES_TEST_CUDA=gpu` makes a missing GPU a panic
+/// (for the GPU suite, so that it cannot pass by emulating).
+pub fn test_device() -> Option<Device> {
+    let want_gpu = std::env::var("STAPES_TEST_CUDA").is_ok_and(|v| v.trim() == "gpu");
+    if !is_emulated() {
+        match open_gpu(0) {
+            Ok(_) => return Some(Device::Cuda(0)),
+            Err(e) if want_gpu => panic!("STAPES_TEST_CUDA=gpu but no GPU can be used: {e}"),
+            Err(_) => {}
+        }
+    }
+    if want_gpu && is_emulated() {
+        panic!("STAPES_TEST_CUDA=gpu but cuda:0 is the emulator in this process");
+    }
+    use_emulator().ok().map(|_| Device::Cuda(0))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-level data movement
+// ---------------------------------------------------------------------------------------------
+
+/// Drops dims of size 1 and merges adjacent dims that are contiguous with each other, so a
+/// strided copy walks as few dims as possible (a dense tensor becomes one dim).
+pub(crate) fn merge_dims(dims: &[usize], strides: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let mut d: Vec<usize> = Vec::with_capacity(dims.len());
+    let mut s: Vec<usize> = Vec::with_capacity(dims.len());
+    for (&dim, &stride) in dims.iter().zip(strides) {
+        if dim == 1 {
+            continue;
+        }
+        match (d.last_mut(), s.last_mut()) {
+            (Some(ld), Some(ls)) if *ls == stride * dim => {
+                *ld *= dim;
+                *ls = stride;
+            }
+            _ => {
+                d.push(dim);
+                s.push(stride);
+            }
+        }
+    }
+    if d.is_empty() {
+        d.push(1);
+        s.push(1);
+    }
+    (d, s)
+}
+
+impl Tensor {
+    /// The CUDA storage, when the tensor lives on a CUDA device.
+    #[allow(dead_code)]
+    pub(crate) fn cuda_storage(&self) -> Option<&CudaStorage> {
+        match &*self.0.storage {
+            Storage::Cuda(s) => Some(s),
+            Storage::Cpu(_) => None,
+        }
+    }
+
+    /// The CUDA storage and backend of a tensor an op needs on a CUDA device.
+    pub(crate) fn cuda_parts(&self, op: &'static str) -> Result<(&CudaStorage, &Backend)> {
+        match &*self.0.storage {
+            Storage::Cuda(s) => Ok((s, &s.backend)),
+            Storage::Cpu(_) => Err(Error::invalid(op, "expected a tensor on a CUDA device, got one on the CPU")),
+        }
+    }
+
+    /// The typed buffer of a CUDA tensor of dtype `T`.
+    #[allow(dead_code)]
+    pub(crate) fn cuda_typed<T: WithDType>(&self, op: &'static str) -> Result<&DeviceBuffer<T>> {
+        let (s, _) = self.cuda_parts(op)?;
+        T::cuda_buf(&s.buf).ok_or(Error::DTypeMismatch { op, lhs: self.dtype(), rhs: T::DTYPE })
+    }
+
+    /// Wraps a freshly written dense device buffer as a tensor of `shape` on `device`.
+    pub(crate) fn from_cuda_buf(buf: CudaBuf, backend: Backend, shape: impl Into<Shape>, device: Device) -> Tensor {
+        let shape = shape.into();
+        debug_assert!(buf.len() >= shape.elem_count());
+        Tensor::from_parts(Arc::new(Storage::Cuda(CudaStorage { backend, buf })), Layout::contiguous(shape), device)
+    }
+
+    /// A tensor of `shape` holding `data`, uploaded to CUDA `device`.
+    pub(crate) fn cuda_upload<T: WithDType>(data: &[T], shape: Shape, device: &Device) -> Result<Tensor> {
+        const OP: &str = "to_device";
+        let backend = backend(OP, device)?;
+        let buf = backend.upload(data).map_err(cuda_err(OP))?;
+        Ok(Tensor::from_cuda_buf(T::into_cuda(buf), backend, shape, *device))
+    }
+
+    /// A new (zeroed) dense buffer of `n` elements of `dtype` on `backend`, for kernels to write.
+    #[allow(dead_code)]
+    pub(crate) fn cuda_alloc(op: &'static str, backend: &Backend, dtype: DType, n: usize) -> Result<CudaBuf> {
+        all_dispatch!(dtype, |T| { Ok(T::into_cuda(backend.zeros::<T>(n).map_err(cuda_err(op))?)) })
+    }
+
+    /// This tensor, or a dense copy of it: contiguous and starting at element 0 of its buffer, as
+    /// every CUDA kernel takes its operands.
+    pub(crate) fn cuda_dense(&self) -> Result<Tensor> {
+        const OP: &str = "contiguous";
+        let (s, backend) = self.cuda_parts(OP)?;
+        let l = self.layout();
+        if l.is_contiguous() && l.offset() == 0 {
+            return Ok(self.clone());
+        }
+        let n = self.elem_count();
+        let (dims, strides) = merge_dims(l.dims(), l.strides());
+        let buf = cuda_buf_dispatch!(&s.buf, |src: T| {
+            let mut dst = backend.zeros::<T>(n).map_err(cuda_err(OP))?;
+            if n > 0 {
+                kc::tensor::copy_strided(backend, src, &dims, &strides, l.offset(), &mut dst).map_err(cuda_err(OP))?;
+            }
+            T::into_cuda(dst)
+        });
+        Ok(Tensor::from_cuda_buf(buf, backend.clone(), self.shape().clone(), *self.device()))
+    }
+
+    /// The elements of a CUDA tensor, in row-major order, as host storage.
+    pub(crate) fn cuda_download(&self) -> Result<CpuStorage> {
+        const OP: &str = "to_device";
+        let dense = self.cuda_dense()?;
+        let (s, backend) = dense.cuda_parts(OP)?;
+        let n = self.elem_count();
+        Ok(cuda_buf_dispatch!(&s.buf, |b: T| {
+            let mut v = backend.download(b).map_err(cuda_err(OP))?;
+            v.truncate(n);
+            T::into_storage(v)
+        }))
+    }
+
+    /// `full` on a CUDA device: a fill kernel over a fresh buffer.
+    pub(crate) fn cuda_full(value: f64, shape: Shape, dtype: DType, device: &Device) -> Result<Tensor> {
+        const OP: &str = "full";
+        let backend = backend(OP, device)?;
+        let n = shape.elem_count();
+        let buf = all_dispatch!(dtype, |T| {
+            let mut b = backend.zeros::<T>(n).map_err(cuda_err(OP))?;
+            let v = <T as WithDType>::from_f64(value);
+            kc::tensor::fill(&backend, &mut b, v).map_err(cuda_err(OP))?;
+            T::into_cuda(b)
+        });
+        Ok(Tensor::from_cuda_buf(buf, backend, shape, *device))
+    }
+
+    /// `to_dtype` on a CUDA device: a cast kernel over the dense data.
+    pub(crate) fn cuda_to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        const OP: &str = "to_dtype";
+        let dense = self.cuda_dense()?;
+        let (s, backend) = dense.cuda_parts(OP)?;
+        let n = self.elem_count();
+        let buf = cuda_buf_dispatch!(&s.buf, |src: S| {
+            all_dispatch!(dtype, |D| {
+                let mut dst = backend.zeros::<D>(src.len()).map_err(cuda_err(OP))?;
+                if n > 0 {
+                    kc::tensor::cast(backend, src, &mut dst).map_err(cuda_err(OP))?;
+                }
+                D::into_cuda(dst)
+            })
+        });
+        Ok(Tensor::from_cuda_buf(buf, backend.clone(), self.shape().clone(), *self.device()))
+    }
+}
