@@ -42,6 +42,9 @@ pub enum Error {
          .to_device(&Device::Cpu) first; needed at {location})"
     )]
     NoCudaKernel { op: &'static str, device: Device, location: String },
+    /// The device has no room for an allocation, even after its cache was released.
+    #[error("{op}: {msg}")]
+    OutOfMemory { op: &'static str, msg: String },
     /// A CUDA kernel launch, copy or allocation failed.
     #[error("{op}: CUDA: {msg}")]
     Cuda { op: &'static str, msg: String },

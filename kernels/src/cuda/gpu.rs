@@ -5,7 +5,8 @@
 //! cudarc, whose dynamically loaded bindings panic on a missing library: on a machine without
 //! a GPU, [`GpuDevice::open`] returns [`GpuUnavailable`] and nothing else happens.
 
-use super::launch::{ArgKind, DeviceElem, KernelArg, LaunchConfig, Scalar};
+use super::launch::{ArgKind, KernelArg, LaunchConfig, Scalar};
+use super::memory::{CachingAllocator, RawAllocError, RawAllocator};
 use super::{find_kernel, nvrtc, CudaError, KERNEL_SOURCES};
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, PushKernelArg};
 use cudarc::nvrtc::Ptx;
@@ -44,6 +45,37 @@ pub struct GpuDevice {
     stream: Arc<CudaStream>,
     /// Loaded modules by source file name.
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    /// The caching allocator every buffer of this device comes from.
+    memory: Arc<CachingAllocator<GpuMemory>>,
+}
+
+/// Raw device memory of one GPU: stream-ordered allocations on the device's stream.
+pub struct GpuMemory {
+    stream: Arc<CudaStream>,
+    name: String,
+}
+
+impl RawAllocator for GpuMemory {
+    type Block = CudaSlice<u8>;
+    fn alloc(&self, bytes: usize) -> Result<CudaSlice<u8>, RawAllocError> {
+        // SAFETY: the bytes are uninitialised device memory; every user writes before reading
+        // (`Backend::zeros` memsets, uploads copy, kernels write their outputs).
+        unsafe { self.stream.alloc::<u8>(bytes) }.map_err(|e| {
+            if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+                RawAllocError::OutOfMemory
+            } else {
+                RawAllocError::Other(e.to_string())
+            }
+        })
+    }
+    fn released(&self) {
+        // cuMemFreeAsync returns memory to the driver's pool in stream order: wait for it, so the
+        // retry sees the freed bytes.
+        let _ = self.stream.synchronize();
+    }
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
 }
 
 impl std::fmt::Debug for GpuDevice {
@@ -73,7 +105,10 @@ impl GpuDevice {
             ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).map_err(open_err)?.max(1)
                 as u32;
         let stream = ctx.default_stream();
+        let memory =
+            CachingAllocator::new(GpuMemory { stream: stream.clone(), name: format!("GPU {ordinal} ({name})") });
         Ok(Arc::new(GpuDevice {
+            memory,
             ordinal,
             name,
             compute_capability,
@@ -120,16 +155,14 @@ impl GpuDevice {
         self.stream.synchronize().map_err(|e| CudaError::driver("synchronize", e))
     }
 
-    pub(crate) fn upload<T: DeviceElem>(&self, host: &[T]) -> Result<CudaSlice<T>, CudaError> {
-        self.stream.clone_htod(host).map_err(|e| CudaError::driver("copy to device", e))
+    /// The device's caching allocator.
+    pub fn memory(&self) -> &Arc<CachingAllocator<GpuMemory>> {
+        &self.memory
     }
 
-    pub(crate) fn zeros<T: DeviceElem>(&self, len: usize) -> Result<CudaSlice<T>, CudaError> {
-        self.stream.alloc_zeros(len).map_err(|e| CudaError::driver("alloc_zeros", e))
-    }
-
-    pub(crate) fn download<T: DeviceElem>(&self, buf: &CudaSlice<T>) -> Result<Vec<T>, CudaError> {
-        self.stream.clone_dtoh(buf).map_err(|e| CudaError::driver("copy to host", e))
+    /// Free and total device memory in bytes, as the driver reports them.
+    pub fn mem_info(&self) -> Result<(usize, usize), CudaError> {
+        self.ctx.mem_get_info().map_err(|e| CudaError::driver("cuMemGetInfo", e))
     }
 
     /// The kernel's function handle, compiling and loading its source file at first use.

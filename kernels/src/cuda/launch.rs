@@ -3,11 +3,13 @@
 //! the generated C launcher), so a launch wrapper is written once for both.
 
 use super::emu::{self, EmuSchedule};
-use super::gpu::{GpuDevice, GpuUnavailable};
+use super::gpu::{GpuDevice, GpuMemory, GpuUnavailable};
+use super::memory::{AllocError, Block, CachingAllocator, EmuMemory, MemoryStats};
 use super::CudaError;
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, SyncOnDrop, ValidAsZeroBits};
+use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, SyncOnDrop, ValidAsZeroBits};
 use std::ffi::c_void;
-use std::sync::Arc;
+use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock};
 
 /// Element types a kernel buffer may hold.
 pub trait DeviceElem: Copy + Default + Send + Sync + DeviceRepr + ValidAsZeroBits + std::fmt::Debug + 'static {
@@ -140,31 +142,98 @@ impl Backend {
         }
     }
 
+    /// A new buffer of `len` elements whose contents are unspecified (kernels that write every
+    /// element take their outputs from here; the emulator fills it with a NaN-like pattern).
+    pub fn alloc<T: DeviceElem>(&self, len: usize) -> Result<DeviceBuffer<T>, CudaError> {
+        let bytes = len * std::mem::size_of::<T>();
+        let mem = match self {
+            Backend::Emu(_) => Mem::Host(emu_memory().alloc(bytes)?),
+            Backend::Gpu(_) if len == 0 => Mem::Gpu(None),
+            Backend::Gpu(d) => Mem::Gpu(Some(d.memory().alloc(bytes)?)),
+        };
+        Ok(DeviceBuffer { mem, len, _t: PhantomData })
+    }
+
     /// Copies `host` into a new device buffer.
     pub fn upload<T: DeviceElem>(&self, host: &[T]) -> Result<DeviceBuffer<T>, CudaError> {
-        Ok(DeviceBuffer(match self {
-            Backend::Emu(_) => Inner::Host(host.to_vec()),
-            Backend::Gpu(_) if host.is_empty() => Inner::Gpu(None),
-            Backend::Gpu(d) => Inner::Gpu(Some(d.upload(host)?)),
-        }))
+        let mut buf = self.alloc::<T>(host.len())?;
+        let bytes = std::mem::size_of_val(host);
+        // SAFETY: plain-old-data elements viewed as bytes.
+        let src = unsafe { std::slice::from_raw_parts(host.as_ptr() as *const u8, bytes) };
+        match (&mut buf.mem, self) {
+            (Mem::Host(b), _) => {
+                // SAFETY: the block holds at least `bytes` bytes (its size class).
+                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), b.get_mut().as_mut_ptr(), bytes) }
+            }
+            (Mem::Gpu(Some(b)), Backend::Gpu(d)) => d
+                .stream()
+                .memcpy_htod(src, &mut b.get_mut().slice_mut(0..bytes))
+                .map_err(|e| CudaError::driver("copy to device", e))?,
+            _ => {}
+        }
+        Ok(buf)
     }
 
     /// A new zero-filled device buffer of `len` elements.
     pub fn zeros<T: DeviceElem>(&self, len: usize) -> Result<DeviceBuffer<T>, CudaError> {
-        Ok(DeviceBuffer(match self {
-            Backend::Emu(_) => Inner::Host(vec![T::default(); len]),
-            Backend::Gpu(_) if len == 0 => Inner::Gpu(None),
-            Backend::Gpu(d) => Inner::Gpu(Some(d.zeros(len)?)),
-        }))
+        let mut buf = self.alloc::<T>(len)?;
+        let bytes = len * std::mem::size_of::<T>();
+        match (&mut buf.mem, self) {
+            (Mem::Host(b), _) => {
+                // SAFETY: the block holds at least `bytes` bytes.
+                unsafe { std::ptr::write_bytes(b.get_mut().as_mut_ptr(), 0, bytes) }
+            }
+            (Mem::Gpu(Some(b)), Backend::Gpu(d)) => d
+                .stream()
+                .memset_zeros(&mut b.get_mut().slice_mut(0..bytes))
+                .map_err(|e| CudaError::driver("memset", e))?,
+            _ => {}
+        }
+        Ok(buf)
     }
 
     /// Copies a device buffer back to the host (waits for the kernels writing it).
     pub fn download<T: DeviceElem>(&self, buf: &DeviceBuffer<T>) -> Result<Vec<T>, CudaError> {
-        match (&buf.0, self) {
-            (Inner::Host(v), Backend::Emu(_)) => Ok(v.clone()),
-            (Inner::Gpu(Some(s)), Backend::Gpu(d)) => d.download(s),
-            (Inner::Gpu(None), Backend::Gpu(_)) => Ok(Vec::new()),
-            (b, _) => Err(CudaError::BackendMismatch { buffer: b.kind(), launch: self.kind() }),
+        let bytes = buf.len * std::mem::size_of::<T>();
+        let mut out = vec![T::default(); buf.len];
+        // SAFETY: plain-old-data elements viewed as bytes.
+        let dst = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, bytes) };
+        match (&buf.mem, self) {
+            (Mem::Host(b), Backend::Emu(_)) => {
+                // SAFETY: the block holds at least `bytes` bytes.
+                unsafe { std::ptr::copy_nonoverlapping(b.get().as_ptr(), dst.as_mut_ptr(), bytes) }
+            }
+            (Mem::Gpu(Some(b)), Backend::Gpu(d)) => d
+                .stream()
+                .memcpy_dtoh(&b.get().slice(0..bytes), dst)
+                .map_err(|e| CudaError::driver("copy to host", e))?,
+            (Mem::Gpu(None), Backend::Gpu(_)) => {}
+            (m, _) => return Err(CudaError::BackendMismatch { buffer: m.kind(), launch: self.kind() }),
+        }
+        Ok(out)
+    }
+
+    /// This backend's allocator statistics (like `torch.cuda.memory_stats()`).
+    pub fn memory_stats(&self) -> MemoryStats {
+        match self {
+            Backend::Emu(_) => emu_memory().stats(),
+            Backend::Gpu(d) => d.memory().stats(),
+        }
+    }
+
+    /// Releases the cached free blocks to the driver (like `torch.cuda.empty_cache()`).
+    pub fn empty_cache(&self) {
+        match self {
+            Backend::Emu(_) => emu_memory().empty_cache(),
+            Backend::Gpu(d) => d.memory().empty_cache(),
+        }
+    }
+
+    /// Resets the peak statistics to the current values.
+    pub fn reset_peak_memory_stats(&self) {
+        match self {
+            Backend::Emu(_) => emu_memory().reset_peaks(),
+            Backend::Gpu(d) => d.memory().reset_peaks(),
         }
     }
 
@@ -190,20 +259,31 @@ impl Backend {
     }
 }
 
-/// A buffer in the memory of one [`Backend`]: device memory, or host memory for the emulator.
-pub struct DeviceBuffer<T: DeviceElem>(Inner<T>);
-
-enum Inner<T: DeviceElem> {
-    Host(Vec<T>),
-    /// `None` for an empty buffer: the driver cannot allocate zero bytes.
-    Gpu(Option<CudaSlice<T>>),
+/// The emulator's allocator (one per process, like one device).
+pub fn emu_memory() -> &'static Arc<CachingAllocator<EmuMemory>> {
+    static MEM: OnceLock<Arc<CachingAllocator<EmuMemory>>> = OnceLock::new();
+    MEM.get_or_init(|| CachingAllocator::new(EmuMemory::new()))
 }
 
-impl<T: DeviceElem> Inner<T> {
+/// A buffer in the memory of one [`Backend`]: device memory, or host memory for the emulator,
+/// from that backend's caching allocator (the block returns to its free list when dropped).
+pub struct DeviceBuffer<T: DeviceElem> {
+    mem: Mem,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+enum Mem {
+    Host(Block<EmuMemory>),
+    /// `None` for an empty buffer: the driver cannot allocate zero bytes.
+    Gpu(Option<Block<GpuMemory>>),
+}
+
+impl Mem {
     fn kind(&self) -> &'static str {
         match self {
-            Inner::Host(_) => "emulator",
-            Inner::Gpu(_) => "GPU",
+            Mem::Host(_) => "emulator",
+            Mem::Gpu(_) => "GPU",
         }
     }
 }
@@ -211,21 +291,18 @@ impl<T: DeviceElem> Inner<T> {
 impl<T: DeviceElem> DeviceBuffer<T> {
     /// Number of elements.
     pub fn len(&self) -> usize {
-        match &self.0 {
-            Inner::Host(v) => v.len(),
-            Inner::Gpu(s) => s.as_ref().map_or(0, |s| s.len()),
-        }
+        self.len
     }
 
     /// Whether the buffer has no elements.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
 }
 
 impl<T: DeviceElem> std::fmt::Debug for DeviceBuffer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DeviceBuffer<{}>({} elements on the {})", T::NAME, self.len(), self.0.kind())
+        write!(f, "DeviceBuffer<{}>({} elements on the {})", T::NAME, self.len(), self.mem.kind())
     }
 }
 
@@ -242,32 +319,32 @@ pub(crate) trait RawBuffer {
 
 impl<T: DeviceElem> RawBuffer for DeviceBuffer<T> {
     fn kind(&self) -> &'static str {
-        self.0.kind()
+        self.mem.kind()
     }
     fn host_ptr(&self) -> Option<*const c_void> {
-        match &self.0 {
-            Inner::Host(v) => Some(v.as_ptr() as *const c_void),
-            Inner::Gpu(_) => None,
+        match &self.mem {
+            Mem::Host(b) => Some(b.get().as_ptr() as *const c_void),
+            Mem::Gpu(_) => None,
         }
     }
     fn host_ptr_mut(&mut self) -> Option<*mut c_void> {
-        match &mut self.0 {
-            Inner::Host(v) => Some(v.as_mut_ptr() as *mut c_void),
-            Inner::Gpu(_) => None,
+        match &mut self.mem {
+            Mem::Host(b) => Some(b.get_mut().as_mut_ptr() as *mut c_void),
+            Mem::Gpu(_) => None,
         }
     }
     fn gpu_ptr<'s>(&'s self, stream: &'s CudaStream) -> Option<(u64, SyncOnDrop<'s>)> {
-        match &self.0 {
-            Inner::Gpu(Some(s)) => Some(s.device_ptr(stream)),
-            Inner::Gpu(None) => Some((0, SyncOnDrop::Record(None))),
-            Inner::Host(_) => None,
+        match &self.mem {
+            Mem::Gpu(Some(b)) => Some(b.get().device_ptr(stream)),
+            Mem::Gpu(None) => Some((0, SyncOnDrop::Record(None))),
+            Mem::Host(_) => None,
         }
     }
     fn gpu_ptr_mut<'s>(&'s mut self, stream: &'s CudaStream) -> Option<(u64, SyncOnDrop<'s>)> {
-        match &mut self.0 {
-            Inner::Gpu(Some(s)) => Some(s.device_ptr_mut(stream)),
-            Inner::Gpu(None) => Some((0, SyncOnDrop::Record(None))),
-            Inner::Host(_) => None,
+        match &mut self.mem {
+            Mem::Gpu(Some(b)) => Some(b.get_mut().device_ptr_mut(stream)),
+            Mem::Gpu(None) => Some((0, SyncOnDrop::Record(None))),
+            Mem::Host(_) => None,
         }
     }
 }
@@ -358,6 +435,12 @@ impl<'a> KernelArg<'a> {
             ArgKind::Output(b) => Some(b.kind()),
             ArgKind::Scalar(_) => None,
         }
+    }
+}
+
+impl From<AllocError> for CudaError {
+    fn from(e: AllocError) -> Self {
+        CudaError::Alloc(e)
     }
 }
 

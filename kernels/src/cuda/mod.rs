@@ -31,6 +31,7 @@ pub mod elementwise;
 pub mod emu;
 pub mod gpu;
 mod launch;
+pub mod memory;
 pub mod norm;
 pub mod nvrtc;
 pub mod parity;
@@ -41,7 +42,8 @@ pub mod softmax;
 pub mod tensor;
 
 pub use gpu::{GpuDevice, GpuUnavailable};
-pub use launch::{Backend, DeviceBuffer, DeviceElem, FloatElem, KernelArg, LaunchConfig};
+pub use launch::{emu_memory, Backend, DeviceBuffer, DeviceElem, FloatElem, KernelArg, LaunchConfig};
+pub use memory::{AllocError, MemoryStats};
 
 /// One `.cu` file: its name, its source text and the `extern "C" __global__` kernels in it
 /// (found by `build.rs`).
@@ -94,6 +96,8 @@ pub enum CudaError {
     Compile { file: &'static str, arch: String, log: String },
     #[error("NVRTC error on {file}: {message}")]
     Nvrtc { file: &'static str, message: String },
+    #[error("{0}")]
+    Alloc(memory::AllocError),
     #[error("CUDA driver error in {context}: {message}")]
     Driver { context: String, message: String },
 }

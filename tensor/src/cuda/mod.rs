@@ -144,7 +144,34 @@ impl std::fmt::Debug for CudaStorage {
 
 /// A [`CudaError`] as a tensor [`Error`] of `op` (out-of-memory keeps its own variant).
 pub(crate) fn cuda_err(op: &'static str) -> impl Fn(CudaError) -> Error {
-    move |e| Error::Cuda { op, msg: e.to_string() }
+    move |e| match e {
+        CudaError::Alloc(a @ kc::AllocError::OutOfMemory { .. }) => Error::OutOfMemory { op, msg: a.to_string() },
+        e => Error::Cuda { op, msg: e.to_string() },
+    }
+}
+
+/// The caching allocator's statistics of CUDA `device` (like `torch.cuda.memory_stats`):
+/// allocated, reserved and peak bytes, driver allocations and cache hits.
+pub fn memory_stats(device: &Device) -> Result<kc::MemoryStats> {
+    Ok(backend("memory_stats", device)?.memory_stats())
+}
+
+/// Releases the cached free blocks of `device` to the driver (like `torch.cuda.empty_cache`).
+pub fn empty_cache(device: &Device) -> Result<()> {
+    backend("empty_cache", device)?.empty_cache();
+    Ok(())
+}
+
+/// Sets the peak statistics of `device` to the current values.
+pub fn reset_peak_memory_stats(device: &Device) -> Result<()> {
+    backend("reset_peak_memory_stats", device)?.reset_peak_memory_stats();
+    Ok(())
+}
+
+/// Caps the memory the emulator may hand out (`None`: no cap), so tests can exercise the
+/// out-of-memory path. No effect on a GPU.
+pub fn set_emulator_memory_limit(limit: Option<usize>) {
+    kc::emu_memory().raw().set_limit(limit);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -345,7 +372,7 @@ impl Tensor {
         let n = self.elem_count();
         let (dims, strides) = merge_dims(l.dims(), l.strides());
         let buf = cuda_buf_dispatch!(&s.buf, |src: T| {
-            let mut dst = backend.zeros::<T>(n).map_err(cuda_err(OP))?;
+            let mut dst = backend.alloc::<T>(n).map_err(cuda_err(OP))?;
             if n > 0 {
                 kc::tensor::copy_strided(backend, src, &dims, &strides, l.offset(), &mut dst).map_err(cuda_err(OP))?;
             }
@@ -373,7 +400,7 @@ impl Tensor {
         let backend = backend(OP, device)?;
         let n = shape.elem_count();
         let buf = all_dispatch!(dtype, |T| {
-            let mut b = backend.zeros::<T>(n).map_err(cuda_err(OP))?;
+            let mut b = backend.alloc::<T>(n).map_err(cuda_err(OP))?;
             let v = <T as WithDType>::from_f64(value);
             kc::tensor::fill(&backend, &mut b, v).map_err(cuda_err(OP))?;
             T::into_cuda(b)
@@ -389,7 +416,7 @@ impl Tensor {
         let n = self.elem_count();
         let buf = cuda_buf_dispatch!(&s.buf, |src: S| {
             all_dispatch!(dtype, |D| {
-                let mut dst = backend.zeros::<D>(src.len()).map_err(cuda_err(OP))?;
+                let mut dst = backend.alloc::<D>(src.len()).map_err(cuda_err(OP))?;
                 if n > 0 {
                     kc::tensor::cast(backend, src, &mut dst).map_err(cuda_err(OP))?;
                 }
