@@ -3,8 +3,13 @@
 //! The generator is xoshiro256++ seeded through SplitMix64 (the scheme of the `rand` crate's
 //! small generators). A process-wide default generator is set by [`manual_seed`], like
 //! `torch.manual_seed`; explicit [`Generator`]s give independent streams.
+//!
+//! On a CUDA device the values come from a counter-based generator (Philox4x32-10,
+//! `kernels/cuda/random.cu`) keyed by one 64-bit draw of the host generator: element i depends
+//! only on that key and i, so a seed gives the same tensor whatever the launch shape, on every
+//! GPU and on the emulator. As in PyTorch, CPU and CUDA streams of one seed differ.
 
-use crate::{DType, Device, Error, Result, Shape, Tensor};
+use crate::{DType, Device, Error, Result, Shape, Tensor, WithDType};
 use std::sync::Mutex;
 
 /// A seeded pseudo-random generator (xoshiro256++).
@@ -98,6 +103,83 @@ fn with_default<R>(f: impl FnOnce(&mut Generator) -> R) -> R {
     f(g.get_or_insert_with(|| Generator::new(0)))
 }
 
+/// A fresh float buffer of the dtype on the device, and its backend.
+struct CudaOut(stapes_kernels::cuda::Backend, crate::cuda::CudaBuf);
+
+/// Runs `$body` with `$buf` bound to the typed output buffer of a [`CudaOut`] (float dtypes).
+macro_rules! float_dispatch_cuda {
+    ($out:expr, |$buf:ident| $body:expr) => {
+        match &mut $out.1 {
+            crate::cuda::CudaBuf::F32($buf) => $body,
+            crate::cuda::CudaBuf::F16($buf) => $body,
+            crate::cuda::CudaBuf::BF16($buf) => $body,
+            crate::cuda::CudaBuf::F64($buf) => $body,
+            _ => unreachable!("float dtype checked"),
+        }
+    };
+}
+
+/// Fills a new CUDA tensor with `fill(out, key)`, the key one draw of `gen`.
+fn cuda_random(
+    op: &'static str,
+    gen: &mut Generator,
+    shape: Shape,
+    dtype: DType,
+    device: &Device,
+    fill: impl FnOnce(&mut CudaOut, u64) -> std::result::Result<(), stapes_kernels::cuda::CudaError>,
+) -> Result<Tensor> {
+    let backend = crate::cuda::backend(op, device)?;
+    let buf = all_dispatch!(dtype, |T| {
+        T::into_cuda(backend.alloc::<T>(shape.elem_count()).map_err(crate::cuda::cuda_err(op))?)
+    });
+    let mut out = CudaOut(backend, buf);
+    fill(&mut out, gen.next_u64()).map_err(crate::cuda::cuda_err(op))?;
+    Ok(Tensor::from_cuda_buf(out.1, out.0, shape, *device))
+}
+
+impl Tensor {
+    /// Bernoulli draws on a CUDA device; probabilities outside [0, 1] (or NaN) are an error, as
+    /// on the CPU (checked by the kernel, one flag downloaded).
+    fn cuda_bernoulli(&self, gen: &mut Generator) -> Result<Tensor> {
+        const OP: &str = "bernoulli";
+        let p = self.contiguous()?;
+        let (s, backend) = p.cuda_parts(OP)?;
+        let n = self.elem_count();
+        let key = gen.next_u64();
+        let (bad, buf) = match &s.buf {
+            crate::cuda::CudaBuf::F32(b) => {
+                let mut o = backend.alloc::<f32>(n).map_err(crate::cuda::cuda_err(OP))?;
+                let bad = stapes_kernels::cuda::random::bernoulli(backend, b, &mut o, n, key, 0)
+                    .map_err(crate::cuda::cuda_err(OP))?;
+                (bad.map(|v| v.to_f64()), <f32 as WithDType>::into_cuda(o))
+            }
+            crate::cuda::CudaBuf::F16(b) => {
+                let mut o = backend.alloc::<half::f16>(n).map_err(crate::cuda::cuda_err(OP))?;
+                let bad = stapes_kernels::cuda::random::bernoulli(backend, b, &mut o, n, key, 0)
+                    .map_err(crate::cuda::cuda_err(OP))?;
+                (bad.map(|v| v.to_f64()), <half::f16 as WithDType>::into_cuda(o))
+            }
+            crate::cuda::CudaBuf::BF16(b) => {
+                let mut o = backend.alloc::<half::bf16>(n).map_err(crate::cuda::cuda_err(OP))?;
+                let bad = stapes_kernels::cuda::random::bernoulli(backend, b, &mut o, n, key, 0)
+                    .map_err(crate::cuda::cuda_err(OP))?;
+                (bad.map(|v| v.to_f64()), <half::bf16 as WithDType>::into_cuda(o))
+            }
+            crate::cuda::CudaBuf::F64(b) => {
+                let mut o = backend.alloc::<f64>(n).map_err(crate::cuda::cuda_err(OP))?;
+                let bad = stapes_kernels::cuda::random::bernoulli(backend, b, &mut o, n, key, 0)
+                    .map_err(crate::cuda::cuda_err(OP))?;
+                (bad.map(|v| v.to_f64()), <f64 as WithDType>::into_cuda(o))
+            }
+            _ => unreachable!("float dtype checked"),
+        };
+        if let Some(bad) = bad {
+            return Err(Error::invalid(OP, format!("probabilities must be in [0, 1], found {bad}")));
+        }
+        Ok(Tensor::from_cuda_buf(buf, backend.clone(), self.shape().clone(), *self.device()))
+    }
+}
+
 fn check_float_dtype(op: &'static str, dtype: DType) -> Result<()> {
     if !dtype.is_float() {
         return Err(Error::UnsupportedDType { op, dtype, msg: "random tensors are floating point" });
@@ -117,6 +199,11 @@ impl Tensor {
     ) -> Result<Tensor> {
         check_float_dtype("rand", dtype)?;
         let shape = shape.into();
+        if device.is_cuda() {
+            return cuda_random("rand", gen, shape, dtype, device, |b, key| {
+                float_dispatch_cuda!(b, |buf| stapes_kernels::cuda::random::uniform(&b.0, buf, key, 0, lo, hi))
+            });
+        }
         let v: Vec<f64> = (0..shape.elem_count()).map(|_| lo + (hi - lo) * gen.next_f64()).collect();
         Tensor::from_vec(v, shape, device)?.to_dtype(dtype)
     }
@@ -131,6 +218,11 @@ impl Tensor {
     ) -> Result<Tensor> {
         check_float_dtype("randn", dtype)?;
         let shape = shape.into();
+        if device.is_cuda() {
+            return cuda_random("randn", gen, shape, dtype, device, |b, key| {
+                float_dispatch_cuda!(b, |buf| stapes_kernels::cuda::random::normal(&b.0, buf, key, 0, mean, std))
+            });
+        }
         let v: Vec<f64> = (0..shape.elem_count()).map(|_| mean + std * gen.next_normal()).collect();
         Tensor::from_vec(v, shape, device)?.to_dtype(dtype)
     }
@@ -148,6 +240,9 @@ impl Tensor {
     /// probabilities), else 0, in the dtype of `self`.
     pub fn bernoulli_with(&self, gen: &mut Generator) -> Result<Tensor> {
         check_float_dtype("bernoulli", self.dtype())?;
+        if self.device().is_cuda() {
+            return self.cuda_bernoulli(gen);
+        }
         let p = self.to_vec_f64()?;
         if let Some(bad) = p.iter().find(|&&v| !(0.0..=1.0).contains(&v)) {
             return Err(Error::invalid("bernoulli", format!("probabilities must be in [0, 1], found {bad}")));

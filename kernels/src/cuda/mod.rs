@@ -23,7 +23,8 @@
 //!   backward (`cpu::conv`; GEMMs are cuBLAS');
 //! * [`pool`]: max (with argmax) and average pooling, forward and backward (`cpu::pool`);
 //! * [`norm`]: layer norm and batch norm, forward and backward (`cpu::norm`);
-//! * [`tensor`]: strided copy, fill and dtype casts under the tensor layer's CUDA dispatch.
+//! * [`tensor`]: strided copy, fill and dtype casts under the tensor layer's CUDA dispatch;
+//! * [`random`]: Philox4x32-10 uniform, normal and Bernoulli draws (reference [`random::philox4x32`]).
 
 pub mod conv;
 pub mod ctc;
@@ -36,6 +37,7 @@ pub mod norm;
 pub mod nvrtc;
 pub mod parity;
 pub mod pool;
+pub mod random;
 pub mod reduce;
 pub mod rnn;
 pub mod softmax;
