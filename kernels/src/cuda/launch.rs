@@ -213,6 +213,35 @@ impl Backend {
         Ok(out)
     }
 
+    /// A new buffer holding a copy of `src` (a device-to-device copy on a GPU: the bandwidth
+    /// reference of the benchmarks).
+    pub fn copy<T: DeviceElem>(&self, src: &DeviceBuffer<T>) -> Result<DeviceBuffer<T>, CudaError> {
+        let mut dst = self.alloc::<T>(src.len)?;
+        let bytes = src.len * std::mem::size_of::<T>();
+        match (&src.mem, &mut dst.mem, self) {
+            (Mem::Host(s), Mem::Host(d), _) => {
+                // SAFETY: both blocks hold at least `bytes` bytes and are distinct.
+                unsafe { std::ptr::copy_nonoverlapping(s.get().as_ptr(), d.get_mut().as_mut_ptr(), bytes) }
+            }
+            (Mem::Gpu(Some(s)), Mem::Gpu(Some(d)), Backend::Gpu(dev)) => dev
+                .stream()
+                .memcpy_dtod(&s.get().slice(0..bytes), &mut d.get_mut().slice_mut(0..bytes))
+                .map_err(|e| CudaError::driver("device-to-device copy", e))?,
+            (Mem::Gpu(None), _, Backend::Gpu(_)) => {}
+            (m, _, _) => return Err(CudaError::BackendMismatch { buffer: m.kind(), launch: self.kind() }),
+        }
+        Ok(dst)
+    }
+
+    /// Waits until every queued launch and copy has finished (a no-op on the emulator, whose
+    /// launches are synchronous).
+    pub fn synchronize(&self) -> Result<(), CudaError> {
+        match self {
+            Backend::Emu(_) => Ok(()),
+            Backend::Gpu(d) => d.synchronize(),
+        }
+    }
+
     /// This backend's allocator statistics (like `torch.cuda.memory_stats()`).
     pub fn memory_stats(&self) -> MemoryStats {
         match self {

@@ -156,6 +156,21 @@ pub fn memory_stats(device: &Device) -> Result<kc::MemoryStats> {
     Ok(backend("memory_stats", device)?.memory_stats())
 }
 
+/// Waits for every kernel and copy queued on CUDA `device` (like `torch.cuda.synchronize`).
+pub fn synchronize(device: &Device) -> Result<()> {
+    backend("synchronize", device)?.synchronize().map_err(cuda_err("synchronize"))
+}
+
+/// A copy of a dense CUDA tensor made by the driver's device-to-device copy (no kernel): the
+/// bandwidth reference the benchmarks compare kernels with.
+pub fn device_copy(t: &Tensor) -> Result<Tensor> {
+    const OP: &str = "device_copy";
+    let dense = t.cuda_dense()?;
+    let (s, backend) = dense.cuda_parts(OP)?;
+    let buf = cuda_buf_dispatch!(&s.buf, |b: T| { T::into_cuda(backend.copy(b).map_err(cuda_err(OP))?) });
+    Ok(Tensor::from_cuda_buf(buf, backend.clone(), t.shape().clone(), *t.device()))
+}
+
 /// Releases the cached free blocks of `device` to the driver (like `torch.cuda.empty_cache`).
 pub fn empty_cache(device: &Device) -> Result<()> {
     backend("empty_cache", device)?.empty_cache();

@@ -1,0 +1,109 @@
+"""PyTorch side of examples/bench_gpu.rs: the same GPU workloads, timed the same way.
+
+Warm up (3 calls), then batches of 5 calls between torch.cuda.synchronize() until at least 20
+calls and 1 s; the median per-call time of the batches. One JSON line per workload, with the
+same names, flops and bytes as the Rust side, plus the cuDNN/cuBLAS settings used.
+
+    python3 benches/torch/gpu_ops.py [name-filter...]
+"""
+import json
+import sys
+import time
+
+import torch
+
+
+def workloads():
+    big, rows, mm = 64 << 20, 65536, 8192
+    g = torch.Generator(device="cuda").manual_seed(0)
+
+    def randn(*shape, dtype=torch.float32):
+        return torch.randn(*shape, device="cuda", dtype=dtype, generator=g)
+
+    def d2d():
+        a = randn(big)
+        return lambda: a.clone()
+
+    def add():
+        a, b = randn(big), randn(big)
+        return lambda: a + b
+
+    def softmax():
+        x = randn(rows, 1024)
+        return lambda: torch.softmax(x, 1)
+
+    def layer_norm():
+        x, w, b = randn(rows, 1024), randn(1024), randn(1024)
+        return lambda: torch.nn.functional.layer_norm(x, (1024,), w, b, 1e-5)
+
+    def matmul(dtype):
+        def make():
+            a, b = randn(mm, mm, dtype=dtype), randn(mm, mm, dtype=dtype)
+            return lambda: torch.matmul(a, b)
+
+        return make
+
+    def conv():
+        x = randn(8, 1, 80, 400)
+        w1 = (randn(64, 1, 3, 3) / 3).requires_grad_()
+        b1 = (randn(64) * 0.1).requires_grad_()
+        w2 = (randn(128, 64, 3, 3) / 24).requires_grad_()
+        b2 = (randn(128) * 0.1).requires_grad_()
+        gy = randn(8, 128, 80, 400)
+
+        def step():
+            for p in (w1, b1, w2, b2):
+                p.grad = None
+            h = torch.relu(torch.nn.functional.conv2d(x, w1, b1, padding=1))
+            y = torch.nn.functional.conv2d(h, w2, b2, padding=1)
+            y.backward(gy)
+
+        return step
+
+    hw = 80 * 400
+    conv1, conv2 = 2 * 8 * 64 * 9 * hw, 2 * 8 * 128 * 64 * 9 * hw
+    return [
+        ("d2d_copy_64M_f32", 0, 2 * 4 * big, d2d),
+        ("add_64M_f32", 0, 3 * 4 * big, add),
+        ("softmax_65536x1024_f32", 0, 2 * 4 * rows * 1024, softmax),
+        ("layer_norm_65536x1024_f32", 0, 2 * 4 * rows * 1024, layer_norm),
+        ("matmul_8192_f16", 2 * mm**3, 0, matmul(torch.float16)),
+        ("matmul_8192_bf16", 2 * mm**3, 0, matmul(torch.bfloat16)),
+        ("matmul_8192_f32", 2 * mm**3, 0, matmul(torch.float32)),
+        ("conv2d_fwd_bwd_8x1x80x400_f32", 2 * conv1 + 3 * conv2, 0, conv),
+    ]
+
+
+def main():
+    filters = sys.argv[1:]
+    # Plain FP32 matmul, as stapes by default (TF32 is opt-in on both sides).
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    print(f"torch {torch.__version__} on {torch.cuda.get_device_name(0)}", file=sys.stderr)
+    for name, flops, nbytes, make in workloads():
+        if filters and not any(f in name for f in filters):
+            continue
+        call = make()
+        for _ in range(3):
+            call()
+        torch.cuda.synchronize()
+        per_call, reps, start = [], 0, time.perf_counter()
+        while reps < 20 or time.perf_counter() - start < 1.0:
+            t = time.perf_counter()
+            for _ in range(5):
+                call()
+            torch.cuda.synchronize()
+            per_call.append((time.perf_counter() - t) / 5)
+            reps += 5
+            if reps >= 2000:
+                break
+        per_call.sort()
+        print(json.dumps({"name": name, "median_s": per_call[len(per_call) // 2], "min_s": per_call[0],
+                          "reps": reps, "flops": flops, "bytes": nbytes, "status": "ok"}), flush=True)
+        del call
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+//! The GPU workloads of the CUDA backend and speech-kernel issues, timed on `cuda:0`, for the
+//! side-by-side table with PyTorch (`benches/torch/gpu_ops.py` times the same workloads;
+//! `scripts/gpu-suite.sh` runs both on a GPU machine and writes the table).
+//!
+//! Timing: warm up (3 calls), then time batches of calls between device synchronisations until
+//! at least 20 calls and 1 s, and report the median per-call time of the batches. One JSON line
+//! per workload on stdout:
+//! `{"name": ..., "median_s": ..., "min_s": ..., "reps": ..., "flops": ..., "bytes": ..., "status": "ok"}`
+//! `bytes` is read + written per call (memory-bound ops; the achieved bandwidth is bytes /
+//! median_s), `flops` the arithmetic of one call (matmul, conv). A workload whose op has no
+//! CUDA kernel yet prints `"status": "error: ..."` instead of timings, so the table shows it.
+//!
+//! `cargo run --release --example bench_gpu [name-filter...]` (needs a GPU; on the CUDA
+//! emulator, `STAPES_BENCH_EMULATE=1` runs tiny versions of the workloads as a smoke test).
+
+use stapes::autograd::Var;
+use stapes::tensor::{cuda, DType, Device, Generator, Tensor};
+use std::time::Instant;
+
+type Call = Box<dyn FnMut() -> stapes::tensor::Result<()>>;
+
+struct Workload {
+    name: &'static str,
+    flops: u64,
+    bytes: u64,
+    make: Box<dyn FnOnce(&Device) -> stapes::tensor::Result<Call>>,
+}
+
+fn randn(seed: u64, shape: &[usize], dtype: DType, dev: &Device) -> stapes::tensor::Result<Tensor> {
+    Tensor::randn_with(&mut Generator::new(seed), 0.0, 1.0, shape, dtype, dev)
+}
+
+/// The workloads, scaled by `s` (1 on a GPU; a tiny fraction for the emulator smoke test).
+fn workloads(small: bool) -> Vec<Workload> {
+    let big = if small { 1 << 12 } else { 64 << 20 }; // 64M elements
+    let rows = if small { 16 } else { 65536 };
+    let mm = if small { 64 } else { 8192 };
+    let (cb, ch, cw) = if small { (1, 8, 16) } else { (8, 80, 400) };
+    let mut v: Vec<Workload> = Vec::new();
+    v.push(Workload {
+        name: "d2d_copy_64M_f32",
+        flops: 0,
+        bytes: 2 * 4 * big as u64,
+        make: Box::new(move |d| {
+            let a = randn(1, &[big], DType::F32, d)?;
+            Ok(Box::new(move || cuda::device_copy(&a).map(drop)))
+        }),
+    });
+    v.push(Workload {
+        name: "add_64M_f32",
+        flops: 0,
+        bytes: 3 * 4 * big as u64,
+        make: Box::new(move |d| {
+            let a = randn(1, &[big], DType::F32, d)?;
+            let b = randn(2, &[big], DType::F32, d)?;
+            Ok(Box::new(move || a.add(&b).map(drop)))
+        }),
+    });
+    v.push(Workload {
+        name: "softmax_65536x1024_f32",
+        flops: 0,
+        bytes: 2 * 4 * (rows * 1024) as u64,
+        make: Box::new(move |d| {
+            let x = randn(3, &[rows, 1024], DType::F32, d)?;
+            Ok(Box::new(move || x.softmax(1).map(drop)))
+        }),
+    });
+    v.push(Workload {
+        name: "layer_norm_65536x1024_f32",
+        flops: 0,
+        bytes: 2 * 4 * (rows * 1024) as u64,
+        make: Box::new(move |d| {
+            let x = randn(4, &[rows, 1024], DType::F32, d)?;
+            let w = randn(5, &[1024], DType::F32, d)?;
+            let b = randn(6, &[1024], DType::F32, d)?;
+            Ok(Box::new(move || x.layer_norm(&[1024], Some(&w), Some(&b), 1e-5).map(drop)))
+        }),
+    });
+    for (name, dtype) in
+        [("matmul_8192_f16", DType::F16), ("matmul_8192_bf16", DType::BF16), ("matmul_8192_f32", DType::F32)]
+    {
+        v.push(Workload {
+            name,
+            flops: 2 * (mm as u64).pow(3),
+            bytes: 0,
+            make: Box::new(move |d| {
+                let a = randn(7, &[mm, mm], dtype, d)?;
+                let b = randn(8, &[mm, mm], dtype, d)?;
+                Ok(Box::new(move || a.matmul(&b).map(drop)))
+            }),
+        });
+    }
+    // The foundation issue's conv2d step: [8,1,80,400] -> conv 1->64 3x3 -> ReLU -> conv 64->128
+    // 3x3, forward and backward (weight grads of both, input grad of the second).
+    let hw = (ch * cw) as u64;
+    let (conv1, conv2) = (2 * cb as u64 * 64 * 9 * hw, 2 * cb as u64 * 128 * 64 * 9 * hw);
+    v.push(Workload {
+        name: "conv2d_fwd_bwd_8x1x80x400_f32",
+        flops: 2 * conv1 + 3 * conv2,
+        bytes: 0,
+        make: Box::new(move |d| {
+            let x = Var::constant(randn(11, &[cb, 1, ch, cw], DType::F32, d)?);
+            let w1 = Var::leaf(randn(12, &[64, 1, 3, 3], DType::F32, d)?.mul_scalar(1.0 / 3.0)?);
+            let b1 = Var::leaf(randn(13, &[64], DType::F32, d)?.mul_scalar(0.1)?);
+            let w2 = Var::leaf(randn(14, &[128, 64, 3, 3], DType::F32, d)?.mul_scalar(1.0 / 24.0)?);
+            let b2 = Var::leaf(randn(15, &[128], DType::F32, d)?.mul_scalar(0.1)?);
+            let gy = randn(16, &[cb, 128, ch, cw], DType::F32, d)?;
+            Ok(Box::new(move || {
+                for p in [&w1, &b1, &w2, &b2] {
+                    p.zero_grad();
+                }
+                let h = x.conv2d(&w1, Some(&b1), [1, 1], [1, 1], [1, 1], 1)?.relu()?;
+                let y = h.conv2d(&w2, Some(&b2), [1, 1], [1, 1], [1, 1], 1)?;
+                y.backward_with(&gy)?;
+                Ok(())
+            }))
+        }),
+    });
+    v
+}
+
+fn json_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " ")
+}
+
+fn main() {
+    let small = std::env::var("STAPES_BENCH_EMULATE").is_ok_and(|v| v.trim() == "1");
+    if small {
+        cuda::use_emulator().expect("the emulator is built into this binary only with the emu feature");
+    }
+    let dev = Device::Cuda(0);
+    if !cuda::is_available(0) {
+        eprintln!("bench_gpu: no CUDA device: {}", cuda::describe(0));
+        std::process::exit(2);
+    }
+    eprintln!("bench_gpu on {}", cuda::describe(0));
+    let filters: Vec<String> = std::env::args().skip(1).collect();
+    for w in workloads(small) {
+        if !filters.is_empty() && !filters.iter().any(|f| w.name.contains(f.as_str())) {
+            continue;
+        }
+        let result = (|| -> stapes::tensor::Result<(f64, f64, usize)> {
+            let mut call = (w.make)(&dev)?;
+            for _ in 0..3 {
+                call()?;
+            }
+            cuda::synchronize(&dev)?;
+            let (mut per_call, mut reps, start) = (Vec::new(), 0usize, Instant::now());
+            while reps < 20 || start.elapsed().as_secs_f64() < 1.0 {
+                let batch = 5;
+                let t = Instant::now();
+                for _ in 0..batch {
+                    call()?;
+                }
+                cuda::synchronize(&dev)?;
+                per_call.push(t.elapsed().as_secs_f64() / batch as f64);
+                reps += batch;
+                if reps >= 2000 {
+                    break;
+                }
+            }
+            per_call.sort_by(|a, b| a.total_cmp(b));
+            Ok((per_call[per_call.len() / 2], per_call[0], reps))
+        })();
+        match result {
+            Ok((median, min, reps)) => println!(
+                "{{\"name\": \"{}\", \"median_s\": {median:.9}, \"min_s\": {min:.9}, \"reps\": {reps}, \"flops\": {}, \"bytes\": {}, \"status\": \"ok\"}}",
+                w.name, w.flops, w.bytes
+            ),
+            Err(e) => println!(
+                "{{\"name\": \"{}\", \"flops\": {}, \"bytes\": {}, \"status\": \"error: {}\"}}",
+                w.name,
+                w.flops,
+                w.bytes,
+                json_escape(&e.to_string())
+            ),
+        }
+        let stats = cuda::memory_stats(&dev).map(|s| s.to_string()).unwrap_or_default();
+        eprintln!("  after {}: {stats}", w.name);
+        let _ = cuda::empty_cache(&dev);
+    }
+}
