@@ -18,12 +18,14 @@ use stapes::tensor::{cuda, DType, Device, Generator, Tensor};
 use std::time::Instant;
 
 type Call = Box<dyn FnMut() -> stapes::tensor::Result<()>>;
+/// Makes a workload's inputs on a device and returns its call.
+type Make = Box<dyn FnOnce(&Device) -> stapes::tensor::Result<Call>>;
 
 struct Workload {
     name: &'static str,
     flops: u64,
     bytes: u64,
-    make: Box<dyn FnOnce(&Device) -> stapes::tensor::Result<Call>>,
+    make: Make,
 }
 
 fn randn(seed: u64, shape: &[usize], dtype: DType, dev: &Device) -> stapes::tensor::Result<Tensor> {
