@@ -175,6 +175,16 @@ fn upload_meta(backend: &Backend, dims: &[usize], strides: &[&[usize]]) -> Resul
     backend.upload(&meta)
 }
 
+/// Every named buffer must hold at least `n` elements.
+fn check_len(op: &'static str, n: usize, bufs: &[(&str, usize)]) -> Result<(), CudaError> {
+    for &(name, len) in bufs {
+        if len < n {
+            return Err(CudaError::Shape { op, message: format!("{name} holds {len} elements, fewer than {n}") });
+        }
+    }
+    Ok(())
+}
+
 fn check_out(op: &'static str, n: usize, out: usize) -> Result<(), CudaError> {
     if out != n {
         return Err(CudaError::Shape { op, message: format!("out holds {out} elements, expected {n}") });
@@ -182,16 +192,16 @@ fn check_out(op: &'static str, n: usize, out: usize) -> Result<(), CudaError> {
     Ok(())
 }
 
-/// `out[i] = op(x[i])` over dense buffers of equal length.
+/// `out[i] = op(x[i])` for `i < n`, dense buffers holding at least `n` elements.
 pub fn unary<T: EwFloat>(
     backend: &Backend,
     op: UnaryOp,
+    n: usize,
     x: &DeviceBuffer<T>,
     out: &mut DeviceBuffer<T>,
 ) -> Result<(), CudaError> {
     const OP: &str = "cuda::ew::unary";
-    let n = x.len();
-    check_out(OP, n, out.len())?;
+    check_len(OP, n, &[("x", x.len()), ("out", out.len())])?;
     if n == 0 {
         return Ok(());
     }
@@ -206,24 +216,21 @@ pub fn unary<T: EwFloat>(
         KernelArg::u64(n as u64),
     ];
     // SAFETY: ew_unary_<T>(const T* x, T* out, int op, double p0, double p1, unsigned long long n)
-    // reads x[0, n) and writes out[0, n); both hold n elements (checked).
+    // reads x[0, n) and writes out[0, n); both hold at least n elements (checked).
     unsafe { backend.launch(&format!("ew_unary_{}", T::NAME), cfg, &mut args) }
 }
 
-/// `out[i] = op(a[i], b[i])` over dense buffers of equal length.
+/// `out[i] = op(a[i], b[i])` for `i < n`, dense buffers holding at least `n` elements.
 pub fn binary<T: EwFloat>(
     backend: &Backend,
     op: BinaryOp,
+    n: usize,
     a: &DeviceBuffer<T>,
     b: &DeviceBuffer<T>,
     out: &mut DeviceBuffer<T>,
 ) -> Result<(), CudaError> {
     const OP: &str = "cuda::ew::binary";
-    let n = a.len();
-    if b.len() != n {
-        return Err(CudaError::Shape { op: OP, message: format!("lengths a={n}, b={} differ", b.len()) });
-    }
-    check_out(OP, n, out.len())?;
+    check_len(OP, n, &[("a", a.len()), ("b", b.len()), ("out", out.len())])?;
     if n == 0 {
         return Ok(());
     }
@@ -236,7 +243,7 @@ pub fn binary<T: EwFloat>(
         KernelArg::u64(n as u64),
     ];
     // SAFETY: ew_binary_<T>(const T* a, const T* b, T* out, int op, unsigned long long n) reads
-    // a[0, n), b[0, n) and writes out[0, n); all hold n elements (checked).
+    // a[0, n), b[0, n) and writes out[0, n); all hold at least n elements (checked).
     unsafe { backend.launch(&format!("ew_binary_{}", T::NAME), cfg, &mut args) }
 }
 
@@ -363,9 +370,9 @@ pub fn where_cond<T: DeviceElem>(
     unsafe { backend.launch(&format!("ew_where_{suffix}"), cfg, &mut args) }
 }
 
-/// Whether every element of `x` is finite (neither NaN nor infinite). Waits for the result.
-pub fn all_finite<T: EwFloat>(backend: &Backend, x: &DeviceBuffer<T>) -> Result<bool, CudaError> {
-    let n = x.len();
+/// Whether every element of `x[0, n)` is finite (neither NaN nor infinite). Waits for the result.
+pub fn all_finite<T: EwFloat>(backend: &Backend, n: usize, x: &DeviceBuffer<T>) -> Result<bool, CudaError> {
+    check_len("cuda::ew::all_finite", n, &[("x", x.len())])?;
     if n == 0 {
         return Ok(true);
     }
@@ -373,7 +380,7 @@ pub fn all_finite<T: EwFloat>(backend: &Backend, x: &DeviceBuffer<T>) -> Result<
     let cfg = launch_config(backend, n);
     let mut args = [KernelArg::input(x), KernelArg::output(&mut flag), KernelArg::u64(n as u64)];
     // SAFETY: ew_all_finite_<T>(const T* x, unsigned int* flag, unsigned long long n) reads
-    // x[0, n) and writes flag[0], which holds one element.
+    // x[0, n) (x holds at least n, checked) and writes flag[0], which holds one element.
     unsafe { backend.launch(&format!("ew_all_finite_{}", T::NAME), cfg, &mut args)? };
     Ok(backend.download(&flag)?.first() == Some(&1))
 }
