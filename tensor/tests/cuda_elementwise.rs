@@ -99,12 +99,21 @@ fn assert_matches(got: &Tensor, want: &Tensor, tol: Tol, what: &str) {
         } else {
             (a - e).abs() <= tol.atol + tol.rtol * e.abs()
         };
-        assert!(ok, "{what}: element {i} of {}: CUDA {a:e} ({:#x}), CPU {e:e} ({:#x}); tolerance {tol:?}", g.len(), a.to_bits(), e.to_bits());
+        assert!(
+            ok,
+            "{what}: element {i} of {}: CUDA {a:e} ({:#x}), CPU {e:e} ({:#x}); tolerance {tol:?}",
+            g.len(),
+            a.to_bits(),
+            e.to_bits()
+        );
     }
 }
 
+/// The tolerance of an op for a dtype.
+type TolFn = fn(DType) -> Tol;
+
 /// Every unary op, with the tolerance its formula allows.
-fn unary_cases() -> Vec<(UnaryOp, fn(DType) -> Tol)> {
+fn unary_cases() -> Vec<(UnaryOp, TolFn)> {
     fn exact(_: DType) -> Tol {
         EXACT
     }
@@ -257,7 +266,9 @@ fn binary_ops_read_views_in_place() {
         let views: [(&str, View); 4] = [
             ("a + b^T", |a, b| (a.clone(), b.transpose(0, 1).unwrap())),
             ("a^T + b", |a, b| (a.transpose(0, 1).unwrap(), b.clone())),
-            ("narrow + narrow", |a, b| (a.narrow(1, 2, 4).unwrap(), b.narrow(0, 3, 4).unwrap().transpose(0, 1).unwrap())),
+            ("narrow + narrow", |a, b| {
+                (a.narrow(1, 2, 4).unwrap(), b.narrow(0, 3, 4).unwrap().transpose(0, 1).unwrap())
+            }),
             ("row broadcast of a narrow", |a, b| (a.narrow(0, 5, 1).unwrap(), b.transpose(0, 1).unwrap())),
         ];
         for (name, view) in views {
@@ -296,7 +307,8 @@ fn comparisons_match_cpu_for_every_dtype() {
     for dtype in ALL {
         for (i, (da, db)) in binary_shapes().into_iter().enumerate() {
             // few distinct values, so equality is common
-            let round = |v: Vec<f64>| v.into_iter().map(|x| if x.is_finite() { (x * 0.6).round() } else { x }).collect();
+            let round =
+                |v: Vec<f64>| v.into_iter().map(|x| if x.is_finite() { (x * 0.6).round() } else { x }).collect();
             let a = cpu(round(values(da.iter().product(), i, false)), &da, dtype);
             let b = cpu(round(values(db.iter().product(), i + 3, false)), &db, dtype);
             let (ga, gb) = (a.to_device(&dev).unwrap(), b.to_device(&dev).unwrap());
@@ -337,7 +349,8 @@ fn where_and_masked_fill_match_cpu_for_every_dtype() {
     ];
     for dtype in ALL {
         for (i, (dm, da, db)) in shapes.iter().enumerate() {
-            let m: Vec<f64> = (0..dm.iter().product()).map(|j: usize| ((j * 5 + i) % 3 == 0) as u8 as f64).collect();
+            let m: Vec<f64> =
+                (0..dm.iter().product()).map(|j: usize| (j * 5 + i).is_multiple_of(3) as u8 as f64).collect();
             let mask = cpu(m, dm, DType::U8);
             let a = cpu(values(da.iter().product(), i, false), da, dtype);
             let b = cpu(values(db.iter().product(), i + 2, false), db, dtype);
@@ -358,7 +371,10 @@ fn where_and_masked_fill_match_cpu_for_every_dtype() {
         // a comparison's mask feeding where on the device
         let gmask = g.gt(&g.narrow(1, 1, 1).unwrap()).unwrap();
         let cmask = x.gt(&x.narrow(1, 1, 1).unwrap()).unwrap();
-        let (gy, y) = (g.t().unwrap().contiguous().unwrap().reshape([6, 4]).unwrap(), x.t().unwrap().contiguous().unwrap().reshape([6, 4]).unwrap());
+        let (gy, y) = (
+            g.t().unwrap().contiguous().unwrap().reshape([6, 4]).unwrap(),
+            x.t().unwrap().contiguous().unwrap().reshape([6, 4]).unwrap(),
+        );
         let what = format!("where(gt) {dtype}");
         assert_matches(&gmask.where_cond(&g, &gy).unwrap(), &cmask.where_cond(&x, &y).unwrap(), EXACT, &what);
     }

@@ -69,8 +69,13 @@ impl UnaryOp {
             UnaryOp::Sin => (11, 0.0, 0.0),
             UnaryOp::Cos => (12, 0.0, 0.0),
             // x^2 is x * x, as on the CPU (exact, where powf may not be)
-            UnaryOp::Powf(e) if e == 2.0 => (17, 0.0, 0.0),
-            UnaryOp::Powf(e) => (13, e, 0.0),
+            UnaryOp::Powf(e) => {
+                if e == 2.0 {
+                    (17, 0.0, 0.0)
+                } else {
+                    (13, e, 0.0)
+                }
+            }
             UnaryOp::Clamp(lo, hi) => (14, lo, hi),
             UnaryOp::Affine(m, a) => (15, m, a),
             UnaryOp::Recip => (16, 0.0, 0.0),

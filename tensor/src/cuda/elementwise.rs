@@ -221,15 +221,8 @@ pub(crate) fn where_cond(mask: &Tensor, on_true: &Tensor, on_false: &Tensor, sha
     let buf = cuda_buf_dispatch!(&st.buf, |ab: T| {
         let bb = typed::<T>(OP, on_false)?;
         let mut out = backend.zeros::<T>(n).map_err(cuda_err(OP))?;
-        kew::where_cond(
-            backend,
-            &walk.dims,
-            walk.operand(0, mb),
-            walk.operand(1, ab),
-            walk.operand(2, bb),
-            &mut out,
-        )
-        .map_err(cuda_err(OP))?;
+        kew::where_cond(backend, &walk.dims, walk.operand(0, mb), walk.operand(1, ab), walk.operand(2, bb), &mut out)
+            .map_err(cuda_err(OP))?;
         T::into_cuda(out)
     });
     Ok(Tensor::from_cuda_buf(buf, backend.clone(), shape, *on_true.device()))
