@@ -253,6 +253,20 @@ fn binary_ops_match_cpu_with_broadcasting() {
             }
         }
     }
+    // more elements than the emulator's grid has threads (8 blocks x 256), so the grid-stride
+    // loops iterate: the dense f32 kernel over float4s (8195 = 4 * 2048 + 3, a scalar tail of
+    // 3), and the broadcasting kernel (4125 elements)
+    for (da, db) in [(vec![8195], vec![8195]), (vec![5, 1, 33], vec![1, 25, 33])] {
+        for dtype in [DType::F32, DType::BF16] {
+            let a = cpu(values(da.iter().product(), 1, false), &da, dtype);
+            let b = cpu(values(db.iter().product(), 2, false), &db, dtype);
+            let (ga, gb) = (a.to_device(&dev).unwrap(), b.to_device(&dev).unwrap());
+            for op in [BinaryOp::Sub, BinaryOp::Div, BinaryOp::Minimum] {
+                let what = format!("{op:?} {dtype} {da:?} with {db:?}");
+                assert_matches(&ga.binary(&gb, op).unwrap(), &a.binary(&b, op).unwrap(), EXACT, &what);
+            }
+        }
+    }
 }
 
 #[test]
@@ -417,6 +431,19 @@ fn all_finite_matches_cpu() {
     // integer tensors are always finite
     let g = cpu(vec![1.0, 2.0], &[2], DType::I64).to_device(&dev).unwrap();
     assert!(g.all_finite().unwrap());
+}
+
+#[test]
+fn equal_and_isnan_on_the_device() {
+    let Some(dev) = cuda_device() else { return };
+    for dtype in FLOATS {
+        let x = cpu(values(50, 3, false), &[5, 10], dtype);
+        let g = x.to_device(&dev).unwrap();
+        assert_eq!(g.equal(&g).unwrap(), x.equal(&x).unwrap(), "{dtype} equal self (NaN by bits)");
+        let y = g.add_scalar(1.0).unwrap();
+        assert_eq!(g.equal(&y).unwrap(), x.equal(&x.add_scalar(1.0).unwrap()).unwrap(), "{dtype} equal shifted");
+        assert_matches(&g.isnan().unwrap(), &x.isnan().unwrap(), EXACT, &format!("isnan {dtype}"));
+    }
 }
 
 /// Both devices give the same error (its message), for the same bad call.
