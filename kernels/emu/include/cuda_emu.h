@@ -299,6 +299,13 @@ __forceinline__ float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f 
 __forceinline__ float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 __forceinline__ double rsqrt(double x) { return 1.0 / sqrt(x); }
 __forceinline__ float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+// Arithmetic with an explicit rounding that the compiler may not contract into an FMA (nvcc and
+// NVRTC fuse `a * b + c` by default; these keep two roundings, as the CPU reference does).
+// The emulator is compiled without FMA instructions, so plain operators round the same way.
+__forceinline__ float __fmul_rn(float a, float b) { return a * b; }
+__forceinline__ float __fadd_rn(float a, float b) { return a + b; }
+__forceinline__ double __dmul_rn(double a, double b) { return a * b; }
+__forceinline__ double __dadd_rn(double a, double b) { return a + b; }
 __forceinline__ int __float_as_int(float f) { return ::stapes_emu::from_bits<int>(::stapes_emu::f32_bits(f)); }
 __forceinline__ unsigned __float_as_uint(float f) { return ::stapes_emu::f32_bits(f); }
 __forceinline__ float __int_as_float(int i) { return ::stapes_emu::f32_from_bits((std::uint32_t)i); }
@@ -311,6 +318,12 @@ template <class T>
 __forceinline__ T __ldg(const T* p) {
     return *p;
 }
+
+// Vector types (16-byte aligned, as CUDA's, so a `float4` load is one 128-bit access there).
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+__forceinline__ float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 
 // CUDA's global min/max overloads (the host has only std::min/std::max).
 #define STAPES_EMU_MINMAX(T)                                        \

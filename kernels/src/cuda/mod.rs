@@ -24,12 +24,15 @@
 //! * [`pool`]: max (with argmax) and average pooling, forward and backward (`cpu::pool`);
 //! * [`norm`]: layer norm and batch norm, forward and backward (`cpu::norm`);
 //! * [`tensor`]: strided copy, fill and dtype casts under the tensor layer's CUDA dispatch;
-//! * [`random`]: Philox4x32-10 uniform, normal and Bernoulli draws (reference [`random::philox4x32`]).
+//! * [`random`]: Philox4x32-10 uniform, normal and Bernoulli draws (reference [`random::philox4x32`]);
+//! * [`ew`]: the tensor layer's element-wise ops (unary, broadcasting binary, comparisons,
+//!   `where`, all-finite) for f32/f16/bf16/f64 (`tensor` crate's `ops/elementwise.rs`).
 
 pub mod conv;
 pub mod ctc;
 pub mod elementwise;
 pub mod emu;
+pub mod ew;
 pub mod gpu;
 mod launch;
 pub mod memory;

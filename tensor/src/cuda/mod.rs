@@ -27,6 +27,8 @@ use half::{bf16, f16};
 use stapes_kernels::cuda::{self as kc, Backend, CudaError, DeviceBuffer, GpuDevice, GpuUnavailable};
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub(crate) mod elementwise;
+
 /// A device buffer of one dtype.
 pub enum CudaBuf {
     F16(DeviceBuffer<f16>),

@@ -251,6 +251,9 @@ impl Tensor {
     /// Applies a unary float op.
     pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
         float_dispatch!(self.dtype(), op.name(), |T| {
+            if self.device().is_cuda() {
+                return crate::cuda::elementwise::unary(self, op);
+            }
             let out = apply_unary::<T>(float_data::<T>(self)?, op);
             from_compute(out, self.shape(), self.dtype())
         })
@@ -262,6 +265,9 @@ impl Tensor {
         self.check_same(rhs, name, true)?;
         let shape = broadcast_shapes(name, self.dims(), rhs.dims())?;
         float_dispatch!(self.dtype(), name, |T| {
+            if self.device().is_cuda() {
+                return crate::cuda::elementwise::binary(self, rhs, op, &shape);
+            }
             let (ld, ll) = float_strided::<T>(self)?;
             let (rd, rl) = float_strided::<T>(rhs)?;
             let (ls, lo) = bcast(name, &ll, &shape)?;
@@ -293,6 +299,9 @@ impl Tensor {
         let name = op.name();
         self.check_same(rhs, name, true)?;
         let shape = broadcast_shapes(name, self.dims(), rhs.dims())?;
+        if self.device().is_cuda() {
+            return crate::cuda::elementwise::cmp(self, rhs, op, &shape);
+        }
         let n: usize = shape.iter().product();
         let mut out = crate::alloc::take::<u8>(n);
         all_dispatch!(self.dtype(), |T| {
@@ -329,6 +338,9 @@ impl Tensor {
         self.check_same(on_true, name, false)?;
         let shape = broadcast_shapes(name, self.dims(), on_true.dims())?;
         let shape = broadcast_shapes(name, &shape, on_false.dims())?;
+        if self.device().is_cuda() {
+            return crate::cuda::elementwise::where_cond(self, on_true, on_false, &shape);
+        }
         let mask = u8::storage_slice(self.cpu_storage()?).expect("dtype");
         let (ms, mo) = bcast(name, self.layout(), &shape)?;
         let n: usize = shape.iter().product();
@@ -490,7 +502,12 @@ impl Tensor {
         if !self.dtype().is_float() {
             return Ok(true);
         }
-        float_dispatch!(self.dtype(), "all_finite", |T| { Ok(float_data::<T>(self)?.iter().all(|x| x.is_finite())) })
+        float_dispatch!(self.dtype(), "all_finite", |T| {
+            if self.device().is_cuda() {
+                return crate::cuda::elementwise::all_finite(self);
+            }
+            Ok(float_data::<T>(self)?.iter().all(|x| x.is_finite()))
+        })
     }
     /// Whether the two tensors have the same shape and elements (bitwise-equal values, NaN
     /// compared by bits), after conversion to f64.
