@@ -23,13 +23,20 @@
 //!   backward (`cpu::conv`; GEMMs are cuBLAS');
 //! * [`pool`]: max (with argmax) and average pooling, forward and backward (`cpu::pool`);
 //! * [`norm`]: layer norm and batch norm, forward and backward (`cpu::norm`);
-//! * [`tensor`]: strided copy, fill and dtype casts under the tensor layer's CUDA dispatch.
+//! * [`tensor`]: strided copy, fill and dtype casts under the tensor layer's CUDA dispatch;
+//! * [`gemm`]: strided batched GEMM (`f32`, `f16`, `bf16`, `f64`): cuBLAS ([`blas`]) on a GPU,
+//!   the tiled reference kernel of `gemm.cu` on the emulator (`cpu` GEMM as reference);
+//! * [`index`]: gather, scatter_add, index_select, index_add, concatenation slabs and padding,
+//!   and the device-side check of i64 indices (`cpu::index`).
 
+pub mod blas;
 pub mod conv;
 pub mod ctc;
 pub mod elementwise;
 pub mod emu;
+pub mod gemm;
 pub mod gpu;
+pub mod index;
 mod launch;
 pub mod norm;
 pub mod nvrtc;
@@ -94,6 +101,13 @@ pub enum CudaError {
     Compile { file: &'static str, arch: String, log: String },
     #[error("NVRTC error on {file}: {message}")]
     Nvrtc { file: &'static str, message: String },
+    #[error(
+        "cuBLAS is not available: libcublas.so.13 could not be loaded (GEMMs on a GPU need it; put a CUDA 13 \
+         toolkit's lib64, or the nvidia-cublas wheel's nvidia/cu13/lib, on LD_LIBRARY_PATH)"
+    )]
+    CublasMissing,
+    #[error("cuBLAS error: {0}")]
+    Cublas(String),
     #[error("CUDA driver error in {context}: {message}")]
     Driver { context: String, message: String },
 }
