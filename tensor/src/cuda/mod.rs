@@ -27,6 +27,10 @@ use half::{bf16, f16};
 use stapes_kernels::cuda::{self as kc, Backend, CudaError, DeviceBuffer, GpuDevice, GpuUnavailable};
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub(crate) mod index;
+pub(crate) mod matmul;
+pub use matmul::{allow_tf32, set_allow_tf32};
+
 /// A device buffer of one dtype.
 pub enum CudaBuf {
     F16(DeviceBuffer<f16>),

@@ -1,0 +1,1 @@
+//! Index ops on CUDA (in progress).
