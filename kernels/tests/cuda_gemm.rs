@@ -64,8 +64,10 @@ fn reference<T: DeviceElem>(cfg: &GemmConfig, a: &[T], b: &[T], c: &[T]) -> Vec<
             for j in 0..cfg.n {
                 let (mut s, mut mag) = (0.0f64, 0.0f64);
                 for p in 0..cfg.k {
-                    let ai = cfg.offset_a + z * cfg.stride_a + if cfg.transa { p * cfg.lda + i } else { i * cfg.lda + p };
-                    let bi = cfg.offset_b + z * cfg.stride_b + if cfg.transb { j * cfg.ldb + p } else { p * cfg.ldb + j };
+                    let ai =
+                        cfg.offset_a + z * cfg.stride_a + if cfg.transa { p * cfg.lda + i } else { i * cfg.lda + p };
+                    let bi =
+                        cfg.offset_b + z * cfg.stride_b + if cfg.transb { j * cfg.ldb + p } else { p * cfg.ldb + j };
                     let prod = a[ai].as_f64() * b[bi].as_f64();
                     s += prod;
                     mag += prod.abs();
@@ -120,8 +122,13 @@ fn config(
     }
 }
 
-type GemmFn<T> =
-    fn(&Backend, &GemmConfig, &stapes_kernels::cuda::DeviceBuffer<T>, &stapes_kernels::cuda::DeviceBuffer<T>, &mut stapes_kernels::cuda::DeviceBuffer<T>) -> Result<(), stapes_kernels::cuda::CudaError>;
+type GemmFn<T> = fn(
+    &Backend,
+    &GemmConfig,
+    &stapes_kernels::cuda::DeviceBuffer<T>,
+    &stapes_kernels::cuda::DeviceBuffer<T>,
+    &mut stapes_kernels::cuda::DeviceBuffer<T>,
+) -> Result<(), stapes_kernels::cuda::CudaError>;
 
 fn check<T: TestElem>(backend: &Backend, cfg: &GemmConfig, name: &str, run: GemmFn<T>) {
     let (ar, ac) = if cfg.transa { (cfg.k, cfg.m) } else { (cfg.m, cfg.k) };
@@ -199,9 +206,12 @@ fn gemm_matches_reference_all_shapes_f32() {
 fn gemm_transposes_batches_and_strides() {
     for backend in backends() {
         for (transa, transb) in [(false, false), (true, false), (false, true), (true, true)] {
-            for &(m, n, k, batch, pad, bcast) in
-                &[(7, 33, 65, 3, 0, false), (65, 7, 33, 2, 3, true), (33, 65, 130, 1, 5, false), (1, 130, 7, 4, 1, true)]
-            {
+            for &(m, n, k, batch, pad, bcast) in &[
+                (7, 33, 65, 3, 0, false),
+                (65, 7, 33, 2, 3, true),
+                (33, 65, 130, 1, 5, false),
+                (1, 130, 7, 4, 1, true),
+            ] {
                 let cfg = config(transa, transb, m, n, k, batch, pad, bcast);
                 check_all::<f32>(&backend, &cfg);
                 check_all::<f64>(&backend, &cfg);

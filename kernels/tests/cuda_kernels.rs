@@ -55,10 +55,22 @@ const TESTED: &[(&str, &str)] = &[
     ("batch_norm_grad_sums_f32", "cuda_norm.rs: batch_norm_matches_cpu"),
     ("batch_norm_grad_params_f32", "cuda_norm.rs: batch_norm_matches_cpu"),
     ("batch_norm_backward_input_f32", "cuda_norm.rs: batch_norm_matches_cpu"),
-    ("gemm_f32", "cuda_gemm.rs: gemm_transposes_batches_and_strides, gemm_alpha_beta_and_empty; tensor/tests/cuda_matmul.rs"),
-    ("gemm_f16", "cuda_gemm.rs: gemm_transposes_batches_and_strides, gemm_alpha_beta_and_empty; tensor/tests/cuda_matmul.rs"),
-    ("gemm_bf16", "cuda_gemm.rs: gemm_transposes_batches_and_strides, gemm_alpha_beta_and_empty; tensor/tests/cuda_matmul.rs"),
-    ("gemm_f64", "cuda_gemm.rs: gemm_transposes_batches_and_strides, gemm_alpha_beta_and_empty; tensor/tests/cuda_matmul.rs"),
+    (
+        "gemm_f32",
+        "cuda_gemm.rs: gemm_transposes_batches_and_strides, gemm_alpha_beta_and_empty; tensor/tests/cuda_matmul.rs",
+    ),
+    (
+        "gemm_f16",
+        "cuda_gemm.rs: gemm_transposes_batches_and_strides, gemm_alpha_beta_and_empty; tensor/tests/cuda_matmul.rs",
+    ),
+    (
+        "gemm_bf16",
+        "cuda_gemm.rs: gemm_transposes_batches_and_strides, gemm_alpha_beta_and_empty; tensor/tests/cuda_matmul.rs",
+    ),
+    (
+        "gemm_f64",
+        "cuda_gemm.rs: gemm_transposes_batches_and_strides, gemm_alpha_beta_and_empty; tensor/tests/cuda_matmul.rs",
+    ),
     ("index_find_bad", "tensor/tests/cuda_index.rs"),
     ("index_fetch_bad", "tensor/tests/cuda_index.rs"),
     ("gather_b1", "tensor/tests/cuda_index.rs"),

@@ -4,7 +4,7 @@
 //! `IndexOutOfRange`, with the same first bad index, found on the device). Values are small
 //! integers and halves, so sums are exact whatever order the atomics take.
 
-use stapes_tensor::{cuda, DType, Device, Tensor, PadMode};
+use stapes_tensor::{cuda, DType, Device, PadMode, Tensor};
 
 fn cuda_device() -> Option<Device> {
     let d = cuda::test_device();
@@ -87,15 +87,23 @@ fn scatter_add_matches_cpu() {
     // the input is not modified
     let x = vals(&[3, 5], 1, DType::F32).to_device(&dev).unwrap();
     let before = x.to_vec_f64().unwrap();
-    let _ = x.scatter_add(1, &idx.to_device(&dev).unwrap(), &vals(&[3, 6], 2, DType::F32).to_device(&dev).unwrap()).unwrap();
+    let _ = x
+        .scatter_add(1, &idx.to_device(&dev).unwrap(), &vals(&[3, 6], 2, DType::F32).to_device(&dev).unwrap())
+        .unwrap();
     assert_eq!(x.to_vec_f64().unwrap(), before);
     let bad = ids(&[0, 5, 1, 1], &[2, 2]);
-    same(&dev, "scatter_add out of range", &[&vals(&[2, 4], 1, DType::F32), &bad, &vals(&[2, 2], 1, DType::F32)], |t| {
-        t[0].scatter_add(1, &t[1], &t[2])
-    });
-    same(&dev, "scatter_add integer", &[&vals(&[2, 4], 1, DType::I64), &ids(&[0, 1], &[1, 2]), &vals(&[2, 2], 1, DType::I64)], |t| {
-        t[0].scatter_add(1, &t[1], &t[2])
-    });
+    same(
+        &dev,
+        "scatter_add out of range",
+        &[&vals(&[2, 4], 1, DType::F32), &bad, &vals(&[2, 2], 1, DType::F32)],
+        |t| t[0].scatter_add(1, &t[1], &t[2]),
+    );
+    same(
+        &dev,
+        "scatter_add integer",
+        &[&vals(&[2, 4], 1, DType::I64), &ids(&[0, 1], &[1, 2]), &vals(&[2, 2], 1, DType::I64)],
+        |t| t[0].scatter_add(1, &t[1], &t[2]),
+    );
 }
 
 #[test]
@@ -119,13 +127,21 @@ fn index_select_and_index_add_match_cpu() {
     same(&dev, "index_select out of range", &[&vals(&[3, 4], 1, DType::F32), &ids(&[1, 4, 9], &[3])], |t| {
         t[0].index_select(1, &t[1])
     });
-    same(&dev, "index_add out of range", &[&vals(&[3, 4], 1, DType::F32), &ids(&[1, -1], &[2]), &vals(&[3, 2], 1, DType::F32)], |t| {
-        t[0].index_add(1, &t[1], &t[2])
+    same(
+        &dev,
+        "index_add out of range",
+        &[&vals(&[3, 4], 1, DType::F32), &ids(&[1, -1], &[2]), &vals(&[3, 2], 1, DType::F32)],
+        |t| t[0].index_add(1, &t[1], &t[2]),
+    );
+    same(
+        &dev,
+        "index_add shape",
+        &[&vals(&[3, 4], 1, DType::F32), &ids(&[1, 0], &[2]), &vals(&[3, 3], 1, DType::F32)],
+        |t| t[0].index_add(1, &t[1], &t[2]),
+    );
+    same(&dev, "index_select empty", &[&vals(&[3, 4], 1, DType::F32), &ids(&[], &[0])], |t| {
+        t[0].index_select(1, &t[1])
     });
-    same(&dev, "index_add shape", &[&vals(&[3, 4], 1, DType::F32), &ids(&[1, 0], &[2]), &vals(&[3, 3], 1, DType::F32)], |t| {
-        t[0].index_add(1, &t[1], &t[2])
-    });
-    same(&dev, "index_select empty", &[&vals(&[3, 4], 1, DType::F32), &ids(&[], &[0])], |t| t[0].index_select(1, &t[1]));
 }
 
 #[test]
@@ -163,6 +179,8 @@ fn cat_stack_pad_match_cpu() {
     same(&dev, "cat dtype mismatch", &[&x, &vals(&[2, 3], 1, DType::F64)], |t| Tensor::cat(&[&t[0], &t[1]], 1));
     same(&dev, "pad reflect too large", &[&x], |t| t[0].pad(&[3, 0], PadMode::Reflect, 0.0));
     same(&dev, "pad nothing", &[&x], |t| t[0].pad(&[0, 0], PadMode::Reflect, 0.0));
-    same(&dev, "pad constant of an empty", &[&vals(&[2, 0], 1, DType::F32)], |t| t[0].pad(&[1, 1], PadMode::Constant, 1.0));
+    same(&dev, "pad constant of an empty", &[&vals(&[2, 0], 1, DType::F32)], |t| {
+        t[0].pad(&[1, 1], PadMode::Constant, 1.0)
+    });
     same(&dev, "pad bad pairs", &[&x], |t| t[0].pad(&[1, 1, 1], PadMode::Constant, 0.0));
 }

@@ -89,7 +89,9 @@ fn matmul_every_float_dtype() {
         let a = rand(&[2, 33, 65], 3, dtype);
         let b = rand(&[2, 65, 7], 4, dtype);
         check(&dev, "batched", &a, &b, mm);
-        check(&dev, "transposed rhs", &a, &rand(&[2, 7, 65], 5, dtype), |a, b| a.matmul(&b.transpose(1, 2).unwrap()).unwrap());
+        check(&dev, "transposed rhs", &a, &rand(&[2, 7, 65], 5, dtype), |a, b| {
+            a.matmul(&b.transpose(1, 2).unwrap()).unwrap()
+        });
     }
 }
 
@@ -121,7 +123,12 @@ fn matmul_views() {
     // narrowed views: offsets and row strides larger than the row
     let (a, b) = (rand(&[10, 40], 5, f), rand(&[50, 30], 6, f));
     check(&dev, "narrow", &a, &b, |a, b| {
-        a.narrow(0, 2, 7).unwrap().narrow(1, 3, 33).unwrap().matmul(&b.narrow(0, 1, 33).unwrap().narrow(1, 4, 20).unwrap()).unwrap()
+        a.narrow(0, 2, 7)
+            .unwrap()
+            .narrow(1, 3, 33)
+            .unwrap()
+            .matmul(&b.narrow(0, 1, 33).unwrap().narrow(1, 4, 20).unwrap())
+            .unwrap()
     });
     // a transposed narrow view (column stride > 1 and row stride 1)
     check(&dev, "narrow of t", &a, &b, |a, b| {
@@ -136,7 +143,15 @@ fn matmul_views() {
     let (a, b) = (rand(&[1, 33], 9, f), rand(&[66, 14], 10, f));
     check(&dev, "expanded rows and stepped view", &a, &b, |a, b| {
         let a = a.expand([7, 33]).unwrap();
-        let b = b.reshape([33, 2, 7, 2]).unwrap().narrow(1, 0, 1).unwrap().narrow(3, 1, 1).unwrap().reshape([33, 7]).unwrap();
+        let b = b
+            .reshape([33, 2, 7, 2])
+            .unwrap()
+            .narrow(1, 0, 1)
+            .unwrap()
+            .narrow(3, 1, 1)
+            .unwrap()
+            .reshape([33, 7])
+            .unwrap();
         a.matmul(&b).unwrap()
     });
 }
@@ -162,19 +177,39 @@ fn matmul_errors_match_the_cpu() {
     type Case = (&'static str, fn(&Device) -> Error);
     let cases: [Case; 5] = [
         ("contracted dim", |d| {
-            rand(&[3, 4], 1, DType::F32).to_device(d).unwrap().matmul(&rand(&[5, 2], 2, DType::F32).to_device(d).unwrap()).unwrap_err()
+            rand(&[3, 4], 1, DType::F32)
+                .to_device(d)
+                .unwrap()
+                .matmul(&rand(&[5, 2], 2, DType::F32).to_device(d).unwrap())
+                .unwrap_err()
         }),
         ("dtype mismatch", |d| {
-            rand(&[3, 4], 1, DType::F32).to_device(d).unwrap().matmul(&rand(&[4, 2], 2, DType::F16).to_device(d).unwrap()).unwrap_err()
+            rand(&[3, 4], 1, DType::F32)
+                .to_device(d)
+                .unwrap()
+                .matmul(&rand(&[4, 2], 2, DType::F16).to_device(d).unwrap())
+                .unwrap_err()
         }),
         ("integer dtype", |d| {
-            rand(&[3, 4], 1, DType::I64).to_device(d).unwrap().matmul(&rand(&[4, 2], 2, DType::I64).to_device(d).unwrap()).unwrap_err()
+            rand(&[3, 4], 1, DType::I64)
+                .to_device(d)
+                .unwrap()
+                .matmul(&rand(&[4, 2], 2, DType::I64).to_device(d).unwrap())
+                .unwrap_err()
         }),
         ("rank 0", |d| {
-            rand(&[], 1, DType::F32).to_device(d).unwrap().matmul(&rand(&[4, 2], 2, DType::F32).to_device(d).unwrap()).unwrap_err()
+            rand(&[], 1, DType::F32)
+                .to_device(d)
+                .unwrap()
+                .matmul(&rand(&[4, 2], 2, DType::F32).to_device(d).unwrap())
+                .unwrap_err()
         }),
         ("batch broadcast", |d| {
-            rand(&[2, 3, 4], 1, DType::F32).to_device(d).unwrap().matmul(&rand(&[3, 4, 2], 2, DType::F32).to_device(d).unwrap()).unwrap_err()
+            rand(&[2, 3, 4], 1, DType::F32)
+                .to_device(d)
+                .unwrap()
+                .matmul(&rand(&[3, 4, 2], 2, DType::F32).to_device(d).unwrap())
+                .unwrap_err()
         }),
     ];
     for (what, f) in cases {

@@ -127,7 +127,8 @@ impl GemmConfig {
         // (rows, cols) of A and B as stored.
         let (ar, ac) = if c.transa { (c.k, c.m) } else { (c.m, c.k) };
         let (br, bc) = if c.transb { (c.n, c.k) } else { (c.k, c.n) };
-        let operands = [("A", ar, ac, c.lda, c.stride_a, c.offset_a, a_len), ("B", br, bc, c.ldb, c.stride_b, c.offset_b, b_len)];
+        let operands =
+            [("A", ar, ac, c.lda, c.stride_a, c.offset_a, a_len), ("B", br, bc, c.ldb, c.stride_b, c.offset_b, b_len)];
         for (name, rows, cols, ld, stride, offset, len) in operands {
             if ld < cols.max(1) {
                 return err(format!("ld{} = {ld} is smaller than the stored row length {cols}", name.to_lowercase()));

@@ -303,7 +303,9 @@ pub fn pad<T: DeviceElem>(
     if pads.len() != src_dims.len() {
         return shape_err(OP, format!("{} (lo, hi) pairs for {} dims", pads.len(), src_dims.len()));
     }
-    if kind == PadKind::Reflect && src_dims.iter().zip(pads).any(|(&d, &(lo, hi))| (lo > 0 || hi > 0) && (lo >= d || hi >= d)) {
+    if kind == PadKind::Reflect
+        && src_dims.iter().zip(pads).any(|(&d, &(lo, hi))| (lo > 0 || hi > 0) && (lo >= d || hi >= d))
+    {
         return shape_err(OP, format!("reflect pads {pads:?} must be smaller than the dims {src_dims:?}"));
     }
     let out_dims: Vec<usize> = src_dims.iter().zip(pads).map(|(&d, &(lo, hi))| d + lo + hi).collect();

@@ -45,7 +45,9 @@ fn fresh_copy(op: &'static str, t: &Tensor) -> Result<CudaBuf> {
 fn float_check(op: &'static str, t: &Tensor) -> Result<()> {
     match t.dtype() {
         DType::F32 | DType::F16 | DType::BF16 | DType::F64 => Ok(()),
-        dtype => Err(Error::UnsupportedDType { op, dtype, msg: "expected a floating point tensor (f16, bf16, f32, f64)" }),
+        dtype => {
+            Err(Error::UnsupportedDType { op, dtype, msg: "expected a floating point tensor (f16, bf16, f32, f64)" })
+        }
     }
 }
 
@@ -115,8 +117,12 @@ pub(crate) fn index_add(x: &Tensor, d: usize, indices: &Tensor, src: &Tensor) ->
     let nidx = indices.elem_count();
     accumulate_in(OP, x, src, |backend, out, s| {
         match (out, s) {
-            (CudaBuf::F32(o), CudaBuf::F32(s)) => kc::index::index_add(backend, o, (outer, size, inner), idx_buf, nidx, s),
-            (CudaBuf::F64(o), CudaBuf::F64(s)) => kc::index::index_add(backend, o, (outer, size, inner), idx_buf, nidx, s),
+            (CudaBuf::F32(o), CudaBuf::F32(s)) => {
+                kc::index::index_add(backend, o, (outer, size, inner), idx_buf, nidx, s)
+            }
+            (CudaBuf::F64(o), CudaBuf::F64(s)) => {
+                kc::index::index_add(backend, o, (outer, size, inner), idx_buf, nidx, s)
+            }
             _ => unreachable_dtype(OP)?,
         }
         .map_err(cuda_err(OP))

@@ -74,11 +74,22 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, batch: &[usize], m: usize, n: usize
         DType::F16 => run::<half::f16>(a, b, batch, m, n, k),
         DType::BF16 => run::<half::bf16>(a, b, batch, m, n, k),
         DType::F64 => run::<f64>(a, b, batch, m, n, k),
-        dtype => Err(Error::UnsupportedDType { op: OP, dtype, msg: "expected a floating point tensor (f16, bf16, f32, f64)" }),
+        dtype => Err(Error::UnsupportedDType {
+            op: OP,
+            dtype,
+            msg: "expected a floating point tensor (f16, bf16, f32, f64)",
+        }),
     }
 }
 
-fn run<T: WithDType + GemmElem>(a: &Tensor, b: &Tensor, batch: &[usize], m: usize, n: usize, k: usize) -> Result<Tensor> {
+fn run<T: WithDType + GemmElem>(
+    a: &Tensor,
+    b: &Tensor,
+    batch: &[usize],
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<Tensor> {
     let (_, backend) = a.cuda_parts(OP)?;
     let backend = backend.clone();
     let mut out_shape = batch.to_vec();
