@@ -45,6 +45,8 @@ pub struct GpuDevice {
     stream: Arc<CudaStream>,
     /// Loaded modules by source file name.
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    /// The cuBLAS handle, created at the first GEMM ([`super::blas`]).
+    blas: super::blas::BlasSlot,
     /// The caching allocator every buffer of this device comes from.
     memory: Arc<CachingAllocator<GpuMemory>>,
 }
@@ -116,6 +118,7 @@ impl GpuDevice {
             ctx,
             stream,
             modules: Mutex::new(HashMap::new()),
+            blas: Default::default(),
         }))
     }
 
@@ -148,6 +151,11 @@ impl GpuDevice {
     /// The stream every launch of this device goes to.
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
+    }
+
+    /// The slot of the device's cuBLAS handle.
+    pub(crate) fn blas_slot(&self) -> &super::blas::BlasSlot {
+        &self.blas
     }
 
     /// Waits for all work queued on the stream.

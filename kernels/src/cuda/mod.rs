@@ -27,13 +27,20 @@
 //! * [`random`]: Philox4x32-10 uniform, normal and Bernoulli draws (reference [`random::philox4x32`]);
 //! * [`ew`]: the tensor layer's element-wise ops (unary, broadcasting binary, comparisons,
 //!   `where`, all-finite) for f32/f16/bf16/f64 (`tensor` crate's `ops/elementwise.rs`).
+//! * [`gemm`]: strided batched GEMM (`f32`, `f16`, `bf16`, `f64`): cuBLAS ([`blas`]) on a GPU,
+//!   the tiled reference kernel of `gemm.cu` on the emulator (`cpu` GEMM as reference);
+//! * [`index`]: gather, scatter_add, index_select, index_add, concatenation slabs and padding,
+//!   and the device-side check of i64 indices (`cpu::index`).
 
+pub mod blas;
 pub mod conv;
 pub mod ctc;
 pub mod elementwise;
 pub mod emu;
 pub mod ew;
+pub mod gemm;
 pub mod gpu;
+pub mod index;
 mod launch;
 pub mod memory;
 pub mod norm;
@@ -103,6 +110,13 @@ pub enum CudaError {
     Nvrtc { file: &'static str, message: String },
     #[error("{0}")]
     Alloc(memory::AllocError),
+    #[error(
+        "cuBLAS is not available: libcublas.so.13 could not be loaded (GEMMs on a GPU need it; put a CUDA 13 \
+         toolkit's lib64, or the nvidia-cublas wheel's nvidia/cu13/lib, on LD_LIBRARY_PATH)"
+    )]
+    CublasMissing,
+    #[error("cuBLAS error: {0}")]
+    Cublas(String),
     #[error("CUDA driver error in {context}: {message}")]
     Driver { context: String, message: String },
 }

@@ -28,6 +28,9 @@ use stapes_kernels::cuda::{self as kc, Backend, CudaError, DeviceBuffer, GpuDevi
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub(crate) mod elementwise;
+pub(crate) mod index;
+pub(crate) mod matmul;
+pub use matmul::{allow_tf32, set_allow_tf32};
 
 /// A device buffer of one dtype.
 pub enum CudaBuf {

@@ -50,6 +50,9 @@ impl Tensor {
         let d = dim.to_index(self.rank(), "gather")?;
         self.check_same(index, "gather", false)?;
         self.check_index_shape("gather", d, index, None)?;
+        if self.device().is_cuda() {
+            return crate::cuda::index::gather(self, d, index);
+        }
         let idx = index_data("gather", index, d, self.dims()[d])?;
         let storage = all_dispatch!(self.dtype(), |T| {
             let src = self.contiguous_slice::<T>()?;
@@ -67,6 +70,9 @@ impl Tensor {
         self.check_same(src, "scatter_add", true)?;
         self.check_same(index, "scatter_add", false)?;
         self.check_index_shape("scatter_add", d, index, Some(src))?;
+        if self.device().is_cuda() {
+            return crate::cuda::index::scatter_add(self, d, index, src);
+        }
         let idx = index_data("scatter_add", index, d, self.dims()[d])?;
         float_dispatch!(self.dtype(), "scatter_add", |T| {
             let mut out = float_data::<T>(self)?.into_owned();
@@ -88,6 +94,9 @@ impl Tensor {
         want[d] = indices.elem_count();
         if src.dims() != want.as_slice() {
             return Err(Error::shape("index_add", format!("src has shape {:?}, expected {want:?}", src.dims())));
+        }
+        if self.device().is_cuda() {
+            return crate::cuda::index::index_add(self, d, indices, src);
         }
         let size = self.dims()[d];
         let idx = index_data("index_add", indices, d, size)?;

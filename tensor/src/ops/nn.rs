@@ -119,6 +119,15 @@ impl Tensor {
         let mut out_shape = batch.clone();
         out_shape.extend([m, n]);
         let nb: usize = batch.iter().product();
+        if self.device().is_cuda() {
+            let out = crate::cuda::matmul::matmul(&a, &b, &batch, m, n, k)?;
+            return match (self.rank() == 1, rhs.rank() == 1) {
+                (true, true) => out.reshape(()),
+                (true, false) => out.squeeze(-2i32),
+                (false, true) => out.squeeze(-1i32),
+                (false, false) => Ok(out),
+            };
+        }
         let out = float_dispatch!(self.dtype(), name, |T| {
             let (ad, al) = float_strided::<T>(&a)?;
             let (bd, bl) = float_strided::<T>(&b)?;

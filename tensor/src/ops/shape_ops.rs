@@ -178,6 +178,9 @@ impl Tensor {
         out_shape[d] = tensors.iter().map(|t| t.dims()[d]).sum();
         let outer: usize = out_shape[..d].iter().product();
         let inner: usize = out_shape[d + 1..].iter().product();
+        if first.device().is_cuda() {
+            return crate::cuda::index::cat(tensors, d, out_shape);
+        }
         let row = out_shape[d] * inner;
         let storage = all_dispatch!(first.dtype(), |T| {
             let mut out: Vec<T> = crate::alloc::take::<T>(outer * row);
@@ -272,6 +275,19 @@ impl Tensor {
                 format!("pads {pads:?} must be (before, after) pairs for at most {} dims", self.rank()),
             ));
         }
+        if self.device().is_cuda() {
+            // the checks of the loop below, in its order, then one kernel for all dims
+            for (i, pair) in pads.chunks(2).enumerate() {
+                let d = self.rank() - 1 - i;
+                if mode == PadMode::Reflect && (pair[0], pair[1]) != (0, 0) {
+                    self.check_reflect_pad(d, pair[0], pair[1])?;
+                }
+            }
+            if pads.iter().all(|&p| p == 0) {
+                return Ok(self.clone());
+            }
+            return crate::cuda::index::pad(self, pads, mode, value);
+        }
         let mut x = self.clone();
         for (i, pair) in pads.chunks(2).enumerate() {
             let d = self.rank() - 1 - i;
@@ -290,21 +306,29 @@ impl Tensor {
                     Tensor::cat(&[&l, &x, &h], d)?
                 }
                 PadMode::Reflect => {
-                    let size = x.dims()[d];
-                    if lo >= size || hi >= size {
-                        return Err(Error::invalid(
-                            "pad",
-                            format!(
-                                "reflect padding ({lo}, {hi}) must be smaller than dim {d} of size {size} (shape {:?})",
-                                self.dims()
-                            ),
-                        ));
-                    }
-                    x.index_select(d, &reflect_indices(size, lo, hi)?)?
+                    self.check_reflect_pad(d, lo, hi)?;
+                    x.index_select(d, &reflect_indices(x.dims()[d], lo, hi)?)?
                 }
             };
         }
         Ok(x)
+    }
+}
+
+impl Tensor {
+    /// A reflect pad `(lo, hi)` of dim `d` must be smaller than the dim.
+    fn check_reflect_pad(&self, d: usize, lo: usize, hi: usize) -> Result<()> {
+        let size = self.dims()[d];
+        if lo >= size || hi >= size {
+            return Err(Error::invalid(
+                "pad",
+                format!(
+                    "reflect padding ({lo}, {hi}) must be smaller than dim {d} of size {size} (shape {:?})",
+                    self.dims()
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -325,6 +349,9 @@ impl Tensor {
         self.check_same(indices, "index_select", false)?;
         if indices.rank() != 1 {
             return Err(Error::shape("index_select", format!("indices must be 1-D, got shape {:?}", indices.dims())));
+        }
+        if self.device().is_cuda() {
+            return crate::cuda::index::index_select(self, d, indices);
         }
         let size = self.dims()[d];
         let idx = index_data("index_select", indices, d, size)?;
