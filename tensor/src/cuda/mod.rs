@@ -27,6 +27,7 @@ use half::{bf16, f16};
 use stapes_kernels::cuda::{self as kc, Backend, CudaError, DeviceBuffer, GpuDevice, GpuUnavailable};
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod matmul;

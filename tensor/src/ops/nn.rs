@@ -266,6 +266,9 @@ impl Tensor {
                 return Err(Error::shape(op, format!("bias has shape {:?}, expected [{}]", b.dims(), g.c_out)));
             }
         }
+        if self.device().is_cuda() {
+            return crate::cuda::conv::conv2d_forward(op, self, weight, bias, &g);
+        }
         let out_shape = [g.n, g.c_out, g.out_h(), g.out_w()];
         float_dispatch!(self.dtype(), op, |T| {
             let x = float_data::<T>(self)?;
@@ -299,6 +302,10 @@ impl Tensor {
                 ),
             ));
         }
+        if grad_out.device().is_cuda() || weight.device().is_cuda() {
+            grad_out.check_same(weight, op, true)?;
+            return crate::cuda::conv::conv2d_backward_input(op, grad_out, weight, &g);
+        }
         float_dispatch!(weight.dtype(), op, |T| {
             let go = float_data::<T>(grad_out)?;
             let w = float_data::<T>(weight)?;
@@ -326,6 +333,10 @@ impl Tensor {
                     [g.n, g.c_out, g.out_h(), g.out_w()]
                 ),
             ));
+        }
+        if input.device().is_cuda() || grad_out.device().is_cuda() {
+            input.check_same(grad_out, op, true)?;
+            return crate::cuda::conv::conv2d_backward_weight(op, input, grad_out, &g);
         }
         float_dispatch!(input.dtype(), op, |T| {
             let x = float_data::<T>(input)?;

@@ -1,0 +1,181 @@
+//! 2-D convolution on CUDA tensors: im2col (`kernels/cuda/conv.cu`) + GEMM (cuBLAS on a GPU,
+//! the tiled kernel on the emulator) + the bias epilogue, and the backward passes as col2im of a
+//! GEMM (input) and GEMMs accumulated over images (weight). See `conv.cu` for the column layout
+//! and the per-group products.
+//!
+//! Compute is `f32` (f16/bf16 operands are widened on the device and the result rounded once,
+//! as the CPU kernels compute them in `f32`); `f64` convolutions have no CUDA kernel. The column
+//! workspace is bounded: images are processed in chunks of at most [`COL_BUDGET`] floats.
+
+use super::cuda_err;
+use crate::{DType, Error, Result, Tensor};
+use stapes_kernels::cuda::conv::{self as kc, Activation, Conv2dGeom};
+use stapes_kernels::cuda::gemm::{gemm, GemmConfig};
+use stapes_kernels::cuda::{Backend, DeviceBuffer};
+
+/// Floats of column workspace per chunk of images (256 MiB).
+pub const COL_BUDGET: usize = 64 << 20;
+
+/// Images per chunk so that the chunk's column matrix stays under [`COL_BUDGET`].
+fn chunk_images(g: &Conv2dGeom) -> usize {
+    let per_image = kc::col_len(g, 1).max(1);
+    (COL_BUDGET / per_image).clamp(1, g.n.max(1))
+}
+
+/// A dense f32 copy of `t` on its device (itself when it already is one).
+fn f32_dense(t: &Tensor) -> Result<Tensor> {
+    let t = if t.dtype() == DType::F32 { t.clone() } else { t.to_dtype(DType::F32)? };
+    t.cuda_dense()
+}
+
+fn check_dtype(op: &'static str, t: &Tensor) -> Result<()> {
+    match t.dtype() {
+        DType::F32 | DType::F16 | DType::BF16 => Ok(()),
+        DType::F64 => Err(t.no_cuda_kernel(op)),
+        d => Err(Error::UnsupportedDType { op, dtype: d, msg: "expected a floating point tensor" }),
+    }
+}
+
+/// The result tensor of dtype `dtype` from an f32 buffer of `shape`.
+fn finish(buf: DeviceBuffer<f32>, backend: &Backend, shape: &[usize], like: &Tensor, dtype: DType) -> Result<Tensor> {
+    let t = Tensor::from_cuda_buf(super::CudaBuf::F32(buf), backend.clone(), shape.to_vec(), *like.device());
+    if dtype == DType::F32 {
+        Ok(t)
+    } else {
+        t.to_dtype(dtype)
+    }
+}
+
+/// `conv2d` forward: `[n, c_out, oh, ow]`.
+pub(crate) fn conv2d_forward(
+    op: &'static str,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    g: &Conv2dGeom,
+) -> Result<Tensor> {
+    check_dtype(op, x)?;
+    let (xd, wd) = (f32_dense(x)?, f32_dense(w)?);
+    let bd = bias.map(f32_dense).transpose()?;
+    let (_, backend) = xd.cuda_parts(op)?;
+    let (xb, wb) = (xd.cuda_typed::<f32>(op)?, wd.cuda_typed::<f32>(op)?);
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let ohw = oh * ow;
+    let k = kc::col_rows(g);
+    let (cg, kg) = (g.c_out / g.groups, k / g.groups);
+    let mut out = backend.alloc::<f32>(g.n * g.c_out * ohw).map_err(cuda_err(op))?;
+    if g.n * g.c_out * ohw > 0 {
+        let chunk = chunk_images(g);
+        let mut i0 = 0;
+        while i0 < g.n {
+            let i1 = (i0 + chunk).min(g.n);
+            let mut col = backend.alloc::<f32>(kc::col_len(g, i1 - i0)).map_err(cuda_err(op))?;
+            kc::im2col_f32(backend, g, xb, i0..i1, &mut col).map_err(cuda_err(op))?;
+            for gi in 0..g.groups {
+                // out[i][gi] (cg x ohw) = W[gi] (cg x kg) . col[i][gi] (kg x ohw), for every image
+                let cfg = GemmConfig {
+                    batch: i1 - i0,
+                    lda: kg,
+                    stride_a: 0,
+                    offset_a: gi * cg * kg,
+                    ldb: ohw,
+                    stride_b: k * ohw,
+                    offset_b: gi * kg * ohw,
+                    ldc: ohw,
+                    stride_c: g.c_out * ohw,
+                    offset_c: i0 * g.c_out * ohw + gi * cg * ohw,
+                    ..GemmConfig::dense(cg, ohw, kg)
+                };
+                gemm(backend, &cfg, wb, &col, &mut out).map_err(cuda_err(op))?;
+            }
+            i0 = i1;
+        }
+        let bb = match &bd {
+            Some(b) => Some(b.cuda_typed::<f32>(op)?),
+            None => None,
+        };
+        kc::bias_act_f32(backend, &mut out, (g.n, g.c_out, ohw), bb, Activation::Identity).map_err(cuda_err(op))?;
+    }
+    finish(out, backend, &[g.n, g.c_out, oh, ow], x, x.dtype())
+}
+
+/// The input gradient `[n, c_in, h, w]` of a conv2d from `grad_out` and the weight.
+pub(crate) fn conv2d_backward_input(op: &'static str, gy: &Tensor, w: &Tensor, g: &Conv2dGeom) -> Result<Tensor> {
+    check_dtype(op, w)?;
+    let (gyd, wd) = (f32_dense(gy)?, f32_dense(w)?);
+    let (_, backend) = gyd.cuda_parts(op)?;
+    let (gyb, wb) = (gyd.cuda_typed::<f32>(op)?, wd.cuda_typed::<f32>(op)?);
+    let ohw = g.out_h() * g.out_w();
+    let k = kc::col_rows(g);
+    let (cg, kg) = (g.c_out / g.groups, k / g.groups);
+    let mut gx = backend.zeros::<f32>(g.n * g.c_in * g.h * g.w).map_err(cuda_err(op))?;
+    if g.n * g.c_in * g.h * g.w > 0 && ohw > 0 {
+        let chunk = chunk_images(g);
+        let mut i0 = 0;
+        while i0 < g.n {
+            let i1 = (i0 + chunk).min(g.n);
+            let mut gcol = backend.alloc::<f32>(kc::col_len(g, i1 - i0)).map_err(cuda_err(op))?;
+            for gi in 0..g.groups {
+                // gcol[i][gi] (kg x ohw) = W[gi]^T (kg x cg) . gy[i][gi] (cg x ohw)
+                let cfg = GemmConfig {
+                    transa: true,
+                    batch: i1 - i0,
+                    lda: kg,
+                    stride_a: 0,
+                    offset_a: gi * cg * kg,
+                    ldb: ohw,
+                    stride_b: g.c_out * ohw,
+                    offset_b: i0 * g.c_out * ohw + gi * cg * ohw,
+                    ldc: ohw,
+                    stride_c: k * ohw,
+                    offset_c: gi * kg * ohw,
+                    ..GemmConfig::dense(kg, ohw, cg)
+                };
+                gemm(backend, &cfg, wb, gyb, &mut gcol).map_err(cuda_err(op))?;
+            }
+            kc::col2im_f32(backend, g, &gcol, i0..i1, &mut gx).map_err(cuda_err(op))?;
+            i0 = i1;
+        }
+    }
+    finish(gx, backend, &[g.n, g.c_in, g.h, g.w], gy, w.dtype())
+}
+
+/// The weight gradient `[c_out, c_in / groups, kh, kw]` of a conv2d from its input and `grad_out`.
+pub(crate) fn conv2d_backward_weight(op: &'static str, x: &Tensor, gy: &Tensor, g: &Conv2dGeom) -> Result<Tensor> {
+    check_dtype(op, x)?;
+    let (xd, gyd) = (f32_dense(x)?, f32_dense(gy)?);
+    let (_, backend) = xd.cuda_parts(op)?;
+    let (xb, gyb) = (xd.cuda_typed::<f32>(op)?, gyd.cuda_typed::<f32>(op)?);
+    let ohw = g.out_h() * g.out_w();
+    let k = kc::col_rows(g);
+    let (cg, kg) = (g.c_out / g.groups, k / g.groups);
+    let mut gw = backend.zeros::<f32>(g.c_out * kg).map_err(cuda_err(op))?;
+    if g.c_out * kg > 0 && g.n * ohw > 0 {
+        let chunk = chunk_images(g);
+        let mut i0 = 0;
+        while i0 < g.n {
+            let i1 = (i0 + chunk).min(g.n);
+            let mut col = backend.alloc::<f32>(kc::col_len(g, i1 - i0)).map_err(cuda_err(op))?;
+            kc::im2col_f32(backend, g, xb, i0..i1, &mut col).map_err(cuda_err(op))?;
+            for z in 0..i1 - i0 {
+                for gi in 0..g.groups {
+                    // dW[gi] (cg x kg) += gy[i][gi] (cg x ohw) . col[i][gi]^T (ohw x kg)
+                    let cfg = GemmConfig {
+                        transb: true,
+                        beta: 1.0,
+                        lda: ohw,
+                        offset_a: (i0 + z) * g.c_out * ohw + gi * cg * ohw,
+                        ldb: ohw,
+                        offset_b: z * k * ohw + gi * kg * ohw,
+                        ldc: kg,
+                        offset_c: gi * cg * kg,
+                        ..GemmConfig::dense(cg, kg, ohw)
+                    };
+                    gemm(backend, &cfg, gyb, &col, &mut gw).map_err(cuda_err(op))?;
+                }
+            }
+            i0 = i1;
+        }
+    }
+    finish(gw, backend, &[g.c_out, g.c_in / g.groups, g.kh, g.kw], x, x.dtype())
+}
