@@ -98,3 +98,74 @@ fn xd_err(dev: &Device) -> String {
     let w = Tensor::zeros([2, 4, 3, 3], DType::F32, dev).unwrap();
     x.conv2d(&w, None, [1, 1], [0, 0], [1, 1], 1).unwrap_err().to_string()
 }
+
+#[test]
+fn pooling_forward_and_backward_match_the_cpu() {
+    let Some(dev) = cuda_device() else { return };
+    let x = randn(50, &[2, 3, 11, 9]);
+    let xd = x.to_device(&dev).unwrap();
+    use stapes_tensor::Pool2d;
+    let pools = [
+        Pool2d {
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+            dilation: [1, 1],
+            ceil_mode: false,
+            count_include_pad: true,
+        },
+        Pool2d {
+            kernel: [3, 2],
+            stride: [2, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            ceil_mode: true,
+            count_include_pad: false,
+        },
+        Pool2d {
+            kernel: [2, 3],
+            stride: [1, 2],
+            padding: [0, 1],
+            dilation: [2, 1],
+            ceil_mode: false,
+            count_include_pad: true,
+        },
+    ];
+    for (i, p) in pools.iter().enumerate() {
+        let (y, idx) = x.max_pool2d_with_indices(p).unwrap();
+        let (yd, idxd) = xd.max_pool2d_with_indices(p).unwrap();
+        assert_eq!((yd.device(), idxd.device()), (&dev, &dev));
+        close(&format!("max pool {i}"), &yd, &y, 0.0);
+        assert_eq!(idxd.to_vec::<i64>().unwrap(), idx.to_vec::<i64>().unwrap(), "argmax {i}");
+        let gy = randn(60 + i as u64, y.dims());
+        let gx = Tensor::max_pool2d_backward(&gy, &idx, x.dims(), p).unwrap();
+        let gxd = Tensor::max_pool2d_backward(&gy.to_device(&dev).unwrap(), &idxd, x.dims(), p).unwrap();
+        close(&format!("max pool {i} backward"), &gxd, &gx, 1e-6);
+        if p.dilation == [1, 1] {
+            let a = x.avg_pool2d(p.kernel, p.stride, p.padding, p.ceil_mode, p.count_include_pad).unwrap();
+            let ad = xd.avg_pool2d(p.kernel, p.stride, p.padding, p.ceil_mode, p.count_include_pad).unwrap();
+            close(&format!("avg pool {i}"), &ad, &a, 1e-6);
+            let ga = Tensor::avg_pool2d_backward(&gy, x.dims(), p).unwrap();
+            let gad = Tensor::avg_pool2d_backward(&gy.to_device(&dev).unwrap(), x.dims(), p).unwrap();
+            close(&format!("avg pool {i} backward"), &gad, &ga, 1e-6);
+        }
+    }
+    // a narrowed (non-exact buffer) input
+    let xn = xd.narrow(0, 0, 1).unwrap();
+    let p = &pools[0];
+    close(
+        "narrowed input",
+        &xn.max_pool2d_with_indices(p).unwrap().0,
+        &x.narrow(0, 0, 1).unwrap().max_pool2d_with_indices(p).unwrap().0,
+        0.0,
+    );
+    close(
+        "narrowed conv input",
+        &xn.conv2d(&Tensor::ones([2, 3, 3, 3], DType::F32, &dev).unwrap(), None, [1, 1], [0, 0], [1, 1], 1).unwrap(),
+        &x.narrow(0, 0, 1)
+            .unwrap()
+            .conv2d(&Tensor::ones([2, 3, 3, 3], DType::F32, &Device::Cpu).unwrap(), None, [1, 1], [0, 0], [1, 1], 1)
+            .unwrap(),
+        1e-5,
+    );
+}

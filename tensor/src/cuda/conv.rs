@@ -25,7 +25,7 @@ fn chunk_images(g: &Conv2dGeom) -> usize {
 /// A dense f32 copy of `t` on its device (itself when it already is one).
 fn f32_dense(t: &Tensor) -> Result<Tensor> {
     let t = if t.dtype() == DType::F32 { t.clone() } else { t.to_dtype(DType::F32)? };
-    t.cuda_dense()
+    t.cuda_exact()
 }
 
 fn check_dtype(op: &'static str, t: &Tensor) -> Result<()> {
@@ -178,4 +178,73 @@ pub(crate) fn conv2d_backward_weight(op: &'static str, x: &Tensor, gy: &Tensor, 
         }
     }
     finish(gw, backend, &[g.c_out, g.c_in / g.groups, g.kh, g.kw], x, x.dtype())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pooling (`kernels/cuda/pool.cu`): max pooling with argmax indices and average pooling, forward
+// and backward, computed in f32.
+// ---------------------------------------------------------------------------------------------
+
+use stapes_kernels::cpu::pool::Pool2dGeom;
+use stapes_kernels::cuda::pool as kp;
+
+/// `max_pool2d_with_indices`: the pooled values and the flat `h * w` argmax of each window.
+pub(crate) fn max_pool2d(op: &'static str, x: &Tensor, g: &Pool2dGeom) -> Result<(Tensor, Tensor)> {
+    check_dtype(op, x)?;
+    let xd = f32_dense(x)?;
+    let (_, backend) = xd.cuda_parts(op)?;
+    let shape = [g.n, g.c, g.out_h(), g.out_w()];
+    let n_out: usize = shape.iter().product();
+    let mut out = backend.alloc::<f32>(n_out).map_err(cuda_err(op))?;
+    let mut idx = backend.zeros::<i64>(n_out).map_err(cuda_err(op))?;
+    kp::max_pool2d_forward_f32(backend, g, xd.cuda_typed::<f32>(op)?, &mut out, &mut idx).map_err(cuda_err(op))?;
+    let indices = Tensor::from_cuda_buf(super::CudaBuf::I64(idx), backend.clone(), shape.to_vec(), *x.device());
+    Ok((finish(out, backend, &shape, x, x.dtype())?, indices))
+}
+
+/// The input gradient of max pooling: each window's gradient goes to its argmax.
+pub(crate) fn max_pool2d_backward(
+    op: &'static str,
+    gy: &Tensor,
+    indices: &Tensor,
+    input_dims: &[usize],
+    g: &Pool2dGeom,
+) -> Result<Tensor> {
+    check_dtype(op, gy)?;
+    gy.check_same(indices, op, false)?;
+    if indices.dtype() != DType::I64 {
+        return Err(Error::UnsupportedDType { op, dtype: indices.dtype(), msg: "indices must be i64" });
+    }
+    let (gyd, idd) = (f32_dense(gy)?, indices.cuda_exact()?);
+    let (_, backend) = gyd.cuda_parts(op)?;
+    let mut gx = backend.zeros::<f32>(input_dims.iter().product()).map_err(cuda_err(op))?;
+    kp::max_pool2d_backward_f32(backend, g, gyd.cuda_typed::<f32>(op)?, idd.cuda_typed::<i64>(op)?, &mut gx)
+        .map_err(cuda_err(op))?;
+    finish(gx, backend, input_dims, gy, gy.dtype())
+}
+
+/// Average pooling forward.
+pub(crate) fn avg_pool2d(op: &'static str, x: &Tensor, g: &Pool2dGeom) -> Result<Tensor> {
+    check_dtype(op, x)?;
+    let xd = f32_dense(x)?;
+    let (_, backend) = xd.cuda_parts(op)?;
+    let shape = [g.n, g.c, g.out_h(), g.out_w()];
+    let mut out = backend.zeros::<f32>(shape.iter().product()).map_err(cuda_err(op))?;
+    kp::avg_pool2d_forward_f32(backend, g, xd.cuda_typed::<f32>(op)?, &mut out).map_err(cuda_err(op))?;
+    finish(out, backend, &shape, x, x.dtype())
+}
+
+/// Average pooling backward.
+pub(crate) fn avg_pool2d_backward(
+    op: &'static str,
+    gy: &Tensor,
+    input_dims: &[usize],
+    g: &Pool2dGeom,
+) -> Result<Tensor> {
+    check_dtype(op, gy)?;
+    let gyd = f32_dense(gy)?;
+    let (_, backend) = gyd.cuda_parts(op)?;
+    let mut gx = backend.zeros::<f32>(input_dims.iter().product()).map_err(cuda_err(op))?;
+    kp::avg_pool2d_backward_f32(backend, g, gyd.cuda_typed::<f32>(op)?, &mut gx).map_err(cuda_err(op))?;
+    finish(gx, backend, input_dims, gy, gy.dtype())
 }

@@ -384,12 +384,29 @@ impl Tensor {
     /// This tensor, or a dense copy of it: contiguous and starting at element 0 of its buffer, as
     /// every CUDA kernel takes its operands.
     pub(crate) fn cuda_dense(&self) -> Result<Tensor> {
-        const OP: &str = "contiguous";
-        let (s, backend) = self.cuda_parts(OP)?;
+        self.cuda_parts("contiguous")?;
         let l = self.layout();
         if l.is_contiguous() && l.offset() == 0 {
             return Ok(self.clone());
         }
+        self.cuda_copy_dense()
+    }
+
+    /// Like [`Tensor::cuda_dense`], and the buffer holds exactly the tensor's elements (for
+    /// kernels whose wrappers check buffer lengths against the shape).
+    pub(crate) fn cuda_exact(&self) -> Result<Tensor> {
+        let d = self.cuda_dense()?;
+        if d.cuda_parts("contiguous")?.0.len() == d.elem_count() {
+            return Ok(d);
+        }
+        d.cuda_copy_dense()
+    }
+
+    /// A fresh dense copy of exactly this tensor's elements.
+    fn cuda_copy_dense(&self) -> Result<Tensor> {
+        const OP: &str = "contiguous";
+        let (s, backend) = self.cuda_parts(OP)?;
+        let l = self.layout();
         let n = self.elem_count();
         let (dims, strides) = merge_dims(l.dims(), l.strides());
         let buf = cuda_buf_dispatch!(&s.buf, |src: T| {

@@ -442,6 +442,9 @@ impl Tensor {
         let g = p.geom(op, self.dims())?;
         let out_shape = [g.n, g.c, g.out_h(), g.out_w()];
         let n_out: usize = out_shape.iter().product();
+        if self.device().is_cuda() {
+            return crate::cuda::conv::max_pool2d(op, self, &g);
+        }
         let mut idx = crate::alloc::take::<i64>(n_out);
         let out = float_dispatch!(self.dtype(), op, |T| {
             let x = float_data::<T>(self)?;
@@ -480,6 +483,9 @@ impl Tensor {
                 format!("grad_out {:?} and indices {:?} must have the pooled shape", grad_out.dims(), indices.dims()),
             ));
         }
+        if grad_out.device().is_cuda() || indices.device().is_cuda() {
+            return crate::cuda::conv::max_pool2d_backward(op, grad_out, indices, input_dims, &g);
+        }
         let idx = super::compute::index_data(op, indices, 2, g.h * g.w)?;
         float_dispatch!(grad_out.dtype(), op, |T| {
             let go = float_data::<T>(grad_out)?;
@@ -502,6 +508,9 @@ impl Tensor {
         let op = "avg_pool2d";
         let g = p.geom(op, self.dims())?;
         let out_shape = [g.n, g.c, g.out_h(), g.out_w()];
+        if self.device().is_cuda() {
+            return crate::cuda::conv::avg_pool2d(op, self, &g);
+        }
         float_dispatch!(self.dtype(), op, |T| {
             let x = float_data::<T>(self)?;
             let mut out = crate::alloc::zeros::<T>(out_shape.iter().product());
@@ -516,6 +525,9 @@ impl Tensor {
         let g = p.geom(op, input_dims)?;
         if grad_out.dims() != [g.n, g.c, g.out_h(), g.out_w()] {
             return Err(Error::shape(op, format!("grad_out {:?} must have the pooled shape", grad_out.dims())));
+        }
+        if grad_out.device().is_cuda() {
+            return crate::cuda::conv::avg_pool2d_backward(op, grad_out, input_dims, &g);
         }
         float_dispatch!(grad_out.dtype(), op, |T| {
             let go = float_data::<T>(grad_out)?;
