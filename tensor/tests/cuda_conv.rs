@@ -29,7 +29,8 @@ fn close(what: &str, got: &Tensor, want: &Tensor, tol: f64) {
 fn conv2d_forward_and_backward_match_the_cpu() {
     let Some(dev) = cuda_device() else { return };
     // (n, c_in, h, w, c_out, kh, kw, stride, padding, dilation, groups)
-    let cases: [(usize, usize, usize, usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], usize); 5] = [
+    type Case = (usize, usize, usize, usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], usize);
+    let cases: [Case; 5] = [
         (2, 3, 9, 11, 4, 3, 3, [1, 1], [1, 1], [1, 1], 1),
         (1, 1, 8, 40, 8, 3, 3, [1, 1], [1, 1], [1, 1], 1),
         (3, 4, 10, 7, 6, 3, 2, [2, 1], [1, 0], [1, 2], 2),
