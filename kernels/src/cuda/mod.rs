@@ -36,6 +36,7 @@ pub mod nvrtc;
 pub mod parity;
 pub mod pool;
 pub mod reduce;
+pub mod reduce_nd;
 pub mod rnn;
 pub mod softmax;
 pub mod tensor;

@@ -27,6 +27,9 @@ use half::{bf16, f16};
 use stapes_kernels::cuda::{self as kc, Backend, CudaError, DeviceBuffer, GpuDevice, GpuUnavailable};
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub(crate) mod nn_ops;
+pub(crate) mod reduce;
+
 /// A device buffer of one dtype.
 pub enum CudaBuf {
     F16(DeviceBuffer<f16>),
