@@ -22,9 +22,13 @@ pub enum RowReduce {
     /// `log Σ exp(x)`, stable.
     LogSumExp,
     /// Variance with `correction` (1: unbiased).
-    Var { correction: usize },
+    Var {
+        correction: usize,
+    },
     /// Standard deviation with `correction`.
-    Std { correction: usize },
+    Std {
+        correction: usize,
+    },
 }
 
 impl RowReduce {

@@ -71,8 +71,7 @@ pub fn softmax_backward_last<T: DeviceElem>(
     const OP: &str = "cuda::softmax::softmax_backward_last";
     check_float::<T>(OP)?;
     if y.len() != rows * n || g.len() != rows * n || gx.len() != rows * n {
-        let message =
-            format!("y has {} elements, g {}, gx {}, for [rows={rows}, n={n}]", y.len(), g.len(), gx.len());
+        let message = format!("y has {} elements, g {}, gx {}, for [rows={rows}, n={n}]", y.len(), g.len(), gx.len());
         return Err(CudaError::Shape { op: OP, message });
     }
     if rows == 0 || n == 0 {

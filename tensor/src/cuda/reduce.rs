@@ -20,7 +20,8 @@ fn rows_matrix(x: &Tensor, dims: &[usize]) -> Result<(Tensor, usize, usize)> {
     let rows: usize = perm.iter().map(|&d| x.dims()[d]).product();
     let r: usize = dims.iter().map(|&d| x.dims()[d]).product();
     perm.extend(dims);
-    let dense = if perm.iter().enumerate().all(|(i, &p)| i == p) { x.cuda_dense()? } else { x.permute(&perm)?.cuda_dense()? };
+    let dense =
+        if perm.iter().enumerate().all(|(i, &p)| i == p) { x.cuda_dense()? } else { x.permute(&perm)?.cuda_dense()? };
     Ok((dense, rows, r))
 }
 

@@ -14,9 +14,9 @@ use crate::{Error, Result, Tensor};
 use num_traits::{Float as _, One as _, Zero as _};
 pub use stapes_kernels::cpu::reduce::ReduceOp;
 use stapes_kernels::cpu::reduce::{arg_reduce_last, reduce_last, sum_mid};
-use stapes_kernels::cuda::reduce_nd::RowReduce;
 #[allow(unused_imports)]
 use stapes_kernels::cpu::Float as _;
+use stapes_kernels::cuda::reduce_nd::RowReduce;
 
 fn op_name(op: ReduceOp) -> &'static str {
     match op {
