@@ -23,10 +23,17 @@
 //     large tensor): block b of rows * chunks folds chunk b % chunks of row b / chunks and writes
 //     its state (3 A values) to partial[3b..3b+3); the finish kernel (one block per row) merges
 //     the row's chunk states the same way and finalises. No atomics: deterministic.
+//   reduce_cols_<T> and reduce_cols_partial_<T>: a reduction over the middle dim of a contiguous
+//     [a, r, b] tensor (the gradient of a broadcast summed over leading dims, batch statistics)
+//     without moving the data: one thread per output (i, j) folds x[(i * r + k) * b + j] over k,
+//     so consecutive threads read consecutive addresses (coalesced). When a * b outputs leave
+//     the GPU idle, blockIdx.y splits r into chunks whose states go to the partial workspace
+//     (layout as above, rows = a * b), merged by reduce_finish_<T>. No shared memory.
 //   argreduce_rows_<T>: index of the max (want_max) or min of each row, i64; the first index on
 //     ties; a NaN counts as the extreme and the first NaN wins (as the CPU and PyTorch).
 //
-// Launch: row kernels gridDim.x = min(rows, 8 * SMs), blockDim.x a multiple of 32 in [32, 1024]
+// Launch: column kernels 256 threads, gridDim = (min(ceil(a * b / 256), 65535), chunks);
+// row kernels gridDim.x = min(rows, 8 * SMs), blockDim.x a multiple of 32 in [32, 1024]
 // (the launcher uses min(256, n rounded up to 32)); partial kernel gridDim.x = min(rows * chunks,
 // 65535 * ...) grid-stride, 256 threads. Static shared memory: 96 accumulators (384 or 768 bytes)
 // for the reductions, 32 values + 32 indices for the arg reductions.
@@ -300,6 +307,40 @@ __device__ __forceinline__ void reduce_finish(const A* partial, T* out, unsigned
 #undef STAPES_CALL
 }
 
+template <class T, class A, int OP>
+__device__ __forceinline__ void cols_impl(const T* x, T* out, A* partial, unsigned long long a, unsigned long long r,
+                                          unsigned long long b, unsigned long long chunks,
+                                          unsigned long long per_chunk, unsigned long long correction) {
+    const unsigned long long outputs = a * b;
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long o = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; o < outputs; o += stride) {
+        const T* p = x + (o / b) * r * b + o % b;
+        for (unsigned long long chunk = blockIdx.y; chunk < chunks; chunk += gridDim.y) {
+            const unsigned long long k0 = chunk * per_chunk;
+            const unsigned long long k1 = k0 + per_chunk < r ? k0 + per_chunk : r;
+            State<A> s = state_init<A, OP>();
+            for (unsigned long long k = k0; k < k1; ++k) state_add<A, OP>(s, to_acc(p[k * b]));
+            if (partial) {
+                A* q = partial + 3 * (o * chunks + chunk);
+                q[0] = s.a;
+                q[1] = s.b;
+                q[2] = s.c;
+            } else {
+                store(out + o, state_finish<A, OP>(s, r, correction));
+            }
+        }
+    }
+}
+
+template <class T, class A>
+__device__ __forceinline__ void reduce_cols(const T* x, T* out, A* partial, unsigned long long a, unsigned long long r,
+                                            unsigned long long b, unsigned long long chunks,
+                                            unsigned long long per_chunk, int op, unsigned long long correction) {
+#define STAPES_CALL(OP) cols_impl<T, A, OP>(x, out, partial, a, r, b, chunks, per_chunk, correction)
+    STAPES_REDUCE_SWITCH(op, STAPES_CALL)
+#undef STAPES_CALL
+}
+
 // ---- arg reductions: (value, index) pairs; index -1 marks an empty state.
 template <class A>
 __device__ __forceinline__ bool arg_better(A va, long long ia, A vb, long long ib, bool want_max) {
@@ -425,6 +466,49 @@ extern "C" __global__ void reduce_finish_f64(const double* partial, double* out,
                                              unsigned long long chunks, unsigned long long n, int op,
                                              unsigned long long correction) {
     reduce_finish<double, double>(partial, out, rows, chunks, n, op, correction);
+}
+
+// out[i * b + j] = op(x[i, 0..r, j]) for the contiguous [a, r, b] tensor x (one pass, no split).
+extern "C" __global__ void reduce_cols_f16(const __half* x, __half* out, unsigned long long a, unsigned long long r,
+                                           unsigned long long b, int op, unsigned long long correction) {
+    reduce_cols<__half, float>(x, out, nullptr, a, r, b, 1, r, op, correction);
+}
+extern "C" __global__ void reduce_cols_bf16(const __nv_bfloat16* x, __nv_bfloat16* out, unsigned long long a,
+                                            unsigned long long r, unsigned long long b, int op,
+                                            unsigned long long correction) {
+    reduce_cols<__nv_bfloat16, float>(x, out, nullptr, a, r, b, 1, r, op, correction);
+}
+extern "C" __global__ void reduce_cols_f32(const float* x, float* out, unsigned long long a, unsigned long long r,
+                                           unsigned long long b, int op, unsigned long long correction) {
+    reduce_cols<float, float>(x, out, nullptr, a, r, b, 1, r, op, correction);
+}
+extern "C" __global__ void reduce_cols_f64(const double* x, double* out, unsigned long long a, unsigned long long r,
+                                           unsigned long long b, int op, unsigned long long correction) {
+    reduce_cols<double, double>(x, out, nullptr, a, r, b, 1, r, op, correction);
+}
+
+// The split form: partial[3 (o * chunks + c) ..] = the state of output o = i * b + j over
+// k in [c * per_chunk, min(r, (c + 1) * per_chunk)); finished by reduce_finish_<T> with
+// rows = a * b and n = r.
+extern "C" __global__ void reduce_cols_partial_f16(const __half* x, float* partial, unsigned long long a,
+                                                   unsigned long long r, unsigned long long b,
+                                                   unsigned long long chunks, unsigned long long per_chunk, int op) {
+    reduce_cols<__half, float>(x, nullptr, partial, a, r, b, chunks, per_chunk, op, 0);
+}
+extern "C" __global__ void reduce_cols_partial_bf16(const __nv_bfloat16* x, float* partial, unsigned long long a,
+                                                    unsigned long long r, unsigned long long b,
+                                                    unsigned long long chunks, unsigned long long per_chunk, int op) {
+    reduce_cols<__nv_bfloat16, float>(x, nullptr, partial, a, r, b, chunks, per_chunk, op, 0);
+}
+extern "C" __global__ void reduce_cols_partial_f32(const float* x, float* partial, unsigned long long a,
+                                                   unsigned long long r, unsigned long long b,
+                                                   unsigned long long chunks, unsigned long long per_chunk, int op) {
+    reduce_cols<float, float>(x, nullptr, partial, a, r, b, chunks, per_chunk, op, 0);
+}
+extern "C" __global__ void reduce_cols_partial_f64(const double* x, double* partial, unsigned long long a,
+                                                   unsigned long long r, unsigned long long b,
+                                                   unsigned long long chunks, unsigned long long per_chunk, int op) {
+    reduce_cols<double, double>(x, nullptr, partial, a, r, b, chunks, per_chunk, op, 0);
 }
 
 // out[r] = the index of the maximum (want_max != 0) or minimum of row r, first on ties, NaN first.

@@ -157,6 +157,40 @@ fn row_lengths_around_warp_and_block_sizes() {
 }
 
 #[test]
+fn middle_dims_reduce_in_place() {
+    let Some(dev) = cuda_device() else { return };
+    for dt in FLOATS {
+        // [a, r, b] with b >= 32: the column kernel; [600, 40] over dim 0 leaves 40 outputs, too
+        // few for the (emulated) GPU: the reduced dim is split into chunks and finished
+        let (c, g) = pair(values(3 * 7 * 40, 30), &[3, 7, 40], dt, &dev);
+        check_reductions(&c, &g, &[1], 7, "[3, 7, 40]");
+        check_reductions(&c, &g, &[0, 1], 21, "[3, 7, 40]");
+        let (c, g) = pair(values(600 * 40, 31).iter().map(|v| v + 10.0).collect(), &[600, 40], dt, &dev);
+        check_reductions(&c, &g, &[0], 600, "[600, 40]");
+        // a strided view: made dense, then reduced in place
+        let (c, g) = pair(values(40 * 6 * 5, 32), &[40, 6, 5], dt, &dev);
+        let (ct, gt) = (c.permute(&[1, 2, 0]).unwrap(), g.permute(&[1, 2, 0]).unwrap());
+        check_reductions(&ct, &gt, &[0, 1], 30, "permuted [6, 5, 40]");
+        // sum_to_shape of a broadcast gradient over leading dims
+        let (c, g) = pair(values(8 * 4 * 64, 33), &[8, 4, 64], dt, &dev);
+        assert_close(
+            &g.sum_to_shape(&[64]).unwrap(),
+            &c.sum_to_shape(&[64]).unwrap(),
+            rtol(dt),
+            1e-3,
+            "sum_to_shape [64]",
+        );
+        assert_close(
+            &g.sum_to_shape(&[4, 64]).unwrap(),
+            &c.sum_to_shape(&[4, 64]).unwrap(),
+            rtol(dt),
+            1e-3,
+            "sum_to_shape [4, 64]",
+        );
+    }
+}
+
+#[test]
 fn few_long_rows_take_the_grid_path() {
     let Some(dev) = cuda_device() else { return };
     for dt in FLOATS {

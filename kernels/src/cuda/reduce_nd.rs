@@ -193,3 +193,98 @@ pub fn arg_reduce_rows<T: DeviceElem>(
     // x[0, rows·n) and writes out[0, rows) (lengths checked above).
     unsafe { backend.launch(&format!("argreduce_rows_{}", T::NAME), cfg, &mut args) }
 }
+
+/// Threads the column kernels aim for before splitting the reduced dim (about 2048 per SM).
+const COL_THREADS_PER_SM: usize = 2048;
+
+/// `out[i·b + j] = op(x[i, 0..r, j])` for the contiguous `[a, r, b]` tensor `x`: a reduction over
+/// the middle dim read in place (consecutive threads read consecutive columns). When the `a·b`
+/// outputs are too few to fill the GPU, the reduced dim is split into chunks (partial states in
+/// a workspace, then the finish kernel). Best for `b` of at least a warp; for small `b` the caller
+/// should rather move the reduced dim last and use [`reduce_rows`].
+pub fn reduce_mid<T: DeviceElem>(
+    backend: &Backend,
+    x: &DeviceBuffer<T>,
+    (a, r, b): (usize, usize, usize),
+    op: RowReduce,
+    out: &mut DeviceBuffer<T>,
+) -> Result<(), CudaError> {
+    const OP: &str = "cuda::reduce_nd::reduce_mid";
+    check_float::<T>(OP)?;
+    if x.len() != a * r * b || out.len() != a * b {
+        let message = format!("x has {} elements, out {}, for [a={a}, r={r}, b={b}]", x.len(), out.len());
+        return Err(CudaError::Shape { op: OP, message });
+    }
+    let outputs = a * b;
+    if outputs == 0 {
+        return Ok(());
+    }
+    let (code, correction) = op.code();
+    let target = backend.multiprocessor_count() as usize * COL_THREADS_PER_SM;
+    let chunks = if outputs * 2 >= target { 1 } else { (target / outputs).min(r / 64).clamp(1, 65_535) };
+    let grid_x = outputs.div_ceil(256).min(65_535) as u32;
+    if chunks == 1 {
+        let cfg = LaunchConfig::linear(grid_x, 256);
+        let mut args = [
+            KernelArg::input(x),
+            KernelArg::output(out),
+            KernelArg::u64(a as u64),
+            KernelArg::u64(r as u64),
+            KernelArg::u64(b as u64),
+            KernelArg::i32(code),
+            KernelArg::u64(correction),
+        ];
+        // SAFETY: reduce_cols_<T>(const T* x, T* out, a, r, b, int op, correction): output
+        // o < a·b reads x[(o / b)·r·b + k·b + o % b] < a·r·b and writes out[o] (lengths checked).
+        return unsafe { backend.launch(&format!("reduce_cols_{}", T::NAME), cfg, &mut args) };
+    }
+    if T::NAME == "f64" {
+        reduce_mid_split::<T, f64>(backend, x, (a, r, b), chunks, grid_x, code, correction, out)
+    } else {
+        reduce_mid_split::<T, f32>(backend, x, (a, r, b), chunks, grid_x, code, correction, out)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn reduce_mid_split<T: DeviceElem, A: DeviceElem>(
+    backend: &Backend,
+    x: &DeviceBuffer<T>,
+    (a, r, b): (usize, usize, usize),
+    chunks: usize,
+    grid_x: u32,
+    code: i32,
+    correction: u64,
+    out: &mut DeviceBuffer<T>,
+) -> Result<(), CudaError> {
+    let outputs = a * b;
+    let per_chunk = r.div_ceil(chunks);
+    let mut partial = backend.zeros::<A>(3 * outputs * chunks)?;
+    let cfg = LaunchConfig { grid: (grid_x, chunks as u32, 1), block: (256, 1, 1), shared_mem_bytes: 0 };
+    let mut args = [
+        KernelArg::input(x),
+        KernelArg::output(&mut partial),
+        KernelArg::u64(a as u64),
+        KernelArg::u64(r as u64),
+        KernelArg::u64(b as u64),
+        KernelArg::u64(chunks as u64),
+        KernelArg::u64(per_chunk as u64),
+        KernelArg::i32(code),
+    ];
+    // SAFETY: reduce_cols_partial_<T>(const T* x, A* partial, a, r, b, chunks, per_chunk, op):
+    // output o < a·b, chunk c < chunks reads x inside a·r·b and writes partial[3(o·chunks + c) ..
+    // + 3) < 3·a·b·chunks, the workspace's length; A is the kernel's accumulator type.
+    unsafe { backend.launch(&format!("reduce_cols_partial_{}", T::NAME), cfg, &mut args)? };
+    let cfg = row_launch_config(backend, outputs, chunks);
+    let mut args = [
+        KernelArg::input(&partial),
+        KernelArg::output(out),
+        KernelArg::u64(outputs as u64),
+        KernelArg::u64(chunks as u64),
+        KernelArg::u64(r as u64),
+        KernelArg::i32(code),
+        KernelArg::u64(correction),
+    ];
+    // SAFETY: reduce_finish_<T> reads partial[0, 3·outputs·chunks) and writes out[0, outputs)
+    // (out.len() == a·b, checked by the caller).
+    unsafe { backend.launch(&format!("reduce_finish_{}", T::NAME), cfg, &mut args) }
+}

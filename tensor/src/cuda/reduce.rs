@@ -1,6 +1,9 @@
-//! Reductions on CUDA tensors: the reduced dims are permuted last and the data made dense, so
-//! every reduction runs the row kernels of `kernels/cuda/reduce_nd.cu` on a `[rows, r]` matrix
-//! (one block per row, or the grid-level two-pass path for few long rows). Results are fresh
+//! Reductions on CUDA tensors, with the kernels of `kernels/cuda/reduce_nd.cu`: a block of
+//! adjacent reduced dims followed by at least a warp's worth of elements (`[a, r, b]`, `b >= 32`:
+//! sums over the batch dims of a gradient, statistics over a batch) is reduced in place by the
+//! column kernel; otherwise the reduced dims are permuted last and the data made dense, and the
+//! row kernels reduce a `[rows, r]` matrix (one block per row, or the grid-level two-pass path
+//! for few long rows). Results are fresh
 //! dense tensors on the input's device. The callers in `ops/reduce.rs` have already checked the
 //! arguments, so errors are the CPU's.
 
@@ -38,7 +41,25 @@ fn run_rows<T: WithDType>(
     Ok(T::into_cuda(out))
 }
 
+fn run_mid<T: WithDType>(
+    backend: &Backend,
+    x: &DeviceBuffer<T>,
+    arb: (usize, usize, usize),
+    op: RowReduce,
+    name: &'static str,
+) -> Result<CudaBuf> {
+    let mut out = backend.zeros::<T>(arb.0 * arb.2).map_err(cuda_err(name))?;
+    kr::reduce_mid(backend, x, arb, op, &mut out).map_err(cuda_err(name))?;
+    Ok(T::into_cuda(out))
+}
+
+/// Trailing elements at least, after a block of reduced dims, for the in-place middle-dim
+/// kernel (a warp's worth of consecutive columns); fewer go through the permuted copy.
+const MID_MIN_COLS: usize = 32;
+
 /// `op` over the resolved `dims` of the CUDA tensor `x`, with the result shape `out_shape`.
+/// Reduced dims forming one block `[a, r, b]` with `b >= 32` are reduced in place (after a
+/// dense copy only if `x` is a strided view); any other set is permuted last.
 pub(crate) fn reduce(
     x: &Tensor,
     dims: &[usize],
@@ -48,6 +69,24 @@ pub(crate) fn reduce(
 ) -> Result<Tensor> {
     if !x.dtype().is_float() {
         return Err(not_float(name, x));
+    }
+    let block = dims.windows(2).all(|w| w[1] == w[0] + 1);
+    if let (true, Some(&first), Some(&last)) = (block, dims.first(), dims.last()) {
+        let a: usize = x.dims()[..first].iter().product();
+        let r: usize = x.dims()[first..=last].iter().product();
+        let b: usize = x.dims()[last + 1..].iter().product();
+        if b >= MID_MIN_COLS {
+            let dense = x.cuda_dense()?;
+            let (s, backend) = dense.cuda_parts(name)?;
+            let buf = match &s.buf {
+                CudaBuf::F16(v) => run_mid(backend, v, (a, r, b), op, name)?,
+                CudaBuf::BF16(v) => run_mid(backend, v, (a, r, b), op, name)?,
+                CudaBuf::F32(v) => run_mid(backend, v, (a, r, b), op, name)?,
+                CudaBuf::F64(v) => run_mid(backend, v, (a, r, b), op, name)?,
+                _ => return Err(not_float(name, x)),
+            };
+            return Ok(Tensor::from_cuda_buf(buf, backend.clone(), out_shape, *x.device()));
+        }
     }
     let (dense, rows, r) = rows_matrix(x, dims)?;
     let (s, backend) = dense.cuda_parts(name)?;
