@@ -34,8 +34,9 @@
 //
 // Launch: column kernels 256 threads, gridDim = (min(ceil(a * b / 256), 65535), chunks);
 // row kernels gridDim.x = min(rows, 8 * SMs), blockDim.x a multiple of 32 in [32, 1024]
-// (the launcher uses min(256, n rounded up to 32)); partial kernel gridDim.x = min(rows * chunks,
-// 65535 * ...) grid-stride, 256 threads. Static shared memory: 96 accumulators (384 or 768 bytes)
+// (the launcher uses min(256, n rounded up to 32)); partial kernel gridDim.x =
+// min(rows * chunks, 65535) (grid-stride), 256 threads, chunks chosen so that about 8 * SMs
+// blocks run. Static shared memory: 96 accumulators (384 or 768 bytes)
 // for the reductions, 32 values + 32 indices for the arg reductions.
 // Memory traffic: reads rows * n elements once, writes rows values (+ 3 * rows * chunks partials).
 #include <cuda_bf16.h>

@@ -3,7 +3,7 @@
 //! matrix of `f16`, `bf16`, `f32` or `f64`. CPU reference: [`crate::cpu::reduce::reduce_last`]
 //! and [`crate::cpu::reduce::arg_reduce_last`] (same special-value rules; see the `.cu` header).
 //!
-//! Many rows: one block per row. Few long rows (fewer than a few blocks per SM): the grid-level
+//! Many rows: one block per row. Few long rows (at most 4 per SM): the grid-level
 //! path, each row split into chunks reduced by separate blocks into a small workspace of partial
 //! states (`3·rows·chunks` accumulators), then merged by a finish kernel; nothing synchronises
 //! with the host.
@@ -50,16 +50,16 @@ impl RowReduce {
 const MIN_CHUNK: usize = 4096;
 
 /// The number of chunks per row for the grid-level path, or `None` for the one-block-per-row
-/// path: when the rows alone leave most of the GPU idle (fewer rows than 2 blocks per SM) and
-/// each row is long enough to split into chunks of at least [`MIN_CHUNK`] elements.
+/// path: when the rows alone fill at most half of the row grid (`8·SMs` blocks) and each row is
+/// long enough to split into chunks of at least [`MIN_CHUNK`] elements, the rows are split so
+/// that about `8·SMs` blocks run.
 fn grid_chunks(backend: &Backend, rows: usize, n: usize) -> Option<usize> {
-    let sms = backend.multiprocessor_count() as usize;
-    if rows == 0 || rows >= 2 * sms || n < 2 * MIN_CHUNK {
+    let slots = backend.multiprocessor_count() as usize * ROW_BLOCKS_PER_SM as usize;
+    if rows == 0 || 2 * rows > slots || n < 2 * MIN_CHUNK {
         return None;
     }
-    let want = (sms * ROW_BLOCKS_PER_SM as usize).div_ceil(rows);
-    let chunks = want.min(n / MIN_CHUNK).clamp(2, 65_535);
-    Some(chunks)
+    let chunks = slots.div_ceil(rows).min(n / MIN_CHUNK).min(65_535);
+    (chunks >= 2).then_some(chunks)
 }
 
 fn check_float<T: DeviceElem>(op: &'static str) -> Result<(), CudaError> {
