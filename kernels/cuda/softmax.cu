@@ -1,4 +1,6 @@
-// softmax.cu: softmax and log-softmax over the last dim of a contiguous [rows, n] f32 matrix.
+// softmax.cu: softmax and log-softmax over the last dim of a contiguous [rows, n] matrix, and
+// their backward passes; f16, bf16 and f32 (accumulated in f32, each output rounded once) and f64
+// (in double). The f32 forward kernels keep their names (softmax_last_f32, log_softmax_last_f32).
 //
 //   softmax:     y_j = exp(x_j - m) / s          with m = max_j x_j, s = sum_j exp(x_j - m)
 //   log_softmax: y_j = x_j - m - log(s)
@@ -17,48 +19,82 @@
 // Launch: gridDim.x = min(rows, cap), blockDim.x a multiple of 32 in [32, 1024] (the launcher
 // uses min(256, n rounded up to 32)); 256 bytes of static shared memory.
 // Memory traffic: reads 2 * rows * n floats (the second read mostly from L2), writes rows * n.
+//
+// Backward, from the forward output y and the upstream gradient g (CPU reference:
+// softmax_backward_last in kernels/src/cpu/softmax.rs):
+//   softmax:     gx_j = y_j (g_j - sum_k g_k y_k)
+//   log_softmax: gx_j = g_j - exp(y_j) sum_k g_k
+// one block per row: a block sum (warp shuffles, then shared memory, every warp merging the warp
+// partials so every thread holds the total), then one pass writing gx. Same launch shape.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 namespace {
 
 constexpr unsigned kFullMask = 0xffffffffu;
 
-__device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
+__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_acc(float x) { return x; }
+__device__ __forceinline__ double to_acc(double x) { return x; }
+__device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store(double* p, double v) { *p = v; }
+__device__ __forceinline__ float acc_exp(float x) { return expf(x); }
+__device__ __forceinline__ double acc_exp(double x) { return exp(x); }
+__device__ __forceinline__ float acc_log(float x) { return logf(x); }
+__device__ __forceinline__ double acc_log(double x) { return log(x); }
 
-// Merges (m2, s2) into (m, s). A part whose max is -inf holds only -inf entries: it adds 0 (and
-// must not compute exp(-inf - -inf) = NaN).
-__device__ __forceinline__ void merge(float& m, float& s, float m2, float s2) {
-    const float mm = fmaxf(m, m2);
-    const float a = m == neg_inf() ? 0.0f : s * expf(m - mm);
-    const float b = m2 == neg_inf() ? 0.0f : s2 * expf(m2 - mm);
+template <class A>
+__device__ __forceinline__ A neg_inf() {
+    return (A)__int_as_float(0xff800000);
+}
+
+// Merges (m2, s2) into (m, s). A part whose max is -inf holds only -inf entries (s = 0): it adds
+// 0 (and must not compute exp(-inf - -inf) = NaN), unless it saw a NaN (s = NaN, kept: a thread
+// whose only finite-or-not entries are NaN still has m = -inf).
+template <class A>
+__device__ __forceinline__ void merge(A& m, A& s, A m2, A s2) {
+    const A mm = m > m2 ? m : m2;
+    const A a = (m == neg_inf<A>() && s == (A)0) ? (A)0 : s * acc_exp(m - mm);
+    const A b = (m2 == neg_inf<A>() && s2 == (A)0) ? (A)0 : s2 * acc_exp(m2 - mm);
     m = mm;
     s = a + b;
 }
 
-__device__ __forceinline__ void warp_merge(float& m, float& s) {
+template <class A>
+__device__ __forceinline__ void warp_merge(A& m, A& s) {
     for (int offset = 16; offset > 0; offset >>= 1) {
-        const float m2 = __shfl_xor_sync(kFullMask, m, offset);
-        const float s2 = __shfl_xor_sync(kFullMask, s, offset);
+        const A m2 = __shfl_xor_sync(kFullMask, m, offset);
+        const A s2 = __shfl_xor_sync(kFullMask, s, offset);
         merge(m, s, m2, s2);
     }
 }
 
-template <bool kLog>
-__device__ __forceinline__ void softmax_rows(const float* x, float* y, unsigned long long rows, unsigned long long n) {
-    __shared__ float part_m[32];
-    __shared__ float part_s[32];
+template <class A>
+__device__ __forceinline__ A warp_sum(A v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
+    return v;
+}
+
+template <class T, class A, bool kLog>
+__device__ __forceinline__ void softmax_rows(const T* x, T* y, unsigned long long rows, unsigned long long n) {
+    __shared__ A part_m[32];
+    __shared__ A part_s[32];
     const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     for (unsigned long long row = blockIdx.x; row < rows; row += gridDim.x) {
-        const float* xr = x + row * n;
-        float* yr = y + row * n;
+        const T* xr = x + row * n;
+        T* yr = y + row * n;
         // 1. online max and sum over this thread's elements
-        float m = neg_inf(), s = 0.0f;
+        A m = neg_inf<A>(), s = (A)0;
         for (unsigned long long j = threadIdx.x; j < n; j += blockDim.x) {
-            const float v = xr[j];
+            const A v = to_acc(xr[j]);
             if (v > m) {
-                s = s * expf(m - v) + 1.0f;
+                s = s * acc_exp(m - v) + (A)1;
                 m = v;
-            } else if (v != neg_inf()) {
-                s += expf(v - m);  // a NaN v makes s NaN, hence the whole row
+            } else if (v != neg_inf<A>()) {
+                s += acc_exp(v - m);  // a NaN v makes s NaN, hence the whole row
             }
         }
         // 2. merge across the warp, then across warps
@@ -68,28 +104,113 @@ __device__ __forceinline__ void softmax_rows(const float* x, float* y, unsigned 
             part_s[warp] = s;
         }
         __syncthreads();
-        m = lane < warps ? part_m[lane] : neg_inf();
-        s = lane < warps ? part_s[lane] : 0.0f;
+        m = lane < warps ? part_m[lane] : neg_inf<A>();
+        s = lane < warps ? part_s[lane] : (A)0;
         warp_merge(m, s);
         __syncthreads();
         // 3. write the row (m = -inf: all entries -inf, the result is NaN as in PyTorch)
         if (kLog) {
-            const float shift = m + logf(s);
-            for (unsigned long long j = threadIdx.x; j < n; j += blockDim.x) yr[j] = xr[j] - shift;
+            const A shift = m + acc_log(s);
+            for (unsigned long long j = threadIdx.x; j < n; j += blockDim.x) store(yr + j, to_acc(xr[j]) - shift);
         } else {
-            const float inv = 1.0f / s;
-            for (unsigned long long j = threadIdx.x; j < n; j += blockDim.x) yr[j] = expf(xr[j] - m) * inv;
+            const A inv = (A)1 / s;
+            for (unsigned long long j = threadIdx.x; j < n; j += blockDim.x)
+                store(yr + j, acc_exp(to_acc(xr[j]) - m) * inv);
+        }
+    }
+}
+
+template <class T, class A, bool kLog>
+__device__ __forceinline__ void softmax_backward_rows(const T* y, const T* g, T* gx, unsigned long long rows,
+                                                      unsigned long long n) {
+    __shared__ A part[32];
+    const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    for (unsigned long long row = blockIdx.x; row < rows; row += gridDim.x) {
+        const T* yr = y + row * n;
+        const T* gr = g + row * n;
+        T* gxr = gx + row * n;
+        // log: sum g; softmax: sum g * y
+        A acc = (A)0;
+        for (unsigned long long j = threadIdx.x; j < n; j += blockDim.x)
+            acc += kLog ? to_acc(gr[j]) : to_acc(gr[j]) * to_acc(yr[j]);
+        acc = warp_sum(acc);
+        if (lane == 0) part[warp] = acc;
+        __syncthreads();
+        acc = warp_sum(lane < warps ? part[lane] : (A)0);
+        __syncthreads();
+        for (unsigned long long j = threadIdx.x; j < n; j += blockDim.x) {
+            const A yv = to_acc(yr[j]), gv = to_acc(gr[j]);
+            store(gxr + j, kLog ? gv - acc_exp(yv) * acc : yv * (gv - acc));
         }
     }
 }
 
 }  // namespace
 
+// y = softmax(x) / log_softmax(x) over each row of the contiguous [rows, n] matrix x.
 extern "C" __global__ void softmax_last_f32(const float* x, float* y, unsigned long long rows, unsigned long long n) {
-    softmax_rows<false>(x, y, rows, n);
+    softmax_rows<float, float, false>(x, y, rows, n);
 }
-
 extern "C" __global__ void log_softmax_last_f32(const float* x, float* y, unsigned long long rows,
                                                 unsigned long long n) {
-    softmax_rows<true>(x, y, rows, n);
+    softmax_rows<float, float, true>(x, y, rows, n);
+}
+extern "C" __global__ void softmax_last_f16(const __half* x, __half* y, unsigned long long rows, unsigned long long n) {
+    softmax_rows<__half, float, false>(x, y, rows, n);
+}
+extern "C" __global__ void log_softmax_last_f16(const __half* x, __half* y, unsigned long long rows,
+                                                unsigned long long n) {
+    softmax_rows<__half, float, true>(x, y, rows, n);
+}
+extern "C" __global__ void softmax_last_bf16(const __nv_bfloat16* x, __nv_bfloat16* y, unsigned long long rows,
+                                             unsigned long long n) {
+    softmax_rows<__nv_bfloat16, float, false>(x, y, rows, n);
+}
+extern "C" __global__ void log_softmax_last_bf16(const __nv_bfloat16* x, __nv_bfloat16* y, unsigned long long rows,
+                                                 unsigned long long n) {
+    softmax_rows<__nv_bfloat16, float, true>(x, y, rows, n);
+}
+extern "C" __global__ void softmax_last_f64(const double* x, double* y, unsigned long long rows, unsigned long long n) {
+    softmax_rows<double, double, false>(x, y, rows, n);
+}
+extern "C" __global__ void log_softmax_last_f64(const double* x, double* y, unsigned long long rows,
+                                                unsigned long long n) {
+    softmax_rows<double, double, true>(x, y, rows, n);
+}
+
+// gx = the gradient of softmax / log_softmax over each row, from the forward output y and the
+// upstream gradient g (all contiguous [rows, n]).
+extern "C" __global__ void softmax_backward_last_f32(const float* y, const float* g, float* gx, unsigned long long rows,
+                                                     unsigned long long n) {
+    softmax_backward_rows<float, float, false>(y, g, gx, rows, n);
+}
+extern "C" __global__ void log_softmax_backward_last_f32(const float* y, const float* g, float* gx,
+                                                         unsigned long long rows, unsigned long long n) {
+    softmax_backward_rows<float, float, true>(y, g, gx, rows, n);
+}
+extern "C" __global__ void softmax_backward_last_f16(const __half* y, const __half* g, __half* gx,
+                                                     unsigned long long rows, unsigned long long n) {
+    softmax_backward_rows<__half, float, false>(y, g, gx, rows, n);
+}
+extern "C" __global__ void log_softmax_backward_last_f16(const __half* y, const __half* g, __half* gx,
+                                                         unsigned long long rows, unsigned long long n) {
+    softmax_backward_rows<__half, float, true>(y, g, gx, rows, n);
+}
+extern "C" __global__ void softmax_backward_last_bf16(const __nv_bfloat16* y, const __nv_bfloat16* g,
+                                                      __nv_bfloat16* gx, unsigned long long rows,
+                                                      unsigned long long n) {
+    softmax_backward_rows<__nv_bfloat16, float, false>(y, g, gx, rows, n);
+}
+extern "C" __global__ void log_softmax_backward_last_bf16(const __nv_bfloat16* y, const __nv_bfloat16* g,
+                                                          __nv_bfloat16* gx, unsigned long long rows,
+                                                          unsigned long long n) {
+    softmax_backward_rows<__nv_bfloat16, float, true>(y, g, gx, rows, n);
+}
+extern "C" __global__ void softmax_backward_last_f64(const double* y, const double* g, double* gx,
+                                                     unsigned long long rows, unsigned long long n) {
+    softmax_backward_rows<double, double, false>(y, g, gx, rows, n);
+}
+extern "C" __global__ void log_softmax_backward_last_f64(const double* y, const double* g, double* gx,
+                                                         unsigned long long rows, unsigned long long n) {
+    softmax_backward_rows<double, double, true>(y, g, gx, rows, n);
 }

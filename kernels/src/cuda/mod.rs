@@ -49,6 +49,7 @@ pub mod parity;
 pub mod pool;
 pub mod random;
 pub mod reduce;
+pub mod reduce_nd;
 pub mod rnn;
 pub mod softmax;
 pub mod tensor;

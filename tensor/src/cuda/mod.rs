@@ -32,6 +32,8 @@ pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod matmul;
 pub use matmul::{allow_tf32, set_allow_tf32};
+pub(crate) mod nn_ops;
+pub(crate) mod reduce;
 
 /// A device buffer of one dtype.
 pub enum CudaBuf {

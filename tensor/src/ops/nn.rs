@@ -32,6 +32,9 @@ impl Tensor {
         if self.rank() == 0 {
             return self.reshape([1])?.softmax_impl(0usize, log)?.reshape(());
         }
+        if self.device().is_cuda() {
+            return crate::cuda::nn_ops::softmax(self, d, log, name);
+        }
         let last = self.rank() - 1;
         let x = if d == last { self.clone() } else { self.transpose(d, last)? };
         let n = x.dims()[last];
@@ -69,6 +72,9 @@ impl Tensor {
             return self.reshape([1])?.softmax_backward(&grad.reshape([1])?, 0usize, log)?.reshape(());
         }
         let d = dim.to_index(self.rank(), name)?;
+        if self.device().is_cuda() {
+            return crate::cuda::nn_ops::softmax_backward(self, grad, d, log, name);
+        }
         let last = self.rank() - 1;
         let (y, g) =
             if d == last { (self.clone(), grad.clone()) } else { (self.transpose(d, last)?, grad.transpose(d, last)?) };
@@ -605,6 +611,9 @@ impl Tensor {
         let (rows, cols) = self.layer_norm_rows(normalized_shape)?;
         check_param(op, "weight", weight, normalized_shape, self)?;
         check_param(op, "bias", bias, normalized_shape, self)?;
+        if self.device().is_cuda() {
+            return crate::cuda::nn_ops::layer_norm(self, rows, cols, weight, bias, eps);
+        }
         float_dispatch!(self.dtype(), op, |T| {
             let x = float_data::<T>(self)?;
             let w = weight.map(float_data::<T>).transpose()?;
@@ -647,6 +656,18 @@ impl Tensor {
     ) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
         let op = "layer_norm_backward";
         let (rows, cols) = x.layer_norm_rows(normalized_shape)?;
+        if x.device().is_cuda() {
+            return crate::cuda::nn_ops::layer_norm_backward(
+                x,
+                grad_y,
+                (rows, cols),
+                normalized_shape,
+                weight,
+                has_bias,
+                mean,
+                rstd,
+            );
+        }
         float_dispatch!(x.dtype(), op, |T| {
             let xd = float_data::<T>(x)?;
             let gy = float_data::<T>(grad_y)?;
@@ -718,6 +739,19 @@ impl Tensor {
                 format!("expected more than 1 value per channel when training, got input of shape {:?}", self.dims()),
             ));
         }
+        if self.device().is_cuda() {
+            return crate::cuda::nn_ops::batch_norm(
+                self,
+                (n, c, s),
+                running_mean,
+                running_var,
+                weight,
+                bias,
+                training,
+                momentum,
+                eps,
+            );
+        }
         float_dispatch!(self.dtype(), op, |T| {
             let x = float_data::<T>(self)?;
             let w = weight.map(float_data::<T>).transpose()?;
@@ -773,6 +807,18 @@ impl Tensor {
     ) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
         let op = "batch_norm_backward";
         let (n, c, s) = x.batch_norm_dims(op)?;
+        if x.device().is_cuda() {
+            return crate::cuda::nn_ops::batch_norm_backward(
+                x,
+                grad_y,
+                (n, c, s),
+                weight,
+                has_bias,
+                save_mean,
+                save_rstd,
+                training,
+            );
+        }
         float_dispatch!(x.dtype(), op, |T| {
             let xd = float_data::<T>(x)?;
             let gy = float_data::<T>(grad_y)?;

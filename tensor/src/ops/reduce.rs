@@ -16,6 +16,7 @@ pub use stapes_kernels::cpu::reduce::ReduceOp;
 use stapes_kernels::cpu::reduce::{arg_reduce_last, reduce_last, sum_mid};
 #[allow(unused_imports)]
 use stapes_kernels::cpu::Float as _;
+use stapes_kernels::cuda::reduce_nd::RowReduce;
 
 fn op_name(op: ReduceOp) -> &'static str {
     match op {
@@ -46,6 +47,12 @@ impl Tensor {
 
     /// Reduces over the resolved, sorted `dims` with `op`.
     pub fn reduce(&self, dims: &[usize], keepdim: bool, op: ReduceOp) -> Result<Tensor> {
+        self.reduce_impl(dims, keepdim, op, false)
+    }
+
+    /// [`Tensor::reduce`]; `sqrt` (with `ReduceOp::Var`) asks for the standard deviation, which
+    /// the CUDA kernels compute in the same pass.
+    fn reduce_impl(&self, dims: &[usize], keepdim: bool, op: ReduceOp, sqrt: bool) -> Result<Tensor> {
         let name = op_name(op);
         let rank = self.rank();
         let dims: Vec<usize> = if dims.is_empty() { (0..rank).collect() } else { dims.to_vec() };
@@ -57,6 +64,21 @@ impl Tensor {
         let r: usize = dims.iter().map(|&d| self.dims()[d]).product();
         if r == 0 && matches!(op, ReduceOp::Max | ReduceOp::Min) {
             return Err(Error::invalid(name, format!("cannot reduce over an empty dim (shape {:?})", self.dims())));
+        }
+        if self.device().is_cuda() {
+            let row_op = match op {
+                ReduceOp::Sum => RowReduce::Sum,
+                ReduceOp::Mean => RowReduce::Mean,
+                ReduceOp::Max => RowReduce::Max,
+                ReduceOp::Min => RowReduce::Min,
+                ReduceOp::LogSumExp => RowReduce::LogSumExp,
+                ReduceOp::Var { correction } if sqrt => RowReduce::Std { correction },
+                ReduceOp::Var { correction } => RowReduce::Var { correction },
+            };
+            return crate::cuda::reduce::reduce(self, &dims, out_shape, row_op, name);
+        }
+        if sqrt {
+            return self.reduce_impl(&dims, keepdim, op, false)?.sqrt();
         }
         let total = self.elem_count();
         let rows = total.checked_div(r).unwrap_or_else(|| out_shape.iter().product());
@@ -124,6 +146,10 @@ impl Tensor {
     }
     /// Standard deviation over `dims` with `correction`.
     pub fn std<D: Dims>(&self, dims: D, correction: usize, keepdim: bool) -> Result<Tensor> {
+        if self.device().is_cuda() {
+            let d = dims.to_indexes(self.rank(), "var")?;
+            return self.reduce_impl(&d, keepdim, ReduceOp::Var { correction }, true);
+        }
         self.var(dims, correction, keepdim)?.sqrt()
     }
     /// Sum of all elements (a 0-dim tensor).
@@ -143,6 +169,10 @@ impl Tensor {
             return Err(Error::invalid(name, format!("cannot reduce over an empty dim (shape {:?})", x.dims())));
         }
         let out_shape = x.reduced_shape(&[d], keepdim);
+        if x.device().is_cuda() {
+            let out_shape = if self.rank() == 0 { vec![] } else { out_shape };
+            return crate::cuda::reduce::arg_reduce(&x, d, out_shape, want_max, name);
+        }
         let rows = x.elem_count() / r;
         let mut out = crate::alloc::take::<i64>(rows);
         float_dispatch!(x.dtype(), name, |T| {
