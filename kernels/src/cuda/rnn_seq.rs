@@ -435,6 +435,7 @@ fn recurrent_back(
 
 /// The input gradient `dx [T·B, I] (+)= dgi [T·B, G·H] · W_ih` of one direction (`accumulate`
 /// adds to `dx`, for the second direction).
+#[allow(clippy::too_many_arguments)]
 pub fn rnn_input_grad_f32(
     backend: &Backend,
     cell: SeqCell,
