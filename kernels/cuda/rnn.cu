@@ -291,3 +291,25 @@ extern "C" __global__ void lstm_forward_persistent_f32(unsigned long long steps,
         __syncthreads();  // h_s complete before the next step's products read it
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// rnn_output_f32: one direction's hidden states into its columns of the layer output, zero at
+// padded positions: y[t][b][dir * H + j] = t < lengths[b] ? hs[row(t)][b][j] : 0, where row(t)
+// is the state after time t in the [T + 1, B, H] state buffer (t + 1 forward, t reverse).
+// y is [T, B, dirs * H] at element offset y_off (the layer's packed [Y | h_n | c_n] output).
+// Launch: one thread per (t, b, j), grid-stride over T * B * H. Traffic: reads and writes T*B*H
+// floats, coalesced along j.
+// ---------------------------------------------------------------------------------------------
+extern "C" __global__ void rnn_output_f32(unsigned long long steps, unsigned long long batch,
+                                          unsigned long long hidden, unsigned long long dirs,
+                                          unsigned long long dir, unsigned reverse, const long long* lengths,
+                                          const float* hs, float* y, unsigned long long y_off) {
+    const unsigned long long bh = batch * hidden, n = steps * bh;
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long k = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += stride) {
+        const unsigned long long t = k / bh, r = k - t * bh, b = r / hidden, j = r - b * hidden;
+        const unsigned long long row = reverse ? t : t + 1;
+        const float v = row_active(lengths, b, (long long)t) ? hs[row * bh + r] : 0.0f;
+        y[y_off + (t * batch + b) * dirs * hidden + dir * hidden + j] = v;
+    }
+}

@@ -74,6 +74,7 @@ const TESTED: &[(&str, &str)] = &[
     ("gru_step_forward_f32", "cuda_rnn.rs: gru_step_matches_cpu, gru_sequence_matches_cpu"),
     ("gru_step_backward_f32", "cuda_rnn.rs: gru_step_matches_cpu, gru_sequence_matches_cpu"),
     ("lstm_forward_persistent_f32", "cuda_rnn.rs: lstm_persistent_forward_matches_cpu"),
+    ("rnn_output_f32", "cuda_rnn.rs: rnn_output_matches_cpu; nn/tests/cuda_rnn.rs"),
     ("im2col_f32", "cuda_conv.rs: conv_matches_cpu"),
     ("col2im_f32", "cuda_conv.rs: conv_matches_cpu"),
     ("conv_bias_act_f32", "cuda_conv.rs: conv_matches_cpu"),

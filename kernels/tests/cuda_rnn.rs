@@ -761,3 +761,58 @@ fn lstm_persistent_refuses_large_layers() {
             .unwrap_err();
     assert!(e.to_string().contains("use the per-step kernels"), "{e}");
 }
+
+/// `rnn_output_f32` (through `rnn_seq::rnn_seq_output_f32`): each direction's states into its
+/// columns of a `[T, B, D·H]` output at an offset, zero at padded positions, against the host.
+#[test]
+fn rnn_output_matches_cpu() {
+    use stapes_kernels::cuda::rnn_seq::{rnn_seq_output_f32, SeqCell, SeqSaved, SeqSizes};
+    for backend in backends() {
+        for &(steps, batch, hidden) in &[(1usize, 1usize, 1usize), (5, 3, 7), (4, 9, 300)] {
+            let sz = SeqSizes { steps, batch, input: 1, hidden };
+            let lengths: Vec<i64> = (0..batch).map(|b| [steps as i64, 1, 0, (steps / 2) as i64][b % 4]).collect();
+            let d_len = backend.upload(&lengths).unwrap();
+            let (bh, dirs, y_off) = (batch * hidden, 2, 3);
+            let y0 = values(y_off + steps * bh * dirs + 2, 41, -1.0, 1.0);
+            let mut want = y0.clone();
+            let mut d_y = backend.upload(&y0).unwrap();
+            for dir in 0..dirs {
+                let hs = values((steps + 1) * bh, 42 + dir as u32, -1.0, 1.0);
+                let reverse = dir == 1;
+                for t in 0..steps {
+                    let row = if reverse { t } else { t + 1 };
+                    for b in 0..batch {
+                        for j in 0..hidden {
+                            let v = if (t as i64) < lengths[b] { hs[row * bh + b * hidden + j] } else { 0.0 };
+                            want[y_off + (t * batch + b) * dirs * hidden + dir * hidden + j] = v;
+                        }
+                    }
+                }
+                let saved = SeqSaved {
+                    cell: SeqCell::Gru,
+                    reverse,
+                    gates: backend.zeros(0).unwrap(),
+                    hs: backend.upload(&hs).unwrap(),
+                    cs: None,
+                    tanh_c: None,
+                };
+                rnn_seq_output_f32(&backend, sz, dirs, dir, &d_len, &saved, &mut d_y, y_off).unwrap();
+            }
+            let ctx = format!("rnn_output [T={steps}, B={batch}, H={hidden}] on the {}", backend.describe());
+            assert_eq!(backend.download(&d_y).unwrap(), want, "{ctx}");
+            let e = rnn_seq_output_f32(&backend, sz, dirs, 0, &d_len, &saveless(&backend), &mut d_y, y_off);
+            assert!(e.is_err(), "{ctx}: a state buffer of the wrong size is refused");
+        }
+    }
+}
+
+fn saveless(backend: &Backend) -> stapes_kernels::cuda::rnn_seq::SeqSaved {
+    stapes_kernels::cuda::rnn_seq::SeqSaved {
+        cell: stapes_kernels::cuda::rnn_seq::SeqCell::Gru,
+        reverse: false,
+        gates: backend.zeros(0).unwrap(),
+        hs: backend.zeros(1).unwrap(),
+        cs: None,
+        tanh_c: None,
+    }
+}

@@ -18,7 +18,8 @@
 //! * [`reduce`]: row sums (`cpu::reduce`); [`softmax`]: (log-)softmax over rows (`cpu::softmax`);
 //! * [`ctc`]: CTC loss and gradient (`cpu::ctc`);
 //! * [`rnn`]: the fused LSTM and GRU gate kernels of one time step, forward and backward
-//!   (`cpu::rnn`; the GEMMs around them are cuBLAS');
+//!   (`cpu::rnn`; the GEMMs around them are cuBLAS'), and [`rnn_seq`]: a whole layer direction
+//!   over a sequence from those kernels and the device GEMM (`nn`'s CPU driver as reference);
 //! * [`conv`]: im2col, col2im and the bias + ReLU epilogue of a 2-D convolution and its
 //!   backward (`cpu::conv`; GEMMs are cuBLAS');
 //! * [`pool`]: max (with argmax) and average pooling, forward and backward (`cpu::pool`);
@@ -51,6 +52,7 @@ pub mod random;
 pub mod reduce;
 pub mod reduce_nd;
 pub mod rnn;
+pub mod rnn_seq;
 pub mod softmax;
 pub mod tensor;
 

@@ -4,12 +4,15 @@
 //! `[D, B, H]`; no `c_n` for the GRU) recorded with [`Var::from_op`]; the caller takes the three
 //! parts as views. Its backward runs [`dir_backward`] for every direction (the two directions
 //! of a bidirectional layer in parallel, one thread each) and then the input gradient
-//! `Σ_dir dgates_dir · W_ih_dir` on all threads.
+//! `Σ_dir dgates_dir · W_ih_dir` on all threads. On a CUDA device the same op runs
+//! `stapes_tensor::cuda::rnn` (device GEMMs + the fused step kernels of `kernels/cuda/rnn.cu`;
+//! the directions one after the other on the device's stream).
 
 use super::driver::{dir_backward, dir_forward, final_row, step_rows, CellKind, DirSaved, DirWeights, RnnElem, Sizes};
 use stapes_autograd::Var;
 use stapes_kernels::cpu::rnn::{gemm_strided, Strided};
 use stapes_tensor::alloc::{give, take, zeros};
+use stapes_tensor::cuda::rnn::{rnn_layer_backward, rnn_layer_forward, RnnCell, RnnDirParams};
 use stapes_tensor::{DType, Device, Error, Result, Storage, Tensor, WithDType};
 
 /// One direction's parameters as `Var`s (biases absent when the layer has none).
@@ -56,6 +59,9 @@ pub(crate) fn layer_forward(
     lengths: &[usize],
     hidden: usize,
 ) -> Result<LayerOut> {
+    if x.tensor().device().is_cuda() {
+        return layer_forward_cuda(kind, x, h0, c0, dirs, lengths, hidden);
+    }
     match x.tensor().dtype() {
         DType::F32 => layer_forward_t::<f32>(kind, x, h0, c0, dirs, lengths, hidden),
         DType::F64 => layer_forward_t::<f64>(kind, x, h0, c0, dirs, lengths, hidden),
@@ -165,15 +171,7 @@ fn layer_forward_t<T: RnnElem>(
     let total = packed.len();
     let out = Tensor::from_vec(packed, total, &Device::Cpu)?;
 
-    // Inputs of the op, in order: x, h0?, c0?, then per direction w_ih, w_hh, b_ih?, b_hh?.
-    let mut inputs: Vec<&Var> = vec![x];
-    inputs.extend(h0);
-    inputs.extend(c0);
-    for d in dirs {
-        inputs.extend([&d.w_ih, &d.w_hh]);
-        inputs.extend(d.b_ih.as_ref());
-        inputs.extend(d.b_hh.as_ref());
-    }
+    let inputs = op_inputs(x, h0, c0, dirs);
     let need_x = x.requires_grad();
     let (has_h0, has_c0) = (h0.is_some(), c0.is_some());
     let lengths = lengths.to_vec();
@@ -236,6 +234,26 @@ fn layer_forward_t<T: RnnElem>(
         Ok(out)
     };
     let packed = Var::from_op(op, out, &inputs, Box::new(backward));
+    split_packed(kind, &packed, Sizes { steps, batch, input, hidden }, nd)
+}
+
+/// The op's inputs, in order: x, h0?, c0?, then per direction w_ih, w_hh, b_ih?, b_hh?.
+fn op_inputs<'a>(x: &'a Var, h0: Option<&'a Var>, c0: Option<&'a Var>, dirs: &'a [DirVars]) -> Vec<&'a Var> {
+    let mut inputs: Vec<&Var> = vec![x];
+    inputs.extend(h0);
+    inputs.extend(c0);
+    for d in dirs {
+        inputs.extend([&d.w_ih, &d.w_hh]);
+        inputs.extend(d.b_ih.as_ref());
+        inputs.extend(d.b_hh.as_ref());
+    }
+    inputs
+}
+
+/// `Y`, `h_n` and `c_n` as views of the packed output `[Y | h_n | c_n]`.
+fn split_packed(kind: CellKind, packed: &Var, sz: Sizes, nd: usize) -> Result<LayerOut> {
+    let Sizes { steps, batch, hidden, .. } = sz;
+    let (y_len, bh) = (steps * batch * nd * hidden, batch * hidden);
     let y = packed.narrow(0, 0, y_len)?.reshape([steps, batch, nd * hidden])?;
     let h_n = packed.narrow(0, y_len, nd * bh)?.reshape([nd, batch, hidden])?;
     let c_n = match kind {
@@ -243,4 +261,58 @@ fn layer_forward_t<T: RnnElem>(
         CellKind::Gru => None,
     };
     Ok(LayerOut { y, h_n, c_n })
+}
+
+/// [`layer_forward`] on a CUDA device: `stapes_tensor::cuda::rnn` (device GEMMs and the fused
+/// step kernels; the two directions of a bidirectional layer run one after the other).
+fn layer_forward_cuda(
+    kind: CellKind,
+    x: &Var,
+    h0: Option<&Var>,
+    c0: Option<&Var>,
+    dirs: &[DirVars],
+    lengths: &[usize],
+    hidden: usize,
+) -> Result<LayerOut> {
+    let cell = match kind {
+        CellKind::Lstm => RnnCell::Lstm,
+        CellKind::Gru => RnnCell::Gru,
+    };
+    let params: Vec<RnnDirParams<'_>> = dirs
+        .iter()
+        .map(|d| RnnDirParams {
+            w_ih: d.w_ih.tensor(),
+            w_hh: d.w_hh.tensor(),
+            b_ih: d.b_ih.as_ref().map(|b| b.tensor()),
+            b_hh: d.b_hh.as_ref().map(|b| b.tensor()),
+        })
+        .collect();
+    let (out, saved) =
+        rnn_layer_forward(cell, x.tensor(), h0.map(|v| v.tensor()), c0.map(|v| v.tensor()), &params, lengths, hidden)?;
+    let inputs = op_inputs(x, h0, c0, dirs);
+    let need_x = x.requires_grad();
+    let (has_h0, has_c0) = (h0.is_some(), c0.is_some());
+    let backward = move |g: &Tensor| -> Result<Vec<Option<Tensor>>> {
+        let grads = rnn_layer_backward(&saved, g, need_x)?;
+        let mut out: Vec<Option<Tensor>> = vec![grads.x];
+        if has_h0 {
+            out.push(Some(grads.h0));
+        }
+        if has_c0 {
+            out.push(grads.c0);
+        }
+        for d in grads.dirs {
+            out.extend([Some(d.w_ih), Some(d.w_hh)]);
+            if d.b_ih.is_some() {
+                out.push(d.b_ih);
+            }
+            if d.b_hh.is_some() {
+                out.push(d.b_hh);
+            }
+        }
+        Ok(out)
+    };
+    let packed = Var::from_op(kind.name(), out, &inputs, Box::new(backward));
+    let (steps, batch, input) = (x.dims()[0], x.dims()[1], x.dims()[2]);
+    split_packed(kind, &packed, Sizes { steps, batch, input, hidden }, dirs.len())
 }

@@ -31,6 +31,7 @@ pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod matmul;
+pub mod rnn;
 pub use matmul::{allow_tf32, set_allow_tf32};
 pub(crate) mod nn_ops;
 pub(crate) mod reduce;
