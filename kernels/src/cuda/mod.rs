@@ -25,6 +25,7 @@
 //! * [`pool`]: max (with argmax) and average pooling, forward and backward (`cpu::pool`);
 //! * [`norm`]: layer norm and batch norm, forward and backward (`cpu::norm`);
 //! * [`tensor`]: strided copy, fill and dtype casts under the tensor layer's CUDA dispatch;
+//! * [`optim`]: fused Adam/AdamW and SGD updates of one parameter (`stapes-nn`'s optimizer loops);
 //! * [`random`]: Philox4x32-10 uniform, normal and Bernoulli draws (reference [`random::philox4x32`]);
 //! * [`ew`]: the tensor layer's element-wise ops (unary, broadcasting binary, comparisons,
 //!   `where`, all-finite) for f32/f16/bf16/f64 (`tensor` crate's `ops/elementwise.rs`).
@@ -46,6 +47,7 @@ mod launch;
 pub mod memory;
 pub mod norm;
 pub mod nvrtc;
+pub mod optim;
 pub mod parity;
 pub mod pool;
 pub mod random;

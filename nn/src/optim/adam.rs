@@ -1,8 +1,8 @@
 //! Adam and AdamW, as `torch.optim.Adam` / `torch.optim.AdamW`.
 
 use super::{
-    checked_grad, compute_dtype, compute_slice, for_chunks, json_bool, json_f64, new_param_buffer, saved_group,
-    split_state_keys, write_param, Buf, Optimizer, Real,
+    checked_grad, compute_dtype, compute_slice, device_operands, for_chunks, json_bool, json_f64, new_param_buffer,
+    round_to, saved_group, split_state_keys, write_device_param, write_param, Buf, Optimizer, Real,
 };
 use crate::module::Param;
 use serde_json::{json, Value};
@@ -119,6 +119,71 @@ impl Adam {
         }
     }
 
+    /// The step of a parameter on a CUDA device: one fused kernel (`kernels/cuda/optim.cu`)
+    /// performing the CPU loop's operations, with the state on the device.
+    fn step_param_device(&mut self, i: usize, g: &Tensor) -> Result<()> {
+        const OP: &str = "Adam::step";
+        let p = &self.params[i];
+        let c = self.cfg;
+        let cd = compute_dtype(OP, p.dtype())?;
+        let (pc, gc) = device_operands(p, g, cd)?;
+        let zeros = || Tensor::zeros(pc.dims(), cd, pc.device()).map(Buf::Dev);
+        if self.state[i].is_none() {
+            self.state[i] = Some(AdamState {
+                step: 0,
+                exp_avg: zeros()?,
+                exp_avg_sq: zeros()?,
+                max_exp_avg_sq: if c.amsgrad { Some(zeros()?) } else { None },
+            });
+        }
+        let st = self.state[i].as_mut().expect("set above");
+        if c.amsgrad && st.max_exp_avg_sq.is_none() {
+            return Err(Error::invalid(
+                OP,
+                format!("parameter {i} has no AMSGrad state (amsgrad was enabled after it was stepped)"),
+            ));
+        }
+        let (b1, b2) = c.betas;
+        let step = (st.step + 1) as f64;
+        let r = |x: f64| round_to(cd, x);
+        let w1 = r(1.0 - b1);
+        let s = stapes_tensor::cuda::optim::AdamScalars {
+            w1,
+            one_minus_w1: r(1.0 - w1),
+            beta2: r(b2),
+            c2: r(1.0 - b2),
+            bc2s: r((1.0 - b2.powf(step)).powf(0.5)),
+            eps: r(c.eps),
+            neg_step: r(-(c.lr / (1.0 - b1.powf(step)))),
+            decay: r(1.0 - c.lr * c.weight_decay),
+            wd: r(c.weight_decay),
+            maximize: c.maximize,
+            weight_decay: c.weight_decay != 0.0,
+            decoupled: c.decoupled_weight_decay,
+            amsgrad: c.amsgrad,
+            small_w1: w1.abs() < 0.5,
+        };
+        let vmax = match (&st.max_exp_avg_sq, c.amsgrad) {
+            (Some(b), true) => Some(b.dev(OP, i)?),
+            _ => None,
+        };
+        let (np, nm, nv, nx) = stapes_tensor::cuda::optim::adam_step(
+            &pc,
+            &gc,
+            st.exp_avg.dev(OP, i)?,
+            st.exp_avg_sq.dev(OP, i)?,
+            vmax,
+            &s,
+        )?;
+        st.step += 1;
+        st.exp_avg = Buf::Dev(nm);
+        st.exp_avg_sq = Buf::Dev(nv);
+        if let Some(x) = nx {
+            st.max_exp_avg_sq = Some(Buf::Dev(x));
+        }
+        write_device_param(p, np)
+    }
+
     fn step_param<T: Real>(&mut self, i: usize, g: &Tensor) -> Result<()> {
         const OP: &str = "Adam::step";
         let p = &self.params[i];
@@ -223,6 +288,10 @@ impl Optimizer for Adam {
     fn step(&mut self) -> Result<()> {
         for i in 0..self.params.len() {
             let Some(g) = checked_grad("Adam::step", i, &self.params[i])? else { continue };
+            if self.params[i].tensor().device().is_cuda() {
+                self.step_param_device(i, &g)?;
+                continue;
+            }
             match compute_dtype("Adam::step", self.params[i].dtype())? {
                 DType::F64 => self.step_param::<f64>(i, &g)?,
                 _ => self.step_param::<f32>(i, &g)?,

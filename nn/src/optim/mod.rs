@@ -153,11 +153,14 @@ macro_rules! real {
 real!(f32, F32);
 real!(f64, F64);
 
-/// One per-element state buffer, in the compute type of its parameter.
-#[derive(Clone, Debug, PartialEq)]
+/// One per-element state buffer, in the compute type of its parameter: host memory for CPU
+/// parameters, a tensor on the parameter's device for CUDA parameters.
+#[derive(Clone, Debug)]
 pub(crate) enum Buf {
     F32(Vec<f32>),
     F64(Vec<f64>),
+    /// State of a parameter on a CUDA device (f32 or f64), updated by fused kernels.
+    Dev(Tensor),
 }
 
 impl Buf {
@@ -165,14 +168,28 @@ impl Buf {
         match self {
             Buf::F32(_) => DType::F32,
             Buf::F64(_) => DType::F64,
+            Buf::Dev(t) => t.dtype(),
         }
     }
-    /// A tensor of `dims` holding a copy of the buffer.
+    /// A host tensor of `dims` holding a copy of the buffer (device state is downloaded: saved
+    /// state lives in files).
     pub(crate) fn to_tensor(&self, dims: &[usize]) -> Result<Tensor> {
         let dev = stapes_tensor::Device::Cpu;
         match self {
             Buf::F32(v) => Tensor::from_slice(v, dims.to_vec(), &dev),
             Buf::F64(v) => Tensor::from_slice(v, dims.to_vec(), &dev),
+            Buf::Dev(t) => t.to_device(&dev),
+        }
+    }
+    /// The device tensor of a CUDA parameter's state, or an error when the state is on the host
+    /// (the parameter moved between devices after it was stepped).
+    pub(crate) fn dev(&self, op: &'static str, i: usize) -> Result<&Tensor> {
+        match self {
+            Buf::Dev(t) => Ok(t),
+            _ => Err(Error::invalid(
+                op,
+                format!("parameter {i} is on a CUDA device but its optimizer state is in host memory (the parameter moved after it was stepped)"),
+            )),
         }
     }
     /// A buffer for parameter `i` (`p`) from a saved tensor, checked for shape and dtype.
@@ -189,6 +206,9 @@ impl Buf {
                 op,
                 format!("{name} has dtype {}, expected {want} for a {} parameter", t.dtype(), p.dtype()),
             ));
+        }
+        if p.tensor().device().is_cuda() {
+            return Ok(Buf::Dev(t.to_device(p.tensor().device())?));
         }
         Ok(match want {
             DType::F64 => Buf::F64(t.to_vec::<f64>()?),
@@ -227,6 +247,29 @@ pub(crate) fn compute_slice<T: Real>(t: &Tensor) -> Result<Cow<'_, [T]>> {
         }
     }
     Ok(Cow::Owned(t.to_dtype(T::DTYPE)?.to_vec::<T>()?))
+}
+
+/// A CUDA parameter and its gradient in the compute dtype `cd` (cast on the device if needed).
+pub(crate) fn device_operands(p: &Param, g: &Tensor, cd: DType) -> Result<(Tensor, Tensor)> {
+    let pt = p.tensor();
+    let pc = if pt.dtype() == cd { pt } else { pt.to_dtype(cd)? };
+    let gc = if g.dtype() == cd { g.clone() } else { g.to_dtype(cd)? };
+    Ok((pc, gc))
+}
+
+/// Stores a CUDA parameter's new value (compute dtype), rounded to the parameter's dtype.
+pub(crate) fn write_device_param(p: &Param, t: Tensor) -> Result<()> {
+    let t = if t.dtype() == p.dtype() { t } else { t.to_dtype(p.dtype())? };
+    p.set_tensor(t)
+}
+
+/// `x` rounded to the compute dtype, as the CPU loops' `T::of` rounds hyper-parameters.
+pub(crate) fn round_to(cd: DType, x: f64) -> f64 {
+    if cd == DType::F64 {
+        x
+    } else {
+        x as f32 as f64
+    }
 }
 
 /// Stores `data` (the compute type) as `p`'s new value, rounding to `p`'s dtype.

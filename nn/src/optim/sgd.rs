@@ -1,8 +1,8 @@
 //! Stochastic gradient descent, as `torch.optim.SGD`.
 
 use super::{
-    checked_grad, compute_dtype, compute_slice, for_chunks, json_bool, json_f64, new_param_buffer, saved_group,
-    split_state_keys, write_param, Buf, Optimizer, Real,
+    checked_grad, compute_dtype, compute_slice, device_operands, for_chunks, json_bool, json_f64, new_param_buffer,
+    round_to, saved_group, split_state_keys, write_device_param, write_param, Buf, Optimizer, Real,
 };
 use crate::module::Param;
 use serde_json::{json, Value};
@@ -82,6 +82,39 @@ impl Sgd {
         &self.cfg
     }
 
+    /// The step of a parameter on a CUDA device: one fused kernel with the momentum buffer on
+    /// the device.
+    fn step_param_device(&mut self, i: usize, g: &Tensor) -> Result<()> {
+        const OP: &str = "Sgd::step";
+        let p = &self.params[i];
+        let c = self.cfg;
+        let cd = compute_dtype(OP, p.dtype())?;
+        let (pc, gc) = device_operands(p, g, cd)?;
+        let use_mom = c.momentum != 0.0;
+        let first = use_mom && self.momentum_buffers[i].is_none();
+        let r = |x: f64| round_to(cd, x);
+        let s = stapes_tensor::cuda::optim::SgdScalars {
+            wd: r(c.weight_decay),
+            momentum: r(c.momentum),
+            damp1: r(1.0 - c.dampening),
+            neg_lr: r(-c.lr),
+            maximize: c.maximize,
+            weight_decay: c.weight_decay != 0.0,
+            use_momentum: use_mom,
+            nesterov: c.nesterov,
+            first,
+        };
+        let b = match (&self.momentum_buffers[i], use_mom && !first) {
+            (Some(b), true) => Some(b.dev(OP, i)?),
+            _ => None,
+        };
+        let (np, nb) = stapes_tensor::cuda::optim::sgd_step(&pc, &gc, b, &s)?;
+        if let Some(nb) = nb {
+            self.momentum_buffers[i] = Some(Buf::Dev(nb));
+        }
+        write_device_param(p, np)
+    }
+
     fn step_param<T: Real>(&mut self, i: usize, g: &Tensor) -> Result<()> {
         const OP: &str = "Sgd::step";
         let p = &self.params[i];
@@ -128,6 +161,10 @@ impl Optimizer for Sgd {
     fn step(&mut self) -> Result<()> {
         for i in 0..self.params.len() {
             let Some(g) = checked_grad("Sgd::step", i, &self.params[i])? else { continue };
+            if self.params[i].tensor().device().is_cuda() {
+                self.step_param_device(i, &g)?;
+                continue;
+            }
             match compute_dtype("Sgd::step", self.params[i].dtype())? {
                 DType::F64 => self.step_param::<f64>(i, &g)?,
                 _ => self.step_param::<f32>(i, &g)?,
