@@ -142,11 +142,58 @@ fn ctc(
         blank: opts.blank,
     };
     problem.check().map_err(|m| Error::invalid(op, m))?;
+    if x.device().is_cuda() {
+        return run_device(op, scores, input, &problem, opts);
+    }
     match x.dtype() {
         DType::F32 => run::<f32>(op, scores, input, &problem, opts),
         DType::F64 => run::<f64>(op, scores, input, &problem, opts),
         other => Err(Error::UnsupportedDType { op, dtype: other, msg: "CTC loss computes in f32 or f64" }),
     }
+}
+
+/// The loss of scores on a CUDA device: `kernels/cuda/ctc.cu` through
+/// `stapes_tensor::cuda::ctc`, the reduction and the backward's per-sample scaling as device
+/// ops (no host synchronisation; only the problem's lengths and labels, already on the host,
+/// are uploaded).
+fn run_device(
+    op: &'static str,
+    scores: &Var,
+    input: CtcInput,
+    p: &CtcProblem<'_>,
+    opts: &CtcLossOptions,
+) -> Result<Var> {
+    let x = scores.tensor();
+    let lp = match input {
+        CtcInput::LogProbs => x.clone(),
+        CtcInput::Logits => x.log_softmax(2)?,
+    };
+    let want_grad = is_grad_enabled() && scores.requires_grad();
+    let (nll, grad) = stapes_tensor::cuda::ctc::ctc_loss(&lp, p, opts.zero_infinity, want_grad)?;
+    let b = p.batch;
+    let device = *x.device();
+    // Mean: each sample's loss over its target length (at least 1), averaged over the batch.
+    let weights: Vec<f32> = p.target_lengths.iter().map(|&l| (1.0 / (b as f64 * l.max(1) as f64)) as f32).collect();
+    let weights = Tensor::from_vec(weights, [b], &device)?;
+    let out = match opts.reduction {
+        Reduction::None => nll,
+        Reduction::Sum => nll.sum_all()?,
+        Reduction::Mean => nll.mul(&weights)?.sum_all()?,
+    };
+    let Some(grad) = grad else {
+        return Ok(Var::constant(out));
+    };
+    let (reduction, batch_first) = (opts.reduction, opts.batch_first);
+    let scale_shape = if batch_first { [b, 1, 1] } else { [1, b, 1] };
+    let backward = move |gout: &Tensor| -> Result<Vec<Option<Tensor>>> {
+        let scale = match reduction {
+            Reduction::None => gout.reshape(scale_shape)?,
+            Reduction::Sum => gout.reshape([1, 1, 1])?,
+            Reduction::Mean => weights.mul(gout)?.reshape(scale_shape)?,
+        };
+        Ok(vec![Some(grad.mul(&scale)?)])
+    };
+    Ok(Var::from_op(op, out, &[scores], Box::new(backward)))
 }
 
 fn run<T: Float + WithDType>(

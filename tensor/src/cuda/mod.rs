@@ -28,6 +28,7 @@ use stapes_kernels::cuda::{self as kc, Backend, CudaError, DeviceBuffer, GpuDevi
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub(crate) mod conv;
+pub mod ctc;
 pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod matmul;
