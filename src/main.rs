@@ -15,7 +15,7 @@ use stapes::speech::train::{
     evaluate_with, filter_by_duration, load_run, open_corpus, small_crdnn, split_corpus, train_ctc, TrainEvent,
     TrainOptions,
 };
-use stapes::tensor::{Result as TResult, Tensor};
+use stapes::tensor::{Device, Result as TResult, Tensor};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -339,6 +339,23 @@ struct TrainArgs {
     /// Turn off speed perturbation and SpecAugment.
     #[arg(long)]
     no_augment: bool,
+    /// Where to train: `cpu`, `cuda` (= `cuda:0`), `cuda:N`, or `auto` (cuda:0 when a GPU can
+    /// be used, else the CPU).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: Device,
+}
+
+/// `cpu`, `cuda`, `cuda:N` or `auto`.
+fn parse_device(s: &str) -> std::result::Result<Device, String> {
+    match s.trim() {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(Device::cuda_if_available()),
+        "cuda" => Ok(Device::Cuda(0)),
+        d => match d.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => Ok(Device::Cuda(n)),
+            _ => Err(format!("unknown device {s:?}: expected cpu, cuda, cuda:N or auto")),
+        },
+    }
 }
 
 /// The data of a run, kept in `run.json` so that `--resume` needs only the run directory.
@@ -349,6 +366,10 @@ struct RunData {
 }
 
 fn train(a: TrainArgs) -> anyhow::Result<()> {
+    if a.device.is_cuda() {
+        // fail before any data is read when the GPU cannot be used
+        Tensor::zeros([1], stapes::tensor::DType::F32, &a.device).context("--device")?;
+    }
     let run_json = a.run_dir.join("run.json");
     let (mut cfg, data, dev) = if a.resume {
         if a.config.is_some() || a.small || a.no_augment {
@@ -432,7 +453,10 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         a.run_dir.display()
     );
     let mut progress = Progress::new();
-    let opts = TrainOptions { resume: a.resume, max_seconds: a.max_seconds };
+    if let Device::Cuda(n) = a.device {
+        println!("stapes train: on {} ({})", a.device, stapes::tensor::cuda::describe(n));
+    }
+    let opts = TrainOptions { resume: a.resume, max_seconds: a.max_seconds, device: a.device };
     let report =
         train_ctc(&cfg, Arc::new(train_set), Arc::new(dev_set), &vocab, &a.run_dir, &opts, |e| progress.event(e))?;
     println!("best dev CER {:.2}%; outputs in {}", 100.0 * report.best_cer, report.run_dir.display());

@@ -183,7 +183,7 @@ fn bad_runs_are_errors() {
         dev.clone(),
         &vocab,
         &dir,
-        &TrainOptions { resume: true, max_seconds: None },
+        &TrainOptions { resume: true, max_seconds: None, ..Default::default() },
         |_| {},
     )
     .err()

@@ -64,6 +64,9 @@ pub fn clip_grad_norm(params: &[Param], max_norm: f64, norm_type: f64, error_if_
     if grads.is_empty() {
         return Ok(0.0);
     }
+    if grads.iter().any(|(_, g)| g.device().is_cuda()) {
+        return clip_device(&grads, max_norm, norm_type, error_if_nonfinite);
+    }
     let mut norms = Vec::with_capacity(grads.len());
     let mut dtype = grads[0].1.dtype();
     for (_, g) in &grads {
@@ -96,6 +99,64 @@ pub fn clip_grad_norm(params: &[Param], max_norm: f64, norm_type: f64, error_if_
     if coef < 1.0 || coef.is_nan() {
         for (p, g) in grads {
             p.set_grad(Some(scale(&g, coef)?));
+        }
+    }
+    Ok(total)
+}
+
+/// `clip_grad_norm` for gradients on a CUDA device: each gradient's norm is reduced on the
+/// device (in f32, f64 for f64 gradients), the per-gradient norms come back in one download (the
+/// total is returned to the caller, as on the CPU), and the scaling is a device kernel.
+fn clip_device(grads: &[(Param, Tensor)], max_norm: f64, norm_type: f64, error_if_nonfinite: bool) -> Result<f64> {
+    const OP: &str = "clip_grad_norm";
+    let device = *grads[0].1.device();
+    let mut dtype = grads[0].1.dtype();
+    let mut norms = Vec::with_capacity(grads.len());
+    for (_, g) in grads {
+        if g.device() != &device {
+            return Err(Error::DeviceMismatch { op: OP, lhs: device, rhs: *g.device() });
+        }
+        let d = g.dtype();
+        if !d.is_float() {
+            return Err(Error::UnsupportedDType { op: OP, dtype: d, msg: "gradients must be floating point" });
+        }
+        dtype = promote(dtype, d);
+        let x = g.to_dtype(if d == DType::F64 { DType::F64 } else { DType::F32 })?.abs()?;
+        let n = if norm_type == f64::INFINITY {
+            let n = x.elem_count();
+            x.reshape([n])?.max([0usize], false)?
+        } else if norm_type == 2.0 {
+            x.sqr()?.sum_all()?.sqrt()?
+        } else {
+            // the general p-norm on the device; 0 and -inf are rare enough to take the host path
+            if norm_type <= 0.0 {
+                return Err(Error::NoCudaKernel {
+                    op: OP,
+                    device,
+                    location: format!("norm_type {norm_type} ({}:{})", file!(), line!()),
+                });
+            }
+            x.powf(norm_type)?.sum_all()?.powf(1.0 / norm_type)?
+        };
+        norms.push(n.to_dtype(DType::F64)?.reshape([1])?);
+    }
+    let refs: Vec<&Tensor> = norms.iter().collect();
+    let per = Tensor::cat(&refs, 0)?.to_vec::<f64>()?; // one download
+    let per: Vec<f64> = grads.iter().zip(per).map(|((_, g), n)| round_to(n, g.dtype())).collect::<Result<_>>()?;
+    let total = round_to(vector_norm(per.into_iter(), norm_type), dtype)?;
+    if error_if_nonfinite && !total.is_finite() {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "the total norm of order {norm_type} of the gradients is {total}, so they cannot be clipped \
+                 (pass error_if_nonfinite = false to clip anyway)"
+            ),
+        ));
+    }
+    let coef = round_to(max_norm / round_to(total + 1e-6, dtype)?, dtype)?.min(1.0);
+    if coef < 1.0 || coef.is_nan() {
+        for (p, g) in grads {
+            p.set_grad(Some(g.mul_scalar(coef)?));
         }
     }
     Ok(total)

@@ -45,7 +45,7 @@ use stapes_nn::loss::Reduction;
 use stapes_nn::optim::Optimizer;
 use stapes_nn::schedule::LrSchedule;
 use stapes_nn::Module;
-use stapes_tensor::{DType, Error, Generator, Result, Tensor};
+use stapes_tensor::{DType, Device, Error, Generator, Result, Tensor};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -145,6 +145,10 @@ pub struct TrainOptions {
     /// Stop after the epoch in which this session has run this long (overrides
     /// `training.max_seconds`).
     pub max_seconds: Option<f64>,
+    /// Where the model trains (`Device::Cpu` by default; `Device::Cuda(n)` keeps the model,
+    /// the optimizer state and every activation on that GPU, batches are uploaded as they come
+    /// from the loader). Checkpoints are device-independent: a run may resume on another device.
+    pub device: Device,
 }
 
 /// The outcome of [`train_ctc`].
@@ -258,9 +262,13 @@ pub struct Evaluation {
 }
 
 /// Log-probabilities `[B, T', C]` of a batch and their lengths, without autograd.
+/// The batch runs on the model's device; the log-probabilities come back to the host, where
+/// the decoders run.
 pub fn batch_log_probs(model: &AcousticModel, inputs: &Tensor, in_lens: &[usize]) -> Result<(Tensor, Vec<usize>)> {
-    let logits = no_grad(|| model.forward(&Var::constant(inputs.clone()), in_lens))?;
-    let lp = logits.tensor().log_softmax(-1)?;
+    let device = model.parameters().first().map(|p| *p.tensor().device()).unwrap_or(Device::Cpu);
+    let x = inputs.to_device(&device)?;
+    let logits = no_grad(|| model.forward(&Var::constant(x), in_lens))?;
+    let lp = logits.tensor().log_softmax(-1)?.to_device(&Device::Cpu)?;
     Ok((lp, model.output_lengths(in_lens)))
 }
 
@@ -510,6 +518,8 @@ pub fn train_ctc(
     let tc = cfg.training.clone();
     stapes_tensor::manual_seed(tc.seed);
     let model = AcousticModel::new(&cfg.model)?;
+    let device = opts.device;
+    model.to_device(&device)?;
     let mut sched = cfg.schedule.build()?;
     let mut opt = cfg.optimizer.build(model.parameters(), sched.lr())?;
     let mut scaler =
@@ -610,7 +620,7 @@ pub fn train_ctc(
             let tgt_lens = lengths(&batch.target_lengths)?;
             opt.zero_grad();
             let forward = || -> Result<Var> {
-                let logits = model.forward(&Var::constant(batch.inputs.clone()), &in_lens)?;
+                let logits = model.forward(&Var::constant(batch.inputs.to_device(&device)?), &in_lens)?;
                 let out_lens = model.output_lengths(&in_lens);
                 ctc_loss_from_logits(&logits, &batch.targets, &out_lens, &tgt_lens, &ctc_opts)
             };

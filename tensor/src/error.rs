@@ -34,7 +34,7 @@ pub enum Error {
     #[error("{op}: operands on different devices, {lhs:?} and {rhs:?}")]
     DeviceMismatch { op: &'static str, lhs: Device, rhs: Device },
     /// The device cannot be used on this machine or build.
-    #[error("{op}: device {device:?} is not available: {msg}")]
+    #[error("{op}: device {device} is not available: {msg}")]
     DeviceUnavailable { op: &'static str, device: Device, msg: String },
     /// The op has no CUDA kernel yet; `location` is the call site that needed host data.
     #[error(
