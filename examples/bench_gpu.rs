@@ -118,6 +118,57 @@ fn workloads(small: bool) -> Vec<Workload> {
             }))
         }),
     });
+    // Issue 7: CTC forward+backward at T=500, B=32, S=100 for C=29 and C=5000 (log-probs input,
+    // mean reduction), and the bidirectional 2-layer LSTM (input 256, hidden 512, batch 32,
+    // T=400) forward+backward.
+    let (ct, cb, cs) = if small { (20, 2, 4) } else { (500, 32, 100) };
+    for (name, classes) in [("ctc_fwd_bwd_T500_B32_S100_C29", 29usize), ("ctc_fwd_bwd_T500_B32_S100_C5000", 5000)] {
+        let classes = if small { classes.min(40) } else { classes };
+        v.push(Workload {
+            name,
+            flops: 0,
+            bytes: 0,
+            make: Box::new(move |d| {
+                use stapes::nn::ctc::{ctc_loss, CtcLossOptions};
+                let x = Var::leaf(randn(21, &[ct, cb, classes], DType::F32, d)?.log_softmax(2)?);
+                let labels: Vec<i64> = (0..cb * cs).map(|i| 1 + (i * 7 % (classes - 1)) as i64).collect();
+                let targets = Tensor::from_vec(labels, [cb, cs], &Device::Cpu)?;
+                let (il, tl) = (vec![ct; cb], vec![cs; cb]);
+                let opts = CtcLossOptions::default();
+                Ok(Box::new(move || {
+                    x.zero_grad();
+                    ctc_loss(&x, &targets, &il, &tl, &opts)?.backward()?;
+                    Ok(())
+                }))
+            }),
+        });
+    }
+    let (lt, lb, li, lh) = if small { (6, 2, 8, 8) } else { (400, 32, 256, 512) };
+    // 2 layers x 2 directions x (4H x (I + H)) MACs per step and sample, x3 for the backward
+    let lstm_flops = |i: usize| 2 * 4 * lh * (i + lh);
+    let per_step = 2 * (lstm_flops(li) + lstm_flops(2 * lh)) as u64;
+    v.push(Workload {
+        name: "bilstm2_fwd_bwd_I256_H512_B32_T400_f32",
+        flops: 3 * per_step * (lt * lb) as u64,
+        bytes: 0,
+        make: Box::new(move |d| {
+            use stapes::nn::rnn::{Lstm, RnnConfig};
+            use stapes::nn::Module;
+            let cfg = RnnConfig { num_layers: 2, bidirectional: true, ..RnnConfig::new(li, lh) };
+            let lstm = Lstm::new(cfg)?;
+            lstm.to_device(d)?;
+            let x = Var::leaf(randn(31, &[lt, lb, li], DType::F32, d)?);
+            let gy = randn(32, &[lt, lb, 2 * lh], DType::F32, d)?;
+            Ok(Box::new(move || {
+                for p in lstm.parameters() {
+                    p.set_grad(None);
+                }
+                x.zero_grad();
+                lstm.forward(&x, None, None)?.output.backward_with(&gy)?;
+                Ok(())
+            }))
+        }),
+    });
     v
 }
 

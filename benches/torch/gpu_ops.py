@@ -60,6 +60,36 @@ def workloads():
 
         return step
 
+    def ctc(classes):
+        def make():
+            T, B, S = 500, 32, 100
+            x = torch.randn(T, B, classes, device="cuda", generator=g).log_softmax(2).detach().requires_grad_()
+            labels = torch.tensor([1 + (i * 7 % (classes - 1)) for i in range(B * S)], device="cuda").view(B, S)
+            il = torch.full((B,), T, dtype=torch.long, device="cuda")
+            tl = torch.full((B,), S, dtype=torch.long, device="cuda")
+
+            def step():
+                x.grad = None
+                torch.nn.functional.ctc_loss(x, labels, il, tl, blank=0, reduction="mean").backward()
+
+            return step
+
+        return make
+
+    def bilstm():
+        lstm = torch.nn.LSTM(256, 512, num_layers=2, bidirectional=True).cuda()
+        x = randn(400, 32, 256).requires_grad_()
+        gy = randn(400, 32, 1024)
+
+        def step():
+            lstm.zero_grad(set_to_none=True)
+            x.grad = None
+            lstm(x)[0].backward(gy)
+
+        return step
+
+    lstm_flops = lambda i: 2 * 4 * 512 * (i + 512)
+    per_step = 2 * (lstm_flops(256) + lstm_flops(1024))
     hw = 80 * 400
     conv1, conv2 = 2 * 8 * 64 * 9 * hw, 2 * 8 * 128 * 64 * 9 * hw
     return [
@@ -71,6 +101,9 @@ def workloads():
         ("matmul_8192_bf16", 2 * mm**3, 0, matmul(torch.bfloat16)),
         ("matmul_8192_f32", 2 * mm**3, 0, matmul(torch.float32)),
         ("conv2d_fwd_bwd_8x1x80x400_f32", 2 * conv1 + 3 * conv2, 0, conv),
+        ("ctc_fwd_bwd_T500_B32_S100_C29", 0, 0, ctc(29)),
+        ("ctc_fwd_bwd_T500_B32_S100_C5000", 0, 0, ctc(5000)),
+        ("bilstm2_fwd_bwd_I256_H512_B32_T400_f32", 3 * per_step * 400 * 32, 0, bilstm),
     ]
 
 
