@@ -88,6 +88,8 @@ pub fn assert_close<T: DeviceElem>(actual: &[T], expected: &[T], tol: Tolerance,
 
 /// The backends a parity test runs on: the emulator (when built), then GPU 0 when one can be
 /// opened. Without a GPU it prints, once per process, why the GPU half is skipped.
+/// (With `STAPES_TEST_CUDA=gpu` a missing GPU panics, so the GPU suite cannot pass on the
+/// emulator alone.)
 pub fn backends() -> Vec<Backend> {
     let mut out = Vec::new();
     if emu::is_built() {
@@ -96,6 +98,11 @@ pub fn backends() -> Vec<Backend> {
     match GpuDevice::first() {
         Ok(d) => out.push(Backend::Gpu(d)),
         Err(why) => {
+            // The GPU suite (scripts/gpu-suite.sh) sets STAPES_TEST_CUDA=gpu: there a missing GPU
+            // must fail the run instead of passing on the emulator alone.
+            if std::env::var("STAPES_TEST_CUDA").is_ok_and(|v| v.trim() == "gpu") {
+                panic!("STAPES_TEST_CUDA=gpu but no GPU can be used: {why}");
+            }
             static NOTICE: Once = Once::new();
             NOTICE.call_once(|| eprintln!("note: CUDA kernels checked on the emulator only; no GPU: {why}"));
         }
