@@ -3,6 +3,7 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use stapes::nn::Module;
 use stapes::speech::audio::write_wav;
 use stapes::speech::beam::{beam_search_decode_batch, BeamSearchConfig};
 use stapes::speech::config::RunConfig;
@@ -43,6 +44,9 @@ struct DecodeArgs {
     /// Word insertion bonus.
     #[arg(long, default_value_t = 1.5)]
     beta: f64,
+    /// Where the acoustic model runs: `cpu`, `cuda`, `cuda:N` or `auto` (decoding is on the CPU).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: Device,
 }
 
 type DecodeFn = Box<dyn FnMut(&Tensor, &[usize]) -> TResult<Vec<Vec<usize>>>>;
@@ -473,6 +477,7 @@ fn abs(p: &Path) -> PathBuf {
 
 fn eval(run: &Path, data: &Path, batch_size: usize, verbose: bool, decode: &DecodeArgs) -> anyhow::Result<()> {
     let loaded = load_run(run).with_context(|| format!("loading the run {}", run.display()))?;
+    loaded.model.to_device(&decode.device).context("--device")?;
     let corpus = open_corpus(data).with_context(|| format!("opening {}", data.display()))?;
     let missing: String = corpus.vocab.chars().iter().filter(|c| !loaded.vocab.chars().contains(c)).collect();
     if !missing.is_empty() {
@@ -511,6 +516,7 @@ fn transcribe(
     decode: &DecodeArgs,
 ) -> anyhow::Result<()> {
     let loaded = load_run(run).with_context(|| format!("loading the run {}", run.display()))?;
+    loaded.model.to_device(&decode.device).context("--device")?;
     let opts = SegmentOptions {
         vad: if no_vad { None } else { SegmentOptions::default().vad },
         max_segment_s: max_segment,
