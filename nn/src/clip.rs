@@ -64,25 +64,12 @@ pub fn clip_grad_norm(params: &[Param], max_norm: f64, norm_type: f64, error_if_
     if grads.is_empty() {
         return Ok(0.0);
     }
-    if grads.iter().any(|(_, g)| g.device().is_cuda()) {
-        return clip_device(&grads, max_norm, norm_type, error_if_nonfinite);
-    }
-    let mut norms = Vec::with_capacity(grads.len());
-    let mut dtype = grads[0].1.dtype();
-    for (_, g) in &grads {
-        let d = g.dtype();
-        if !d.is_float() {
-            return Err(Error::UnsupportedDType { op: OP, dtype: d, msg: "gradients must be floating point" });
-        }
-        let n = match (d, norm_type == 2.0) {
-            (DType::F64, true) => l2_norm(&compute_slice::<f64>(g)?),
-            (_, true) => l2_norm(&compute_slice::<f32>(g)?),
-            (DType::F64, false) => vector_norm(compute_slice::<f64>(g)?.iter().copied(), norm_type),
-            _ => vector_norm(compute_slice::<f32>(g)?.iter().map(|&x| x as f64), norm_type),
-        };
-        norms.push(round_to(n, d)?);
-        dtype = promote(dtype, d);
-    }
+    // The per-gradient norms, each rounded to its gradient's dtype, and the promoted dtype.
+    let (norms, dtype) = if grads.iter().any(|(_, g)| g.device().is_cuda()) {
+        device_norms(&grads, norm_type)?
+    } else {
+        host_norms(&grads, norm_type)?
+    };
     let total = round_to(vector_norm(norms.into_iter(), norm_type), dtype)?;
     if error_if_nonfinite && !total.is_finite() {
         return Err(Error::invalid(
@@ -104,10 +91,31 @@ pub fn clip_grad_norm(params: &[Param], max_norm: f64, norm_type: f64, error_if_
     Ok(total)
 }
 
-/// `clip_grad_norm` for gradients on a CUDA device: each gradient's norm is reduced on the
-/// device (in f32, f64 for f64 gradients), the per-gradient norms come back in one download (the
-/// total is returned to the caller, as on the CPU), and the scaling is a device kernel.
-fn clip_device(grads: &[(Param, Tensor)], max_norm: f64, norm_type: f64, error_if_nonfinite: bool) -> Result<f64> {
+/// The rounded norm of every host gradient, computed in parallel in f64, and the promoted dtype.
+fn host_norms(grads: &[(Param, Tensor)], norm_type: f64) -> Result<(Vec<f64>, DType)> {
+    const OP: &str = "clip_grad_norm";
+    let mut norms = Vec::with_capacity(grads.len());
+    let mut dtype = grads[0].1.dtype();
+    for (_, g) in grads {
+        let d = g.dtype();
+        if !d.is_float() {
+            return Err(Error::UnsupportedDType { op: OP, dtype: d, msg: "gradients must be floating point" });
+        }
+        let n = match (d, norm_type == 2.0) {
+            (DType::F64, true) => l2_norm(&compute_slice::<f64>(g)?),
+            (_, true) => l2_norm(&compute_slice::<f32>(g)?),
+            (DType::F64, false) => vector_norm(compute_slice::<f64>(g)?.iter().copied(), norm_type),
+            _ => vector_norm(compute_slice::<f32>(g)?.iter().map(|&x| x as f64), norm_type),
+        };
+        norms.push(round_to(n, d)?);
+        dtype = promote(dtype, d);
+    }
+    Ok((norms, dtype))
+}
+
+/// The rounded norm of every gradient on a CUDA device: each reduced on the device (in f32, f64
+/// for f64 gradients), all of them downloaded at once; and the promoted dtype.
+fn device_norms(grads: &[(Param, Tensor)], norm_type: f64) -> Result<(Vec<f64>, DType)> {
     const OP: &str = "clip_grad_norm";
     let device = *grads[0].1.device();
     let mut dtype = grads[0].1.dtype();
@@ -128,7 +136,7 @@ fn clip_device(grads: &[(Param, Tensor)], max_norm: f64, norm_type: f64, error_i
         } else if norm_type == 2.0 {
             x.sqr()?.sum_all()?.sqrt()?
         } else {
-            // the general p-norm on the device; 0 and -inf are rare enough to take the host path
+            // the general p-norm on the device; 0 and -inf are rare enough to have no kernel
             if norm_type <= 0.0 {
                 return Err(Error::NoCudaKernel {
                     op: OP,
@@ -142,24 +150,8 @@ fn clip_device(grads: &[(Param, Tensor)], max_norm: f64, norm_type: f64, error_i
     }
     let refs: Vec<&Tensor> = norms.iter().collect();
     let per = Tensor::cat(&refs, 0)?.to_vec::<f64>()?; // one download
-    let per: Vec<f64> = grads.iter().zip(per).map(|((_, g), n)| round_to(n, g.dtype())).collect::<Result<_>>()?;
-    let total = round_to(vector_norm(per.into_iter(), norm_type), dtype)?;
-    if error_if_nonfinite && !total.is_finite() {
-        return Err(Error::invalid(
-            OP,
-            format!(
-                "the total norm of order {norm_type} of the gradients is {total}, so they cannot be clipped \
-                 (pass error_if_nonfinite = false to clip anyway)"
-            ),
-        ));
-    }
-    let coef = round_to(max_norm / round_to(total + 1e-6, dtype)?, dtype)?.min(1.0);
-    if coef < 1.0 || coef.is_nan() {
-        for (p, g) in grads {
-            p.set_grad(Some(g.mul_scalar(coef)?));
-        }
-    }
-    Ok(total)
+    let per = grads.iter().zip(per).map(|((_, g), n)| round_to(n, g.dtype())).collect::<Result<_>>()?;
+    Ok((per, dtype))
 }
 
 /// Elements per parallel chunk of the norm and the scaling.
@@ -183,9 +175,12 @@ fn l2_norm<T: Copy + Into<f64> + Sync>(xs: &[T]) -> f64 {
     xs.par_chunks(CHUNK).map(sum_sq).sum::<f64>().sqrt()
 }
 
-/// `g · coef`, computed in `g`'s compute type (f64 for f64, f32 otherwise) and rounded back,
-/// in parallel into a buffer from the tensor crate's CPU cache.
+/// `g · coef`, computed in `g`'s compute type (f64 for f64, f32 otherwise) and rounded back:
+/// a device kernel on a GPU, else in parallel into a buffer from the tensor crate's CPU cache.
 fn scale(g: &Tensor, coef: f64) -> Result<Tensor> {
+    if g.device().is_cuda() {
+        return g.mul_scalar(coef);
+    }
     fn scaled<T: WithDType + std::ops::Mul<Output = T>>(xs: &[T], c: T) -> Vec<T> {
         let mut out = stapes_tensor::alloc::take::<T>(xs.len());
         out.par_chunks_mut(CHUNK).zip(xs.par_chunks(CHUNK)).for_each(|(o, x)| {
