@@ -457,6 +457,15 @@ impl<'a> KernelArg<'a> {
     pub fn f64(v: f64) -> Self {
         KernelArg(ArgKind::Scalar(Scalar::F64(v)))
     }
+    /// A float scalar in `T`'s compute type: `double` for `f64` kernels, `float` for the others
+    /// (f32, f16 and bf16 kernels compute in f32).
+    pub fn compute_float<T: DeviceElem>(v: f64) -> Self {
+        if T::NAME == "f64" {
+            KernelArg::f64(v)
+        } else {
+            KernelArg::f32(v as f32)
+        }
+    }
 
     fn buffer_kind(&self) -> Option<&'static str> {
         match &self.0 {

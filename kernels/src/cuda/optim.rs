@@ -46,14 +46,6 @@ pub struct SgdScalars {
 pub type AdamInputs<'a, T> =
     (&'a DeviceBuffer<T>, &'a DeviceBuffer<T>, &'a DeviceBuffer<T>, &'a DeviceBuffer<T>, &'a DeviceBuffer<T>);
 
-fn scalar<'a, T: DeviceElem>(v: f64) -> KernelArg<'a> {
-    if T::NAME == "f64" {
-        KernelArg::f64(v)
-    } else {
-        KernelArg::f32(v as f32)
-    }
-}
-
 fn check<T: DeviceElem>(op: &'static str, n: usize, lens: &[(&str, usize)]) -> Result<(), CudaError> {
     if T::NAME != "f32" && T::NAME != "f64" {
         return Err(CudaError::Shape { op, message: format!("updates compute in f32 or f64, not {}", T::NAME) });
@@ -107,15 +99,15 @@ pub fn adam_step<T: DeviceElem>(
         KernelArg::output(v_out),
         KernelArg::output(vmax_out),
         KernelArg::u64(n as u64),
-        scalar::<T>(s.w1),
-        scalar::<T>(s.one_minus_w1),
-        scalar::<T>(s.beta2),
-        scalar::<T>(s.c2),
-        scalar::<T>(s.bc2s),
-        scalar::<T>(s.eps),
-        scalar::<T>(s.neg_step),
-        scalar::<T>(s.decay),
-        scalar::<T>(s.wd),
+        KernelArg::compute_float::<T>(s.w1),
+        KernelArg::compute_float::<T>(s.one_minus_w1),
+        KernelArg::compute_float::<T>(s.beta2),
+        KernelArg::compute_float::<T>(s.c2),
+        KernelArg::compute_float::<T>(s.bc2s),
+        KernelArg::compute_float::<T>(s.eps),
+        KernelArg::compute_float::<T>(s.neg_step),
+        KernelArg::compute_float::<T>(s.decay),
+        KernelArg::compute_float::<T>(s.wd),
         KernelArg::u32(flags),
     ];
     // SAFETY: adam_step_<T>(5 inputs, 4 outputs, n, 9 scalars of T, unsigned flags) touches
@@ -159,10 +151,10 @@ pub fn sgd_step<T: DeviceElem>(
         KernelArg::output(p_out),
         KernelArg::output(b_out),
         KernelArg::u64(n as u64),
-        scalar::<T>(s.wd),
-        scalar::<T>(s.momentum),
-        scalar::<T>(s.damp1),
-        scalar::<T>(s.neg_lr),
+        KernelArg::compute_float::<T>(s.wd),
+        KernelArg::compute_float::<T>(s.momentum),
+        KernelArg::compute_float::<T>(s.damp1),
+        KernelArg::compute_float::<T>(s.neg_lr),
         KernelArg::u32(flags),
     ];
     // SAFETY: sgd_step_<T>(p, g, b, p_out, b_out, n, 4 scalars of T, flags) touches [0, n) of p, g,

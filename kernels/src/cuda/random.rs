@@ -54,8 +54,7 @@ pub fn counters_used<T: DeviceElem>(n: usize) -> u64 {
 
 fn float_param<'a, T: DeviceElem>(op: &'static str, v: f64) -> Result<KernelArg<'a>, CudaError> {
     match T::NAME {
-        "f64" => Ok(KernelArg::f64(v)),
-        "f32" | "f16" | "bf16" => Ok(KernelArg::f32(v as f32)),
+        "f64" | "f32" | "f16" | "bf16" => Ok(KernelArg::compute_float::<T>(v)),
         other => Err(CudaError::Shape { op, message: format!("random values are floating point, not {other}") }),
     }
 }
