@@ -103,38 +103,38 @@ fn with_default<R>(f: impl FnOnce(&mut Generator) -> R) -> R {
     f(g.get_or_insert_with(|| Generator::new(0)))
 }
 
-/// A fresh float buffer of the dtype on the device, and its backend.
-struct CudaOut(stapes_kernels::cuda::Backend, crate::cuda::CudaBuf);
-
-/// Runs `$body` with `$buf` bound to the typed output buffer of a [`CudaOut`] (float dtypes).
-macro_rules! float_dispatch_cuda {
-    ($out:expr, |$buf:ident| $body:expr) => {
-        match &mut $out.1 {
-            crate::cuda::CudaBuf::F32($buf) => $body,
-            crate::cuda::CudaBuf::F16($buf) => $body,
-            crate::cuda::CudaBuf::BF16($buf) => $body,
-            crate::cuda::CudaBuf::F64($buf) => $body,
-            _ => unreachable!("float dtype checked"),
-        }
-    };
+/// What a CUDA random fill draws.
+#[derive(Clone, Copy)]
+enum Draw {
+    /// Uniform in `[lo, hi)`.
+    Uniform(f64, f64),
+    /// Normal with mean and standard deviation.
+    Normal(f64, f64),
 }
 
-/// Fills a new CUDA tensor with `fill(out, key)`, the key one draw of `gen`.
+/// A new CUDA tensor of `shape` and float `dtype` filled by the Philox kernels, keyed by one
+/// draw of `gen`.
 fn cuda_random(
     op: &'static str,
     gen: &mut Generator,
+    draw: Draw,
     shape: Shape,
     dtype: DType,
     device: &Device,
-    fill: impl FnOnce(&mut CudaOut, u64) -> std::result::Result<(), stapes_kernels::cuda::CudaError>,
 ) -> Result<Tensor> {
+    use stapes_kernels::cuda::random as kr;
     let backend = crate::cuda::backend(op, device)?;
+    let key = gen.next_u64();
     let buf = all_dispatch!(dtype, |T| {
-        T::into_cuda(backend.alloc::<T>(shape.elem_count()).map_err(crate::cuda::cuda_err(op))?)
+        let mut b = backend.alloc::<T>(shape.elem_count()).map_err(crate::cuda::cuda_err(op))?;
+        match draw {
+            Draw::Uniform(lo, hi) => kr::uniform(&backend, &mut b, key, 0, lo, hi),
+            Draw::Normal(mean, std) => kr::normal(&backend, &mut b, key, 0, mean, std),
+        }
+        .map_err(crate::cuda::cuda_err(op))?;
+        T::into_cuda(b)
     });
-    let mut out = CudaOut(backend, buf);
-    fill(&mut out, gen.next_u64()).map_err(crate::cuda::cuda_err(op))?;
-    Ok(Tensor::from_cuda_buf(out.1, out.0, shape, *device))
+    Ok(Tensor::from_cuda_buf(buf, backend, shape, *device))
 }
 
 impl Tensor {
@@ -146,33 +146,12 @@ impl Tensor {
         let (s, backend) = p.cuda_parts(OP)?;
         let n = self.elem_count();
         let key = gen.next_u64();
-        let (bad, buf) = match &s.buf {
-            crate::cuda::CudaBuf::F32(b) => {
-                let mut o = backend.alloc::<f32>(n).map_err(crate::cuda::cuda_err(OP))?;
-                let bad = stapes_kernels::cuda::random::bernoulli(backend, b, &mut o, n, key, 0)
-                    .map_err(crate::cuda::cuda_err(OP))?;
-                (bad.map(|v| v.to_f64()), <f32 as WithDType>::into_cuda(o))
-            }
-            crate::cuda::CudaBuf::F16(b) => {
-                let mut o = backend.alloc::<half::f16>(n).map_err(crate::cuda::cuda_err(OP))?;
-                let bad = stapes_kernels::cuda::random::bernoulli(backend, b, &mut o, n, key, 0)
-                    .map_err(crate::cuda::cuda_err(OP))?;
-                (bad.map(|v| v.to_f64()), <half::f16 as WithDType>::into_cuda(o))
-            }
-            crate::cuda::CudaBuf::BF16(b) => {
-                let mut o = backend.alloc::<half::bf16>(n).map_err(crate::cuda::cuda_err(OP))?;
-                let bad = stapes_kernels::cuda::random::bernoulli(backend, b, &mut o, n, key, 0)
-                    .map_err(crate::cuda::cuda_err(OP))?;
-                (bad.map(|v| v.to_f64()), <half::bf16 as WithDType>::into_cuda(o))
-            }
-            crate::cuda::CudaBuf::F64(b) => {
-                let mut o = backend.alloc::<f64>(n).map_err(crate::cuda::cuda_err(OP))?;
-                let bad = stapes_kernels::cuda::random::bernoulli(backend, b, &mut o, n, key, 0)
-                    .map_err(crate::cuda::cuda_err(OP))?;
-                (bad.map(|v| v.to_f64()), <f64 as WithDType>::into_cuda(o))
-            }
-            _ => unreachable!("float dtype checked"),
-        };
+        let (bad, buf) = crate::cuda::cuda_buf_dispatch!(&s.buf, |b: T| {
+            let mut o = backend.alloc::<T>(n).map_err(crate::cuda::cuda_err(OP))?;
+            let bad = stapes_kernels::cuda::random::bernoulli(backend, b, &mut o, n, key, 0)
+                .map_err(crate::cuda::cuda_err(OP))?;
+            (bad.map(WithDType::to_f64), T::into_cuda(o))
+        });
         if let Some(bad) = bad {
             return Err(Error::invalid(OP, format!("probabilities must be in [0, 1], found {bad}")));
         }
@@ -200,9 +179,7 @@ impl Tensor {
         check_float_dtype("rand", dtype)?;
         let shape = shape.into();
         if device.is_cuda() {
-            return cuda_random("rand", gen, shape, dtype, device, |b, key| {
-                float_dispatch_cuda!(b, |buf| stapes_kernels::cuda::random::uniform(&b.0, buf, key, 0, lo, hi))
-            });
+            return cuda_random("rand", gen, Draw::Uniform(lo, hi), shape, dtype, device);
         }
         let v: Vec<f64> = (0..shape.elem_count()).map(|_| lo + (hi - lo) * gen.next_f64()).collect();
         Tensor::from_vec(v, shape, device)?.to_dtype(dtype)
@@ -219,9 +196,7 @@ impl Tensor {
         check_float_dtype("randn", dtype)?;
         let shape = shape.into();
         if device.is_cuda() {
-            return cuda_random("randn", gen, shape, dtype, device, |b, key| {
-                float_dispatch_cuda!(b, |buf| stapes_kernels::cuda::random::normal(&b.0, buf, key, 0, mean, std))
-            });
+            return cuda_random("randn", gen, Draw::Normal(mean, std), shape, dtype, device);
         }
         let v: Vec<f64> = (0..shape.elem_count()).map(|_| mean + std * gen.next_normal()).collect();
         Tensor::from_vec(v, shape, device)?.to_dtype(dtype)
