@@ -298,32 +298,13 @@ impl Tensor {
         if device == self.device() {
             return Ok(self.clone());
         }
-        let host = match self.device() {
-            Device::Cpu => None,
-            Device::Cuda(_) => Some(self.cuda_download()?),
-        };
-        match (device, host) {
-            (Device::Cpu, Some(h)) => Tensor::from_cpu_storage(h, self.shape().clone()),
-            (Device::Cuda(_), host) => {
-                let storage = match &host {
-                    Some(h) => h,
-                    None => self.cpu_storage()?,
-                };
-                // a view of CPU storage: upload its row-major elements
-                let t;
-                let storage = if host.is_none() && !(self.is_contiguous() && self.layout().offset() == 0) {
-                    t = self.contiguous()?;
-                    t.cpu_storage()?
-                } else {
-                    storage
-                };
-                let n = self.elem_count();
-                all_dispatch!(self.dtype(), |T| {
-                    let data = T::storage_slice(storage).expect("dtype");
-                    Self::cuda_upload(&data[..n], self.shape().clone(), device)
-                })
-            }
-            (Device::Cpu, None) => unreachable!("handled by the same-device case"),
+        match (self.device(), device) {
+            (Device::Cuda(_), Device::Cpu) => Tensor::from_cpu_storage(self.cuda_download()?, self.shape().clone()),
+            (Device::Cuda(_), Device::Cuda(_)) => self.to_device(&Device::Cpu)?.to_device(device),
+            // upload the row-major elements (borrowed when the view is contiguous, else copied)
+            (Device::Cpu, _) => all_dispatch!(self.dtype(), |T| {
+                Self::cuda_upload(&self.contiguous_slice::<T>()?, self.shape().clone(), device)
+            }),
         }
     }
 
