@@ -7,11 +7,10 @@
 //! as the CPU kernels compute them in `f32`); `f64` convolutions have no CUDA kernel. The column
 //! workspace is bounded: images are processed in chunks of at most [`COL_BUDGET`] floats.
 
-use super::cuda_err;
+use super::{check_f32_compute, cuda_err, wrap_f32};
 use crate::{DType, Error, Result, Tensor};
 use stapes_kernels::cuda::conv::{self as kc, Activation, Conv2dGeom};
 use stapes_kernels::cuda::gemm::{gemm, GemmConfig};
-use stapes_kernels::cuda::{Backend, DeviceBuffer};
 
 /// Floats of column workspace per chunk of images (256 MiB).
 pub const COL_BUDGET: usize = 64 << 20;
@@ -22,30 +21,6 @@ fn chunk_images(g: &Conv2dGeom) -> usize {
     (COL_BUDGET / per_image).clamp(1, g.n.max(1))
 }
 
-/// A dense f32 copy of `t` on its device (itself when it already is one).
-fn f32_dense(t: &Tensor) -> Result<Tensor> {
-    let t = if t.dtype() == DType::F32 { t.clone() } else { t.to_dtype(DType::F32)? };
-    t.cuda_exact()
-}
-
-fn check_dtype(op: &'static str, t: &Tensor) -> Result<()> {
-    match t.dtype() {
-        DType::F32 | DType::F16 | DType::BF16 => Ok(()),
-        DType::F64 => Err(t.no_cuda_kernel(op)),
-        d => Err(Error::UnsupportedDType { op, dtype: d, msg: "expected a floating point tensor" }),
-    }
-}
-
-/// The result tensor of dtype `dtype` from an f32 buffer of `shape`.
-fn finish(buf: DeviceBuffer<f32>, backend: &Backend, shape: &[usize], like: &Tensor, dtype: DType) -> Result<Tensor> {
-    let t = Tensor::from_cuda_buf(super::CudaBuf::F32(buf), backend.clone(), shape.to_vec(), *like.device());
-    if dtype == DType::F32 {
-        Ok(t)
-    } else {
-        t.to_dtype(dtype)
-    }
-}
-
 /// `conv2d` forward: `[n, c_out, oh, ow]`.
 pub(crate) fn conv2d_forward(
     op: &'static str,
@@ -54,9 +29,9 @@ pub(crate) fn conv2d_forward(
     bias: Option<&Tensor>,
     g: &Conv2dGeom,
 ) -> Result<Tensor> {
-    check_dtype(op, x)?;
-    let (xd, wd) = (f32_dense(x)?, f32_dense(w)?);
-    let bd = bias.map(f32_dense).transpose()?;
+    check_f32_compute(op, x)?;
+    let (xd, wd) = (x.cuda_f32()?, w.cuda_f32()?);
+    let bd = bias.map(Tensor::cuda_f32).transpose()?;
     let (_, backend) = xd.cuda_parts(op)?;
     let (xb, wb) = (xd.cuda_typed::<f32>(op)?, wd.cuda_typed::<f32>(op)?);
     let (oh, ow) = (g.out_h(), g.out_w());
@@ -96,13 +71,13 @@ pub(crate) fn conv2d_forward(
         };
         kc::bias_act_f32(backend, &mut out, (g.n, g.c_out, ohw), bb, Activation::Identity).map_err(cuda_err(op))?;
     }
-    finish(out, backend, &[g.n, g.c_out, oh, ow], x, x.dtype())
+    wrap_f32(out, backend, &[g.n, g.c_out, oh, ow], x, x.dtype())
 }
 
 /// The input gradient `[n, c_in, h, w]` of a conv2d from `grad_out` and the weight.
 pub(crate) fn conv2d_backward_input(op: &'static str, gy: &Tensor, w: &Tensor, g: &Conv2dGeom) -> Result<Tensor> {
-    check_dtype(op, w)?;
-    let (gyd, wd) = (f32_dense(gy)?, f32_dense(w)?);
+    check_f32_compute(op, w)?;
+    let (gyd, wd) = (gy.cuda_f32()?, w.cuda_f32()?);
     let (_, backend) = gyd.cuda_parts(op)?;
     let (gyb, wb) = (gyd.cuda_typed::<f32>(op)?, wd.cuda_typed::<f32>(op)?);
     let ohw = g.out_h() * g.out_w();
@@ -137,13 +112,13 @@ pub(crate) fn conv2d_backward_input(op: &'static str, gy: &Tensor, w: &Tensor, g
             i0 = i1;
         }
     }
-    finish(gx, backend, &[g.n, g.c_in, g.h, g.w], gy, w.dtype())
+    wrap_f32(gx, backend, &[g.n, g.c_in, g.h, g.w], gy, w.dtype())
 }
 
 /// The weight gradient `[c_out, c_in / groups, kh, kw]` of a conv2d from its input and `grad_out`.
 pub(crate) fn conv2d_backward_weight(op: &'static str, x: &Tensor, gy: &Tensor, g: &Conv2dGeom) -> Result<Tensor> {
-    check_dtype(op, x)?;
-    let (xd, gyd) = (f32_dense(x)?, f32_dense(gy)?);
+    check_f32_compute(op, x)?;
+    let (xd, gyd) = (x.cuda_f32()?, gy.cuda_f32()?);
     let (_, backend) = xd.cuda_parts(op)?;
     let (xb, gyb) = (xd.cuda_typed::<f32>(op)?, gyd.cuda_typed::<f32>(op)?);
     let ohw = g.out_h() * g.out_w();
@@ -177,7 +152,7 @@ pub(crate) fn conv2d_backward_weight(op: &'static str, x: &Tensor, gy: &Tensor, 
             i0 = i1;
         }
     }
-    finish(gw, backend, &[g.c_out, g.c_in / g.groups, g.kh, g.kw], x, x.dtype())
+    wrap_f32(gw, backend, &[g.c_out, g.c_in / g.groups, g.kh, g.kw], x, x.dtype())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -190,8 +165,8 @@ use stapes_kernels::cuda::pool as kp;
 
 /// `max_pool2d_with_indices`: the pooled values and the flat `h * w` argmax of each window.
 pub(crate) fn max_pool2d(op: &'static str, x: &Tensor, g: &Pool2dGeom) -> Result<(Tensor, Tensor)> {
-    check_dtype(op, x)?;
-    let xd = f32_dense(x)?;
+    check_f32_compute(op, x)?;
+    let xd = x.cuda_f32()?;
     let (_, backend) = xd.cuda_parts(op)?;
     let shape = [g.n, g.c, g.out_h(), g.out_w()];
     let n_out: usize = shape.iter().product();
@@ -199,7 +174,7 @@ pub(crate) fn max_pool2d(op: &'static str, x: &Tensor, g: &Pool2dGeom) -> Result
     let mut idx = backend.zeros::<i64>(n_out).map_err(cuda_err(op))?;
     kp::max_pool2d_forward_f32(backend, g, xd.cuda_typed::<f32>(op)?, &mut out, &mut idx).map_err(cuda_err(op))?;
     let indices = Tensor::from_cuda_buf(super::CudaBuf::I64(idx), backend.clone(), shape.to_vec(), *x.device());
-    Ok((finish(out, backend, &shape, x, x.dtype())?, indices))
+    Ok((wrap_f32(out, backend, &shape, x, x.dtype())?, indices))
 }
 
 /// The input gradient of max pooling: each window's gradient goes to its argmax.
@@ -210,28 +185,28 @@ pub(crate) fn max_pool2d_backward(
     input_dims: &[usize],
     g: &Pool2dGeom,
 ) -> Result<Tensor> {
-    check_dtype(op, gy)?;
+    check_f32_compute(op, gy)?;
     gy.check_same(indices, op, false)?;
     if indices.dtype() != DType::I64 {
         return Err(Error::UnsupportedDType { op, dtype: indices.dtype(), msg: "indices must be i64" });
     }
-    let (gyd, idd) = (f32_dense(gy)?, indices.cuda_exact()?);
+    let (gyd, idd) = (gy.cuda_f32()?, indices.cuda_exact()?);
     let (_, backend) = gyd.cuda_parts(op)?;
     let mut gx = backend.zeros::<f32>(input_dims.iter().product()).map_err(cuda_err(op))?;
     kp::max_pool2d_backward_f32(backend, g, gyd.cuda_typed::<f32>(op)?, idd.cuda_typed::<i64>(op)?, &mut gx)
         .map_err(cuda_err(op))?;
-    finish(gx, backend, input_dims, gy, gy.dtype())
+    wrap_f32(gx, backend, input_dims, gy, gy.dtype())
 }
 
 /// Average pooling forward.
 pub(crate) fn avg_pool2d(op: &'static str, x: &Tensor, g: &Pool2dGeom) -> Result<Tensor> {
-    check_dtype(op, x)?;
-    let xd = f32_dense(x)?;
+    check_f32_compute(op, x)?;
+    let xd = x.cuda_f32()?;
     let (_, backend) = xd.cuda_parts(op)?;
     let shape = [g.n, g.c, g.out_h(), g.out_w()];
     let mut out = backend.zeros::<f32>(shape.iter().product()).map_err(cuda_err(op))?;
     kp::avg_pool2d_forward_f32(backend, g, xd.cuda_typed::<f32>(op)?, &mut out).map_err(cuda_err(op))?;
-    finish(out, backend, &shape, x, x.dtype())
+    wrap_f32(out, backend, &shape, x, x.dtype())
 }
 
 /// Average pooling backward.
@@ -241,10 +216,10 @@ pub(crate) fn avg_pool2d_backward(
     input_dims: &[usize],
     g: &Pool2dGeom,
 ) -> Result<Tensor> {
-    check_dtype(op, gy)?;
-    let gyd = f32_dense(gy)?;
+    check_f32_compute(op, gy)?;
+    let gyd = gy.cuda_f32()?;
     let (_, backend) = gyd.cuda_parts(op)?;
     let mut gx = backend.zeros::<f32>(input_dims.iter().product()).map_err(cuda_err(op))?;
     kp::avg_pool2d_backward_f32(backend, g, gyd.cuda_typed::<f32>(op)?, &mut gx).map_err(cuda_err(op))?;
-    finish(gx, backend, input_dims, gy, gy.dtype())
+    wrap_f32(gx, backend, input_dims, gy, gy.dtype())
 }

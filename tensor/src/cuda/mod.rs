@@ -309,6 +309,32 @@ pub fn test_device() -> Option<Device> {
     use_emulator().ok().map(|_| Device::Cuda(0))
 }
 
+/// The error of a non-float operand, worded as the CPU ops' `float_dispatch!`.
+pub(crate) fn not_float(op: &'static str, t: &Tensor) -> Error {
+    Error::UnsupportedDType { op, dtype: t.dtype(), msg: "expected a floating point tensor (f16, bf16, f32, f64)" }
+}
+
+/// Checks that `t` can go through the f32 kernels (norms, convolution, pooling): f32 as is,
+/// f16/bf16 widened on the device; f64 has no CUDA kernel there.
+pub(crate) fn check_f32_compute(op: &'static str, t: &Tensor) -> Result<()> {
+    match t.dtype() {
+        DType::F16 | DType::BF16 | DType::F32 => Ok(()),
+        DType::F64 => Err(t.no_cuda_kernel(op)),
+        _ => Err(not_float(op, t)),
+    }
+}
+
+/// Wraps an f32 result buffer as a tensor of `shape` on `like`'s device, cast to `dtype`.
+pub(crate) fn wrap_f32(
+    buf: DeviceBuffer<f32>,
+    backend: &Backend,
+    shape: &[usize],
+    like: &Tensor,
+    dtype: DType,
+) -> Result<Tensor> {
+    Tensor::from_cuda_buf(CudaBuf::F32(buf), backend.clone(), shape, *like.device()).to_dtype(dtype)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tensor-level data movement
 // ---------------------------------------------------------------------------------------------
@@ -341,15 +367,6 @@ pub(crate) fn merge_dims(dims: &[usize], strides: &[usize]) -> (Vec<usize>, Vec<
 }
 
 impl Tensor {
-    /// The CUDA storage, when the tensor lives on a CUDA device.
-    #[allow(dead_code)]
-    pub(crate) fn cuda_storage(&self) -> Option<&CudaStorage> {
-        match &*self.0.storage {
-            Storage::Cuda(s) => Some(s),
-            Storage::Cpu(_) => None,
-        }
-    }
-
     /// The CUDA storage and backend of a tensor an op needs on a CUDA device.
     pub(crate) fn cuda_parts(&self, op: &'static str) -> Result<(&CudaStorage, &Backend)> {
         match &*self.0.storage {
@@ -359,7 +376,6 @@ impl Tensor {
     }
 
     /// The typed buffer of a CUDA tensor of dtype `T`.
-    #[allow(dead_code)]
     pub(crate) fn cuda_typed<T: WithDType>(&self, op: &'static str) -> Result<&DeviceBuffer<T>> {
         let (s, _) = self.cuda_parts(op)?;
         T::cuda_buf(&s.buf).ok_or(Error::DTypeMismatch { op, lhs: self.dtype(), rhs: T::DTYPE })
@@ -380,12 +396,6 @@ impl Tensor {
         Ok(Tensor::from_cuda_buf(T::into_cuda(buf), backend, shape, *device))
     }
 
-    /// A new (zeroed) dense buffer of `n` elements of `dtype` on `backend`, for kernels to write.
-    #[allow(dead_code)]
-    pub(crate) fn cuda_alloc(op: &'static str, backend: &Backend, dtype: DType, n: usize) -> Result<CudaBuf> {
-        all_dispatch!(dtype, |T| { Ok(T::into_cuda(backend.zeros::<T>(n).map_err(cuda_err(op))?)) })
-    }
-
     /// This tensor, or a dense copy of it: contiguous and starting at element 0 of its buffer, as
     /// every CUDA kernel takes its operands.
     pub(crate) fn cuda_dense(&self) -> Result<Tensor> {
@@ -395,6 +405,12 @@ impl Tensor {
             return Ok(self.clone());
         }
         self.cuda_copy_dense()
+    }
+
+    /// `self` as a dense f32 CUDA tensor whose buffer holds exactly its elements (a cast on the
+    /// device for f16/bf16): the operand form of the f32 kernels.
+    pub(crate) fn cuda_f32(&self) -> Result<Tensor> {
+        self.to_dtype(DType::F32)?.cuda_exact()
     }
 
     /// Like [`Tensor::cuda_dense`], and the buffer holds exactly the tensor's elements (for

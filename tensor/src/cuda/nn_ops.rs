@@ -6,14 +6,10 @@
 //! `f32`, as on the CPU). `f64` norms have no CUDA kernel yet (`Error::NoCudaKernel`). The
 //! callers in `ops/nn.rs` have already checked the arguments, so errors are the CPU's.
 
-use super::{cuda_err, CudaBuf};
+use super::{check_f32_compute, cuda_err, not_float, wrap_f32, CudaBuf};
 use crate::ops::nn::{BatchNormOutput, LayerNormOutput};
-use crate::{DType, Error, Result, Tensor, WithDType};
+use crate::{DType, Result, Tensor, WithDType};
 use stapes_kernels::cuda::{self as kc, Backend, DeviceBuffer};
-
-fn not_float(op: &'static str, t: &Tensor) -> Error {
-    Error::UnsupportedDType { op, dtype: t.dtype(), msg: "expected a floating point tensor (f16, bf16, f32, f64)" }
-}
 
 /// `x` with dim `d` moved last (swapped with the last dim), dense.
 fn dim_last(x: &Tensor, d: usize) -> Result<Tensor> {
@@ -110,14 +106,9 @@ pub(crate) fn softmax_backward(y: &Tensor, grad: &Tensor, d: usize, log: bool, n
 // Norms (f32 kernels; f16/bf16 through f32)
 // ---------------------------------------------------------------------------------------------
 
-/// `t` as a dense f32 CUDA tensor (a cast on the device for f16/bf16).
-fn dense_f32(t: &Tensor) -> Result<Tensor> {
-    t.to_dtype(DType::F32)?.cuda_dense()
-}
-
 /// A fresh f32 copy of `t` that a kernel may overwrite (never `t`'s own storage).
 fn fresh_f32(t: &Tensor, op: &'static str) -> Result<DeviceBuffer<f32>> {
-    let d = dense_f32(t)?;
+    let d = t.cuda_f32()?;
     let (_, backend) = d.cuda_parts(op)?;
     let src = d.cuda_typed::<f32>(op)?;
     let n = t.elem_count();
@@ -126,19 +117,6 @@ fn fresh_f32(t: &Tensor, op: &'static str) -> Result<DeviceBuffer<f32>> {
         kc::tensor::copy_strided(backend, src, &[n], &[1], 0, &mut dst).map_err(cuda_err(op))?;
     }
     Ok(dst)
-}
-
-/// Wraps an f32 result buffer as a tensor of `shape`, cast to `dtype`.
-fn wrap_f32(buf: DeviceBuffer<f32>, backend: &Backend, shape: &[usize], like: &Tensor, dtype: DType) -> Result<Tensor> {
-    Tensor::from_cuda_buf(CudaBuf::F32(buf), backend.clone(), shape, *like.device()).to_dtype(dtype)
-}
-
-fn check_norm_dtype(op: &'static str, x: &Tensor) -> Result<()> {
-    match x.dtype() {
-        DType::F16 | DType::BF16 | DType::F32 => Ok(()),
-        DType::F64 => Err(x.no_cuda_kernel(op)),
-        _ => Err(not_float(op, x)),
-    }
 }
 
 /// Layer norm of `x` as `[rows, cols]` (arguments checked by the caller).
@@ -151,10 +129,10 @@ pub(crate) fn layer_norm(
     eps: f64,
 ) -> Result<LayerNormOutput> {
     const OP: &str = "layer_norm";
-    check_norm_dtype(OP, x)?;
-    let xf = dense_f32(x)?;
-    let wf = weight.map(dense_f32).transpose()?;
-    let bf = bias.map(dense_f32).transpose()?;
+    check_f32_compute(OP, x)?;
+    let xf = x.cuda_f32()?;
+    let wf = weight.map(Tensor::cuda_f32).transpose()?;
+    let bf = bias.map(Tensor::cuda_f32).transpose()?;
     let (_, backend) = xf.cuda_parts(OP)?;
     let mut y = backend.zeros::<f32>(rows * cols).map_err(cuda_err(OP))?;
     let mut mean = backend.zeros::<f32>(rows).map_err(cuda_err(OP))?;
@@ -192,15 +170,15 @@ pub(crate) fn layer_norm_backward(
     rstd: &Tensor,
 ) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
     const OP: &str = "layer_norm_backward";
-    check_norm_dtype(OP, x)?;
+    check_f32_compute(OP, x)?;
     for t in [grad_y, mean, rstd].into_iter().chain(weight) {
         x.check_same(t, OP, false)?;
     }
-    let xf = dense_f32(x)?;
-    let gf = dense_f32(grad_y)?;
-    let wf = weight.map(dense_f32).transpose()?;
-    let mf = dense_f32(mean)?;
-    let rf = dense_f32(rstd)?;
+    let xf = x.cuda_f32()?;
+    let gf = grad_y.cuda_f32()?;
+    let wf = weight.map(Tensor::cuda_f32).transpose()?;
+    let mf = mean.cuda_f32()?;
+    let rf = rstd.cuda_f32()?;
     let (_, backend) = xf.cuda_parts(OP)?;
     let mut gx = backend.zeros::<f32>(rows * cols).map_err(cuda_err(OP))?;
     let mut gw = weight.map(|_| backend.zeros::<f32>(cols)).transpose().map_err(cuda_err(OP))?;
@@ -241,10 +219,10 @@ pub(crate) fn batch_norm(
     eps: f64,
 ) -> Result<BatchNormOutput> {
     const OP: &str = "batch_norm";
-    check_norm_dtype(OP, x)?;
-    let xf = dense_f32(x)?;
-    let wf = weight.map(dense_f32).transpose()?;
-    let bf = bias.map(dense_f32).transpose()?;
+    check_f32_compute(OP, x)?;
+    let xf = x.cuda_f32()?;
+    let wf = weight.map(Tensor::cuda_f32).transpose()?;
+    let bf = bias.map(Tensor::cuda_f32).transpose()?;
     // the kernels update the running statistics in place: work on copies
     let mut rm = running_mean.map(|t| fresh_f32(t, OP)).transpose()?;
     let mut rv = running_var.map(|t| fresh_f32(t, OP)).transpose()?;
@@ -299,15 +277,15 @@ pub(crate) fn batch_norm_backward(
     training: bool,
 ) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
     const OP: &str = "batch_norm_backward";
-    check_norm_dtype(OP, x)?;
+    check_f32_compute(OP, x)?;
     for t in [grad_y, save_mean, save_rstd].into_iter().chain(weight) {
         x.check_same(t, OP, false)?;
     }
-    let xf = dense_f32(x)?;
-    let gf = dense_f32(grad_y)?;
-    let wf = weight.map(dense_f32).transpose()?;
-    let mf = dense_f32(save_mean)?;
-    let rf = dense_f32(save_rstd)?;
+    let xf = x.cuda_f32()?;
+    let gf = grad_y.cuda_f32()?;
+    let wf = weight.map(Tensor::cuda_f32).transpose()?;
+    let mf = save_mean.cuda_f32()?;
+    let rf = save_rstd.cuda_f32()?;
     let (_, backend) = xf.cuda_parts(OP)?;
     let mut gx = backend.zeros::<f32>(n * c * s).map_err(cuda_err(OP))?;
     let mut gw = weight.map(|_| backend.zeros::<f32>(c)).transpose().map_err(cuda_err(OP))?;
