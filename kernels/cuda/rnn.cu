@@ -6,26 +6,32 @@
 // on the GPU; these kernels are everything else a step does, fused so that every gate element
 // is read and written once.
 //
-// Shapes (time-major buffers, as nn/src/rnn/driver.rs lays them out; every pointer comes with an
-// element offset so one launch addresses step t of a [T, B, .] buffer or row p of a [T + 1, B, H]
-// state buffer without a copy):
+// Shapes (time-major buffers, as nn/src/rnn/driver.rs lays them out; every buffer is addressed
+// by *rows*, so one launch reaches step t of a [T, B, .] buffer or row p of a [T + 1, B, H] state
+// buffer without a copy; the layer driver stacks the directions, [D, T, B, .], so direction 1's
+// rows follow direction 0's):
 //   gates  [B, 4H]  LSTM: pre-activations on entry, activations sigma(i), sigma(f), tanh(g),
 //                   sigma(o) on return (kept for backward; zeros for inactive rows)
-//   c, h   [B, H]   the state before (c_prev, h_prev) and after (c, h) the step; the previous and
-//                   the next row may live in one buffer (different offsets)
+//   c, h   [B, H]   the state before (c_prev, h_prev) and after (c, h) the step: two rows of one
+//                   buffer (prev and next)
 //   gi, gh [B, 3H]  GRU: x W_ih^T + b_ih and h_{t-1} W_hh^T + b_hh
 //   saved  [B, 4H]  GRU: r, z, n and W_hn h_{t-1} + b_hn
-// Padding: row b is active at step t when t < lengths[b] (the CPU kernels' `active[b]`). An
+//   dh, dc [D, B, H] backward: the running state gradients, row d for direction d
+//   dy     the layer output gradient: direction d's row b at dy[dy_off_d + b * dy_stride + j]
+// Directions: one launch runs the step of every direction of a layer (dirs = 1 or 2); direction
+// d has its own time index t_d (forward and reverse steps run together: t_0 = s, t_1 = T - 1 - s)
+// and its own rows, passed as two scalar sets (..._0, ..._1; the second is ignored when dirs = 1).
+// Padding: row b is active at time t when t < lengths[b] (the CPU kernels' `active[b]`). An
 // inactive row carries its state (c = c_prev, h = h_prev), gets zero activations and zero gate
 // gradients, and passes dh/dc through unchanged in backward (packed-sequence semantics).
 //
-// Launch (the four step kernels): one thread per (b, j), b < B, j < H, grid-stride over B * H
-// (64-bit indices); the launcher uses 256-thread blocks, at most 4 blocks per SM. No shared
-// memory, no barriers. Consecutive threads take consecutive j, so every gate row is read and
-// written coalesced.
-// Memory traffic per step (floats): LSTM forward reads 4BH gates + 2BH state, writes 4BH + 3BH;
-// LSTM backward reads 4BH + 2BH + 3BH (dy, dh, dc), writes 4BH + 2BH; GRU forward reads 6BH +
-// BH, writes 4BH + BH; GRU backward reads 4BH + BH + 2BH, writes 6BH + BH.
+// Launch (the four step kernels): one thread per (d, b, j), d < dirs, b < B, j < H, grid-stride
+// over dirs * B * H (64-bit indices); the launcher uses 256-thread blocks, at most 4 blocks per
+// SM. No shared memory, no barriers. Consecutive threads take consecutive j, so every gate row is
+// read and written coalesced.
+// Memory traffic per step and direction (floats): LSTM forward reads 4BH gates + 2BH state,
+// writes 4BH + 3BH; LSTM backward reads 4BH + 2BH + 3BH (dy, dh, dc), writes 4BH + 2BH; GRU
+// forward reads 6BH + BH, writes 4BH + BH; GRU backward reads 4BH + BH + 2BH, writes 6BH + BH.
 //
 // Activations use the accurate expf/tanhf (not __expf): the CPU reference's branch-free
 // polynomial versions are within 2e-7 of them, well inside the f32 test tolerance.
@@ -38,29 +44,35 @@ __device__ __forceinline__ bool row_active(const long long* lengths, unsigned lo
     return t < lengths[b];
 }
 
+// Direction d's value of a per-direction scalar pair.
+__device__ __forceinline__ long long pick(unsigned long long d, long long v0, long long v1) { return d ? v1 : v0; }
+
 }  // namespace
 
 // One LSTM step: gates (pre-activations) -> activations, c = f c_prev + i g, h = o tanh(c).
+// Rows per direction: t (mask), g (gates), p/q (state before/after), tc (tanh_c).
 extern "C" __global__ void lstm_step_forward_f32(unsigned long long batch, unsigned long long hidden,
-                                                 const long long* lengths, long long t, float* gates,
-                                                 unsigned long long gates_off, float* c,
-                                                 unsigned long long c_prev_off, unsigned long long c_off, float* h,
-                                                 unsigned long long h_prev_off, unsigned long long h_off,
-                                                 float* tanh_c, unsigned long long tanh_c_off) {
-    const unsigned long long n = batch * hidden;
+                                                 unsigned long long dirs, const long long* lengths, long long t_0,
+                                                 long long t_1, float* gates, long long g_0, long long g_1,
+                                                 float* c, float* h, long long p_0, long long p_1, long long q_0,
+                                                 long long q_1, float* tanh_c, long long tc_0, long long tc_1) {
+    const unsigned long long bh = batch * hidden, n = dirs * bh;
     const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
-    for (unsigned long long k = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += stride) {
-        const unsigned long long b = k / hidden, j = k - b * hidden;
-        float* g = gates + gates_off + b * 4 * hidden + j;
-        const float cp = c[c_prev_off + k];
+    for (unsigned long long e = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += stride) {
+        const unsigned long long d = e / bh, k = e - d * bh, b = k / hidden, j = k - b * hidden;
+        const long long t = pick(d, t_0, t_1);
+        float* g = gates + pick(d, g_0, g_1) * 4 * bh + b * 4 * hidden + j;
+        const unsigned long long prev = pick(d, p_0, p_1) * bh + k, next = pick(d, q_0, q_1) * bh + k;
+        float* tcp = tanh_c + pick(d, tc_0, tc_1) * bh + k;
+        const float cp = c[prev];
         if (!row_active(lengths, b, t)) {
             g[0] = 0.0f;
             g[hidden] = 0.0f;
             g[2 * hidden] = 0.0f;
             g[3 * hidden] = 0.0f;
-            tanh_c[tanh_c_off + k] = 0.0f;
-            c[c_off + k] = cp;
-            h[h_off + k] = h[h_prev_off + k];
+            *tcp = 0.0f;
+            c[next] = cp;
+            h[next] = h[prev];
             continue;
         }
         const float i = sigmoidf(g[0]);
@@ -73,71 +85,74 @@ extern "C" __global__ void lstm_step_forward_f32(unsigned long long batch, unsig
         g[hidden] = f;
         g[2 * hidden] = gg;
         g[3 * hidden] = o;
-        c[c_off + k] = cv;
-        tanh_c[tanh_c_off + k] = tc;
-        h[h_off + k] = o * tc;
+        c[next] = cv;
+        *tcp = tc;
+        h[next] = o * tc;
     }
 }
 
-// The gradient of one LSTM step. dy (when has_dy) is row b at dy[dy_off + b * dy_stride + j].
-// On return dh = 0 for active rows (the caller's GEMM adds dgates W_hh), dc = dc_{t-1}.
+// The gradient of one LSTM step. Rows per direction: t (mask), g (gates), p (c_prev), tc
+// (tanh_c), dg (dgates), and dy_off (when has_dy). dh/dc row d: on return dh = 0 for active rows
+// (the caller's GEMM adds dgates W_hh), dc = dc_{t-1}.
 extern "C" __global__ void lstm_step_backward_f32(unsigned long long batch, unsigned long long hidden,
-                                                  const long long* lengths, long long t, const float* gates,
-                                                  unsigned long long gates_off, const float* c,
-                                                  unsigned long long c_prev_off, const float* tanh_c,
-                                                  unsigned long long tanh_c_off, const float* dy,
-                                                  unsigned long long dy_off, unsigned long long dy_stride,
-                                                  unsigned has_dy, float* dh, float* dc, float* dgates,
-                                                  unsigned long long dgates_off) {
-    const unsigned long long n = batch * hidden;
+                                                  unsigned long long dirs, const long long* lengths, long long t_0,
+                                                  long long t_1, const float* gates, long long g_0, long long g_1,
+                                                  const float* c, long long p_0, long long p_1, const float* tanh_c,
+                                                  long long tc_0, long long tc_1, const float* dy, long long dy_0,
+                                                  long long dy_1, unsigned long long dy_stride, unsigned has_dy,
+                                                  float* dh, float* dc, float* dgates, long long dg_0,
+                                                  long long dg_1) {
+    const unsigned long long bh = batch * hidden, n = dirs * bh;
     const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
-    for (unsigned long long k = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += stride) {
-        const unsigned long long b = k / hidden, j = k - b * hidden;
-        float* dg = dgates + dgates_off + b * 4 * hidden + j;
-        if (!row_active(lengths, b, t)) {
+    for (unsigned long long e = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += stride) {
+        const unsigned long long d = e / bh, k = e - d * bh, b = k / hidden, j = k - b * hidden;
+        float* dg = dgates + pick(d, dg_0, dg_1) * 4 * bh + b * 4 * hidden + j;
+        if (!row_active(lengths, b, pick(d, t_0, t_1))) {
             dg[0] = 0.0f;
             dg[hidden] = 0.0f;
             dg[2 * hidden] = 0.0f;
             dg[3 * hidden] = 0.0f;
             continue;
         }
-        const float* g = gates + gates_off + b * 4 * hidden + j;
+        const float* g = gates + pick(d, g_0, g_1) * 4 * bh + b * 4 * hidden + j;
         const float i = g[0], f = g[hidden], gg = g[2 * hidden], o = g[3 * hidden];
-        const float dht = has_dy ? dh[k] + dy[dy_off + b * dy_stride + j] : dh[k];
-        const float tc = tanh_c[tanh_c_off + k];
-        const float dct = dc[k] + dht * o * (1.0f - tc * tc);
+        const float dht = has_dy ? dh[e] + dy[pick(d, dy_0, dy_1) + b * dy_stride + j] : dh[e];
+        const float tc = tanh_c[pick(d, tc_0, tc_1) * bh + k];
+        const float dct = dc[e] + dht * o * (1.0f - tc * tc);
         dg[3 * hidden] = dht * tc * o * (1.0f - o);
         dg[0] = dct * gg * i * (1.0f - i);
-        dg[hidden] = dct * c[c_prev_off + k] * f * (1.0f - f);
+        dg[hidden] = dct * c[pick(d, p_0, p_1) * bh + k] * f * (1.0f - f);
         dg[2 * hidden] = dct * i * (1.0f - gg * gg);
-        dc[k] = dct * f;
-        dh[k] = 0.0f;
+        dc[e] = dct * f;
+        dh[e] = 0.0f;
     }
 }
 
 // One GRU step: r, z = sigma(gi + gh), n = tanh(gi_n + r gh_n), h = n + z (h_prev - n).
+// Rows per direction: t (mask), gi, gh, sv (saved), p/q (state before/after).
 extern "C" __global__ void gru_step_forward_f32(unsigned long long batch, unsigned long long hidden,
-                                                const long long* lengths, long long t, const float* gi,
-                                                unsigned long long gi_off, const float* gh,
-                                                unsigned long long gh_off, float* saved,
-                                                unsigned long long saved_off, float* h,
-                                                unsigned long long h_prev_off, unsigned long long h_off) {
-    const unsigned long long n = batch * hidden;
+                                                unsigned long long dirs, const long long* lengths, long long t_0,
+                                                long long t_1, const float* gi, long long gi_0, long long gi_1,
+                                                const float* gh, long long gh_0, long long gh_1, float* saved,
+                                                long long sv_0, long long sv_1, float* h, long long p_0,
+                                                long long p_1, long long q_0, long long q_1) {
+    const unsigned long long bh = batch * hidden, n = dirs * bh;
     const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
-    for (unsigned long long k = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += stride) {
-        const unsigned long long b = k / hidden, j = k - b * hidden;
-        float* s = saved + saved_off + b * 4 * hidden + j;
-        const float hp = h[h_prev_off + k];
-        if (!row_active(lengths, b, t)) {
+    for (unsigned long long e = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += stride) {
+        const unsigned long long d = e / bh, k = e - d * bh, b = k / hidden, j = k - b * hidden;
+        float* s = saved + pick(d, sv_0, sv_1) * 4 * bh + b * 4 * hidden + j;
+        const float hp = h[pick(d, p_0, p_1) * bh + k];
+        float* hn_out = h + pick(d, q_0, q_1) * bh + k;
+        if (!row_active(lengths, b, pick(d, t_0, t_1))) {
             s[0] = 0.0f;
             s[hidden] = 0.0f;
             s[2 * hidden] = 0.0f;
             s[3 * hidden] = 0.0f;
-            h[h_off + k] = hp;
+            *hn_out = hp;
             continue;
         }
-        const float* x = gi + gi_off + b * 3 * hidden + j;
-        const float* y = gh + gh_off + b * 3 * hidden + j;
+        const float* x = gi + pick(d, gi_0, gi_1) * 3 * bh + b * 3 * hidden + j;
+        const float* y = gh + pick(d, gh_0, gh_1) * 3 * bh + b * 3 * hidden + j;
         const float r = sigmoidf(x[0] + y[0]);
         const float z = sigmoidf(x[hidden] + y[hidden]);
         const float hn = y[2 * hidden];
@@ -146,26 +161,28 @@ extern "C" __global__ void gru_step_forward_f32(unsigned long long batch, unsign
         s[hidden] = z;
         s[2 * hidden] = nv;
         s[3 * hidden] = hn;
-        h[h_off + k] = nv + z * (hp - nv);
+        *hn_out = nv + z * (hp - nv);
     }
 }
 
-// The gradient of one GRU step. On return dh holds, for active rows, dh_t z (the part of the
+// The gradient of one GRU step. Rows per direction: t (mask), sv (saved), p (h_prev), dg (dgi and
+// dgh), and dy_off (when has_dy). dh row d: on return, for active rows, dh_t z (the part of the
 // gradient of h_{t-1} that does not go through W_hh; the caller adds dgh W_hh).
 extern "C" __global__ void gru_step_backward_f32(unsigned long long batch, unsigned long long hidden,
-                                                 const long long* lengths, long long t, const float* saved,
-                                                 unsigned long long saved_off, const float* h,
-                                                 unsigned long long h_prev_off, const float* dy,
-                                                 unsigned long long dy_off, unsigned long long dy_stride,
-                                                 unsigned has_dy, float* dh, float* dgi, unsigned long long dgi_off,
-                                                 float* dgh, unsigned long long dgh_off) {
-    const unsigned long long n = batch * hidden;
+                                                 unsigned long long dirs, const long long* lengths, long long t_0,
+                                                 long long t_1, const float* saved, long long sv_0, long long sv_1,
+                                                 const float* h, long long p_0, long long p_1, const float* dy,
+                                                 long long dy_0, long long dy_1, unsigned long long dy_stride,
+                                                 unsigned has_dy, float* dh, float* dgi, float* dgh, long long dg_0,
+                                                 long long dg_1) {
+    const unsigned long long bh = batch * hidden, n = dirs * bh;
     const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
-    for (unsigned long long k = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += stride) {
-        const unsigned long long b = k / hidden, j = k - b * hidden;
-        float* gi = dgi + dgi_off + b * 3 * hidden + j;
-        float* gh = dgh + dgh_off + b * 3 * hidden + j;
-        if (!row_active(lengths, b, t)) {
+    for (unsigned long long e = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += stride) {
+        const unsigned long long d = e / bh, k = e - d * bh, b = k / hidden, j = k - b * hidden;
+        const unsigned long long dg_row = pick(d, dg_0, dg_1) * 3 * bh + b * 3 * hidden + j;
+        float* gi = dgi + dg_row;
+        float* gh = dgh + dg_row;
+        if (!row_active(lengths, b, pick(d, t_0, t_1))) {
             gi[0] = 0.0f;
             gi[hidden] = 0.0f;
             gi[2 * hidden] = 0.0f;
@@ -174,11 +191,11 @@ extern "C" __global__ void gru_step_backward_f32(unsigned long long batch, unsig
             gh[2 * hidden] = 0.0f;
             continue;
         }
-        const float* s = saved + saved_off + b * 4 * hidden + j;
+        const float* s = saved + pick(d, sv_0, sv_1) * 4 * bh + b * 4 * hidden + j;
         const float r = s[0], z = s[hidden], nv = s[2 * hidden], hn = s[3 * hidden];
-        const float dht = has_dy ? dh[k] + dy[dy_off + b * dy_stride + j] : dh[k];
+        const float dht = has_dy ? dh[e] + dy[pick(d, dy_0, dy_1) + b * dy_stride + j] : dh[e];
         const float dn = dht * (1.0f - z) * (1.0f - nv * nv);
-        const float dz = dht * (h[h_prev_off + k] - nv) * z * (1.0f - z);
+        const float dz = dht * (h[pick(d, p_0, p_1) * bh + k] - nv) * z * (1.0f - z);
         const float dr = dn * hn * r * (1.0f - r);
         gi[0] = dr;
         gh[0] = dr;
@@ -186,7 +203,7 @@ extern "C" __global__ void gru_step_backward_f32(unsigned long long batch, unsig
         gh[hidden] = dz;
         gi[2 * hidden] = dn;
         gh[2 * hidden] = dn * r;
-        dh[k] = dht * z;
+        dh[e] = dht * z;
     }
 }
 
@@ -293,23 +310,25 @@ extern "C" __global__ void lstm_forward_persistent_f32(unsigned long long steps,
 }
 
 // ---------------------------------------------------------------------------------------------
-// rnn_output_f32: one direction's hidden states into its columns of the layer output, zero at
-// padded positions: y[t][b][dir * H + j] = t < lengths[b] ? hs[row(t)][b][j] : 0, where row(t)
-// is the state after time t in the [T + 1, B, H] state buffer (t + 1 forward, t reverse).
-// y is [T, B, dirs * H] at element offset y_off (the layer's packed [Y | h_n | c_n] output).
-// Launch: one thread per (t, b, j), grid-stride over T * B * H. Traffic: reads and writes T*B*H
-// floats, coalesced along j.
+// rnn_output_f32: the hidden states of every direction into the layer output, zero at padded
+// positions: y[t][b][d * H + j] = t < lengths[b] ? hs[d][row_d(t)][b][j] : 0, where hs is the
+// direction-stacked state buffer [D, T + 1, B, H] and row_d(t) the state after time t (t + 1
+// forward, t for direction 1, the reverse one). y is [T, B, D * H] at element offset y_off (the
+// layer's packed [Y | h_n | c_n] output).
+// Launch: one thread per (t, b, d, j), grid-stride over T * B * D * H. Traffic: reads and writes
+// T*B*D*H floats, coalesced along j.
 // ---------------------------------------------------------------------------------------------
 extern "C" __global__ void rnn_output_f32(unsigned long long steps, unsigned long long batch,
                                           unsigned long long hidden, unsigned long long dirs,
-                                          unsigned long long dir, unsigned reverse, const long long* lengths,
-                                          const float* hs, float* y, unsigned long long y_off) {
-    const unsigned long long bh = batch * hidden, n = steps * bh;
+                                          const long long* lengths, const float* hs, float* y,
+                                          unsigned long long y_off) {
+    const unsigned long long dh = dirs * hidden, n = steps * batch * dh, bh = batch * hidden;
     const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
     for (unsigned long long k = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += stride) {
-        const unsigned long long t = k / bh, r = k - t * bh, b = r / hidden, j = r - b * hidden;
-        const unsigned long long row = reverse ? t : t + 1;
-        const float v = row_active(lengths, b, (long long)t) ? hs[row * bh + r] : 0.0f;
-        y[y_off + (t * batch + b) * dirs * hidden + dir * hidden + j] = v;
+        const unsigned long long tb = k / dh, r = k - tb * dh, d = r / hidden, j = r - d * hidden;
+        const unsigned long long t = tb / batch, b = tb - t * batch;
+        const unsigned long long row = d ? t : t + 1;
+        const float v = row_active(lengths, b, (long long)t) ? hs[(d * (steps + 1) + row) * bh + b * hidden + j] : 0.0f;
+        y[y_off + k] = v;
     }
 }

@@ -4,7 +4,8 @@
 //! * single steps of the LSTM and the GRU, forward and backward, on shapes around a warp, a
 //!   block and more elements than the emulator's grid (so the grid-stride loop iterates), with
 //!   padded rows (lengths shorter than the step, and 0), the operands at non-zero rows of
-//!   time-major buffers, with and without `dy`;
+//!   time-major buffers, with and without `dy`, for one direction and for two directions in
+//!   one launch (each with its own time index and rows);
 //! * whole sequences: a multi-step LSTM and GRU forward and backward (both directions) where
 //!   every GEMM runs on the CPU and every gate step in the emulated kernel, against the same
 //!   loop with the CPU gate kernels: hidden outputs, final states and every gradient.
@@ -14,7 +15,7 @@ use stapes_kernels::cpu::rnn::{
 };
 use stapes_kernels::cuda::emu::EmuSchedule;
 use stapes_kernels::cuda::parity::{assert_close, backends, Tolerance};
-use stapes_kernels::cuda::rnn::{self, RowsAt, StateRows, StepMask};
+use stapes_kernels::cuda::rnn::{self, GruBackRows, GruRows, LstmBackRows, LstmRows, OutputGrad, StateRows};
 use stapes_kernels::cuda::Backend;
 
 /// Deterministic values uniform in `[lo, hi)`.
@@ -50,77 +51,104 @@ fn row(v: &[f32], r: usize, w: usize) -> &[f32] {
     &v[r * w..(r + 1) * w]
 }
 
-fn check_lstm_step(backend: &Backend, bsz: usize, hd: usize) {
+/// Direction `d`'s time index in the single-step tests: the two directions of a launch see
+/// different padding.
+fn t_step(d: usize) -> usize {
+    T_STEP + d
+}
+
+fn check_lstm_step(backend: &Backend, bsz: usize, hd: usize, nd: usize) {
     let bh = bsz * hd;
     let lengths = lengths_for(bsz);
-    let active: Vec<bool> = lengths.iter().map(|&l| (T_STEP as i64) < l).collect();
-    let ctx = |what: &str| format!("LSTM step {what} [B={bsz}, H={hd}] on the {}", backend.describe());
-    // gates: 3 rows [3, B, 4H], the step in row 1; states [3, B, H]: prev row 2, next row 0
-    let gates0 = values(3 * 4 * bh, 1, -3.0, 3.0);
-    let c0 = values(3 * bh, 2, -2.0, 2.0);
-    let h0 = values(3 * bh, 3, -1.0, 1.0);
-    let tanh0 = values(2 * bh, 4, -1.0, 1.0);
-    // CPU
+    let active = |d: usize| -> Vec<bool> { lengths.iter().map(|&l| (t_step(d) as i64) < l).collect() };
+    let ctx = |what: &str| format!("LSTM step {what} [D={nd}, B={bsz}, H={hd}] on the {}", backend.describe());
+    // Per direction d: gates 3 rows [3, B, 4H] (the step in row 1), states [3, B, H] (prev row 2,
+    // next row 0), tanh_c [2, B, H] (row 1); direction d's rows follow direction d - 1's.
+    let gates0 = values(nd * 3 * 4 * bh, 1, -3.0, 3.0);
+    let c0 = values(nd * 3 * bh, 2, -2.0, 2.0);
+    let h0 = values(nd * 3 * bh, 3, -1.0, 1.0);
+    let tanh0 = values(nd * 2 * bh, 4, -1.0, 1.0);
+    let fwd_rows = |d: usize| LstmRows {
+        t: t_step(d),
+        gates: 3 * d + 1,
+        state: StateRows { prev: 3 * d + 2, next: 3 * d },
+        tanh_c: 2 * d + 1,
+    };
+    // CPU, direction by direction
     let mut g_cpu = gates0.clone();
     let (mut c_cpu, mut h_cpu, mut tc_cpu) = (c0.clone(), h0.clone(), tanh0.clone());
-    {
-        let (c_next, c_rest) = c_cpu.split_at_mut(bh);
-        let (h_next, h_rest) = h_cpu.split_at_mut(bh);
+    for d in 0..nd {
+        let r = fwd_rows(d);
+        let (cp, hp) = (row(&c_cpu, r.state.prev, bh).to_vec(), row(&h_cpu, r.state.prev, bh).to_vec());
+        let n = r.state.next * bh..(r.state.next + 1) * bh;
         lstm_step_forward(
             hd,
-            &active,
-            &mut g_cpu[4 * bh..8 * bh],
-            &c_rest[bh..],
-            &h_rest[bh..],
-            c_next,
-            h_next,
-            &mut tc_cpu[bh..],
+            &active(d),
+            &mut g_cpu[r.gates * 4 * bh..(r.gates + 1) * 4 * bh],
+            &cp,
+            &hp,
+            &mut c_cpu[n.clone()],
+            &mut h_cpu[n],
+            &mut tc_cpu[r.tanh_c * bh..(r.tanh_c + 1) * bh],
         );
     }
-    // device
+    // device, all directions in one launch
     let d_len = backend.upload(&lengths).unwrap();
-    let mask = StepMask { lengths: &d_len, t: T_STEP };
     let mut d_g = backend.upload(&gates0).unwrap();
     let (mut d_c, mut d_h, mut d_tc) =
         (backend.upload(&c0).unwrap(), backend.upload(&h0).unwrap(), backend.upload(&tanh0).unwrap());
-    let state = StateRows { prev: 2, next: 0 };
-    rnn::lstm_step_forward_f32(backend, hd, mask, &mut d_g, 1, &mut d_c, &mut d_h, state, &mut d_tc, 1).unwrap();
-    let g = backend.download(&d_g).unwrap();
-    assert_close(&g, &g_cpu, f32_tol(), &ctx("forward gates"));
+    let dirs: Vec<LstmRows> = (0..nd).map(fwd_rows).collect();
+    rnn::lstm_step_forward_f32(backend, hd, &d_len, &dirs, &mut d_g, &mut d_c, &mut d_h, &mut d_tc).unwrap();
+    assert_close(&backend.download(&d_g).unwrap(), &g_cpu, f32_tol(), &ctx("forward gates"));
     assert_close(&backend.download(&d_c).unwrap(), &c_cpu, f32_tol(), &ctx("forward c"));
     assert_close(&backend.download(&d_h).unwrap(), &h_cpu, f32_tol(), &ctx("forward h"));
     assert_close(&backend.download(&d_tc).unwrap(), &tc_cpu, f32_tol(), &ctx("forward tanh_c"));
 
     // backward from the CPU's saved values (so both sides see the same inputs); dy is the
-    // second direction of a [T, B, 2H] output, step T_STEP
+    // layer output [4, B, 2H]: direction d's columns d·H.., at its time step
     let dy = values(4 * bsz * 2 * hd, 5, -1.0, 1.0);
-    let dy_off = T_STEP * bsz * 2 * hd + hd;
+    let dy_off = |d: usize| t_step(d) * bsz * 2 * hd + d * hd;
+    let back_rows = |d: usize| {
+        let f = fwd_rows(d);
+        LstmBackRows {
+            t: f.t,
+            gates: f.gates,
+            c_prev: f.state.prev,
+            tanh_c: f.tanh_c,
+            dgates: 2 * d + 1,
+            dy: dy_off(d),
+        }
+    };
     let d_dy = backend.upload(&dy).unwrap();
     let d_gs = backend.upload(&g_cpu).unwrap();
     let d_cs = backend.upload(&c_cpu).unwrap();
     let d_tcs = backend.upload(&tc_cpu).unwrap();
     for with_dy in [true, false] {
-        let dh0 = values(bh, 6, -1.0, 1.0);
-        let dc0 = values(bh, 7, -1.0, 1.0);
-        let dg0 = values(2 * 4 * bh, 8, -1.0, 1.0);
+        let dh0 = values(nd * bh, 6, -1.0, 1.0);
+        let dc0 = values(nd * bh, 7, -1.0, 1.0);
+        let dg0 = values(nd * 2 * 4 * bh, 8, -1.0, 1.0);
         let (mut dh, mut dc, mut dg) = (dh0.clone(), dc0.clone(), dg0.clone());
-        let dy_cpu = with_dy.then(|| (&dy[dy_off..], 2 * hd));
-        lstm_step_backward(
-            hd,
-            &active,
-            row(&g_cpu, 1, 4 * bh),
-            row(&c_cpu, 2, bh),
-            row(&tc_cpu, 1, bh),
-            dy_cpu,
-            &mut dh,
-            &mut dc,
-            &mut dg[4 * bh..],
-        );
+        for d in 0..nd {
+            let r = back_rows(d);
+            let dy_cpu = with_dy.then(|| (&dy[r.dy..], 2 * hd));
+            lstm_step_backward(
+                hd,
+                &active(d),
+                row(&g_cpu, r.gates, 4 * bh),
+                row(&c_cpu, r.c_prev, bh),
+                row(&tc_cpu, r.tanh_c, bh),
+                dy_cpu,
+                &mut dh[d * bh..(d + 1) * bh],
+                &mut dc[d * bh..(d + 1) * bh],
+                &mut dg[r.dgates * 4 * bh..(r.dgates + 1) * 4 * bh],
+            );
+        }
         let (mut d_dh, mut d_dc, mut d_dg) =
             (backend.upload(&dh0).unwrap(), backend.upload(&dc0).unwrap(), backend.upload(&dg0).unwrap());
-        let dy_dev = with_dy.then_some(RowsAt { buf: &d_dy, offset: dy_off, stride: 2 * hd });
+        let dy_dev = with_dy.then_some(OutputGrad { buf: &d_dy, stride: 2 * hd });
+        let dirs: Vec<LstmBackRows> = (0..nd).map(back_rows).collect();
         rnn::lstm_step_backward_f32(
-            backend, hd, mask, &d_gs, 1, &d_cs, 2, &d_tcs, 1, dy_dev, &mut d_dh, &mut d_dc, &mut d_dg, 1,
+            backend, hd, &d_len, &dirs, &d_gs, &d_cs, &d_tcs, dy_dev, &mut d_dh, &mut d_dc, &mut d_dg,
         )
         .unwrap();
         let w = if with_dy { "backward (dy)" } else { "backward (no dy)" };
@@ -130,46 +158,80 @@ fn check_lstm_step(backend: &Backend, bsz: usize, hd: usize) {
     }
 }
 
-fn check_gru_step(backend: &Backend, bsz: usize, hd: usize) {
+fn check_gru_step(backend: &Backend, bsz: usize, hd: usize, nd: usize) {
     let bh = bsz * hd;
     let lengths = lengths_for(bsz);
-    let active: Vec<bool> = lengths.iter().map(|&l| (T_STEP as i64) < l).collect();
-    let ctx = |what: &str| format!("GRU step {what} [B={bsz}, H={hd}] on the {}", backend.describe());
-    // gi in row 2 of [3, B, 3H], gh row 0 of [1, B, 3H], saved row 1 of [2, B, 4H], states [2, B, H]
-    // with prev row 0 and next row 1
-    let gi = values(3 * 3 * bh, 11, -3.0, 3.0);
-    let gh = values(3 * bh, 12, -3.0, 3.0);
-    let saved0 = values(2 * 4 * bh, 13, -1.0, 1.0);
-    let h0 = values(2 * bh, 14, -1.0, 1.0);
+    let active = |d: usize| -> Vec<bool> { lengths.iter().map(|&l| (t_step(d) as i64) < l).collect() };
+    let ctx = |what: &str| format!("GRU step {what} [D={nd}, B={bsz}, H={hd}] on the {}", backend.describe());
+    // Per direction d: gi in row 2 of [3, B, 3H], gh row 0 of [1, B, 3H], saved row 1 of
+    // [2, B, 4H], states [2, B, H] with prev row 0 and next row 1 (direction d's rows after d - 1's)
+    let gi = values(nd * 3 * 3 * bh, 11, -3.0, 3.0);
+    let gh = values(nd * 3 * bh, 12, -3.0, 3.0);
+    let saved0 = values(nd * 2 * 4 * bh, 13, -1.0, 1.0);
+    let h0 = values(nd * 2 * bh, 14, -1.0, 1.0);
+    let fwd_rows = |d: usize| GruRows {
+        t: t_step(d),
+        gi: 3 * d + 2,
+        gh: d,
+        saved: 2 * d + 1,
+        state: StateRows { prev: 2 * d, next: 2 * d + 1 },
+    };
     let mut saved = saved0.clone();
     let mut h = h0.clone();
-    {
-        let (hp, hn) = h.split_at_mut(bh);
-        gru_step_forward(hd, &active, row(&gi, 2, 3 * bh), &gh, &mut saved[4 * bh..], hp, hn);
+    for d in 0..nd {
+        let r = fwd_rows(d);
+        let hp = row(&h, r.state.prev, bh).to_vec();
+        gru_step_forward(
+            hd,
+            &active(d),
+            row(&gi, r.gi, 3 * bh),
+            row(&gh, r.gh, 3 * bh),
+            &mut saved[r.saved * 4 * bh..(r.saved + 1) * 4 * bh],
+            &hp,
+            &mut h[r.state.next * bh..(r.state.next + 1) * bh],
+        );
     }
     let d_len = backend.upload(&lengths).unwrap();
-    let mask = StepMask { lengths: &d_len, t: T_STEP };
     let (d_gi, d_gh) = (backend.upload(&gi).unwrap(), backend.upload(&gh).unwrap());
     let (mut d_s, mut d_h) = (backend.upload(&saved0).unwrap(), backend.upload(&h0).unwrap());
-    let state = StateRows { prev: 0, next: 1 };
-    rnn::gru_step_forward_f32(backend, hd, mask, &d_gi, 2, &d_gh, 0, &mut d_s, 1, &mut d_h, state).unwrap();
+    let dirs: Vec<GruRows> = (0..nd).map(fwd_rows).collect();
+    rnn::gru_step_forward_f32(backend, hd, &d_len, &dirs, &d_gi, &d_gh, &mut d_s, &mut d_h).unwrap();
     assert_close(&backend.download(&d_s).unwrap(), &saved, f32_tol(), &ctx("forward saved"));
     assert_close(&backend.download(&d_h).unwrap(), &h, f32_tol(), &ctx("forward h"));
 
-    let dy = values(bsz * hd + 3, 15, -1.0, 1.0);
+    // dy: direction d's rows at offset 3 + d·H with a row stride of D·H
+    let dy = values(3 + bsz * nd * hd, 15, -1.0, 1.0);
     let d_dy = backend.upload(&dy).unwrap();
+    let back_rows = |d: usize| {
+        let f = fwd_rows(d);
+        GruBackRows { t: f.t, saved: f.saved, h_prev: f.state.prev, dg: d, dy: 3 + d * hd }
+    };
     let (d_ss, d_hs) = (backend.upload(&saved).unwrap(), backend.upload(&h).unwrap());
     for with_dy in [true, false] {
-        let dh0 = values(bh, 16, -1.0, 1.0);
-        let dgi0 = values(3 * bh, 17, -1.0, 1.0);
-        let dgh0 = values(3 * bh, 18, -1.0, 1.0);
+        let dh0 = values(nd * bh, 16, -1.0, 1.0);
+        let dgi0 = values(nd * 3 * bh, 17, -1.0, 1.0);
+        let dgh0 = values(nd * 3 * bh, 18, -1.0, 1.0);
         let (mut dh, mut dgi, mut dgh) = (dh0.clone(), dgi0.clone(), dgh0.clone());
-        let dy_cpu = with_dy.then(|| (&dy[3..], hd));
-        gru_step_backward(hd, &active, row(&saved, 1, 4 * bh), row(&h, 0, bh), dy_cpu, &mut dh, &mut dgi, &mut dgh);
+        for d in 0..nd {
+            let r = back_rows(d);
+            let dy_cpu = with_dy.then(|| (&dy[r.dy..], nd * hd));
+            let g = r.dg * 3 * bh..(r.dg + 1) * 3 * bh;
+            gru_step_backward(
+                hd,
+                &active(d),
+                row(&saved, r.saved, 4 * bh),
+                row(&h, r.h_prev, bh),
+                dy_cpu,
+                &mut dh[d * bh..(d + 1) * bh],
+                &mut dgi[g.clone()],
+                &mut dgh[g],
+            );
+        }
         let (mut d_dh, mut d_dgi, mut d_dgh) =
             (backend.upload(&dh0).unwrap(), backend.upload(&dgi0).unwrap(), backend.upload(&dgh0).unwrap());
-        let dy_dev = with_dy.then_some(RowsAt { buf: &d_dy, offset: 3, stride: hd });
-        rnn::gru_step_backward_f32(backend, hd, mask, &d_ss, 1, &d_hs, 0, dy_dev, &mut d_dh, &mut d_dgi, &mut d_dgh, 0)
+        let dy_dev = with_dy.then_some(OutputGrad { buf: &d_dy, stride: nd * hd });
+        let dirs: Vec<GruBackRows> = (0..nd).map(back_rows).collect();
+        rnn::gru_step_backward_f32(backend, hd, &d_len, &dirs, &d_ss, &d_hs, dy_dev, &mut d_dh, &mut d_dgi, &mut d_dgh)
             .unwrap();
         let w = if with_dy { "backward (dy)" } else { "backward (no dy)" };
         assert_close(&backend.download(&d_dgi).unwrap(), &dgi, f32_tol(), &ctx(&format!("{w} dgi")));
@@ -182,7 +244,9 @@ fn check_gru_step(backend: &Backend, bsz: usize, hd: usize) {
 fn lstm_step_matches_cpu() {
     for backend in backends() {
         for &(b, h) in STEP_SHAPES {
-            check_lstm_step(&backend, b, h);
+            for nd in [1, 2] {
+                check_lstm_step(&backend, b, h, nd);
+            }
         }
     }
 }
@@ -191,7 +255,9 @@ fn lstm_step_matches_cpu() {
 fn gru_step_matches_cpu() {
     for backend in backends() {
         for &(b, h) in STEP_SHAPES {
-            check_gru_step(&backend, b, h);
+            for nd in [1, 2] {
+                check_gru_step(&backend, b, h, nd);
+            }
         }
     }
 }
@@ -200,15 +266,31 @@ fn gru_step_matches_cpu() {
 fn rnn_step_shapes_are_checked() {
     let backend = Backend::emulator();
     let d_len = backend.upload(&[3i64, 1]).unwrap();
-    let mask = StepMask { lengths: &d_len, t: 0 };
     let mut g = backend.zeros::<f32>(2 * 4 * 5).unwrap();
     let (mut c, mut h, mut tc) =
         (backend.zeros::<f32>(2 * 5).unwrap(), backend.zeros::<f32>(2 * 2 * 5).unwrap(), backend.zeros(10).unwrap());
-    let state = StateRows { prev: 0, next: 1 };
-    let e = rnn::lstm_step_forward_f32(&backend, 5, mask, &mut g, 0, &mut c, &mut h, state, &mut tc, 0).unwrap_err();
+    let rows = LstmRows { t: 0, gates: 0, state: StateRows { prev: 0, next: 1 }, tanh_c: 0 };
+    let e = rnn::lstm_step_forward_f32(&backend, 5, &d_len, &[rows], &mut g, &mut c, &mut h, &mut tc).unwrap_err();
     assert!(e.to_string().contains("c (next state) row 1"), "{e}");
-    let e = rnn::lstm_step_forward_f32(&backend, 5, mask, &mut g, 1, &mut h, &mut c, state, &mut tc, 0).unwrap_err();
+    let rows1 = LstmRows { gates: 1, ..rows };
+    let e = rnn::lstm_step_forward_f32(&backend, 5, &d_len, &[rows1], &mut g, &mut h, &mut c, &mut tc).unwrap_err();
     assert!(e.to_string().contains("gates row 1"), "{e}");
+    // the second direction's rows are checked too, and at most two directions run
+    let ok = LstmRows { state: StateRows { prev: 0, next: 0 }, ..rows };
+    let e = rnn::lstm_step_forward_f32(&backend, 5, &d_len, &[ok, rows1], &mut g, &mut h, &mut c, &mut tc).unwrap_err();
+    assert!(e.to_string().contains("gates row 1"), "{e}");
+    let e = rnn::lstm_step_forward_f32(&backend, 5, &d_len, &[ok; 3], &mut g, &mut h, &mut c, &mut tc).unwrap_err();
+    assert!(e.to_string().contains("1 or 2 directions, not 3"), "{e}");
+    let e = rnn::lstm_step_forward_f32(&backend, 5, &d_len, &[], &mut g, &mut h, &mut c, &mut tc).unwrap_err();
+    assert!(e.to_string().contains("not 0"), "{e}");
+    // the running gradients are [D, B, H]
+    let mut dh = backend.zeros::<f32>(5).unwrap();
+    let mut dc = backend.zeros::<f32>(2 * 5).unwrap();
+    let back = LstmBackRows { t: 0, gates: 0, c_prev: 0, tanh_c: 0, dgates: 0, dy: 0 };
+    let mut dg = backend.copy(&g).unwrap();
+    let e = rnn::lstm_step_backward_f32(&backend, 5, &d_len, &[back], &g, &h, &tc, None, &mut dh, &mut dc, &mut dg)
+        .unwrap_err();
+    assert!(e.to_string().contains("dh has 5 elements"), "{e}");
 }
 
 // ------------------------------------------------------------------------------------------
@@ -527,7 +609,6 @@ fn run_device(backend: &Backend, p: &Problem) -> SeqResult {
     let mut d_gh = backend.zeros::<f32>(bg).unwrap();
     for s in 0..t_n {
         let (t, pr, q) = p.step_rows(s);
-        let mask = StepMask { lengths: &d_len, t };
         let state = StateRows { prev: pr, next: q };
         let hs_now = backend.download(&d_hs).unwrap();
         match p.cell {
@@ -536,17 +617,16 @@ fn run_device(backend: &Backend, p: &Problem) -> SeqResult {
                 // turns row t of the device gates buffer into activations
                 p.recurrent(&mut host_gates[t * bg..(t + 1) * bg], &hs_now, pr);
                 let mut d_gates = backend.upload(&host_gates).unwrap();
+                let rows = LstmRows { t, gates: t, state, tanh_c: t };
                 rnn::lstm_step_forward_f32(
                     backend,
                     p.hidden,
-                    mask,
+                    &d_len,
+                    &[rows],
                     &mut d_gates,
-                    t,
                     &mut d_cs,
                     &mut d_hs,
-                    state,
                     &mut d_tanh,
-                    t,
                 )
                 .unwrap();
                 host_gates = backend.download(&d_gates).unwrap();
@@ -555,20 +635,9 @@ fn run_device(backend: &Backend, p: &Problem) -> SeqResult {
                 let mut gh: Vec<f32> = (0..p.batch).flat_map(|_| p.b_hh.iter().copied()).collect();
                 p.recurrent(&mut gh, &hs_now, pr);
                 d_gh = backend.upload(&gh).unwrap();
-                rnn::gru_step_forward_f32(
-                    backend,
-                    p.hidden,
-                    mask,
-                    &d_gi,
-                    t,
-                    &d_gh,
-                    0,
-                    &mut d_saved,
-                    t,
-                    &mut d_hs,
-                    state,
-                )
-                .unwrap();
+                let rows = GruRows { t, gi: t, gh: 0, saved: t, state };
+                rnn::gru_step_forward_f32(backend, p.hidden, &d_len, &[rows], &d_gi, &d_gh, &mut d_saved, &mut d_hs)
+                    .unwrap();
             }
         }
     }
@@ -581,17 +650,41 @@ fn run_device(backend: &Backend, p: &Problem) -> SeqResult {
     let mut d_dgh = backend.zeros::<f32>(t_n * bg).unwrap();
     for s in (0..t_n).rev() {
         let (t, pr, _) = p.step_rows(s);
-        let mask = StepMask { lengths: &d_len, t };
-        let dy = Some(RowsAt { buf: &d_dy, offset: t * bh, stride: p.hidden });
+        let dy = Some(OutputGrad { buf: &d_dy, stride: p.hidden });
         match p.cell {
-            Cell::Lstm => rnn::lstm_step_backward_f32(
-                backend, p.hidden, mask, &d_gates, t, &d_cs, pr, &d_tanh, t, dy, &mut d_dh, &mut d_dc, &mut d_dgi, t,
-            )
-            .unwrap(),
-            Cell::Gru => rnn::gru_step_backward_f32(
-                backend, p.hidden, mask, &d_saved, t, &d_hs, pr, dy, &mut d_dh, &mut d_dgi, &mut d_dgh, t,
-            )
-            .unwrap(),
+            Cell::Lstm => {
+                let rows = LstmBackRows { t, gates: t, c_prev: pr, tanh_c: t, dgates: t, dy: t * bh };
+                rnn::lstm_step_backward_f32(
+                    backend,
+                    p.hidden,
+                    &d_len,
+                    &[rows],
+                    &d_gates,
+                    &d_cs,
+                    &d_tanh,
+                    dy,
+                    &mut d_dh,
+                    &mut d_dc,
+                    &mut d_dgi,
+                )
+                .unwrap()
+            }
+            Cell::Gru => {
+                let rows = GruBackRows { t, saved: t, h_prev: pr, dg: t, dy: t * bh };
+                rnn::gru_step_backward_f32(
+                    backend,
+                    p.hidden,
+                    &d_len,
+                    &[rows],
+                    &d_saved,
+                    &d_hs,
+                    dy,
+                    &mut d_dh,
+                    &mut d_dgi,
+                    &mut d_dgh,
+                )
+                .unwrap()
+            }
         }
         let dg_all = backend.download(if p.cell == Cell::Lstm { &d_dgi } else { &d_dgh }).unwrap();
         let mut dh = backend.download(&d_dh).unwrap();
@@ -667,8 +760,8 @@ fn gru_sequence_matches_cpu() {
 fn rnn_steps_match_cpu_with_random_schedule() {
     let backend = Backend::emulator_with(EmuSchedule::random(0x7a7e));
     for &(b, h) in &STEP_SHAPES[..4] {
-        check_lstm_step(&backend, b, h);
-        check_gru_step(&backend, b, h);
+        check_lstm_step(&backend, b, h, 2);
+        check_gru_step(&backend, b, h, 2);
     }
     check_sequence(&backend, Cell::Lstm, SEQ_SIZES[0], true);
 }
@@ -762,57 +855,62 @@ fn lstm_persistent_refuses_large_layers() {
     assert!(e.to_string().contains("use the per-step kernels"), "{e}");
 }
 
-/// `rnn_output_f32` (through `rnn_seq::rnn_seq_output_f32`): each direction's states into its
-/// columns of a `[T, B, D·H]` output at an offset, zero at padded positions, against the host.
+/// `rnn_output_f32` (through `rnn_seq::rnn_layer_output_f32`): every direction's states into
+/// its columns of the packed `[Y | h_n | c_n]` output, zero at padded positions, and the final
+/// states, against the host.
 #[test]
 fn rnn_output_matches_cpu() {
-    use stapes_kernels::cuda::rnn_seq::{rnn_seq_output_f32, SeqCell, SeqSaved, SeqSizes};
+    use stapes_kernels::cuda::rnn_seq::{packed_len, rnn_layer_output_f32, LayerSaved, SeqCell, SeqSizes};
     for backend in backends() {
-        for &(steps, batch, hidden) in &[(1usize, 1usize, 1usize), (5, 3, 7), (4, 9, 300)] {
-            let sz = SeqSizes { steps, batch, input: 1, hidden };
-            let lengths: Vec<i64> = (0..batch).map(|b| [steps as i64, 1, 0, (steps / 2) as i64][b % 4]).collect();
-            let d_len = backend.upload(&lengths).unwrap();
-            let (bh, dirs, y_off) = (batch * hidden, 2, 3);
-            let y0 = values(y_off + steps * bh * dirs + 2, 41, -1.0, 1.0);
-            let mut want = y0.clone();
-            let mut d_y = backend.upload(&y0).unwrap();
-            for dir in 0..dirs {
-                let hs = values((steps + 1) * bh, 42 + dir as u32, -1.0, 1.0);
-                let reverse = dir == 1;
-                for t in 0..steps {
-                    let row = if reverse { t } else { t + 1 };
-                    for b in 0..batch {
-                        for j in 0..hidden {
-                            let v = if (t as i64) < lengths[b] { hs[row * bh + b * hidden + j] } else { 0.0 };
-                            want[y_off + (t * batch + b) * dirs * hidden + dir * hidden + j] = v;
+        for &(steps, batch, hidden) in &[(1usize, 1usize, 1usize), (5, 3, 7), (4, 9, 300), (0, 2, 3)] {
+            for (cell, dirs) in [(SeqCell::Gru, 1), (SeqCell::Gru, 2), (SeqCell::Lstm, 2), (SeqCell::Lstm, 1)] {
+                let sz = SeqSizes { steps, batch, input: 1, hidden };
+                let lengths: Vec<i64> = (0..batch).map(|b| [steps as i64, 1, 0, (steps / 2) as i64][b % 4]).collect();
+                let d_len = backend.upload(&lengths).unwrap();
+                let bh = batch * hidden;
+                let total = packed_len(cell, sz, dirs);
+                let mut want = vec![0.0f32; total];
+                let hs = values(dirs * (steps + 1) * bh, 42, -1.0, 1.0);
+                let cs = values(dirs * (steps + 1) * bh, 43, -1.0, 1.0);
+                let y_len = steps * dirs * bh;
+                for d in 0..dirs {
+                    let base = d * (steps + 1);
+                    for t in 0..steps {
+                        let row = base + if d == 1 { t } else { t + 1 };
+                        for b in 0..batch {
+                            for j in 0..hidden {
+                                let v = if (t as i64) < lengths[b] { hs[row * bh + b * hidden + j] } else { 0.0 };
+                                want[(t * batch + b) * dirs * hidden + d * hidden + j] = v;
+                            }
                         }
                     }
+                    let fin = base + if d == 1 { 0 } else { steps };
+                    want[y_len + d * bh..y_len + (d + 1) * bh].copy_from_slice(row(&hs, fin, bh));
+                    if cell == SeqCell::Lstm {
+                        let at = y_len + (dirs + d) * bh;
+                        want[at..at + bh].copy_from_slice(row(&cs, fin, bh));
+                    }
                 }
-                let saved = SeqSaved {
-                    cell: SeqCell::Gru,
-                    reverse,
+                let saved = LayerSaved {
+                    cell,
+                    dirs,
                     gates: backend.zeros(0).unwrap(),
                     hs: backend.upload(&hs).unwrap(),
-                    cs: None,
+                    cs: (cell == SeqCell::Lstm).then(|| backend.upload(&cs).unwrap()),
                     tanh_c: None,
                 };
-                rnn_seq_output_f32(&backend, sz, dirs, dir, &d_len, &saved, &mut d_y, y_off).unwrap();
+                let mut d_y = backend.upload(&values(total, 41, -1.0, 1.0)).unwrap();
+                rnn_layer_output_f32(&backend, sz, &d_len, &saved, &mut d_y).unwrap();
+                let ctx = format!(
+                    "rnn_output {cell:?} [D={dirs}, T={steps}, B={batch}, H={hidden}] on the {}",
+                    backend.describe()
+                );
+                assert_eq!(backend.download(&d_y).unwrap(), want, "{ctx}");
+                let wrong =
+                    LayerSaved { hs: backend.zeros(1).unwrap(), cs: None, gates: backend.zeros(0).unwrap(), ..saved };
+                let e = rnn_layer_output_f32(&backend, sz, &d_len, &wrong, &mut d_y);
+                assert!(e.is_err(), "{ctx}: a state buffer of the wrong size is refused");
             }
-            let ctx = format!("rnn_output [T={steps}, B={batch}, H={hidden}] on the {}", backend.describe());
-            assert_eq!(backend.download(&d_y).unwrap(), want, "{ctx}");
-            let e = rnn_seq_output_f32(&backend, sz, dirs, 0, &d_len, &saveless(&backend), &mut d_y, y_off);
-            assert!(e.is_err(), "{ctx}: a state buffer of the wrong size is refused");
         }
-    }
-}
-
-fn saveless(backend: &Backend) -> stapes_kernels::cuda::rnn_seq::SeqSaved {
-    stapes_kernels::cuda::rnn_seq::SeqSaved {
-        cell: stapes_kernels::cuda::rnn_seq::SeqCell::Gru,
-        reverse: false,
-        gates: backend.zeros(0).unwrap(),
-        hs: backend.zeros(1).unwrap(),
-        cs: None,
-        tanh_c: None,
     }
 }

@@ -135,6 +135,23 @@ fn lstm_on_cuda_matches_the_cpu() {
     }
 }
 
+/// Bidirectional layers without biases (the stacked-bias path is skipped on the device).
+#[test]
+fn rnn_without_bias_on_cuda_matches_the_cpu() {
+    let Some(dev) = cuda_device() else { return };
+    let cfg = RnnConfig { bias: false, ..config(true) };
+    let lstm = Lstm::new(cfg.clone()).unwrap();
+    let want = run_lstm(&lstm, &Device::Cpu, true);
+    lstm.zero_grad();
+    lstm.to_device(&dev).unwrap();
+    compare("LSTM without bias", &run_lstm(&lstm, &dev, true), &want);
+    let gru = Gru::new(cfg).unwrap();
+    let want = run_gru(&gru, &Device::Cpu, false);
+    gru.zero_grad();
+    gru.to_device(&dev).unwrap();
+    compare("GRU without bias", &run_gru(&gru, &dev, false), &want);
+}
+
 #[test]
 fn gru_on_cuda_matches_the_cpu() {
     let Some(dev) = cuda_device() else { return };

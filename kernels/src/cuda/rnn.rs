@@ -1,32 +1,29 @@
 //! Launch wrappers for `kernels/cuda/rnn.cu`: the fused gate kernels of one LSTM or GRU time
-//! step, forward and backward, in `f32`. CPU reference: [`crate::cpu::rnn`]
-//! ([`lstm_step_forward`](crate::cpu::rnn::lstm_step_forward) and the others), whose argument
-//! meanings these wrappers keep; the GEMMs of a step (cuBLAS on the GPU) are the caller's.
+//! step, forward and backward, in `f32`, for every direction of a layer in one launch. CPU
+//! reference: [`crate::cpu::rnn`] ([`lstm_step_forward`](crate::cpu::rnn::lstm_step_forward)
+//! and the others), whose argument meanings these wrappers keep; the GEMMs of a step (cuBLAS on
+//! the GPU) are the caller's.
 //!
 //! Differences in form, not in meaning, from the CPU signatures:
 //! * the padding mask `active[b]` is computed on the device from `lengths[b]` (uploaded once
-//!   per sequence batch) and the step `t`, as `t < lengths[b]`, so no per-step upload;
-//! * a device buffer cannot be sliced, so each operand is a whole time-major buffer and the
-//!   *row* of it the step uses: rows of `[B, 4H]` (LSTM gates, GRU `saved`), `[B, 3H]`
-//!   (GRU `gi`/`gh`) or `[B, H]` (states, `tanh(c)`). The state before and after the step are
-//!   two rows of one buffer ([`StateRows`]), the `[T + 1, B, H]` layout of the recurrent
-//!   drivers (`nn/src/rnn/driver.rs`).
+//!   per sequence batch) and the direction's time index `t`, as `t < lengths[b]`, so no
+//!   per-step upload;
+//! * a device buffer cannot be sliced, so each operand is a whole buffer and each direction
+//!   names the *rows* of it its step uses: rows of `[B, 4H]` (LSTM gates, GRU `saved`),
+//!   `[B, 3H]` (GRU `gi`/`gh`) or `[B, H]` (states, `tanh(c)`). The state before and after the
+//!   step are two rows of one buffer ([`StateRows`]), the `[T + 1, B, H]` layout of the
+//!   recurrent drivers (`nn/src/rnn/driver.rs`); the running gradients `dh`/`dc` are
+//!   `[D, B, H]`, row `d` for direction `d`;
+//! * one launch runs one step of every direction (1 or 2, the slice's length): a
+//!   bidirectional layer's forward and reverse steps go together, each with its own time index
+//!   and rows (the layer driver, [`super::rnn_seq`], stacks the directions' buffers).
 //!
-//! Every launch is one thread per `(b, j)` over `B·H` (see `rnn.cu`); nothing synchronises with
-//! the host.
+//! Every launch is one thread per `(d, b, j)` over `D·B·H` (see `rnn.cu`); nothing
+//! synchronises with the host.
 
 use super::elementwise::launch_config;
 use super::launch::{Backend, DeviceBuffer, KernelArg, LaunchConfig};
 use super::CudaError;
-
-/// Which rows of the batch have a real frame at step `t`: row `b` does when `t < lengths[b]`.
-#[derive(Clone, Copy, Debug)]
-pub struct StepMask<'a> {
-    /// Sequence length per batch row, `[B]` (the batch size is its length).
-    pub lengths: &'a DeviceBuffer<i64>,
-    /// The time index of the step.
-    pub t: usize,
-}
 
 /// The rows of a `[rows, B, H]` state buffer holding the state before (`prev`) and after
 /// (`next`) a step.
@@ -36,13 +33,58 @@ pub struct StateRows {
     pub next: usize,
 }
 
-/// A step's output gradient `dy`: row `b` at `buf[offset + b * stride..][..H]` (the layer
-/// output `[T, B, D·H]` interleaves the directions: `offset = t·B·D·H + dir·H`,
+/// One direction's part of an LSTM forward step: its time index `t` (row `b` is real when
+/// `t < lengths[b]`) and its rows of the `gates`, state and `tanh_c` buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LstmRows {
+    pub t: usize,
+    pub gates: usize,
+    pub state: StateRows,
+    pub tanh_c: usize,
+}
+
+/// One direction's part of an LSTM backward step: its time index, the rows of the saved
+/// activations (`gates`), `c_{t-1}` (`c_prev`) and `tanh(c_t)`, the row of `dgates` it writes,
+/// and the element offset of its batch row 0 in the output gradient (read when one is given).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LstmBackRows {
+    pub t: usize,
+    pub gates: usize,
+    pub c_prev: usize,
+    pub tanh_c: usize,
+    pub dgates: usize,
+    pub dy: usize,
+}
+
+/// One direction's part of a GRU forward step: its time index and rows of `gi`, `gh`,
+/// `saved` and the state buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GruRows {
+    pub t: usize,
+    pub gi: usize,
+    pub gh: usize,
+    pub saved: usize,
+    pub state: StateRows,
+}
+
+/// One direction's part of a GRU backward step: its time index, the rows of `saved` and
+/// `h_{t-1}` (`h_prev`), the row of `dgi`/`dgh` it writes (`dg`), and the element offset of its
+/// batch row 0 in the output gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GruBackRows {
+    pub t: usize,
+    pub saved: usize,
+    pub h_prev: usize,
+    pub dg: usize,
+    pub dy: usize,
+}
+
+/// A step's output gradient: direction `d`'s row `b` at `buf[dy_d + b * stride..][..H]` (the
+/// layer output `[T, B, D·H]` interleaves the directions: `dy_d = t_d·B·D·H + d·H`,
 /// `stride = D·H`). The CPU kernels' `dy: Option<(&[T], usize)>`.
 #[derive(Clone, Copy, Debug)]
-pub struct RowsAt<'a> {
+pub struct OutputGrad<'a> {
     pub buf: &'a DeviceBuffer<f32>,
-    pub offset: usize,
     pub stride: usize,
 }
 
@@ -50,24 +92,44 @@ fn shape_err(op: &'static str, message: String) -> CudaError {
     CudaError::Shape { op, message }
 }
 
-/// Checks that row `row` of width `width` lies inside `buf`; returns its element offset.
-fn row_offset(op: &'static str, what: &str, len: usize, row: usize, width: usize) -> Result<usize, CudaError> {
-    let end = (row + 1).checked_mul(width).filter(|&e| e <= len);
-    match end {
-        Some(e) => Ok(e - width),
+/// Checks that row `row` of width `width` lies inside `buf`.
+fn check_row(op: &'static str, what: &str, len: usize, row: usize, width: usize) -> Result<(), CudaError> {
+    match (row + 1).checked_mul(width).filter(|&e| e <= len) {
+        Some(_) => Ok(()),
         None => Err(shape_err(op, format!("{what} row {row} of {width} elements is outside its buffer of {len}"))),
     }
 }
 
-fn check_dy(op: &'static str, dy: &Option<RowsAt<'_>>, batch: usize, hidden: usize) -> Result<(), CudaError> {
+/// The number of directions of a launch (1 or 2), checked.
+fn check_dirs<R>(op: &'static str, dirs: &[R]) -> Result<usize, CudaError> {
+    match dirs.len() {
+        1 | 2 => Ok(dirs.len()),
+        n => Err(shape_err(op, format!("a step runs 1 or 2 directions, not {n}"))),
+    }
+}
+
+/// Checks the `[D, B, H]` running gradient buffers.
+fn check_running(op: &'static str, what: &str, len: usize, dirs: usize, bh: usize) -> Result<(), CudaError> {
+    if len != dirs * bh {
+        return Err(shape_err(op, format!("{what} has {len} elements, expected [D={dirs}, B·H={bh}]")));
+    }
+    Ok(())
+}
+
+fn check_dy(
+    op: &'static str,
+    dy: &Option<OutputGrad<'_>>,
+    offset: usize,
+    batch: usize,
+    hidden: usize,
+) -> Result<(), CudaError> {
     if let Some(d) = dy {
         if batch > 0 && hidden > 0 {
-            let need = d.offset + (batch - 1) * d.stride + hidden;
+            let need = offset + (batch - 1) * d.stride + hidden;
             if need > d.buf.len() || d.stride < hidden {
                 let message = format!(
-                    "dy (offset {}, row stride {}) needs {need} elements for [B={batch}, H={hidden}] with a stride \
-                     of at least H; its buffer has {}",
-                    d.offset,
+                    "dy (offset {offset}, row stride {}) needs {need} elements for [B={batch}, H={hidden}] with a \
+                     stride of at least H; its buffer has {}",
                     d.stride,
                     d.buf.len()
                 );
@@ -78,226 +140,287 @@ fn check_dy(op: &'static str, dy: &Option<RowsAt<'_>>, batch: usize, hidden: usi
     Ok(())
 }
 
-/// One LSTM step (the CPU's [`lstm_step_forward`](crate::cpu::rnn::lstm_step_forward)):
-/// `gates` row `gates_row` (`[B, 4H]`, i f g o) holds the pre-activations `x W_ihᵀ + b_ih +
-/// h_{t-1} W_hhᵀ + b_hh` and is overwritten with the activations; `c`/`h` rows `state.prev` are
-/// read and rows `state.next` written; `tanh_c` row `tanh_c_row` receives `tanh(c_t)`.
+/// The two scalar arguments (directions 0 and 1) of a per-direction row; the second repeats the
+/// first for a one-direction launch (the kernel does not read it).
+fn pair<'a, R>(dirs: &[R], f: impl Fn(&R) -> usize) -> [KernelArg<'a>; 2] {
+    let v0 = f(&dirs[0]);
+    let v1 = dirs.get(1).map(&f).unwrap_or(v0);
+    [KernelArg::i64(v0 as i64), KernelArg::i64(v1 as i64)]
+}
+
+/// One LSTM step of every direction in `dirs` (the CPU's
+/// [`lstm_step_forward`](crate::cpu::rnn::lstm_step_forward) per direction): direction `d`'s
+/// `gates` row (`[B, 4H]`, i f g o) holds the pre-activations `x W_ihᵀ + b_ih + h_{t-1}
+/// W_hhᵀ + b_hh` and is overwritten with the activations; `c`/`h` rows `state.prev` are read
+/// and rows `state.next` written; `tanh_c` row `tanh_c` receives `tanh(c_t)`. The batch size is
+/// `lengths.len()`.
 #[allow(clippy::too_many_arguments)]
 pub fn lstm_step_forward_f32(
     backend: &Backend,
     hidden: usize,
-    mask: StepMask<'_>,
+    lengths: &DeviceBuffer<i64>,
+    dirs: &[LstmRows],
     gates: &mut DeviceBuffer<f32>,
-    gates_row: usize,
     c: &mut DeviceBuffer<f32>,
     h: &mut DeviceBuffer<f32>,
-    state: StateRows,
     tanh_c: &mut DeviceBuffer<f32>,
-    tanh_c_row: usize,
 ) -> Result<(), CudaError> {
     const OP: &str = "cuda::rnn::lstm_step_forward_f32";
-    let batch = mask.lengths.len();
+    let nd = check_dirs(OP, dirs)?;
+    let batch = lengths.len();
     let bh = batch * hidden;
-    let g_off = row_offset(OP, "gates", gates.len(), gates_row, 4 * bh)?;
-    let cp = row_offset(OP, "c (previous state)", c.len(), state.prev, bh)?;
-    let cn = row_offset(OP, "c (next state)", c.len(), state.next, bh)?;
-    let hp = row_offset(OP, "h (previous state)", h.len(), state.prev, bh)?;
-    let hn = row_offset(OP, "h (next state)", h.len(), state.next, bh)?;
-    let tc = row_offset(OP, "tanh_c", tanh_c.len(), tanh_c_row, bh)?;
+    for r in dirs {
+        check_row(OP, "gates", gates.len(), r.gates, 4 * bh)?;
+        for (what, buf) in [("c", c.len()), ("h", h.len())] {
+            check_row(OP, &format!("{what} (previous state)"), buf, r.state.prev, bh)?;
+            check_row(OP, &format!("{what} (next state)"), buf, r.state.next, bh)?;
+        }
+        check_row(OP, "tanh_c", tanh_c.len(), r.tanh_c, bh)?;
+    }
     if bh == 0 {
         return Ok(());
     }
+    let [t0, t1] = pair(dirs, |r| r.t);
+    let [g0, g1] = pair(dirs, |r| r.gates);
+    let [p0, p1] = pair(dirs, |r| r.state.prev);
+    let [q0, q1] = pair(dirs, |r| r.state.next);
+    let [tc0, tc1] = pair(dirs, |r| r.tanh_c);
     let mut args = [
         KernelArg::u64(batch as u64),
         KernelArg::u64(hidden as u64),
-        KernelArg::input(mask.lengths),
-        KernelArg::i64(mask.t as i64),
+        KernelArg::u64(nd as u64),
+        KernelArg::input(lengths),
+        t0,
+        t1,
         KernelArg::output(gates),
-        KernelArg::u64(g_off as u64),
+        g0,
+        g1,
         KernelArg::output(c),
-        KernelArg::u64(cp as u64),
-        KernelArg::u64(cn as u64),
         KernelArg::output(h),
-        KernelArg::u64(hp as u64),
-        KernelArg::u64(hn as u64),
+        p0,
+        p1,
+        q0,
+        q1,
         KernelArg::output(tanh_c),
-        KernelArg::u64(tc as u64),
+        tc0,
+        tc1,
     ];
-    // SAFETY: thread k < B·H touches lengths[b] (b < B = lengths.len()), gates[g_off + b·4H + q·H
-    // + j] (q < 4) and the rows of c, h, tanh_c at their offsets: all checked to fit above.
-    unsafe { backend.launch("lstm_step_forward_f32", launch_config(backend, bh), &mut args) }
+    // SAFETY: thread (d, b, j) of D·B·H touches lengths[b] (b < B = lengths.len()), direction
+    // d's gates row at row·4BH + b·4H + q·H + j (q < 4) and its rows of c, h, tanh_c: all
+    // checked to fit above, for every direction.
+    unsafe { backend.launch("lstm_step_forward_f32", launch_config(backend, nd * bh), &mut args) }
 }
 
-/// The gradient of one LSTM step (the CPU's
-/// [`lstm_step_backward`](crate::cpu::rnn::lstm_step_backward)): reads the activations `gates`
-/// row `gates_row`, `c_{t-1}` (row `c_prev_row` of `c`) and `tanh_c` row `tanh_c_row` saved by
-/// the forward step, and `dy` when given; `dh`/`dc` (`[B, H]`) hold the gradients of `h_t`/`c_t`
-/// on entry, and on return 0 (active rows; the caller adds `dgates · W_hh`) and that of
-/// `c_{t-1}`; `dgates` row `dgates_row` receives the pre-activation gradients.
+/// The gradient of one LSTM step of every direction in `dirs` (the CPU's
+/// [`lstm_step_backward`](crate::cpu::rnn::lstm_step_backward) per direction): reads the
+/// activations, `c_{t-1}` and `tanh(c_t)` rows saved by the forward step, and `dy` when given;
+/// `dh`/`dc` (`[D, B, H]`) hold the gradients of `h_t`/`c_t` on entry, and on return 0 (active
+/// rows; the caller adds `dgates · W_hh`) and that of `c_{t-1}`; each direction's `dgates` row
+/// receives the pre-activation gradients.
 #[allow(clippy::too_many_arguments)]
 pub fn lstm_step_backward_f32(
     backend: &Backend,
     hidden: usize,
-    mask: StepMask<'_>,
+    lengths: &DeviceBuffer<i64>,
+    dirs: &[LstmBackRows],
     gates: &DeviceBuffer<f32>,
-    gates_row: usize,
     c: &DeviceBuffer<f32>,
-    c_prev_row: usize,
     tanh_c: &DeviceBuffer<f32>,
-    tanh_c_row: usize,
-    dy: Option<RowsAt<'_>>,
+    dy: Option<OutputGrad<'_>>,
     dh: &mut DeviceBuffer<f32>,
     dc: &mut DeviceBuffer<f32>,
     dgates: &mut DeviceBuffer<f32>,
-    dgates_row: usize,
 ) -> Result<(), CudaError> {
     const OP: &str = "cuda::rnn::lstm_step_backward_f32";
-    let batch = mask.lengths.len();
+    let nd = check_dirs(OP, dirs)?;
+    let batch = lengths.len();
     let bh = batch * hidden;
-    let g_off = row_offset(OP, "gates", gates.len(), gates_row, 4 * bh)?;
-    let cp = row_offset(OP, "c (previous state)", c.len(), c_prev_row, bh)?;
-    let tc = row_offset(OP, "tanh_c", tanh_c.len(), tanh_c_row, bh)?;
-    row_offset(OP, "dh", dh.len(), 0, bh)?;
-    row_offset(OP, "dc", dc.len(), 0, bh)?;
-    let dg_off = row_offset(OP, "dgates", dgates.len(), dgates_row, 4 * bh)?;
-    check_dy(OP, &dy, batch, hidden)?;
+    for r in dirs {
+        check_row(OP, "gates", gates.len(), r.gates, 4 * bh)?;
+        check_row(OP, "c (previous state)", c.len(), r.c_prev, bh)?;
+        check_row(OP, "tanh_c", tanh_c.len(), r.tanh_c, bh)?;
+        check_row(OP, "dgates", dgates.len(), r.dgates, 4 * bh)?;
+        check_dy(OP, &dy, r.dy, batch, hidden)?;
+    }
+    check_running(OP, "dh", dh.len(), nd, bh)?;
+    check_running(OP, "dc", dc.len(), nd, bh)?;
     if bh == 0 {
         return Ok(());
     }
-    let (dy_buf, dy_off, dy_stride) = match dy {
-        Some(d) => (d.buf, d.offset, d.stride),
-        None => (gates, 0, 0), // not read (has_dy = 0); any buffer of this backend
+    let (dy_buf, dy_stride) = match dy {
+        Some(d) => (d.buf, d.stride),
+        None => (gates, 0), // not read (has_dy = 0); any buffer of this backend
     };
+    let [t0, t1] = pair(dirs, |r| r.t);
+    let [g0, g1] = pair(dirs, |r| r.gates);
+    let [p0, p1] = pair(dirs, |r| r.c_prev);
+    let [tc0, tc1] = pair(dirs, |r| r.tanh_c);
+    let [y0, y1] = pair(dirs, |r| r.dy);
+    let [dg0, dg1] = pair(dirs, |r| r.dgates);
     let mut args = [
         KernelArg::u64(batch as u64),
         KernelArg::u64(hidden as u64),
-        KernelArg::input(mask.lengths),
-        KernelArg::i64(mask.t as i64),
+        KernelArg::u64(nd as u64),
+        KernelArg::input(lengths),
+        t0,
+        t1,
         KernelArg::input(gates),
-        KernelArg::u64(g_off as u64),
+        g0,
+        g1,
         KernelArg::input(c),
-        KernelArg::u64(cp as u64),
+        p0,
+        p1,
         KernelArg::input(tanh_c),
-        KernelArg::u64(tc as u64),
+        tc0,
+        tc1,
         KernelArg::input(dy_buf),
-        KernelArg::u64(dy_off as u64),
+        y0,
+        y1,
         KernelArg::u64(dy_stride as u64),
         KernelArg::u32(dy.is_some() as u32),
         KernelArg::output(dh),
         KernelArg::output(dc),
         KernelArg::output(dgates),
-        KernelArg::u64(dg_off as u64),
+        dg0,
+        dg1,
     ];
-    // SAFETY: as in the forward; dy is read at dy_off + b·stride + j < its length (checked).
-    unsafe { backend.launch("lstm_step_backward_f32", launch_config(backend, bh), &mut args) }
+    // SAFETY: as in the forward; dh/dc[d·B·H + k] < D·B·H (checked); dy is read at
+    // dy_d + b·stride + j < its length (checked per direction).
+    unsafe { backend.launch("lstm_step_backward_f32", launch_config(backend, nd * bh), &mut args) }
 }
 
-/// One GRU step (the CPU's [`gru_step_forward`](crate::cpu::rnn::gru_step_forward)): `gi` row
-/// `gi_row` and `gh` row `gh_row` (`[B, 3H]`, r z n) are the two projections, `saved` row
-/// `saved_row` (`[B, 4H]`) receives `r, z, n, W_hn h + b_hn`, `h` row `state.prev` is read and
-/// row `state.next` written.
+/// One GRU step of every direction in `dirs` (the CPU's
+/// [`gru_step_forward`](crate::cpu::rnn::gru_step_forward) per direction): the `gi` and `gh`
+/// rows (`[B, 3H]`, r z n) are the two projections, the `saved` row (`[B, 4H]`) receives
+/// `r, z, n, W_hn h + b_hn`, `h` row `state.prev` is read and row `state.next` written.
 #[allow(clippy::too_many_arguments)]
 pub fn gru_step_forward_f32(
     backend: &Backend,
     hidden: usize,
-    mask: StepMask<'_>,
+    lengths: &DeviceBuffer<i64>,
+    dirs: &[GruRows],
     gi: &DeviceBuffer<f32>,
-    gi_row: usize,
     gh: &DeviceBuffer<f32>,
-    gh_row: usize,
     saved: &mut DeviceBuffer<f32>,
-    saved_row: usize,
     h: &mut DeviceBuffer<f32>,
-    state: StateRows,
 ) -> Result<(), CudaError> {
     const OP: &str = "cuda::rnn::gru_step_forward_f32";
-    let batch = mask.lengths.len();
+    let nd = check_dirs(OP, dirs)?;
+    let batch = lengths.len();
     let bh = batch * hidden;
-    let gi_off = row_offset(OP, "gi", gi.len(), gi_row, 3 * bh)?;
-    let gh_off = row_offset(OP, "gh", gh.len(), gh_row, 3 * bh)?;
-    let s_off = row_offset(OP, "saved", saved.len(), saved_row, 4 * bh)?;
-    let hp = row_offset(OP, "h (previous state)", h.len(), state.prev, bh)?;
-    let hn = row_offset(OP, "h (next state)", h.len(), state.next, bh)?;
+    for r in dirs {
+        check_row(OP, "gi", gi.len(), r.gi, 3 * bh)?;
+        check_row(OP, "gh", gh.len(), r.gh, 3 * bh)?;
+        check_row(OP, "saved", saved.len(), r.saved, 4 * bh)?;
+        check_row(OP, "h (previous state)", h.len(), r.state.prev, bh)?;
+        check_row(OP, "h (next state)", h.len(), r.state.next, bh)?;
+    }
     if bh == 0 {
         return Ok(());
     }
+    let [t0, t1] = pair(dirs, |r| r.t);
+    let [i0, i1] = pair(dirs, |r| r.gi);
+    let [h0, h1] = pair(dirs, |r| r.gh);
+    let [s0, s1] = pair(dirs, |r| r.saved);
+    let [p0, p1] = pair(dirs, |r| r.state.prev);
+    let [q0, q1] = pair(dirs, |r| r.state.next);
     let mut args = [
         KernelArg::u64(batch as u64),
         KernelArg::u64(hidden as u64),
-        KernelArg::input(mask.lengths),
-        KernelArg::i64(mask.t as i64),
+        KernelArg::u64(nd as u64),
+        KernelArg::input(lengths),
+        t0,
+        t1,
         KernelArg::input(gi),
-        KernelArg::u64(gi_off as u64),
+        i0,
+        i1,
         KernelArg::input(gh),
-        KernelArg::u64(gh_off as u64),
+        h0,
+        h1,
         KernelArg::output(saved),
-        KernelArg::u64(s_off as u64),
+        s0,
+        s1,
         KernelArg::output(h),
-        KernelArg::u64(hp as u64),
-        KernelArg::u64(hn as u64),
+        p0,
+        p1,
+        q0,
+        q1,
     ];
-    // SAFETY: thread k < B·H touches lengths[b], gi/gh[off + b·3H + q·H + j] (q < 3),
-    // saved[off + b·4H + q·H + j] (q < 4) and two rows of h: all checked to fit above.
-    unsafe { backend.launch("gru_step_forward_f32", launch_config(backend, bh), &mut args) }
+    // SAFETY: thread (d, b, j) of D·B·H touches lengths[b], direction d's gi/gh rows at
+    // row·3BH + b·3H + q·H + j (q < 3), its saved row (q < 4) and two rows of h: all checked to
+    // fit above, for every direction.
+    unsafe { backend.launch("gru_step_forward_f32", launch_config(backend, nd * bh), &mut args) }
 }
 
-/// The gradient of one GRU step (the CPU's
-/// [`gru_step_backward`](crate::cpu::rnn::gru_step_backward)): reads `saved` row `saved_row` and
-/// `h_{t-1}` (row `h_prev_row` of `h`), `dy` when given; `dh` (`[B, H]`) holds the gradient of
-/// `h_t` on entry and, for active rows, `dh_t · z` on return; `dgi`/`dgh` rows `dg_row`
-/// (`[B, 3H]`) receive the gradients of the two projections.
+/// The gradient of one GRU step of every direction in `dirs` (the CPU's
+/// [`gru_step_backward`](crate::cpu::rnn::gru_step_backward) per direction): reads the `saved`
+/// and `h_{t-1}` rows, `dy` when given; `dh` (`[D, B, H]`) holds the gradient of `h_t` on entry
+/// and, for active rows, `dh_t · z` on return; each direction's `dgi`/`dgh` row (`[B, 3H]`)
+/// receives the gradients of the two projections.
 #[allow(clippy::too_many_arguments)]
 pub fn gru_step_backward_f32(
     backend: &Backend,
     hidden: usize,
-    mask: StepMask<'_>,
+    lengths: &DeviceBuffer<i64>,
+    dirs: &[GruBackRows],
     saved: &DeviceBuffer<f32>,
-    saved_row: usize,
     h: &DeviceBuffer<f32>,
-    h_prev_row: usize,
-    dy: Option<RowsAt<'_>>,
+    dy: Option<OutputGrad<'_>>,
     dh: &mut DeviceBuffer<f32>,
     dgi: &mut DeviceBuffer<f32>,
     dgh: &mut DeviceBuffer<f32>,
-    dg_row: usize,
 ) -> Result<(), CudaError> {
     const OP: &str = "cuda::rnn::gru_step_backward_f32";
-    let batch = mask.lengths.len();
+    let nd = check_dirs(OP, dirs)?;
+    let batch = lengths.len();
     let bh = batch * hidden;
-    let s_off = row_offset(OP, "saved", saved.len(), saved_row, 4 * bh)?;
-    let hp = row_offset(OP, "h (previous state)", h.len(), h_prev_row, bh)?;
-    row_offset(OP, "dh", dh.len(), 0, bh)?;
-    let gi_off = row_offset(OP, "dgi", dgi.len(), dg_row, 3 * bh)?;
-    let gh_off = row_offset(OP, "dgh", dgh.len(), dg_row, 3 * bh)?;
-    check_dy(OP, &dy, batch, hidden)?;
+    for r in dirs {
+        check_row(OP, "saved", saved.len(), r.saved, 4 * bh)?;
+        check_row(OP, "h (previous state)", h.len(), r.h_prev, bh)?;
+        check_row(OP, "dgi", dgi.len(), r.dg, 3 * bh)?;
+        check_row(OP, "dgh", dgh.len(), r.dg, 3 * bh)?;
+        check_dy(OP, &dy, r.dy, batch, hidden)?;
+    }
+    check_running(OP, "dh", dh.len(), nd, bh)?;
     if bh == 0 {
         return Ok(());
     }
-    let (dy_buf, dy_off, dy_stride) = match dy {
-        Some(d) => (d.buf, d.offset, d.stride),
-        None => (saved, 0, 0), // not read (has_dy = 0)
+    let (dy_buf, dy_stride) = match dy {
+        Some(d) => (d.buf, d.stride),
+        None => (saved, 0), // not read (has_dy = 0)
     };
+    let [t0, t1] = pair(dirs, |r| r.t);
+    let [s0, s1] = pair(dirs, |r| r.saved);
+    let [p0, p1] = pair(dirs, |r| r.h_prev);
+    let [y0, y1] = pair(dirs, |r| r.dy);
+    let [g0, g1] = pair(dirs, |r| r.dg);
     let mut args = [
         KernelArg::u64(batch as u64),
         KernelArg::u64(hidden as u64),
-        KernelArg::input(mask.lengths),
-        KernelArg::i64(mask.t as i64),
+        KernelArg::u64(nd as u64),
+        KernelArg::input(lengths),
+        t0,
+        t1,
         KernelArg::input(saved),
-        KernelArg::u64(s_off as u64),
+        s0,
+        s1,
         KernelArg::input(h),
-        KernelArg::u64(hp as u64),
+        p0,
+        p1,
         KernelArg::input(dy_buf),
-        KernelArg::u64(dy_off as u64),
+        y0,
+        y1,
         KernelArg::u64(dy_stride as u64),
         KernelArg::u32(dy.is_some() as u32),
         KernelArg::output(dh),
         KernelArg::output(dgi),
-        KernelArg::u64(gi_off as u64),
         KernelArg::output(dgh),
-        KernelArg::u64(gh_off as u64),
+        g0,
+        g1,
     ];
-    // SAFETY: as in the forward; dy is read at dy_off + b·stride + j < its length (checked).
-    unsafe { backend.launch("gru_step_backward_f32", launch_config(backend, bh), &mut args) }
+    // SAFETY: as in the forward; dh[d·B·H + k] < D·B·H (checked); dy is read at
+    // dy_d + b·stride + j < its length (checked per direction).
+    unsafe { backend.launch("gru_step_backward_f32", launch_config(backend, nd * bh), &mut args) }
 }
 
 /// Shared memory the persistent LSTM kernel needs: `4H(H + 1) + 6BH` floats.

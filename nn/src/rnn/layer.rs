@@ -6,7 +6,7 @@
 //! of a bidirectional layer in parallel, one thread each) and then the input gradient
 //! `Σ_dir dgates_dir · W_ih_dir` on all threads. On a CUDA device the same op runs
 //! `stapes_tensor::cuda::rnn` (device GEMMs + the fused step kernels of `kernels/cuda/rnn.cu`;
-//! the directions one after the other on the device's stream).
+//! both directions together: each step one batched GEMM and one step kernel for the two).
 
 use super::driver::{dir_backward, dir_forward, final_row, step_rows, CellKind, DirSaved, DirWeights, RnnElem, Sizes};
 use stapes_autograd::Var;
@@ -264,7 +264,7 @@ fn split_packed(kind: CellKind, packed: &Var, sz: Sizes, nd: usize) -> Result<La
 }
 
 /// [`layer_forward`] on a CUDA device: `stapes_tensor::cuda::rnn` (device GEMMs and the fused
-/// step kernels; the two directions of a bidirectional layer run one after the other).
+/// step kernels; the two directions of a bidirectional layer run together, step by step).
 fn layer_forward_cuda(
     kind: CellKind,
     x: &Var,

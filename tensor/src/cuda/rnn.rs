@@ -1,8 +1,8 @@
 //! Recurrent layers (LSTM, GRU) on CUDA tensors: one layer, every direction, forward and
 //! backward, as the `nn` crate's fused layer op needs them. Built on
 //! `stapes_kernels::cuda::rnn_seq` (device GEMMs + the fused step kernels of `rnn.cu`); the
-//! directions of a bidirectional layer run one after the other on the device's one stream
-//! (concurrent streams are a later step).
+//! two directions of a bidirectional layer run together, each step one batched GEMM and one
+//! step kernel for both.
 //!
 //! The forward returns the layer's packed output `[Y | h_n | c_n]` (one flat tensor: `Y`
 //! `[T, B, D·H]` zero at padded positions, `h_n` and `c_n` `[D, B, H]`, no `c_n` for the GRU),
@@ -15,8 +15,7 @@
 use super::{cuda_err, CudaBuf};
 use crate::{DType, Device, Error, Result, Tensor};
 use stapes_kernels::cuda::rnn_seq::{
-    copy_range_f32, final_row, rnn_input_grad_f32, rnn_seq_backward_f32, rnn_seq_forward_f32, rnn_seq_output_f32,
-    write_range_f32, SeqSaved, SeqSizes, SeqWeights,
+    packed_len, rnn_layer_backward_f32, rnn_layer_forward_f32, rnn_layer_output_f32, LayerSaved, LayerWeights, SeqSizes,
 };
 use stapes_kernels::cuda::{Backend, DeviceBuffer};
 
@@ -31,17 +30,20 @@ pub struct RnnDirParams<'a> {
     pub b_hh: Option<&'a Tensor>,
 }
 
-/// One direction's parameters as dense f32 CUDA tensors (kept for backward).
-struct DirTensors {
+/// A layer's parameters with the directions stacked, dense f32 CUDA tensors (kept for
+/// backward): `w_ih` `[D·G·H, I]`, `w_hh` `[D·G·H, H]`, biases `[D·G·H]`.
+struct Stacked {
+    dirs: usize,
     w_ih: Tensor,
     w_hh: Tensor,
     b_ih: Option<Tensor>,
     b_hh: Option<Tensor>,
 }
 
-impl DirTensors {
-    fn weights(&self, op: &'static str) -> Result<SeqWeights<'_>> {
-        Ok(SeqWeights {
+impl Stacked {
+    fn weights(&self, op: &'static str) -> Result<LayerWeights<'_>> {
+        Ok(LayerWeights {
+            dirs: self.dirs,
             w_ih: self.w_ih.cuda_typed::<f32>(op)?,
             w_hh: self.w_hh.cuda_typed::<f32>(op)?,
             b_ih: self.b_ih.as_ref().map(|b| b.cuda_typed::<f32>(op)).transpose()?,
@@ -58,20 +60,15 @@ pub struct RnnLayerSaved {
     backend: Backend,
     lengths: DeviceBuffer<i64>,
     x: Tensor,
-    params: Vec<DirTensors>,
-    seqs: Vec<SeqSaved>,
+    params: Stacked,
+    layer: LayerSaved,
 }
 
 impl RnnLayerSaved {
     /// Elements of the packed output `[Y | h_n | c_n]`.
     pub fn packed_len(&self) -> usize {
-        packed_len(self.cell, self.sizes, self.params.len())
+        packed_len(self.cell, self.sizes, self.params.dirs)
     }
-}
-
-fn packed_len(cell: RnnCell, sz: SeqSizes, dirs: usize) -> usize {
-    let n_state = if cell == RnnCell::Lstm { 2 } else { 1 };
-    sz.steps * sz.batch * dirs * sz.hidden + n_state * dirs * sz.batch * sz.hidden
 }
 
 /// The gradients of one direction's parameters (biases when the layer has them).
@@ -103,6 +100,24 @@ fn operand(op: &'static str, what: &str, t: &Tensor, device: &Device, dims: &[us
         return Err(Error::shape(op, format!("expected {what} of shape {dims:?}, got {:?}", t.dims())));
     }
     t.cuda_exact()
+}
+
+/// The directions' `what` parameters (each checked to be of shape `dims`) stacked along dim 0.
+fn stack(op: &'static str, what: &str, parts: &[&Tensor], device: &Device, dims: &[usize]) -> Result<Tensor> {
+    let parts: Vec<Tensor> = parts.iter().map(|t| operand(op, what, t, device, dims)).collect::<Result<_>>()?;
+    match parts.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Tensor::cat(&parts.iter().collect::<Vec<_>>(), 0)?.cuda_exact(),
+    }
+}
+
+/// A bias of every direction, or of none.
+fn all_or_none<'a>(op: &'static str, parts: Vec<Option<&'a Tensor>>) -> Result<Option<Vec<&'a Tensor>>> {
+    match parts.iter().copied().collect::<Option<Vec<_>>>() {
+        Some(b) => Ok(Some(b)),
+        None if parts.iter().all(|p| p.is_none()) => Ok(None),
+        None => Err(Error::invalid(op, "either every direction has a given bias or none does")),
+    }
 }
 
 /// Runs one recurrent layer on CUDA tensors: `x` `[T, B, I]` (time-major), `h0`/`c0`
@@ -152,134 +167,101 @@ pub fn rnn_layer_forward(
     let bh = batch * hidden;
     let xd = operand(op, "input", x, &device, &[steps, batch, input])?;
     let backend = xd.cuda_parts(op)?.1.clone();
-    let params: Vec<DirTensors> = dirs
-        .iter()
-        .map(|d| {
-            Ok(DirTensors {
-                w_ih: operand(op, "weight_ih", d.w_ih, &device, &[gw, input])?,
-                w_hh: operand(op, "weight_hh", d.w_hh, &device, &[gw, hidden])?,
-                b_ih: d.b_ih.map(|b| operand(op, "bias_ih", b, &device, &[gw])).transpose()?,
-                b_hh: d.b_hh.map(|b| operand(op, "bias_hh", b, &device, &[gw])).transpose()?,
-            })
-        })
-        .collect::<Result<_>>()?;
-    let state = |what: &str, s: Option<&Tensor>, d: usize| -> Result<DeviceBuffer<f32>> {
+    let w_ih: Vec<&Tensor> = dirs.iter().map(|d| d.w_ih).collect();
+    let w_hh: Vec<&Tensor> = dirs.iter().map(|d| d.w_hh).collect();
+    let params = Stacked {
+        dirs: nd,
+        w_ih: stack(op, "weight_ih", &w_ih, &device, &[gw, input])?,
+        w_hh: stack(op, "weight_hh", &w_hh, &device, &[gw, hidden])?,
+        b_ih: all_or_none(op, dirs.iter().map(|d| d.b_ih).collect())?
+            .map(|b| stack(op, "bias_ih", &b, &device, &[gw]))
+            .transpose()?,
+        b_hh: all_or_none(op, dirs.iter().map(|d| d.b_hh).collect())?
+            .map(|b| stack(op, "bias_hh", &b, &device, &[gw]))
+            .transpose()?,
+    };
+    let state = |what: &str, s: Option<&Tensor>| -> Result<Option<Tensor>> {
+        s.map(|s| operand(op, what, s, &device, &[nd, batch, hidden])).transpose()
+    };
+    let (h0, c0) = (state("h0", h0)?, state("c0", c0)?);
+    let zeros = |s: &Option<Tensor>| -> Result<Option<DeviceBuffer<f32>>> {
         match s {
-            Some(s) => {
-                let s = operand(op, what, s, &device, &[nd, batch, hidden])?;
-                let sd = s.narrow(0usize, d, 1)?.cuda_exact()?;
-                let buf = sd.cuda_typed::<f32>(op)?;
-                backend.copy(buf).map_err(cuda_err(op))
-            }
-            None => backend.zeros::<f32>(bh).map_err(cuda_err(op)),
+            Some(_) => Ok(None),
+            None => backend.zeros::<f32>(nd * bh).map(Some).map_err(cuda_err(op)),
         }
+    };
+    let (h0_zero, c0_zero) = (zeros(&h0)?, if cell == RnnCell::Lstm { zeros(&c0)? } else { None });
+    let h0_buf = match (&h0, &h0_zero) {
+        (Some(t), _) => t.cuda_typed::<f32>(op)?,
+        (None, Some(z)) => z,
+        (None, None) => return Err(Error::invalid(op, "internal: no initial hidden state")),
+    };
+    let c0_buf = match (&c0, &c0_zero) {
+        (Some(t), _) => Some(t.cuda_typed::<f32>(op)?),
+        (None, z) => z.as_ref(),
     };
     let lengths_i64: Vec<i64> = lengths.iter().map(|&l| l as i64).collect();
     let len_buf = backend.upload(&lengths_i64).map_err(cuda_err(op))?;
     let xb = xd.cuda_typed::<f32>(op)?;
-    let tf32 = super::allow_tf32();
-    let mut seqs = Vec::with_capacity(nd);
-    for (d, p) in params.iter().enumerate() {
-        let h = state("h0", h0, d)?;
-        let c = if cell == RnnCell::Lstm { Some(state("c0", c0, d)?) } else { None };
-        let w = p.weights(op)?;
-        let saved = rnn_seq_forward_f32(&backend, cell, sz, d == 1, tf32, &len_buf, xb, &w, &h, c.as_ref())
-            .map_err(cuda_err(op))?;
-        seqs.push(saved);
-    }
-    // Pack [Y | h_n | c_n]: every element is written below.
-    let y_len = steps * batch * nd * hidden;
+    let w = params.weights(op)?;
+    let layer = rnn_layer_forward_f32(&backend, cell, sz, super::allow_tf32(), &len_buf, xb, &w, h0_buf, c0_buf)
+        .map_err(cuda_err(op))?;
     let total = packed_len(cell, sz, nd);
+    // Every element of the packed output is written by rnn_layer_output_f32.
     let mut packed = backend.alloc::<f32>(total).map_err(cuda_err(op))?;
-    for (d, sv) in seqs.iter().enumerate() {
-        rnn_seq_output_f32(&backend, sz, nd, d, &len_buf, sv, &mut packed, 0).map_err(cuda_err(op))?;
-        let f = final_row(steps, sv.reverse);
-        let h_n = copy_range_f32(&backend, &sv.hs, f * bh, bh).map_err(cuda_err(op))?;
-        write_range_f32(&backend, &h_n, &mut packed, y_len + d * bh).map_err(cuda_err(op))?;
-        if let Some(cs) = &sv.cs {
-            let c_n = copy_range_f32(&backend, cs, f * bh, bh).map_err(cuda_err(op))?;
-            write_range_f32(&backend, &c_n, &mut packed, y_len + (nd + d) * bh).map_err(cuda_err(op))?;
-        }
-    }
+    rnn_layer_output_f32(&backend, sz, &len_buf, &layer, &mut packed).map_err(cuda_err(op))?;
     let out = Tensor::from_cuda_buf(CudaBuf::F32(packed), backend.clone(), vec![total], device);
-    let saved = RnnLayerSaved { cell, sizes: sz, device, backend, lengths: len_buf, x: xd, params, seqs };
+    let saved = RnnLayerSaved { cell, sizes: sz, device, backend, lengths: len_buf, x: xd, params, layer };
     Ok((out, saved))
 }
 
 /// The backward of [`rnn_layer_forward`]: `grad` is the gradient of the packed output
 /// (`[saved.packed_len()]`, on the same device). `need_x`: whether to compute the input
-/// gradient (the per-direction GEMM `dgi · W_ih`, summed over the directions).
+/// gradient (`Σ_dir dgi · W_ih`).
 pub fn rnn_layer_backward(saved: &RnnLayerSaved, grad: &Tensor, need_x: bool) -> Result<RnnLayerGrads> {
     let cell = saved.cell;
     let op = cell.name();
     let SeqSizes { steps, batch, input, hidden } = saved.sizes;
-    let nd = saved.params.len();
-    let bh = batch * hidden;
-    let y_len = steps * batch * nd * hidden;
+    let nd = saved.params.dirs;
     let g = operand(op, "the output gradient", grad, &saved.device, &[saved.packed_len()])?;
-    let gb = g.cuda_typed::<f32>(op)?;
     let backend = &saved.backend;
-    let xb = saved.x.cuda_typed::<f32>(op)?;
-    let tf32 = super::allow_tf32();
-    let mut grads = Vec::with_capacity(nd);
-    for (d, (p, sv)) in saved.params.iter().zip(&saved.seqs).enumerate() {
-        let dh_n = copy_range_f32(backend, gb, y_len + d * bh, bh).map_err(cuda_err(op))?;
-        let dc_n = match cell {
-            RnnCell::Lstm => Some(copy_range_f32(backend, gb, y_len + (nd + d) * bh, bh).map_err(cuda_err(op))?),
-            RnnCell::Gru => None,
-        };
-        let w = p.weights(op)?;
-        let gr = rnn_seq_backward_f32(
-            backend,
-            saved.sizes,
-            tf32,
-            &saved.lengths,
-            xb,
-            &w,
-            sv,
-            gb,
-            d * hidden,
-            nd * hidden,
-            dh_n,
-            dc_n,
-        )
-        .map_err(cuda_err(op))?;
-        grads.push(gr);
-    }
+    let w = saved.params.weights(op)?;
+    let gr = rnn_layer_backward_f32(
+        backend,
+        saved.sizes,
+        super::allow_tf32(),
+        &saved.lengths,
+        saved.x.cuda_typed::<f32>(op)?,
+        &w,
+        &saved.layer,
+        g.cuda_typed::<f32>(op)?,
+        need_x,
+    )
+    .map_err(cuda_err(op))?;
     let dev = saved.device;
     let wrap =
         |buf: DeviceBuffer<f32>, dims: Vec<usize>| Tensor::from_cuda_buf(CudaBuf::F32(buf), backend.clone(), dims, dev);
-    let dx = if need_x {
-        let mut dx = backend.zeros::<f32>(steps * batch * input).map_err(cuda_err(op))?;
-        for (d, (gr, p)) in grads.iter().zip(&saved.params).enumerate() {
-            let w_ih = p.w_ih.cuda_typed::<f32>(op)?;
-            rnn_input_grad_f32(backend, cell, saved.sizes, tf32, &gr.dgi, w_ih, &mut dx, d > 0)
-                .map_err(cuda_err(op))?;
-        }
-        Some(wrap(dx, vec![steps, batch, input]))
-    } else {
-        None
-    };
-    let mut dh0 = backend.alloc::<f32>(nd * bh).map_err(cuda_err(op))?;
-    let mut dc0 = if cell == RnnCell::Lstm { Some(backend.alloc::<f32>(nd * bh).map_err(cuda_err(op))?) } else { None };
-    let mut dirs = Vec::with_capacity(nd);
-    for (d, (gr, p)) in grads.into_iter().zip(&saved.params).enumerate() {
-        write_range_f32(backend, &gr.dh0, &mut dh0, d * bh).map_err(cuda_err(op))?;
-        if let (Some(dst), Some(src)) = (dc0.as_mut(), gr.dc0.as_ref()) {
-            write_range_f32(backend, src, dst, d * bh).map_err(cuda_err(op))?;
-        }
-        let gw = cell.gates() * hidden;
-        dirs.push(RnnDirGrads {
-            w_ih: wrap(gr.dw_ih, vec![gw, input]),
-            w_hh: wrap(gr.dw_hh, vec![gw, hidden]),
-            b_ih: p.b_ih.as_ref().map(|_| wrap(gr.db_ih, vec![gw])),
-            b_hh: p.b_hh.as_ref().map(|_| wrap(gr.db_hh, vec![gw])),
-        });
-    }
+    let gw = cell.gates() * hidden;
+    let dw_ih = wrap(gr.dw_ih, vec![nd, gw, input]);
+    let dw_hh = wrap(gr.dw_hh, vec![nd, gw, hidden]);
+    let db_ih = wrap(gr.db_ih, vec![nd, gw]);
+    let db_hh = wrap(gr.db_hh, vec![nd, gw]);
+    let dir = |t: &Tensor, d: usize| -> Result<Tensor> { t.narrow(0usize, d, 1)?.squeeze(0usize) };
+    let has_bias = (saved.params.b_ih.is_some(), saved.params.b_hh.is_some());
+    let dirs = (0..nd)
+        .map(|d| {
+            Ok(RnnDirGrads {
+                w_ih: dir(&dw_ih, d)?,
+                w_hh: dir(&dw_hh, d)?,
+                b_ih: if has_bias.0 { Some(dir(&db_ih, d)?) } else { None },
+                b_hh: if has_bias.1 { Some(dir(&db_hh, d)?) } else { None },
+            })
+        })
+        .collect::<Result<_>>()?;
     Ok(RnnLayerGrads {
-        x: dx,
-        h0: wrap(dh0, vec![nd, batch, hidden]),
-        c0: dc0.map(|b| wrap(b, vec![nd, batch, hidden])),
+        x: gr.dx.map(|b| wrap(b, vec![steps, batch, input])),
+        h0: wrap(gr.dh0, vec![nd, batch, hidden]),
+        c0: gr.dc0.map(|b| wrap(b, vec![nd, batch, hidden])),
         dirs,
     })
 }
