@@ -169,6 +169,33 @@ fn workloads(small: bool) -> Vec<Workload> {
             }))
         }),
     });
+    // A small LSTM layer's forward (inference: no graph), per-step kernels against the opt-in
+    // persistent kernel (`cuda::set_persistent_lstm`): one launch per layer instead of two per
+    // step, for the sizes where a step's GEMM cannot fill the GPU. PyTorch runs the same layer
+    // with cuDNN's default algorithm for both rows.
+    let (st, sb, sh) = if small { (6, 2, 8) } else { (400, 8, 48) };
+    for (name, persistent) in
+        [("lstm1_fwd_I48_H48_B8_T400_f32_steps", false), ("lstm1_fwd_I48_H48_B8_T400_f32_persistent", true)]
+    {
+        v.push(Workload {
+            name,
+            flops: (2 * 4 * sh * (sh + sh) * st * sb) as u64,
+            bytes: 0,
+            make: Box::new(move |d| {
+                use stapes::nn::rnn::{Lstm, RnnConfig};
+                use stapes::nn::Module;
+                let lstm = Lstm::new(RnnConfig::new(sh, sh))?;
+                lstm.to_device(d)?;
+                let x = Var::constant(randn(41, &[st, sb, sh], DType::F32, d)?);
+                Ok(Box::new(move || {
+                    cuda::set_persistent_lstm(persistent);
+                    let out = stapes::autograd::no_grad(|| lstm.forward(&x, None, None).map(drop));
+                    cuda::set_persistent_lstm(false);
+                    out
+                }))
+            }),
+        });
+    }
     v
 }
 

@@ -88,6 +88,16 @@ def workloads():
 
         return step
 
+    def small_lstm():
+        lstm = torch.nn.LSTM(48, 48).cuda()
+        x = randn(400, 8, 48)
+
+        def step():
+            with torch.no_grad():
+                lstm(x)
+
+        return step
+
     lstm_flops = lambda i: 2 * 4 * 512 * (i + 512)
     per_step = 2 * (lstm_flops(256) + lstm_flops(1024))
     hw = 80 * 400
@@ -104,6 +114,9 @@ def workloads():
         ("ctc_fwd_bwd_T500_B32_S100_C29", 0, 0, ctc(29)),
         ("ctc_fwd_bwd_T500_B32_S100_C5000", 0, 0, ctc(5000)),
         ("bilstm2_fwd_bwd_I256_H512_B32_T400_f32", 3 * per_step * 400 * 32, 0, bilstm),
+        # the same cuDNN LSTM for both stapes rows (per-step kernels, persistent kernel)
+        ("lstm1_fwd_I48_H48_B8_T400_f32_steps", 2 * 4 * 48 * 96 * 400 * 8, 0, small_lstm),
+        ("lstm1_fwd_I48_H48_B8_T400_f32_persistent", 2 * 4 * 48 * 96 * 400 * 8, 0, small_lstm),
     ]
 
 

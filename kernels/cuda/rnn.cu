@@ -221,9 +221,10 @@ extern "C" __global__ void gru_step_backward_f32(unsigned long long batch, unsig
 //   4. __syncthreads()
 // so its results are a drop-in for T launches of GEMM + lstm_step_forward_f32, and the backward
 // runs on the step kernels. Shared memory: 4H(H + 1) + 6BH floats (the launcher refuses more than
-// 48 KiB: H <= ~100 for small batches). No host synchronisation between steps, no global
-// round trip of the state; the price is one SM per direction, which only pays while the per-step
-// GEMM is too small to fill the GPU (small H and B, e.g. streaming inference).
+// 48 KiB, the limit without an opt-in: H <= 54 at B = 1, H <= 48 at B = 8). No host
+// synchronisation between steps, no global round trip of the state; the price is one SM per
+// direction, which only pays while the per-step GEMM is too small to fill the GPU (small H and B,
+// e.g. streaming inference). The layer driver uses it when asked (rnn_seq.rs, StepAlgo).
 // Per direction d: gates at d * T*B*4H (input projection x W_ih^T + b_ih + b_hh on entry), W_hh at
 // d * 4H*H, h0/c0 at d * B*H, hs/cs at d * (T+1)*B*H, tanh_c at d * T*B*H. Launch: gridDim.x =
 // directions (1 or 2), blockDim.x a multiple of 32.

@@ -914,3 +914,65 @@ fn rnn_output_matches_cpu() {
         }
     }
 }
+
+/// The layer driver with the persistent LSTM forward (`StepAlgo::PersistentIfSmall`) gives the
+/// per-step driver's saved tensors and output, and its saved tensors drive the backward to the
+/// same gradients; a layer too large for shared memory falls back to the per-step path.
+#[test]
+fn layer_forward_persistent_matches_steps() {
+    use stapes_kernels::cuda::rnn_seq::{
+        packed_len, rnn_layer_backward_f32, rnn_layer_forward_f32, rnn_layer_output_f32, LayerWeights, SeqCell,
+        SeqSizes, StepAlgo,
+    };
+    for backend in backends() {
+        // (T, B, I, H): small enough for shared memory, and H = 120 (too large: the fallback)
+        for &(steps, batch, input, hidden) in &[(5usize, 3usize, 4usize, 6usize), (4, 2, 3, 120)] {
+            for nd in [1, 2] {
+                let sz = SeqSizes { steps, batch, input, hidden };
+                let gw = 4 * hidden;
+                let up = |n: usize, seed: u32, a: f32| backend.upload(&values(n, seed, -a, a)).unwrap();
+                let scale = 1.0 / (hidden as f32).sqrt();
+                let (w_ih, w_hh) = (up(nd * gw * input, 61, scale), up(nd * gw * hidden, 62, scale));
+                let (b_ih, b_hh) = (up(nd * gw, 63, scale), up(nd * gw, 64, scale));
+                let w = LayerWeights { dirs: nd, w_ih: &w_ih, w_hh: &w_hh, b_ih: Some(&b_ih), b_hh: Some(&b_hh) };
+                let x = up(steps * batch * input, 65, 1.0);
+                let (h0, c0) = (up(nd * batch * hidden, 66, 0.5), up(nd * batch * hidden, 67, 0.5));
+                let lengths: Vec<i64> = (0..batch).map(|b| [steps, 1, steps - 2][b % 3] as i64).collect();
+                let d_len = backend.upload(&lengths).unwrap();
+                let total = packed_len(SeqCell::Lstm, sz, nd);
+                let dpacked = up(total, 68, 1.0);
+                let run = |algo: StepAlgo| {
+                    let saved =
+                        rnn_layer_forward_f32(&backend, SeqCell::Lstm, sz, algo, false, &d_len, &x, &w, &h0, Some(&c0))
+                            .unwrap();
+                    let mut packed = backend.alloc::<f32>(total).unwrap();
+                    rnn_layer_output_f32(&backend, sz, &d_len, &saved, &mut packed).unwrap();
+                    let g =
+                        rnn_layer_backward_f32(&backend, sz, false, &d_len, &x, &w, &saved, &dpacked, true).unwrap();
+                    let dl = |b: &stapes_kernels::cuda::DeviceBuffer<f32>| backend.download(b).unwrap();
+                    vec![
+                        ("output", dl(&packed)),
+                        ("gates", dl(&saved.gates)),
+                        ("cs", dl(saved.cs.as_ref().unwrap())),
+                        ("tanh_c", dl(saved.tanh_c.as_ref().unwrap())),
+                        ("dx", dl(g.dx.as_ref().unwrap())),
+                        ("dW_ih", dl(&g.dw_ih)),
+                        ("dW_hh", dl(&g.dw_hh)),
+                        ("db", dl(&g.db_ih)),
+                        ("dh0", dl(&g.dh0)),
+                        ("dc0", dl(g.dc0.as_ref().unwrap())),
+                    ]
+                };
+                let (steps_run, persistent_run) = (run(StepAlgo::Steps), run(StepAlgo::PersistentIfSmall));
+                for ((name, got), (_, want)) in persistent_run.iter().zip(&steps_run) {
+                    let ctx = format!(
+                        "persistent layer forward {name}, D={nd} [T, B, I, H] = {:?} on the {}",
+                        (steps, batch, input, hidden),
+                        backend.describe()
+                    );
+                    assert_close(got, want, Tolerance::new(1e-5, 1e-5), &ctx);
+                }
+            }
+        }
+    }
+}

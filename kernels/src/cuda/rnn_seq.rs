@@ -32,8 +32,9 @@ use super::gemm::{gemm, GemmConfig};
 use super::index::cat_slab;
 use super::launch::{Backend, DeviceBuffer, KernelArg};
 use super::rnn::{
-    gru_step_backward_f32, gru_step_forward_f32, lstm_step_backward_f32, lstm_step_forward_f32, GruBackRows, GruRows,
-    LstmBackRows, LstmRows, OutputGrad, StateRows,
+    gru_step_backward_f32, gru_step_forward_f32, lstm_forward_persistent_f32, lstm_persistent_shared_bytes,
+    lstm_step_backward_f32, lstm_step_forward_f32, GruBackRows, GruRows, LstmBackRows, LstmRows, OutputGrad, StateRows,
+    LSTM_PERSISTENT_MAX_SHARED_BYTES,
 };
 use super::tensor::{copy_strided, fill};
 use super::CudaError;
@@ -273,6 +274,20 @@ fn bias_grads(
     Ok(db)
 }
 
+/// How a layer's forward runs its time steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StepAlgo {
+    /// Per step one batched GEMM and one step kernel (any size).
+    #[default]
+    Steps,
+    /// The LSTM forward as one persistent launch ([`lstm_forward_persistent_f32`]: the
+    /// recurrent weights and the state in shared memory) when the layer is small enough
+    /// ([`lstm_persistent_shared_bytes`] within [`LSTM_PERSISTENT_MAX_SHARED_BYTES`]); otherwise,
+    /// and for the GRU and every backward, [`StepAlgo::Steps`]. Like cuDNN's persistent
+    /// algorithm, it only pays while a step's GEMM is far too small to fill the GPU.
+    PersistentIfSmall,
+}
+
 /// Forward pass of a layer over the whole sequence: `x` `[T·B, I]`, `h0`/`c0` `[D, B, H]`
 /// (`c0` for the LSTM only), `lengths` `[B]` (row `b` is real for `t < lengths[b]`).
 #[allow(clippy::too_many_arguments)]
@@ -280,6 +295,7 @@ pub fn rnn_layer_forward_f32(
     backend: &Backend,
     cell: SeqCell,
     sz: SeqSizes,
+    algo: StepAlgo,
     allow_tf32: bool,
     lengths: &DeviceBuffer<i64>,
     x: &DeviceBuffer<f32>,
@@ -360,6 +376,26 @@ pub fn rnn_layer_forward_f32(
                 add_bias_rows(backend, nd, (rows, gw), &one, b, 1.0, &mut proj)?;
             }
             let mut tanh_c = backend.alloc::<f32>(nd * steps * bh)?;
+            let persistent = algo == StepAlgo::PersistentIfSmall
+                && lstm_persistent_shared_bytes(batch, hidden) <= LSTM_PERSISTENT_MAX_SHARED_BYTES;
+            if let (true, Some(c0)) = (persistent, c0) {
+                // The same buffers, layouts and row order as the step loop below.
+                lstm_forward_persistent_f32(
+                    backend,
+                    steps,
+                    hidden,
+                    nd,
+                    lengths,
+                    &mut proj,
+                    w.w_hh,
+                    h0,
+                    c0,
+                    &mut hs,
+                    &mut cs,
+                    &mut tanh_c,
+                )?;
+                return Ok(LayerSaved { cell, dirs: nd, gates: proj, hs, cs: Some(cs), tanh_c: Some(tanh_c) });
+            }
             for s in 0..steps {
                 recurrent(&hs, s, &mut proj)?;
                 let rows_of = |d: usize| {

@@ -34,6 +34,7 @@ pub(crate) mod index;
 pub(crate) mod matmul;
 pub mod rnn;
 pub use matmul::{allow_tf32, set_allow_tf32};
+pub use rnn::{persistent_lstm, set_persistent_lstm};
 pub(crate) mod nn_ops;
 pub mod optim;
 pub(crate) mod reduce;

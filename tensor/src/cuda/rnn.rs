@@ -15,9 +15,28 @@
 use super::{cuda_err, CudaBuf};
 use crate::{DType, Device, Error, Result, Tensor};
 use stapes_kernels::cuda::rnn_seq::{
-    packed_len, rnn_layer_backward_f32, rnn_layer_forward_f32, rnn_layer_output_f32, LayerSaved, LayerWeights, SeqSizes,
+    packed_len, rnn_layer_backward_f32, rnn_layer_forward_f32, rnn_layer_output_f32, LayerSaved, LayerWeights,
+    SeqSizes, StepAlgo,
 };
 use stapes_kernels::cuda::{Backend, DeviceBuffer};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static PERSISTENT_LSTM: AtomicBool = AtomicBool::new(false);
+
+/// Lets the forward of small LSTM layers on a GPU run as one persistent kernel per layer (the
+/// recurrent weights and the state kept in shared memory for the whole sequence, no launch per
+/// step), when `4H(H + 1) + 6BH` floats fit in 48 KiB; larger layers, the GRU and every
+/// backward keep the per-step GEMM and kernel. Off by default, as cuDNN's persistent
+/// algorithm is an opt-in (`CUDNN_RNN_ALGO_PERSIST_STATIC`). Results agree with the per-step
+/// path to f32 rounding (a different summation order of `h · W_hhᵀ`).
+pub fn set_persistent_lstm(on: bool) {
+    PERSISTENT_LSTM.store(on, Ordering::Relaxed);
+}
+
+/// Whether small LSTM forwards may use the persistent kernel ([`set_persistent_lstm`]).
+pub fn persistent_lstm() -> bool {
+    PERSISTENT_LSTM.load(Ordering::Relaxed)
+}
 
 pub use stapes_kernels::cuda::rnn_seq::SeqCell as RnnCell;
 
@@ -204,7 +223,8 @@ pub fn rnn_layer_forward(
     let len_buf = backend.upload(&lengths_i64).map_err(cuda_err(op))?;
     let xb = xd.cuda_typed::<f32>(op)?;
     let w = params.weights(op)?;
-    let layer = rnn_layer_forward_f32(&backend, cell, sz, super::allow_tf32(), &len_buf, xb, &w, h0_buf, c0_buf)
+    let algo = if persistent_lstm() { StepAlgo::PersistentIfSmall } else { StepAlgo::Steps };
+    let layer = rnn_layer_forward_f32(&backend, cell, sz, algo, super::allow_tf32(), &len_buf, xb, &w, h0_buf, c0_buf)
         .map_err(cuda_err(op))?;
     let total = packed_len(cell, sz, nd);
     // Every element of the packed output is written by rnn_layer_output_f32.
