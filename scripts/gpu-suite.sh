@@ -3,11 +3,15 @@
 #
 #   scripts/gpu-suite.sh build          # here (no GPU needed): builds the CUDA test binaries and
 #                                       # bench_gpu, strips them into gpu-bundle/ (git-ignored)
-#   scripts/gpu-suite.sh run [OUTDIR]   # on the GPU machine (driver + CUDA 13 libraries, PyTorch
+#   scripts/gpu-suite.sh run [OUTDIR] [all|tests|bench]
+#                                       # on the GPU machine (driver + CUDA 13 libraries, PyTorch
 #                                       # for the comparison): runs every test binary with
 #                                       # STAPES_TEST_CUDA=gpu (a missing GPU fails instead of
 #                                       # falling back to the emulator), then bench_gpu and
 #                                       # benches/torch/gpu_ops.py, and writes OUTDIR/gpu-suite.md
+#                                       # (`tests` or `bench` runs only that half, so each fits in
+#                                       # one call of a time-limited machine; a test binary gets
+#                                       # STAPES_GPU_TEST_TIMEOUT seconds, default 300)
 #
 # The binaries need only libcuda, libnvrtc (and libcublas for matmul) on the GPU machine: cudarc
 # loads them at run time. No Rust toolchain is needed there.
@@ -50,6 +54,8 @@ for line in sys.stdin:
     ;;
 run)
     out="${2:-gpu-results}"
+    what="${3:-all}"
+    case "$what" in all | tests | bench) ;; *) echo "run: expected all, tests or bench, not $what" >&2; exit 2 ;; esac
     mkdir -p "$out"
     work="$(mktemp -d)"
     tar -C "$work" -xJf "$bundle/gpu-bundle.tar.xz"
@@ -66,20 +72,29 @@ run)
         echo "| --- | --- | --- | --- | --- |"
     } >"$md"
     status=0
-    for t in "$work"/bin/test_*; do
+    tests=("$work"/bin/test_*)
+    [ "$what" = bench ] && tests=()
+    for t in "${tests[@]}"; do
         name="$(basename "$t" | sed 's/^test_//')"
         start=$(date +%s.%N)
         # the CLI test runs the stapes binary by its build path, which exists only here
         skip=()
         [ "$name" = "stapes__cuda_train" ] && skip=(--skip cli_)
-        if "$t" --test-threads=1 "${skip[@]}" >"$out/$name.log" 2>&1; then res=pass; else res=FAIL; status=1; fi
+        if timeout "${STAPES_GPU_TEST_TIMEOUT:-300}" "$t" --test-threads=1 "${skip[@]}" >"$out/$name.log" 2>&1; then
+            res=pass
+        else
+            res=FAIL
+            status=1
+        fi
         secs=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $start }")
         passed=$(grep -o '[0-9]* passed' "$out/$name.log" | tail -1 | cut -d' ' -f1)
         failed=$(grep -o '[0-9]* failed' "$out/$name.log" | tail -1 | cut -d' ' -f1)
         echo "| $name | $res | ${passed:-?} | ${failed:-?} | $secs |" >>"$md"
     done
-    "$work/bin/bench_gpu" >"$out/bench_stapes.jsonl" 2>"$out/bench_stapes.log" || status=1
-    python3 "$work/gpu_ops.py" >"$out/bench_torch.jsonl" 2>"$out/bench_torch.log" || status=1
+    if [ "$what" != tests ]; then
+        "$work/bin/bench_gpu" >"$out/bench_stapes.jsonl" 2>"$out/bench_stapes.log" || status=1
+        python3 "$work/gpu_ops.py" >"$out/bench_torch.jsonl" 2>"$out/bench_torch.log" || status=1
+    fi
     python3 - "$out" >>"$md" <<'PY'
 import json, sys, os
 out = sys.argv[1]
