@@ -290,6 +290,16 @@ pub fn describe(ordinal: usize) -> String {
     }
 }
 
+/// How host↔device copies of `Device::Cuda(ordinal)` are made (on a GPU: whether, and from what
+/// size, they are staged through pinned memory; `STAPES_PINNED_STAGING_MIN_BYTES` sets it), or
+/// why nothing serves that device.
+pub fn describe_transfers(ordinal: usize) -> String {
+    match backend("describe_transfers", &Device::Cuda(ordinal)) {
+        Ok(b) => b.describe_transfers(),
+        Err(e) => e.to_string(),
+    }
+}
+
 /// The CUDA device the test suites run their CUDA bodies on: `cuda:0` on a GPU when one is
 /// present, else `cuda:0` on the emulator when it is built in (switched on here), else `None`
 /// (the caller prints a notice and skips). `STAPES_TEST_CUDA=gpu` makes a missing GPU a panic
