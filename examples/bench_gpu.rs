@@ -37,6 +37,7 @@ fn workloads(small: bool) -> Vec<Workload> {
     let big = if small { 1 << 12 } else { 64 << 20 }; // 64M elements
     let rows = if small { 16 } else { 65536 };
     let mm = if small { 64 } else { 8192 };
+    let xfer = if small { 1 << 12 } else { 64 << 20 }; // f32 elements: 256 MiB
     let (cb, ch, cw) = if small { (1, 8, 16) } else { (8, 80, 400) };
     let mut v: Vec<Workload> = Vec::new();
     v.push(Workload {
@@ -76,6 +77,39 @@ fn workloads(small: bool) -> Vec<Workload> {
             let w = randn(5, &[1024], DType::F32, d)?;
             let b = randn(6, &[1024], DType::F32, d)?;
             Ok(Box::new(move || x.layer_norm(&[1024], Some(&w), Some(&b), 1e-5).map(drop)))
+        }),
+    });
+    // Issue: strided copy / contiguous / transpose. The dense copy of a transposed view takes the
+    // tiled shared-memory kernel (read + write of every element).
+    v.push(Workload {
+        name: "transpose_8192x8192_f32",
+        flops: 0,
+        bytes: 2 * 4 * (mm * mm) as u64,
+        make: Box::new(move |d| {
+            let x = randn(9, &[mm, mm], DType::F32, d)?;
+            Ok(Box::new(move || x.t()?.contiguous().map(drop)))
+        }),
+    });
+    // Issue: host<->device copies (pinned memory for large transfers): 256 MiB of f32 from a
+    // pageable host tensor to the device and back; `bytes` is what crosses the link, so the
+    // rate is the transfer's GB/s. (PyTorch's script also times the same from pinned memory.)
+    v.push(Workload {
+        name: "h2d_256M_f32",
+        flops: 0,
+        bytes: 4 * xfer as u64,
+        make: Box::new(move |d| {
+            let x = randn(10, &[xfer], DType::F32, &Device::Cpu)?;
+            let d = *d;
+            Ok(Box::new(move || x.to_device(&d).map(drop)))
+        }),
+    });
+    v.push(Workload {
+        name: "d2h_256M_f32",
+        flops: 0,
+        bytes: 4 * xfer as u64,
+        make: Box::new(move |d| {
+            let g = randn(10, &[xfer], DType::F32, d)?;
+            Ok(Box::new(move || g.to_device(&Device::Cpu).map(drop)))
         }),
     });
     for (name, dtype) in
@@ -213,7 +247,7 @@ fn main() {
         eprintln!("bench_gpu: no CUDA device: {}", cuda::describe(0));
         std::process::exit(2);
     }
-    eprintln!("bench_gpu on {}", cuda::describe(0));
+    eprintln!("bench_gpu on {}; {}", cuda::describe(0), cuda::describe_transfers(0));
     let filters: Vec<String> = std::env::args().skip(1).collect();
     for w in workloads(small) {
         if !filters.is_empty() && !filters.iter().any(|f| w.name.contains(f.as_str())) {

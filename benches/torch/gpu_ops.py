@@ -2,7 +2,9 @@
 
 Warm up (3 calls), then batches of 5 calls between torch.cuda.synchronize() until at least 20
 calls and 1 s; the median per-call time of the batches. One JSON line per workload, with the
-same names, flops and bytes as the Rust side, plus the cuDNN/cuBLAS settings used.
+same names, flops and bytes as the Rust side, plus the cuDNN/cuBLAS settings used. The
+`*_pinned` transfer rows have no stapes counterpart: they show what page-locked host memory
+gives, next to the pageable rows that stapes' (internally staged) copies compare with.
 
     python3 benches/torch/gpu_ops.py [name-filter...]
 """
@@ -15,6 +17,7 @@ import torch
 
 def workloads():
     big, rows, mm = 64 << 20, 65536, 8192
+    xfer = 64 << 20  # f32 elements: 256 MiB
     g = torch.Generator(device="cuda").manual_seed(0)
 
     def randn(*shape, dtype=torch.float32):
@@ -35,6 +38,29 @@ def workloads():
     def layer_norm():
         x, w, b = randn(rows, 1024), randn(1024), randn(1024)
         return lambda: torch.nn.functional.layer_norm(x, (1024,), w, b, 1e-5)
+
+    def transpose():
+        x = randn(mm, mm)
+        return lambda: x.t().contiguous()
+
+    def h2d(pinned):
+        def make():
+            x = torch.randn(xfer)
+            if pinned:
+                x = x.pin_memory()
+            return lambda: x.to("cuda", non_blocking=pinned)
+
+        return make
+
+    def d2h(pinned):
+        def make():
+            g_ = randn(xfer)
+            if not pinned:
+                return lambda: g_.cpu()
+            out = torch.empty(xfer, pin_memory=True)
+            return lambda: out.copy_(g_, non_blocking=True)
+
+        return make
 
     def matmul(dtype):
         def make():
@@ -107,6 +133,13 @@ def workloads():
         ("add_64M_f32", 0, 3 * 4 * big, add),
         ("softmax_65536x1024_f32", 0, 2 * 4 * rows * 1024, softmax),
         ("layer_norm_65536x1024_f32", 0, 2 * 4 * rows * 1024, layer_norm),
+        ("transpose_8192x8192_f32", 0, 2 * 4 * mm * mm, transpose),
+        # Host<->device copies: pageable (as stapes' tensors are) and from/to pinned memory, with
+        # non_blocking=True (the batch's synchronize() waits for them); bytes cross the link once.
+        ("h2d_256M_f32", 0, 4 * xfer, h2d(False)),
+        ("h2d_256M_f32_pinned", 0, 4 * xfer, h2d(True)),
+        ("d2h_256M_f32", 0, 4 * xfer, d2h(False)),
+        ("d2h_256M_f32_pinned", 0, 4 * xfer, d2h(True)),
         ("matmul_8192_f16", 2 * mm**3, 0, matmul(torch.float16)),
         ("matmul_8192_bf16", 2 * mm**3, 0, matmul(torch.bfloat16)),
         ("matmul_8192_f32", 2 * mm**3, 0, matmul(torch.float32)),

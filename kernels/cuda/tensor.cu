@@ -11,6 +11,22 @@
 // outwards; consecutive threads write consecutive destination elements (coalesced stores);
 // loads are coalesced when the innermost source stride is 1.
 //
+// Tiled transpose. The dense copy of a batched view whose fastest-moving source dim is the
+// second-to-last destination dim: dst (dense, row-major [batch, rows, cols]) gets
+// src[offset + z * stride_z + r * stride_r + c * stride_c]; the tensor layer uses it when
+// stride_r == 1 and stride_c != 1 (a transposed view, e.g. x.t() of a dense x, where stride_c is
+// x's row length). copy_strided would then read with stride stride_c between neighbouring
+// threads (uncoalesced). Here a block stages one 32x32 tile through shared memory: it reads the
+// tile along r (unit source stride: coalesced loads), and writes it along c (dst's last dim:
+// coalesced stores). The tile has one padding column (32x33), so the column-wise shared reads of
+// the write phase hit 32 different banks (4- and 8-byte elements; 1- and 2-byte ones pack
+// several per bank word and can meet 2-way conflicts). Edges (rows, cols not multiples of 32)
+// are masked. One kernel per element size: transpose_b1/b2/b4/b8.
+//   Launch: blockDim = (32, 8): each thread moves 4 elements per tile (rows j = ty, ty+8, ..);
+//   grid = (tiles along cols, tiles along rows, batch), each dim capped (gridDim.y/z at 65535)
+//   and walked with grid-stride loops, so any shape fits; 64-bit indexing; 32 * 33 elements of
+//   static shared memory. Traffic: every element read once and written once.
+//
 // Fill. dst[i] = value for i < n; the value arrives as its bit pattern in an unsigned long long
 // (low bytes), again one kernel per element size.
 //
@@ -23,7 +39,7 @@
 //   integer -> float: round to nearest (i64 -> f32/f16/bf16 go through f64, as the CPU does);
 //   integer -> integer: two's complement wrap-around (Rust's `as`).
 //
-// Launch (all): 1-D grid-stride loops; blockDim.x = 256, gridDim.x = min(ceil(n / 256),
+// Launch (all but the transpose): 1-D grid-stride loops; blockDim.x = 256, gridDim.x = min(ceil(n / 256),
 // 4 * SMs); no shared memory; 64-bit indexing.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -48,6 +64,45 @@ __device__ __forceinline__ void copy_strided(const T* src, T* dst, const long lo
             at += (long long)idx * meta[rank + k];
         }
         dst[i] = src[at];
+    }
+}
+
+constexpr int kTile = 32;     // a tile is kTile x kTile elements
+constexpr int kTileRows = 8;  // blockDim.y: each thread moves kTile / kTileRows elements per tile
+
+template <class T>
+__device__ __forceinline__ void transpose_tiled(const T* src, T* dst, long long batch, long long rows, long long cols,
+                                                long long stride_z, long long stride_r, long long stride_c,
+                                                long long offset) {
+    // tile[c - c0][r - r0]: written along its rows by the loads, read along its columns by the
+    // stores; the padding column puts a column's 32 elements in 32 different banks.
+    __shared__ T tile[kTile][kTile + 1];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const long long tiles_r = (rows + kTile - 1) / kTile, tiles_c = (cols + kTile - 1) / kTile;
+    // Block-uniform loops (every thread of a block iterates alike), so the barriers are safe.
+    for (long long z = blockIdx.z; z < batch; z += gridDim.z) {
+        const T* s = src + offset + z * stride_z;
+        T* d = dst + z * rows * cols;
+        for (long long tr = blockIdx.y; tr < tiles_r; tr += gridDim.y) {
+            const long long r0 = tr * kTile;
+            for (long long tc = blockIdx.x; tc < tiles_c; tc += gridDim.x) {
+                const long long c0 = tc * kTile;
+                // Load: lane tx takes row r0 + tx, so a warp reads 32 consecutive source elements.
+                const long long r = r0 + tx;
+                for (int j = ty; j < kTile; j += kTileRows) {
+                    const long long c = c0 + j;
+                    if (r < rows && c < cols) tile[j][tx] = s[r * stride_r + c * stride_c];
+                }
+                __syncthreads();
+                // Store: lane tx takes column c0 + tx, so a warp writes 32 consecutive dst elements.
+                const long long c = c0 + tx;
+                for (int j = ty; j < kTile; j += kTileRows) {
+                    const long long rr = r0 + j;
+                    if (rr < rows && c < cols) d[rr * cols + c] = tile[tx][j];
+                }
+                __syncthreads();  // the next tile overwrites `tile`
+            }
+        }
     }
 }
 
@@ -162,6 +217,29 @@ extern "C" __global__ void copy_strided_b8(const unsigned long long* src, unsign
 }
 extern "C" __global__ void fill_b8(unsigned long long* dst, unsigned long long bits, unsigned long long n) {
     fill<unsigned long long>(dst, bits, n);
+}
+
+// dst[z, r, c] = src[offset + z * stride_z + r * stride_r + c * stride_c], dst dense
+// [batch, rows, cols]: the tiled transpose, one per element size; blockDim must be (32, 8).
+extern "C" __global__ void __launch_bounds__(256)
+    transpose_b1(const unsigned char* src, unsigned char* dst, long long batch, long long rows, long long cols,
+                 long long stride_z, long long stride_r, long long stride_c, long long offset) {
+    transpose_tiled<unsigned char>(src, dst, batch, rows, cols, stride_z, stride_r, stride_c, offset);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    transpose_b2(const unsigned short* src, unsigned short* dst, long long batch, long long rows, long long cols,
+                 long long stride_z, long long stride_r, long long stride_c, long long offset) {
+    transpose_tiled<unsigned short>(src, dst, batch, rows, cols, stride_z, stride_r, stride_c, offset);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    transpose_b4(const unsigned int* src, unsigned int* dst, long long batch, long long rows, long long cols,
+                 long long stride_z, long long stride_r, long long stride_c, long long offset) {
+    transpose_tiled<unsigned int>(src, dst, batch, rows, cols, stride_z, stride_r, stride_c, offset);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    transpose_b8(const unsigned long long* src, unsigned long long* dst, long long batch, long long rows, long long cols,
+                 long long stride_z, long long stride_r, long long stride_c, long long offset) {
+    transpose_tiled<unsigned long long>(src, dst, batch, rows, cols, stride_z, stride_r, stride_c, offset);
 }
 
 // dst[i] = convert(src[i]), for every ordered pair of distinct dtypes.

@@ -5,13 +5,14 @@
 
 use half::{bf16, f16};
 use stapes_kernels::cpu::binary::{binary_map, Strided};
+use stapes_kernels::cpu::copy::copy_strided;
 use stapes_kernels::cpu::reduce::{reduce_last, ReduceOp};
 use stapes_kernels::cpu::softmax::softmax_last;
 use stapes_kernels::cpu::unary::unary_map;
 use stapes_kernels::cpu::vmath::exp_f32;
 use stapes_kernels::cuda::elementwise::{self, BinaryOp};
 use stapes_kernels::cuda::parity::{assert_close, backends, Tolerance};
-use stapes_kernels::cuda::{emu, reduce, softmax, Backend, FloatElem, KERNEL_SOURCES};
+use stapes_kernels::cuda::{emu, reduce, softmax, tensor, Backend, DeviceElem, FloatElem, KERNEL_SOURCES};
 use std::collections::BTreeSet;
 
 /// Every kernel of `kernels/cuda/` and the test below that checks it. A new kernel without an
@@ -169,6 +170,10 @@ const TESTED: &[(&str, &str)] = &[
     ("fill_b4", "tensor/tests/cuda_tensor.rs: full_zeros_ones_on_the_device"),
     ("copy_strided_b8", "tensor/tests/cuda_tensor.rs: views_become_dense_on_the_device"),
     ("fill_b8", "tensor/tests/cuda_tensor.rs: full_zeros_ones_on_the_device"),
+    ("transpose_b1", "transpose_copy_matches_cpu; tensor/tests/cuda_tensor.rs: transposed_views_become_dense_exactly"),
+    ("transpose_b2", "transpose_copy_matches_cpu; tensor/tests/cuda_tensor.rs: transposed_views_become_dense_exactly"),
+    ("transpose_b4", "transpose_copy_matches_cpu; tensor/tests/cuda_tensor.rs: transposed_views_become_dense_exactly"),
+    ("transpose_b8", "transpose_copy_matches_cpu; tensor/tests/cuda_tensor.rs: transposed_views_become_dense_exactly"),
     ("cast_f16_bf16", "tensor/tests/cuda_tensor.rs: casts_match_the_cpu_for_every_dtype_pair"),
     ("cast_f16_f32", "tensor/tests/cuda_tensor.rs: casts_match_the_cpu_for_every_dtype_pair"),
     ("cast_f16_f64", "tensor/tests/cuda_tensor.rs: casts_match_the_cpu_for_every_dtype_pair"),
@@ -409,6 +414,96 @@ fn softmax_matches_cpu() {
         x[4 * n] = f32::INFINITY;
         check_softmax(&backend, &x, 6, n, "special values");
     }
+}
+
+/// `transpose_copy` of the view (dims, strides, offset) of a `len`-element buffer against the CPU
+/// strided copy, exactly (the kernel moves bytes).
+fn check_transpose<T: DeviceElem + FromIndex + PartialEq>(
+    backend: &Backend,
+    len: usize,
+    dims: [usize; 3],
+    strides: [usize; 3],
+    offset: usize,
+) {
+    let src: Vec<T> = (0..len).map(|i| T::from_index(i)).collect();
+    let n: usize = dims.iter().product();
+    let mut expected = vec![T::default(); n];
+    copy_strided(&src, &dims, &strides, offset, &mut expected);
+    let sd = backend.upload(&src).unwrap();
+    let mut out = backend.alloc::<T>(n).unwrap();
+    tensor::transpose_copy(backend, &sd, dims, strides, offset, &mut out).unwrap();
+    let got = backend.download(&out).unwrap();
+    let what = format!("{dims:?} strides {strides:?} offset {offset}");
+    let ctx = context(&format!("transpose_copy<{}>", T::NAME), &what, backend);
+    if let Some(i) = (0..n).find(|&i| got[i] != expected[i]) {
+        panic!("{ctx}: element {i}: got {:?}, expected {:?}", got[i], expected[i]);
+    }
+}
+
+/// Distinct-ish values of each element type (wrapping for the narrow ones).
+trait FromIndex {
+    fn from_index(i: usize) -> Self;
+}
+impl FromIndex for u8 {
+    fn from_index(i: usize) -> Self {
+        (i * 7 % 251) as u8
+    }
+}
+impl FromIndex for f16 {
+    fn from_index(i: usize) -> Self {
+        f16::from_f32((i % 2039) as f32)
+    }
+}
+impl FromIndex for f32 {
+    fn from_index(i: usize) -> Self {
+        i as f32 + 0.25
+    }
+}
+impl FromIndex for f64 {
+    fn from_index(i: usize) -> Self {
+        -(i as f64) - 0.5
+    }
+}
+
+fn check_transpose_all(backend: &Backend, len: usize, dims: [usize; 3], strides: [usize; 3], offset: usize) {
+    check_transpose::<u8>(backend, len, dims, strides, offset);
+    check_transpose::<f16>(backend, len, dims, strides, offset);
+    check_transpose::<f32>(backend, len, dims, strides, offset);
+    check_transpose::<f64>(backend, len, dims, strides, offset);
+}
+
+#[test]
+fn transpose_copy_matches_cpu() {
+    for backend in backends() {
+        // x.t() of a dense [r, c] x: dims [c, r], strides [1, c]; tile edges on both sides, and
+        // grids larger than the emulator's caps of 2 blocks per dim (the grid-stride loops).
+        for (r, c) in [(1, 1), (1, 40), (40, 1), (31, 33), (32, 32), (33, 65), (7, 100), (100, 7), (97, 130)] {
+            check_transpose_all(&backend, r * c, [1, c, r], [0, 1, c], 0);
+        }
+        // batches: dense [b, r, c] transposed to [b, c, r]; many small ones and a few tiled ones
+        for (b, r, c) in [(3, 100, 7), (5, 33, 65), (70, 3, 5), (1, 64, 64)] {
+            check_transpose_all(&backend, b * r * c, [b, c, r], [r * c, 1, c], 0);
+        }
+        // a padded leading dimension, an offset, batch strides that are not the tile's size, a
+        // broadcast (stride 0) batch and last dim
+        check_transpose_all(&backend, 5000, [3, 37, 35], [1500, 1, 40], 123);
+        check_transpose_all(&backend, 2000, [4, 33, 40], [0, 1, 41], 7);
+        check_transpose_all(&backend, 100, [2, 40, 50], [50, 1, 0], 3);
+    }
+}
+
+#[test]
+fn transpose_copy_checks_its_bounds() {
+    let backend = Backend::emulator();
+    let src = backend.upload(&[0f32; 100]).unwrap();
+    let mut dst = backend.alloc::<f32>(100).unwrap();
+    // reaches element 99 + 1: one past the end
+    let e = tensor::transpose_copy(&backend, &src, [1, 10, 10], [0, 1, 10], 1, &mut dst).unwrap_err();
+    assert!(e.to_string().contains("reaches element 100 of a 100-element buffer"), "{e}");
+    let e = tensor::transpose_copy(&backend, &src, [1, 10, 9], [0, 1, 10], 0, &mut dst).unwrap_err();
+    assert!(e.to_string().contains("dst holds 100 elements, expected 90"), "{e}");
+    let mut empty = backend.alloc::<f32>(0).unwrap();
+    tensor::transpose_copy(&backend, &src, [0, 10, 10], [0, 1, 10], 0, &mut empty).unwrap();
 }
 
 #[test]

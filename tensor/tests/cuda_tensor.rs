@@ -179,3 +179,87 @@ fn device_errors_are_clear() {
     }
     assert_eq!(Device::cuda_if_available(), Device::Cuda(0));
 }
+
+/// Distinct small integers (exact in every dtype, bf16 and u8 included), so a misplaced element
+/// shows in an exact comparison.
+fn exact_values(n: usize) -> Vec<f64> {
+    (0..n).map(|i| ((i * 37 + 11) % 251) as f64).collect()
+}
+
+#[test]
+fn transposed_views_become_dense_exactly() {
+    let Some(dev) = cuda_device() else { return };
+    type View = Box<dyn Fn(&Tensor) -> Tensor>;
+    // (source shape, view, what): plain t() around the 32-element tile edges, batched transposes
+    // (one batch dim after merging, batches of 1 and many), and views with offsets.
+    let t = |shape: &[usize]| -> (Vec<usize>, View) { (shape.to_vec(), Box::new(|x: &Tensor| x.t().unwrap())) };
+    let tr = |shape: &[usize], a: usize, b: usize| -> (Vec<usize>, View) {
+        (shape.to_vec(), Box::new(move |x: &Tensor| x.transpose(a, b).unwrap()))
+    };
+    let mut cases: Vec<(Vec<usize>, View, &str)> = Vec::new();
+    for shape in [[1, 1], [8, 8], [31, 33], [32, 32], [33, 65], [7, 100], [100, 7], [64, 1], [2, 300], [97, 130]] {
+        let (s, v) = t(&shape);
+        cases.push((s, v, "t()"));
+    }
+    for (shape, a, b) in [
+        (vec![3, 100, 7], 1, 2),
+        (vec![3, 33, 40], 1, 2),
+        (vec![1, 40, 50], 1, 2),
+        (vec![300, 9, 12], 1, 2),
+        (vec![5, 33, 65], 1, 2),
+        (vec![2, 3, 40, 50], 2, 3),
+        (vec![40, 3, 50], 0, 2),
+        (vec![4, 6, 5], 0, 2),
+    ] {
+        let (s, v) = tr(&shape, a, b);
+        cases.push((s, v, "transpose"));
+    }
+    cases.push((vec![40, 50], Box::new(|x: &Tensor| x.narrow(1, 3, 40).unwrap().t().unwrap()), "narrow(1) then t()"));
+    cases.push((vec![50, 40], Box::new(|x: &Tensor| x.narrow(0, 9, 33).unwrap().t().unwrap()), "narrow(0) then t()"));
+    cases.push((
+        vec![3, 40, 50],
+        Box::new(|x: &Tensor| x.narrow(1, 2, 35).unwrap().transpose(1, 2).unwrap()),
+        "narrow(1) then transpose(1, 2)",
+    ));
+    cases.push((
+        vec![4, 40, 50],
+        Box::new(|x: &Tensor| x.narrow(0, 1, 2).unwrap().narrow(2, 5, 33).unwrap().transpose(1, 2).unwrap()),
+        "narrow(0), narrow(2) then transpose(1, 2)",
+    ));
+    for (shape, view, what) in &cases {
+        let n: usize = shape.iter().product();
+        let x = Tensor::from_vec(exact_values(n), shape.as_slice(), &Device::Cpu).unwrap();
+        for dtype in [DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::U8] {
+            let c = x.to_dtype(dtype).unwrap();
+            let want = view(&c).contiguous().unwrap();
+            let got = view(&c.to_device(&dev).unwrap()).contiguous().unwrap();
+            assert!(got.is_contiguous() && got.layout().offset() == 0, "{shape:?} {what}");
+            assert_eq!(got.dims(), want.dims(), "{shape:?} {what}");
+            assert_eq!(got.dtype(), dtype);
+            let got = got.to_device(&Device::Cpu).unwrap().to_vec_f64().unwrap();
+            assert_eq!(got, want.to_vec_f64().unwrap(), "{shape:?} {what} {dtype}");
+        }
+    }
+}
+
+#[test]
+fn large_transfers_round_trip_exactly() {
+    // 3 MiB + 12 bytes of f32: above the pinned-staging threshold (1 MiB by default) and not a
+    // multiple of its 8 MiB chunk, so on a GPU the upload and download go through the staging
+    // path with a partial last chunk (on the emulator, the plain copy).
+    let Some(dev) = cuda_device() else { return };
+    let n = (3 << 20) / 4 + 3;
+    let data: Vec<f32> = (0..n).map(|i| (i as f32) * 0.5 - 1e5).collect();
+    let x = Tensor::from_vec(data.clone(), n, &Device::Cpu).unwrap();
+    let g = x.to_device(&dev).unwrap();
+    assert_eq!(g.to_vec::<f32>().unwrap(), data);
+    // 20 MiB + 1 byte of u8: several chunks, an odd length.
+    let m = (20 << 20) + 1;
+    let bytes: Vec<u8> = (0..m).map(|i| (i * 7 % 253) as u8).collect();
+    let y = Tensor::from_vec(bytes.clone(), m, &Device::Cpu).unwrap();
+    let back = y.to_device(&dev).unwrap().to_device(&Device::Cpu).unwrap();
+    assert_eq!(back.to_vec::<u8>().unwrap(), bytes);
+    // a device-side op on the uploaded data sees every element (the upload is ordered before it)
+    let doubled = g.add(&g).unwrap().to_vec::<f32>().unwrap();
+    assert!(doubled.iter().zip(&data).all(|(a, b)| *a == 2.0 * b));
+}

@@ -7,6 +7,7 @@
 
 use super::launch::{ArgKind, KernelArg, LaunchConfig, Scalar};
 use super::memory::{CachingAllocator, RawAllocError, RawAllocator};
+use super::staging::PinnedStaging;
 use super::{find_kernel, nvrtc, CudaError, KERNEL_SOURCES};
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, PushKernelArg};
 use cudarc::nvrtc::Ptx;
@@ -49,6 +50,8 @@ pub struct GpuDevice {
     blas: super::blas::BlasSlot,
     /// The caching allocator every buffer of this device comes from.
     memory: Arc<CachingAllocator<GpuMemory>>,
+    /// Pinned host chunks for large host↔device copies ([`super::staging`]).
+    staging: PinnedStaging,
 }
 
 /// Raw device memory of one GPU: stream-ordered allocations on the device's stream.
@@ -119,6 +122,7 @@ impl GpuDevice {
             stream,
             modules: Mutex::new(HashMap::new()),
             blas: Default::default(),
+            staging: PinnedStaging::new(),
         }))
     }
 
@@ -161,6 +165,37 @@ impl GpuDevice {
     /// Waits for all work queued on the stream.
     pub fn synchronize(&self) -> Result<(), CudaError> {
         self.stream.synchronize().map_err(|e| CudaError::driver("synchronize", e))
+    }
+
+    /// How host↔device copies are made: whether and from what size they are staged through
+    /// pinned memory ([`super::staging`]), or why not.
+    pub fn describe_transfers(&self) -> String {
+        self.staging.describe()
+    }
+
+    /// Copies `src` into the first `src.len()` bytes of `dst`, queued on the device's stream:
+    /// through the pinned staging chunks when the copy is large enough, else (or when they are
+    /// unavailable or busy) straight from pageable memory. Either way `src` may be reused when
+    /// this returns.
+    pub(crate) fn copy_to_device(&self, src: &[u8], dst: &mut CudaSlice<u8>) -> Result<(), CudaError> {
+        if self.staging.upload(&self.ctx, &self.stream, src, dst)? {
+            return Ok(());
+        }
+        self.stream
+            .memcpy_htod(src, &mut dst.slice_mut(0..src.len()))
+            .map_err(|e| CudaError::driver(format!("copy to device of {} bytes", src.len()), e))
+    }
+
+    /// Copies the first `dst.len()` bytes of `src` into `dst` after everything queued on the
+    /// device's stream, and returns once they are there (staged like [`Self::copy_to_device`]).
+    pub(crate) fn copy_to_host(&self, src: &CudaSlice<u8>, dst: &mut [u8]) -> Result<(), CudaError> {
+        if self.staging.download(&self.ctx, &self.stream, src, dst)? {
+            return Ok(());
+        }
+        let bytes = dst.len();
+        self.stream
+            .memcpy_dtoh(&src.slice(0..bytes), dst)
+            .map_err(|e| CudaError::driver(format!("copy to host of {bytes} bytes"), e))
     }
 
     /// The device's caching allocator.

@@ -118,6 +118,15 @@ impl Backend {
         GpuDevice::open(ordinal).map(Backend::Gpu)
     }
 
+    /// How host↔device copies are made (plain host copies on the emulator; on a GPU, whether
+    /// and from what size they are staged through pinned memory).
+    pub fn describe_transfers(&self) -> String {
+        match self {
+            Backend::Emu(_) => "emulator: plain host copies".to_string(),
+            Backend::Gpu(d) => d.describe_transfers(),
+        }
+    }
+
     /// A description for test reports, including the emulator's schedule and seed.
     pub fn describe(&self) -> String {
         match self {
@@ -154,7 +163,9 @@ impl Backend {
         Ok(DeviceBuffer { mem, len, _t: PhantomData })
     }
 
-    /// Copies `host` into a new device buffer.
+    /// Copies `host` into a new device buffer. On a GPU, copies of at least 1 MiB go through
+    /// the device's pinned staging chunks ([`super::staging`]); the copy may still be in flight
+    /// when this returns (ordered before every later launch), but `host` may be reused.
     pub fn upload<T: DeviceElem>(&self, host: &[T]) -> Result<DeviceBuffer<T>, CudaError> {
         let mut buf = self.alloc::<T>(host.len())?;
         let bytes = std::mem::size_of_val(host);
@@ -165,10 +176,7 @@ impl Backend {
                 // SAFETY: the block holds at least `bytes` bytes (its size class).
                 unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), b.get_mut().as_mut_ptr(), bytes) }
             }
-            (Mem::Gpu(Some(b)), Backend::Gpu(d)) => d
-                .stream()
-                .memcpy_htod(src, &mut b.get_mut().slice_mut(0..bytes))
-                .map_err(|e| CudaError::driver("copy to device", e))?,
+            (Mem::Gpu(Some(b)), Backend::Gpu(d)) => d.copy_to_device(src, b.get_mut())?,
             _ => {}
         }
         Ok(buf)
@@ -192,7 +200,8 @@ impl Backend {
         Ok(buf)
     }
 
-    /// Copies a device buffer back to the host (waits for the kernels writing it).
+    /// Copies a device buffer back to the host (waits for the kernels writing it). On a GPU,
+    /// large copies go through the pinned staging chunks, like [`Backend::upload`]'s.
     pub fn download<T: DeviceElem>(&self, buf: &DeviceBuffer<T>) -> Result<Vec<T>, CudaError> {
         let bytes = buf.len * std::mem::size_of::<T>();
         let mut out = vec![T::default(); buf.len];
@@ -203,10 +212,7 @@ impl Backend {
                 // SAFETY: the block holds at least `bytes` bytes.
                 unsafe { std::ptr::copy_nonoverlapping(b.get().as_ptr(), dst.as_mut_ptr(), bytes) }
             }
-            (Mem::Gpu(Some(b)), Backend::Gpu(d)) => d
-                .stream()
-                .memcpy_dtoh(&b.get().slice(0..bytes), dst)
-                .map_err(|e| CudaError::driver("copy to host", e))?,
+            (Mem::Gpu(Some(b)), Backend::Gpu(d)) => d.copy_to_host(b.get(), dst)?,
             (Mem::Gpu(None), Backend::Gpu(_)) => {}
             (m, _) => return Err(CudaError::BackendMismatch { buffer: m.kind(), launch: self.kind() }),
         }

@@ -24,7 +24,8 @@
 //!   backward (`cpu::conv`; GEMMs are cuBLAS');
 //! * [`pool`]: max (with argmax) and average pooling, forward and backward (`cpu::pool`);
 //! * [`norm`]: layer norm and batch norm, forward and backward (`cpu::norm`);
-//! * [`tensor`]: strided copy, fill and dtype casts under the tensor layer's CUDA dispatch;
+//! * [`tensor`]: strided copy (tiled for transposed views), fill and dtype casts under the tensor
+//!   layer's CUDA dispatch;
 //! * [`optim`]: fused Adam/AdamW and SGD updates of one parameter (`stapes-nn`'s optimizer loops);
 //! * [`random`]: Philox4x32-10 uniform, normal and Bernoulli draws (reference [`random::philox4x32`]);
 //! * [`ew`]: the tensor layer's element-wise ops (unary, broadcasting binary, comparisons,
@@ -33,6 +34,8 @@
 //!   the tiled reference kernel of `gemm.cu` on the emulator (`cpu` GEMM as reference);
 //! * [`index`]: gather, scatter_add, index_select, index_add, concatenation slabs and padding,
 //!   and the device-side check of i64 indices (`cpu::index`).
+//!
+//! Host↔device copies of large buffers go through pinned staging chunks on a GPU ([`staging`]).
 
 pub mod blas;
 pub mod conv;
@@ -56,6 +59,7 @@ pub mod reduce_nd;
 pub mod rnn;
 pub mod rnn_seq;
 pub mod softmax;
+pub mod staging;
 pub mod tensor;
 
 pub use gpu::{GpuDevice, GpuUnavailable};

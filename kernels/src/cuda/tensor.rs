@@ -1,10 +1,11 @@
 //! Launch wrappers for `kernels/cuda/tensor.cu`, the data movement under the tensor layer's
-//! CUDA dispatch: strided copy (a view to a dense buffer), fill, and casts between dtypes.
+//! CUDA dispatch: strided copy (a view to a dense buffer; a tiled variant for transposed views),
+//! fill, and casts between dtypes.
 //! CPU references: [`crate::cpu::copy::copy_strided`], `vec![v; n]`, and the tensor crate's
 //! `convert_slice` (Rust `as` / `half` rounding rules, restated in `tensor.cu`).
 
 use super::elementwise::launch_config;
-use super::launch::{Backend, DeviceBuffer, DeviceElem, KernelArg};
+use super::launch::{Backend, DeviceBuffer, DeviceElem, KernelArg, LaunchConfig};
 use super::CudaError;
 
 /// The kernel suffix for an element size: copies and fills move bytes, not values.
@@ -64,6 +65,83 @@ pub fn copy_strided<T: DeviceElem>(
     // `meta` may be dropped right after the launch: cudarc frees device memory in stream order
     // (cuMemFreeAsync on the launch's stream), after the kernel has read it.
     unsafe { backend.launch(&format!("copy_strided_{suffix}"), cfg, &mut args) }
+}
+
+/// `dst[z, r, c] = src[offset + z·strides[0] + r·strides[1] + c·strides[2]]` for the dense
+/// row-major `dst` of shape `dims = [batch, rows, cols]`: the same copy as [`copy_strided`] of a
+/// rank-3 view, tiled through shared memory (`transpose_bK` in `tensor.cu`). Meant for transposed
+/// views, where `strides[1] == 1` and `strides[2] != 1`: loads then run along the source's unit
+/// stride and stores along `dst`'s rows, both coalesced, where `copy_strided` would read with
+/// stride `strides[2]`. Correct for any strides (including 0), only fast for that case.
+pub fn transpose_copy<T: DeviceElem>(
+    backend: &Backend,
+    src: &DeviceBuffer<T>,
+    dims: [usize; 3],
+    strides: [usize; 3],
+    offset: usize,
+    dst: &mut DeviceBuffer<T>,
+) -> Result<(), CudaError> {
+    const OP: &str = "cuda::tensor::transpose_copy";
+    let [batch, rows, cols] = dims;
+    let n = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| CudaError::Shape {
+        op: OP,
+        message: format!("dims {dims:?} hold more than usize::MAX elements"),
+    })?;
+    if dst.len() != n {
+        let message = format!("dims {dims:?}: dst holds {} elements, expected {n}", dst.len());
+        return Err(CudaError::Shape { op: OP, message });
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    // The largest source index touched must be inside src (strides are unsigned, so it is the
+    // one of element (batch-1, rows-1, cols-1)).
+    let last = offset + dims.iter().zip(&strides).map(|(&d, &s)| (d - 1) * s).sum::<usize>();
+    if last >= src.len() {
+        let message = format!(
+            "the view (dims {dims:?}, strides {strides:?}, offset {offset}) reaches element {last} of a {}-element buffer",
+            src.len()
+        );
+        return Err(CudaError::Shape { op: OP, message });
+    }
+    let suffix = size_suffix::<T>(OP)?;
+    let cfg = transpose_config(backend, dims);
+    let mut args = [
+        KernelArg::input(src),
+        KernelArg::output(dst),
+        KernelArg::i64(batch as i64),
+        KernelArg::i64(rows as i64),
+        KernelArg::i64(cols as i64),
+        KernelArg::i64(strides[0] as i64),
+        KernelArg::i64(strides[1] as i64),
+        KernelArg::i64(strides[2] as i64),
+        KernelArg::i64(offset as i64),
+    ];
+    // SAFETY: transpose_bK(const T*, T*, long long batch, rows, cols, stride_z, stride_r, stride_c,
+    // offset) with T of K bytes (our element size), launched with blockDim (32, 8) as it requires:
+    // it reads src at offset + z·stride_z + r·stride_r + c·stride_c for z < batch, r < rows,
+    // c < cols, all <= `last` (< src.len(), checked), and writes dst[0, batch·rows·cols)
+    // (dst.len() == n, checked). The kernel indexes in 64 bits; every value passed fits in i64
+    // since it is at most a buffer length or a product bounded by one.
+    unsafe { backend.launch(&format!("transpose_{suffix}"), cfg, &mut args) }
+}
+
+/// The launch shape of `transpose_bK`: blocks of 32 x 8 threads, one 32 x 32 tile per block
+/// (x: tiles along cols, y: tiles along rows, z: batch), each grid dim capped at the hardware
+/// limit (the kernel's grid-stride loops take the rest). The emulator caps every dim at 2, so
+/// the parity tests walk those loops on small shapes.
+fn transpose_config(backend: &Backend, [batch, rows, cols]: [usize; 3]) -> LaunchConfig {
+    const TILE: usize = 32;
+    let (cap_x, cap_yz) = match backend {
+        Backend::Emu(_) => (2, 2),
+        Backend::Gpu(_) => (i32::MAX as usize, 65535),
+    };
+    let grid = (
+        cols.div_ceil(TILE).clamp(1, cap_x) as u32,
+        rows.div_ceil(TILE).clamp(1, cap_yz) as u32,
+        batch.clamp(1, cap_yz) as u32,
+    );
+    LaunchConfig { grid, block: (32, 8, 1), shared_mem_bytes: 0 }
 }
 
 /// `dst[i] = value` for every element.

@@ -291,6 +291,16 @@ pub fn describe(ordinal: usize) -> String {
     }
 }
 
+/// How host↔device copies of `Device::Cuda(ordinal)` are made (on a GPU: whether, and from what
+/// size, they are staged through pinned memory; `STAPES_PINNED_STAGING_MIN_BYTES` sets it), or
+/// why nothing serves that device.
+pub fn describe_transfers(ordinal: usize) -> String {
+    match backend("describe_transfers", &Device::Cuda(ordinal)) {
+        Ok(b) => b.describe_transfers(),
+        Err(e) => e.to_string(),
+    }
+}
+
 /// The CUDA device the test suites run their CUDA bodies on: `cuda:0` on a GPU when one is
 /// present, else `cuda:0` on the emulator when it is built in (switched on here), else `None`
 /// (the caller prints a notice and skips). `STAPES_TEST_CUDA=gpu` makes a missing GPU a panic
@@ -367,6 +377,26 @@ pub(crate) fn merge_dims(dims: &[usize], strides: &[usize]) -> (Vec<usize>, Vec<
     (d, s)
 }
 
+/// The smallest rows and columns for which the dense copy of a transposed view takes the tiled
+/// kernel: below it most of a 32 x 32 tile is idle and `copy_strided`'s reads are already close
+/// to coalesced (a heuristic, not yet measured on a GPU).
+const TILED_TRANSPOSE_MIN: usize = 8;
+
+/// The `[batch, rows, cols]` dims and strides of a merged view (the output of [`merge_dims`])
+/// whose dense copy is a batched transpose, for [`kc::tensor::transpose_copy`]: rank 2 or 3, the
+/// second-to-last dim of unit stride, the last one not (a `t()`/`transpose` of a dense tensor;
+/// the batch dim may have any stride), rows and cols at least [`TILED_TRANSPOSE_MIN`]. `None`
+/// for every other layout (those go through `copy_strided`).
+pub(crate) fn as_batched_transpose(dims: &[usize], strides: &[usize]) -> Option<([usize; 3], [usize; 3])> {
+    let (d, s) = match (dims, strides) {
+        (&[r, c], &[sr, sc]) => ([1, r, c], [0, sr, sc]),
+        (&[b, r, c], &[sb, sr, sc]) => ([b, r, c], [sb, sr, sc]),
+        _ => return None,
+    };
+    let tiled = s[1] == 1 && s[2] != 1 && d[1] >= TILED_TRANSPOSE_MIN && d[2] >= TILED_TRANSPOSE_MIN;
+    tiled.then_some((d, s))
+}
+
 impl Tensor {
     /// The CUDA storage and backend of a tensor an op needs on a CUDA device.
     pub(crate) fn cuda_parts(&self, op: &'static str) -> Result<(&CudaStorage, &Backend)> {
@@ -431,10 +461,15 @@ impl Tensor {
         let l = self.layout();
         let n = self.elem_count();
         let (dims, strides) = merge_dims(l.dims(), l.strides());
+        let transposed = as_batched_transpose(&dims, &strides);
         let buf = cuda_buf_dispatch!(&s.buf, |src: T| {
             let mut dst = backend.alloc::<T>(n).map_err(cuda_err(OP))?;
             if n > 0 {
-                kc::tensor::copy_strided(backend, src, &dims, &strides, l.offset(), &mut dst).map_err(cuda_err(OP))?;
+                match transposed {
+                    Some((d, st)) => kc::tensor::transpose_copy(backend, src, d, st, l.offset(), &mut dst),
+                    None => kc::tensor::copy_strided(backend, src, &dims, &strides, l.offset(), &mut dst),
+                }
+                .map_err(cuda_err(OP))?;
             }
             T::into_cuda(dst)
         });
@@ -484,5 +519,36 @@ impl Tensor {
             })
         });
         Ok(Tensor::from_cuda_buf(buf, backend.clone(), self.shape().clone(), *self.device()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{as_batched_transpose, merge_dims};
+
+    #[test]
+    fn transposed_layouts_take_the_tiled_copy() {
+        // x.t() of a dense [40, 50]: dims [50, 40], strides [1, 50]
+        let (d, s) = merge_dims(&[50, 40], &[1, 50]);
+        assert_eq!(as_batched_transpose(&d, &s), Some(([1, 50, 40], [0, 1, 50])));
+        // transpose(2, 3) of a dense [2, 3, 40, 50]: the two batch dims merge into one
+        let (d, s) = merge_dims(&[2, 3, 50, 40], &[6000, 2000, 1, 50]);
+        assert_eq!(as_batched_transpose(&d, &s), Some(([6, 50, 40], [2000, 1, 50])));
+        // a size-1 batch dim is dropped
+        let (d, s) = merge_dims(&[1, 50, 40], &[2000, 1, 50]);
+        assert_eq!(as_batched_transpose(&d, &s), Some(([1, 50, 40], [0, 1, 50])));
+        // not a transpose: dense, permuted so the unit stride is elsewhere, two unmergeable batch
+        // dims, or too few rows/cols for a tile to pay
+        for (dims, strides) in [
+            (vec![40, 50], vec![50, 1]),
+            (vec![5, 6, 4], vec![1, 5, 30]),
+            (vec![2, 3, 50, 40], vec![1, 2, 6, 300]),
+            (vec![3, 2, 50, 40], vec![4000, 12000, 1, 50]),
+            (vec![4, 100], vec![1, 4]),
+            (vec![100, 4], vec![1, 100]),
+        ] {
+            let (d, s) = merge_dims(&dims, &strides);
+            assert_eq!(as_batched_transpose(&d, &s), None, "{dims:?} {strides:?}");
+        }
     }
 }
