@@ -7,14 +7,6 @@ use stapes::nn::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
 use stapes::nn::Param;
 use stapes::tensor::{cuda, DType, Device, Generator, Tensor};
 
-fn cuda_device() -> Option<Device> {
-    let d = cuda::test_device();
-    if d.is_none() {
-        eprintln!("skipped: no GPU and no CUDA emulator in this build");
-    }
-    d
-}
-
 fn randn(seed: u64, shape: &[usize], dtype: DType) -> Tensor {
     Tensor::randn_with(&mut Generator::new(seed), 0.0, 1.0, shape, DType::F32, &Device::Cpu)
         .unwrap()
@@ -81,7 +73,7 @@ fn assert_close(what: &str, pairs: &[(Vec<f64>, Vec<f64>)], tol: f64) {
 
 #[test]
 fn adam_variants_match_the_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let configs = [
         ("adam", AdamConfig { lr: 1e-2, ..AdamConfig::adam() }),
         ("adamw", AdamConfig { lr: 1e-2, ..AdamConfig::adamw() }),
@@ -101,7 +93,7 @@ fn adam_variants_match_the_cpu() {
 
 #[test]
 fn sgd_variants_match_the_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let configs = [
         ("plain", SgdConfig { lr: 0.1, ..Default::default() }),
         ("momentum wd", SgdConfig { lr: 0.1, momentum: 0.9, dampening: 0.1, weight_decay: 0.01, ..Default::default() }),

@@ -6,14 +6,6 @@
 use stapes_autograd::Var;
 use stapes_tensor::{cuda, DType, Device, Generator, Tensor};
 
-fn cuda_device() -> Option<Device> {
-    let d = cuda::test_device();
-    if d.is_none() {
-        eprintln!("skipped: no GPU and no CUDA emulator in this build");
-    }
-    d
-}
-
 fn randn(seed: u64, shape: &[usize], scale: f64) -> Tensor {
     Tensor::randn_with(&mut Generator::new(seed), 0.0, scale, shape, DType::F32, &Device::Cpu).unwrap()
 }
@@ -42,7 +34,7 @@ fn loss(x: &Var, labels: &Tensor, params: &[Var]) -> Var {
 
 #[test]
 fn mlp_gradients_and_sgd_steps_match_the_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let (b, i, h, c) = (12, 7, 33, 5);
     let init = [randn(1, &[i, h], 0.4), randn(2, &[h], 0.1), randn(3, &[h, c], 0.3), randn(4, &[c], 0.1)];
     let x = randn(5, &[b, i], 1.0);

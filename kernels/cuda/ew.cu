@@ -18,9 +18,10 @@
 // defaults: -prec-div=true, -prec-sqrt=true, no flush-to-zero).
 //
 // Layouts. Contiguous kernels (ew_unary_*, ew_binary_*) take dense operands of n elements.
-// The f32 ones use 16-byte float4 loads and stores while both pointers are 16-byte aligned
+// The f32 ones use 16-byte float4 loads and stores while all pointers are 16-byte aligned
 // (always, for the tensor layer's buffers, which start at element 0 of a fresh allocation),
-// then a scalar tail for the last n % 4 elements. Broadcasting kernels (ew_binary_bcast_*,
+// then a scalar tail for the last n % 4 elements; the f16/bf16 ones the same 16-byte accesses
+// of 8 elements (Vec8), then a tail of n % 8. Broadcasting kernels (ew_binary_bcast_*,
 // ew_cmp_*, ew_where_*) take each operand's own strides (0 on broadcast dims) and element
 // offset; `meta` is a small device buffer of long long: rank dims, then rank strides per
 // operand. Each thread splits its flat output index into the multi-index (innermost first)
@@ -162,18 +163,45 @@ __device__ __forceinline__ F unary_op(F x, F p0, F p1) {
         default: break;                  \
     }
 
-// Dense unary loops, one per dtype (halves round once on store).
-template <int OP>
-__device__ __forceinline__ void unary_loop_half(const __half* x, __half* out, float p0, float p1, unsigned long long n) {
-    for (unsigned long long i = grid_start(); i < n; i += grid_stride()) {
-        out[i] = narrow<__half>(unary_op<float, OP>(widen(x[i]), p0, p1));
-    }
+// 16-byte vectors of the 2-byte floats (f16, bf16): the dense loops of those dtypes load and store
+// 8 elements at a time (one 128-bit access, as float4 for f32) while every pointer is 16-byte
+// aligned, each element widened, computed and rounded on its own, then a scalar tail.
+template <class T>
+struct Vec8 {
+    T v[8];
+};
+template <class T>
+__device__ __forceinline__ Vec8<T> load8(const T* p, unsigned long long i) {
+    const float4 raw = reinterpret_cast<const float4*>(p)[i];
+    Vec8<T> out;
+    memcpy(&out, &raw, 16);
+    return out;
 }
-template <int OP>
-__device__ __forceinline__ void unary_loop_bf16(const __nv_bfloat16* x, __nv_bfloat16* out, float p0, float p1,
-                                                unsigned long long n) {
-    for (unsigned long long i = grid_start(); i < n; i += grid_stride()) {
-        out[i] = narrow<__nv_bfloat16>(unary_op<float, OP>(widen(x[i]), p0, p1));
+template <class T>
+__device__ __forceinline__ void store8(T* p, unsigned long long i, const Vec8<T>& x) {
+    float4 raw;
+    memcpy(&raw, &x, 16);
+    reinterpret_cast<float4*>(p)[i] = raw;
+}
+__device__ __forceinline__ bool aligned16(const void* a, const void* b, const void* c) {
+    return (((unsigned long long)a | (unsigned long long)b | (unsigned long long)c) & 15ull) == 0;
+}
+
+// Dense unary loop of a 2-byte float (halves round once on store).
+template <class T, int OP>
+__device__ __forceinline__ void unary_loop_h(const T* x, T* out, float p0, float p1, unsigned long long n) {
+    unsigned long long done = 0;
+    if (aligned16(x, out, out)) {
+        const unsigned long long n8 = n / 8;
+        for (unsigned long long i = grid_start(); i < n8; i += grid_stride()) {
+            Vec8<T> v = load8(x, i);
+            for (int k = 0; k < 8; ++k) v.v[k] = narrow<T>(unary_op<float, OP>(widen(v.v[k]), p0, p1));
+            store8(out, i, v);
+        }
+        done = n8 * 8;
+    }
+    for (unsigned long long i = done + grid_start(); i < n; i += grid_stride()) {
+        out[i] = narrow<T>(unary_op<float, OP>(widen(x[i]), p0, p1));
     }
 }
 template <int OP>
@@ -225,9 +253,21 @@ __device__ __forceinline__ F binary_op(F a, F b) {
         default: break;                   \
     }
 
+// Dense binary loop of a 2-byte float: 8-element vectors over the aligned body (see Vec8).
 template <class T, int OP>
 __device__ __forceinline__ void binary_loop(const T* a, const T* b, T* out, unsigned long long n) {
-    for (unsigned long long i = grid_start(); i < n; i += grid_stride()) {
+    unsigned long long done = 0;
+    if (aligned16(a, b, out)) {
+        const unsigned long long n8 = n / 8;
+        for (unsigned long long i = grid_start(); i < n8; i += grid_stride()) {
+            const Vec8<T> u = load8(a, i), v = load8(b, i);
+            Vec8<T> o;
+            for (int k = 0; k < 8; ++k) o.v[k] = narrow<T>(binary_op<float, OP>(widen(u.v[k]), widen(v.v[k])));
+            store8(out, i, o);
+        }
+        done = n8 * 8;
+    }
+    for (unsigned long long i = done + grid_start(); i < n; i += grid_stride()) {
         out[i] = narrow<T>(binary_op<float, OP>(widen(a[i]), widen(b[i])));
     }
 }
@@ -354,13 +394,13 @@ extern "C" __global__ void ew_unary_f32(const float* x, float* out, int op, doub
 #undef BODY
 }
 extern "C" __global__ void ew_unary_f16(const __half* x, __half* out, int op, double p0, double p1, unsigned long long n) {
-#define BODY(OP) unary_loop_half<OP>(x, out, (float)p0, (float)p1, n)
+#define BODY(OP) unary_loop_h<__half, OP>(x, out, (float)p0, (float)p1, n)
     STAPES_EW_UNARY_SWITCH(op, BODY)
 #undef BODY
 }
 extern "C" __global__ void ew_unary_bf16(const __nv_bfloat16* x, __nv_bfloat16* out, int op, double p0, double p1,
                                          unsigned long long n) {
-#define BODY(OP) unary_loop_bf16<OP>(x, out, (float)p0, (float)p1, n)
+#define BODY(OP) unary_loop_h<__nv_bfloat16, OP>(x, out, (float)p0, (float)p1, n)
     STAPES_EW_UNARY_SWITCH(op, BODY)
 #undef BODY
 }

@@ -8,14 +8,6 @@ use stapes_nn::ctc::{ctc_loss, ctc_loss_from_logits, CtcLossOptions};
 use stapes_nn::loss::Reduction;
 use stapes_tensor::{cuda, DType, Device, Generator, Tensor};
 
-fn cuda_device() -> Option<Device> {
-    let d = cuda::test_device();
-    if d.is_none() {
-        eprintln!("skipped: no GPU and no CUDA emulator in this build");
-    }
-    d
-}
-
 fn close(what: &str, got: &Tensor, want: &Tensor, tol: f64) {
     assert_eq!(got.dims(), want.dims(), "{what}");
     let (g, w) = (got.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
@@ -27,7 +19,7 @@ fn close(what: &str, got: &Tensor, want: &Tensor, tol: f64) {
 
 #[test]
 fn ctc_loss_on_cuda_matches_the_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let (t, b, c) = (12, 4, 6);
     // sample 3 needs 2*3 - 1... its labels 2,2,2 need 5 frames, it gets 4: impossible
     let padded =

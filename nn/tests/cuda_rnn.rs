@@ -14,14 +14,6 @@ const H: usize = 6;
 /// Two sequences shorter than the padded length.
 const LENGTHS: [usize; B] = [7, 4, 6];
 
-fn cuda_device() -> Option<Device> {
-    let d = cuda::test_device();
-    if d.is_none() {
-        eprintln!("skipped: no GPU and no CUDA emulator in this build");
-    }
-    d
-}
-
 fn randn(seed: u64, shape: &[usize]) -> Tensor {
     Tensor::randn_with(&mut Generator::new(seed), 0.0, 1.0, shape, DType::F32, &Device::Cpu).unwrap()
 }
@@ -123,7 +115,7 @@ fn compare(what: &str, got: &Run, want: &Run) {
 
 #[test]
 fn lstm_on_cuda_matches_the_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     for (bidirectional, with_state) in [(false, false), (false, true), (true, true), (true, false)] {
         let what = format!("LSTM bidirectional={bidirectional} state={with_state}");
         let lstm = Lstm::new(config(bidirectional)).unwrap();
@@ -138,7 +130,7 @@ fn lstm_on_cuda_matches_the_cpu() {
 /// Bidirectional layers without biases (the stacked-bias path is skipped on the device).
 #[test]
 fn rnn_without_bias_on_cuda_matches_the_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let cfg = RnnConfig { bias: false, ..config(true) };
     let lstm = Lstm::new(cfg.clone()).unwrap();
     let want = run_lstm(&lstm, &Device::Cpu, true);
@@ -154,7 +146,7 @@ fn rnn_without_bias_on_cuda_matches_the_cpu() {
 
 #[test]
 fn gru_on_cuda_matches_the_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     for (bidirectional, with_state) in [(false, false), (false, true), (true, true), (true, false)] {
         let what = format!("GRU bidirectional={bidirectional} state={with_state}");
         let gru = Gru::new(config(bidirectional)).unwrap();
@@ -170,7 +162,7 @@ fn gru_on_cuda_matches_the_cpu() {
 /// input.
 #[test]
 fn cuda_rnn_errors() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let lstm = Lstm::new_with(config(false), DType::F64, &Device::Cpu).unwrap();
     lstm.to_device(&dev).unwrap();
     let x = Var::constant(randn(1, &[T, B, I]).to_dtype(DType::F64).unwrap().to_device(&dev).unwrap());

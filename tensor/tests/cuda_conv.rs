@@ -5,14 +5,6 @@
 use stapes_tensor::ops::nn::Conv2dParams;
 use stapes_tensor::{cuda, DType, Device, Generator, Tensor};
 
-fn cuda_device() -> Option<Device> {
-    let d = cuda::test_device();
-    if d.is_none() {
-        eprintln!("skipped: no GPU and no CUDA emulator in this build");
-    }
-    d
-}
-
 fn randn(seed: u64, shape: &[usize]) -> Tensor {
     Tensor::randn_with(&mut Generator::new(seed), 0.0, 1.0, shape, DType::F32, &Device::Cpu).unwrap()
 }
@@ -27,7 +19,7 @@ fn close(what: &str, got: &Tensor, want: &Tensor, tol: f64) {
 
 #[test]
 fn conv2d_forward_and_backward_match_the_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     // (n, c_in, h, w, c_out, kh, kw, stride, padding, dilation, groups)
     type Case = (usize, usize, usize, usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], usize);
     let cases: [Case; 5] = [
@@ -102,7 +94,7 @@ fn xd_err(dev: &Device) -> String {
 
 #[test]
 fn pooling_forward_and_backward_match_the_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let x = randn(50, &[2, 3, 11, 9]);
     let xd = x.to_device(&dev).unwrap();
     use stapes_tensor::Pool2d;

@@ -22,16 +22,6 @@
 use stapes_tensor::ops::elementwise::{BinaryOp, CmpOp, UnaryOp};
 use stapes_tensor::{cuda, DType, Device, Error, Tensor};
 
-/// cuda:0, or `None` after printing why the test body is skipped.
-fn cuda_device() -> Option<Device> {
-    let d = cuda::test_device();
-    match d {
-        Some(d) => eprintln!("CUDA tests on {d}: {}", cuda::describe(0)),
-        None => eprintln!("skipped: no GPU and no CUDA emulator in this build"),
-    }
-    d
-}
-
 const FLOATS: [DType; 4] = [DType::F32, DType::F64, DType::F16, DType::BF16];
 const ALL: [DType; 7] = [DType::F32, DType::F64, DType::F16, DType::BF16, DType::I64, DType::U8, DType::I8];
 
@@ -149,7 +139,7 @@ fn unary_cases() -> Vec<(UnaryOp, TolFn)> {
 
 #[test]
 fn unary_ops_match_cpu_for_every_float_dtype() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     // 7 x 37 = 259 elements: not a multiple of 4, more than one 256-thread block
     let dims = [7, 37];
     for dtype in FLOATS {
@@ -185,11 +175,12 @@ fn unary_ops_match_cpu_for_every_float_dtype() {
 
 #[test]
 fn unary_sizes_empty_scalar_and_grid_stride() {
-    let Some(dev) = cuda_device() else { return };
-    // f32 exercises the float4 body and the scalar tail (n % 4 = 0..3); 9001 elements make the
-    // emulator's grid (8 blocks x 256 threads) loop even over float4s
-    for n in [0usize, 1, 2, 3, 4, 5, 255, 256, 257, 1029, 9001] {
-        for dtype in [DType::F32, DType::F16] {
+    let Some(dev) = cuda::test_device() else { return };
+    // f32 exercises the float4 body and the scalar tail (n % 4 = 0..3), f16/bf16 the 8-element
+    // body and its tail (n % 8 = 0..7); 9001 elements make the emulator's grid (8 blocks x 256
+    // threads) loop even over float4s, 16397 (= 8 * 2049 + 5) over 8-element vectors
+    for n in [0usize, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 255, 256, 257, 1029, 9001, 16397] {
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
             let x = cpu(values(n, 2, false), &[n], dtype);
             let g = x.to_device(&dev).unwrap();
             for op in [UnaryOp::Neg, UnaryOp::Affine(1.25, 0.5), UnaryOp::Sqr] {
@@ -241,7 +232,7 @@ const BINARY_OPS: [BinaryOp; 7] =
 
 #[test]
 fn binary_ops_match_cpu_with_broadcasting() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     for dtype in FLOATS {
         for (i, (da, db)) in binary_shapes().into_iter().enumerate() {
             let a = cpu(values(da.iter().product(), i, false), &da, dtype);
@@ -255,9 +246,10 @@ fn binary_ops_match_cpu_with_broadcasting() {
     }
     // more elements than the emulator's grid has threads (8 blocks x 256), so the grid-stride
     // loops iterate: the dense f32 kernel over float4s (8195 = 4 * 2048 + 3, a scalar tail of
-    // 3), and the broadcasting kernel (4125 elements)
-    for (da, db) in [(vec![8195], vec![8195]), (vec![5, 1, 33], vec![1, 25, 33])] {
-        for dtype in [DType::F32, DType::BF16] {
+    // 3), the dense f16/bf16 kernels over 8-element vectors (16397 = 8 * 2049 + 5: one vector
+    // more than the grid's threads, and a tail of 5), and the broadcasting kernel (4125 elements)
+    for (da, db) in [(vec![8195], vec![8195]), (vec![16397], vec![16397]), (vec![5, 1, 33], vec![1, 25, 33])] {
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
             let a = cpu(values(da.iter().product(), 1, false), &da, dtype);
             let b = cpu(values(db.iter().product(), 2, false), &db, dtype);
             let (ga, gb) = (a.to_device(&dev).unwrap(), b.to_device(&dev).unwrap());
@@ -271,7 +263,7 @@ fn binary_ops_match_cpu_with_broadcasting() {
 
 #[test]
 fn binary_ops_read_views_in_place() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     for dtype in FLOATS {
         let a = cpu(values(6 * 7, 1, false), &[6, 7], dtype);
         let b = cpu(values(7 * 6, 2, false), &[7, 6], dtype);
@@ -301,7 +293,7 @@ fn binary_ops_read_views_in_place() {
 
 #[test]
 fn maximum_minimum_nan_and_signed_zero() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let a = [f64::NAN, 1.0, f64::NAN, 0.0, -0.0, f64::INFINITY, -1.0, 2.0];
     let b = [1.0, f64::NAN, f64::NAN, -0.0, 0.0, 3.0, f64::NEG_INFINITY, 2.0];
     for dtype in FLOATS {
@@ -317,7 +309,7 @@ const CMP_OPS: [CmpOp; 6] = [CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::
 
 #[test]
 fn comparisons_match_cpu_for_every_dtype() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     for dtype in ALL {
         for (i, (da, db)) in binary_shapes().into_iter().enumerate() {
             // few distinct values, so equality is common
@@ -352,7 +344,7 @@ fn comparisons_match_cpu_for_every_dtype() {
 
 #[test]
 fn where_and_masked_fill_match_cpu_for_every_dtype() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let shapes: [(&[usize], &[usize], &[usize]); 6] = [
         (&[4, 5], &[4, 5], &[4, 5]),
         (&[4, 1], &[1, 5], &[4, 5]),
@@ -396,7 +388,7 @@ fn where_and_masked_fill_match_cpu_for_every_dtype() {
 
 #[test]
 fn all_finite_matches_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     for dtype in FLOATS {
         for n in [0usize, 1, 7, 300, 2500] {
             let base = values(n, 1, true);
@@ -435,7 +427,7 @@ fn all_finite_matches_cpu() {
 
 #[test]
 fn equal_and_isnan_on_the_device() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     for dtype in FLOATS {
         let x = cpu(values(50, 3, false), &[5, 10], dtype);
         let g = x.to_device(&dev).unwrap();
@@ -455,7 +447,7 @@ fn same_error(got: stapes_tensor::Result<Tensor>, want: stapes_tensor::Result<Te
 
 #[test]
 fn errors_match_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let a = cpu(values(12, 1, true), &[3, 4], DType::F32);
     let b = cpu(values(5, 2, true), &[5], DType::F32);
     let i = cpu(vec![1.0, 2.0, 3.0], &[3], DType::I64);

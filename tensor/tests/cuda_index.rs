@@ -6,15 +6,6 @@
 
 use stapes_tensor::{cuda, DType, Device, PadMode, Tensor};
 
-fn cuda_device() -> Option<Device> {
-    let d = cuda::test_device();
-    match d {
-        Some(d) => eprintln!("CUDA tests on {d}: {}", cuda::describe(0)),
-        None => eprintln!("skipped: no GPU and no CUDA emulator in this build"),
-    }
-    d
-}
-
 fn vals(shape: &[usize], seed: usize, dtype: DType) -> Tensor {
     let n: usize = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|i| (((i * 7 + seed * 13) % 23) as f32 - 11.0) * 0.5).collect();
@@ -47,7 +38,7 @@ fn same(dev: &Device, what: &str, inputs: &[&Tensor], f: impl Fn(&[Tensor]) -> s
 
 #[test]
 fn gather_matches_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let idx = ids(&[0, 3, 1, 1, 2, 0, 3, 3, 0, 1, 2, 2], &[3, 4]);
     for dtype in ALL {
         let x = vals(&[3, 5], 1, dtype);
@@ -74,7 +65,7 @@ fn gather_matches_cpu() {
 
 #[test]
 fn scatter_add_matches_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     // duplicates accumulate
     let idx = ids(&[0, 3, 1, 1, 2, 0, 3, 3, 0, 1, 1, 1], &[3, 4]);
     for dtype in FLOATS {
@@ -108,7 +99,7 @@ fn scatter_add_matches_cpu() {
 
 #[test]
 fn index_select_and_index_add_match_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let idx = ids(&[2, 0, 2, 1, 3], &[5]);
     for dtype in ALL {
         let x = vals(&[3, 4, 2], 1, dtype);
@@ -146,7 +137,7 @@ fn index_select_and_index_add_match_cpu() {
 
 #[test]
 fn embedding_and_its_backward_match_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let w = vals(&[6, 4], 1, DType::F32);
     let i = ids(&[5, 0, 2, 2, 1, 5], &[2, 3]);
     same(&dev, "embedding", &[&w, &i], |t| t[0].embedding(&t[1]));
@@ -161,7 +152,7 @@ fn embedding_and_its_backward_match_cpu() {
 
 #[test]
 fn cat_stack_pad_match_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     for dtype in ALL {
         let (a, b, c) = (vals(&[2, 3, 4], 1, dtype), vals(&[2, 1, 4], 2, dtype), vals(&[2, 5, 4], 3, dtype));
         same(&dev, "cat dim 1", &[&a, &b, &c], |t| Tensor::cat(&[&t[0], &t[1], &t[2]], 1));

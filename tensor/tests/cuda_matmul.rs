@@ -11,15 +11,6 @@
 
 use stapes_tensor::{cuda, DType, Device, Error, Tensor};
 
-fn cuda_device() -> Option<Device> {
-    let d = cuda::test_device();
-    match d {
-        Some(d) => eprintln!("CUDA tests on {d}: {}", cuda::describe(0)),
-        None => eprintln!("skipped: no GPU and no CUDA emulator in this build"),
-    }
-    d
-}
-
 fn values(n: usize, seed: u32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
     (0..n)
@@ -67,7 +58,7 @@ const DIMS: &[usize] = &[1, 7, 33, 65, 130];
 
 #[test]
 fn matmul_shapes_f32() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     for &m in DIMS {
         for &n in DIMS {
             for &k in DIMS {
@@ -84,7 +75,7 @@ fn matmul_shapes_f32() {
 
 #[test]
 fn matmul_every_float_dtype() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     for dtype in [DType::F32, DType::F16, DType::BF16, DType::F64] {
         let a = rand(&[2, 33, 65], 3, dtype);
         let b = rand(&[2, 65, 7], 4, dtype);
@@ -97,7 +88,7 @@ fn matmul_every_float_dtype() {
 
 #[test]
 fn matmul_batched_and_broadcast() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let f = DType::F32;
     // plain batch
     check(&dev, "[3,7,33]@[3,33,65]", &rand(&[3, 7, 33], 1, f), &rand(&[3, 33, 65], 2, f), mm);
@@ -113,7 +104,7 @@ fn matmul_batched_and_broadcast() {
 
 #[test]
 fn matmul_views() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let f = DType::F32;
     // a transposed view of a contiguous matrix is a transpose flag (both sides, all four combos)
     let (a, b) = (rand(&[33, 7], 1, f), rand(&[65, 33], 2, f));
@@ -158,7 +149,7 @@ fn matmul_views() {
 
 #[test]
 fn matmul_vectors_and_empty() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let f = DType::F32;
     check(&dev, "vec @ mat", &rand(&[33], 1, f), &rand(&[33, 7], 2, f), mm);
     check(&dev, "mat @ vec", &rand(&[7, 33], 1, f), &rand(&[33], 2, f), mm);
@@ -173,7 +164,7 @@ fn matmul_vectors_and_empty() {
 
 #[test]
 fn matmul_errors_match_the_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     type Case = (&'static str, fn(&Device) -> Error);
     let cases: [Case; 5] = [
         ("contracted dim", |d| {

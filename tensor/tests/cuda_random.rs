@@ -7,14 +7,6 @@ use stapes_kernels::cuda::random::{philox4x32, unit24, unit53};
 use stapes_tensor::random::Generator;
 use stapes_tensor::{cuda, DType, Device, Error, Tensor};
 
-fn cuda_device() -> Option<Device> {
-    let d = cuda::test_device();
-    if d.is_none() {
-        eprintln!("skipped: no GPU and no CUDA emulator in this build");
-    }
-    d
-}
-
 /// The key a fresh `Generator::new(seed)` hands the kernels.
 fn key(seed: u64) -> u64 {
     Generator::new(seed).next_u64()
@@ -22,7 +14,7 @@ fn key(seed: u64) -> u64 {
 
 #[test]
 fn uniform_matches_the_philox_reference_exactly() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     for n in [1usize, 3, 4, 5, 255, 1024, 3001] {
         let t = Tensor::rand_with(&mut Generator::new(11), 0.0, 1.0, [n], DType::F32, &dev).unwrap();
         assert_eq!(t.device(), &dev);
@@ -61,7 +53,7 @@ fn uniform_matches_the_philox_reference_exactly() {
 
 #[test]
 fn normal_matches_box_muller_on_the_reference_words() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let n = 4002;
     let t = Tensor::randn_with(&mut Generator::new(9), 0.5, 2.0, [n], DType::F32, &dev).unwrap();
     let got = t.to_vec::<f32>().unwrap();
@@ -92,7 +84,7 @@ fn normal_matches_box_muller_on_the_reference_words() {
 
 #[test]
 fn seeds_reproduce_and_streams_advance() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let mut g1 = Generator::new(5);
     let mut g2 = Generator::new(5);
     let a1 = Tensor::rand_with(&mut g1, 0.0, 1.0, [3, 50], DType::F32, &dev).unwrap();
@@ -111,7 +103,7 @@ fn seeds_reproduce_and_streams_advance() {
 
 #[test]
 fn bernoulli_matches_the_reference_and_rejects_bad_probabilities() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let probs: Vec<f32> = (0..1003).map(|i| (i % 11) as f32 / 10.0).map(|p| p.min(1.0)).collect();
     let p = Tensor::from_vec(probs.clone(), [1003], &Device::Cpu).unwrap();
     for dtype in [DType::F32, DType::F16, DType::BF16, DType::F64] {
@@ -145,7 +137,7 @@ fn bernoulli_matches_the_reference_and_rejects_bad_probabilities() {
 
 #[test]
 fn philox_words_kernel_matches_the_reference_at_large_offsets() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let backend = cuda::backend("philox_words test", &dev).unwrap();
     for offset in [0u64, 1, 1 << 32, u64::MAX - 10] {
         let mut out = backend.zeros::<u32>(37).unwrap();

@@ -12,15 +12,6 @@
 
 use stapes_tensor::{cuda, DType, Device, Error, Tensor};
 
-fn cuda_device() -> Option<Device> {
-    let d = cuda::test_device();
-    match d {
-        Some(d) => eprintln!("CUDA tests on {d}: {}", cuda::describe(0)),
-        None => eprintln!("skipped: no GPU and no CUDA emulator in this build"),
-    }
-    d
-}
-
 const FLOATS: [DType; 4] = [DType::F32, DType::F16, DType::BF16, DType::F64];
 
 /// Deterministic values in [-2, 2) (a small LCG).
@@ -116,7 +107,7 @@ fn check_reductions(cpu: &Tensor, gpu: &Tensor, dims: &[usize], r: usize, what: 
 
 #[test]
 fn reductions_match_cpu_every_dtype_and_dim() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let shape = [3, 5, 7];
     let dim_sets: [&[usize]; 8] = [&[0], &[1], &[2], &[0, 1], &[1, 2], &[0, 2], &[0, 1, 2], &[]];
     for dt in FLOATS {
@@ -145,7 +136,7 @@ fn reductions_match_cpu_every_dtype_and_dim() {
 
 #[test]
 fn row_lengths_around_warp_and_block_sizes() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     // (f64 and bf16 share these code paths; they are covered by the other tests)
     for dt in [DType::F32, DType::F16] {
         for n in [1usize, 31, 32, 33, 255, 257, 1000] {
@@ -158,7 +149,7 @@ fn row_lengths_around_warp_and_block_sizes() {
 
 #[test]
 fn middle_dims_reduce_in_place() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     for dt in FLOATS {
         // [a, r, b] with b >= 32: the column kernel; [600, 40] over dim 0 leaves 40 outputs, too
         // few for the (emulated) GPU: the reduced dim is split into chunks and finished
@@ -192,7 +183,7 @@ fn middle_dims_reduce_in_place() {
 
 #[test]
 fn few_long_rows_take_the_grid_path() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     for dt in FLOATS {
         // 1 x 20000 and 2 x 9000: fewer rows than 2 per SM and rows of at least 8192: chunked
         for (rows, n) in [(1usize, 20_000usize), (2, 9_000)] {
@@ -211,7 +202,7 @@ fn few_long_rows_take_the_grid_path() {
 
 #[test]
 fn nan_and_infinities_as_the_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let n = 40;
     let nan = f32::NAN;
     let inf = f32::INFINITY;
@@ -250,7 +241,7 @@ fn nan_and_infinities_as_the_cpu() {
 
 #[test]
 fn argmax_argmin_first_index_on_ties() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     // few distinct values: many ties
     let x: Vec<f32> = (0..4 * 6 * 37).map(|i| ((i * 7 + i / 5) % 5) as f32).collect();
     for dt in FLOATS {
@@ -287,7 +278,7 @@ fn argmax_argmin_first_index_on_ties() {
 
 #[test]
 fn sum_to_shape_matches_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     for dt in FLOATS {
         let (c, g) = pair(values(2 * 4 * 3 * 5, 12), &[2, 4, 3, 5], dt, &dev);
         for shape in [&[4usize, 3, 5][..], &[3, 1], &[1, 5], &[4, 1, 5], &[1], &[], &[2, 1, 1, 5], &[2, 4, 3, 5]] {
@@ -301,7 +292,7 @@ fn sum_to_shape_matches_cpu() {
 
 #[test]
 fn errors_are_the_cpus() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let (c, g) = pair(values(12, 13), &[3, 4], DType::F32, &dev);
     let same = |a: Error, b: Error| assert_eq!(a.to_string(), b.to_string());
     same(c.sum(5usize, false).unwrap_err(), g.sum(5usize, false).unwrap_err());
@@ -358,7 +349,7 @@ fn check_softmax(c: &Tensor, g: &Tensor, dim: usize, what: &str) {
 
 #[test]
 fn softmax_matches_cpu_every_dtype_and_dim() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     for dt in FLOATS {
         let (c, g) = pair(values(4 * 5 * 33, 14).iter().map(|v| v * 4.0).collect(), &[4, 5, 33], dt, &dev);
         for dim in 0..3 {
@@ -379,7 +370,7 @@ fn softmax_matches_cpu_every_dtype_and_dim() {
 
 #[test]
 fn softmax_special_values_as_the_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let n = 50;
     let mut x = values(5 * n, 15);
     x[..n].iter_mut().for_each(|v| *v += 1e4); // a large offset
@@ -415,7 +406,7 @@ fn norm_tol(dt: DType) -> (f64, f64) {
 
 #[test]
 fn layer_norm_matches_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     for dt in [DType::F32, DType::F16, DType::BF16] {
         let (rt, at) = norm_tol(dt);
         for (shape, norm) in [(&[4usize, 3, 37][..], &[37usize][..]), (&[6, 5, 8], &[5, 8]), (&[2, 300], &[300])] {
@@ -458,7 +449,7 @@ fn layer_norm_matches_cpu() {
 
 #[test]
 fn batch_norm_matches_cpu() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     for dt in [DType::F32, DType::F16, DType::BF16] {
         let (rt, at) = norm_tol(dt);
         for shape in [&[8usize, 3][..], &[4, 5, 6, 7], &[2, 3, 300]] {

@@ -5,23 +5,13 @@
 use half::{bf16, f16};
 use stapes_tensor::{cuda, DType, Device, Error, Tensor};
 
-/// cuda:0, or `None` after printing why the test body is skipped.
-fn cuda_device() -> Option<Device> {
-    let d = cuda::test_device();
-    match d {
-        Some(d) => eprintln!("CUDA tests on {d}: {}", cuda::describe(0)),
-        None => eprintln!("skipped: no GPU and no CUDA emulator in this build"),
-    }
-    d
-}
-
 fn values(n: usize) -> Vec<f32> {
     (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.173).collect()
 }
 
 #[test]
 fn upload_download_round_trip_every_dtype() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let x = Tensor::from_vec(values(3 * 5 * 7), [3, 5, 7], &Device::Cpu).unwrap();
     for dtype in [DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::U8, DType::I8] {
         let c = x.to_dtype(dtype).unwrap();
@@ -47,7 +37,7 @@ fn upload_download_round_trip_every_dtype() {
 
 #[test]
 fn views_become_dense_on_the_device() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let x = Tensor::from_vec(values(4 * 6 * 5), [4, 6, 5], &Device::Cpu).unwrap();
     let g = x.to_device(&dev).unwrap();
     type View = fn(&Tensor) -> Tensor;
@@ -86,7 +76,7 @@ fn views_become_dense_on_the_device() {
 
 #[test]
 fn full_zeros_ones_on_the_device() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     for dtype in [DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::U8, DType::I8] {
         for value in [0.0, 1.0, -2.5, 300.7] {
             let g = Tensor::full(value, [3, 37], dtype, &dev).unwrap();
@@ -104,7 +94,7 @@ fn full_zeros_ones_on_the_device() {
 
 #[test]
 fn casts_match_the_cpu_for_every_dtype_pair() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     // Rounding ties, NaN, infinities, saturation, negative to unsigned, integer wrap-around.
     let special = [
         0.0,
@@ -162,7 +152,7 @@ fn casts_match_the_cpu_for_every_dtype_pair() {
 
 #[test]
 fn device_errors_are_clear() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let c = Tensor::from_vec(values(6), [2, 3], &Device::Cpu).unwrap();
     let g = c.to_device(&dev).unwrap();
     // operands on two devices
@@ -188,7 +178,7 @@ fn exact_values(n: usize) -> Vec<f64> {
 
 #[test]
 fn transposed_views_become_dense_exactly() {
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     type View = Box<dyn Fn(&Tensor) -> Tensor>;
     // (source shape, view, what): plain t() around the 32-element tile edges, batched transposes
     // (one batch dim after merging, batches of 1 and many), and views with offsets.
@@ -247,7 +237,7 @@ fn large_transfers_round_trip_exactly() {
     // 3 MiB + 12 bytes of f32: above the pinned-staging threshold (1 MiB by default) and not a
     // multiple of its 8 MiB chunk, so on a GPU the upload and download go through the staging
     // path with a partial last chunk (on the emulator, the plain copy).
-    let Some(dev) = cuda_device() else { return };
+    let Some(dev) = cuda::test_device() else { return };
     let n = (3 << 20) / 4 + 3;
     let data: Vec<f32> = (0..n).map(|i| (i as f32) * 0.5 - 1e5).collect();
     let x = Tensor::from_vec(data.clone(), n, &Device::Cpu).unwrap();

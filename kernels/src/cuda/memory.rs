@@ -263,7 +263,7 @@ impl<R: RawAllocator> CachingAllocator<R> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The emulator's memory: host blocks of 8-byte words, with an optional limit for tests.
+// The emulator's memory: host blocks of 16-byte words, with an optional limit for tests.
 // ---------------------------------------------------------------------------------------------
 
 /// Host memory standing in for device memory on the emulator.
@@ -272,9 +272,18 @@ pub struct EmuMemory {
     in_use: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// An emulator block: 8-byte aligned words (every element type fits the alignment).
+/// 16 bytes aligned to 16, the unit of an emulator block: as on a GPU (whose allocations are
+/// 256-byte aligned), a block's start takes the kernels' 16-byte vector loads.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct Word([u64; 2]);
+
+/// The byte size of a [`Word`].
+const WORD: usize = 16;
+
+/// An emulator block: 16-byte aligned words (every element type and vector fits the alignment).
 pub struct EmuBlock {
-    words: Vec<u64>,
+    words: Vec<Word>,
     in_use: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -289,13 +298,13 @@ impl EmuBlock {
     }
     /// Bytes in the block.
     pub fn bytes(&self) -> usize {
-        self.words.len() * 8
+        self.words.len() * WORD
     }
 }
 
 impl Drop for EmuBlock {
     fn drop(&mut self) {
-        self.in_use.fetch_sub(self.words.len() * 8, std::sync::atomic::Ordering::Relaxed);
+        self.in_use.fetch_sub(self.words.len() * WORD, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -321,21 +330,21 @@ impl RawAllocator for EmuMemory {
     type Block = EmuBlock;
     fn alloc(&self, bytes: usize) -> Result<EmuBlock, RawAllocError> {
         use std::sync::atomic::Ordering;
-        let words = bytes.div_ceil(8);
+        let words = bytes.div_ceil(WORD);
         let limit = *self.limit.lock().unwrap_or_else(|p| p.into_inner());
-        let before = self.in_use.fetch_add(words * 8, Ordering::Relaxed);
-        if limit.is_some_and(|l| before + words * 8 > l) {
-            self.in_use.fetch_sub(words * 8, Ordering::Relaxed);
+        let before = self.in_use.fetch_add(words * WORD, Ordering::Relaxed);
+        if limit.is_some_and(|l| before + words * WORD > l) {
+            self.in_use.fetch_sub(words * WORD, Ordering::Relaxed);
             return Err(RawAllocError::OutOfMemory);
         }
         let mut v = Vec::new();
         if v.try_reserve_exact(words).is_err() {
-            self.in_use.fetch_sub(words * 8, Ordering::Relaxed);
+            self.in_use.fetch_sub(words * WORD, Ordering::Relaxed);
             return Err(RawAllocError::OutOfMemory);
         }
         // Poisoned with NaN-like bytes, as fresh device memory holds garbage: a kernel that reads
         // an output it did not write shows up in the tests.
-        v.resize(words, 0xFFF8_DEAD_FFF8_DEADu64);
+        v.resize(words, Word([0xFFF8_DEAD_FFF8_DEADu64; 2]));
         Ok(EmuBlock { words: v, in_use: self.in_use.clone() })
     }
     fn describe(&self) -> String {

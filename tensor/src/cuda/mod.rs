@@ -303,9 +303,20 @@ pub fn describe_transfers(ordinal: usize) -> String {
 
 /// The CUDA device the test suites run their CUDA bodies on: `cuda:0` on a GPU when one is
 /// present, else `cuda:0` on the emulator when it is built in (switched on here), else `None`
-/// (the caller prints a notice and skips). `STAPES_TEST_CUDA=gpu` makes a missing GPU a panic
-/// (for the GPU suite, so that it cannot pass by emulating).
+/// (the caller skips its CUDA body). Says on stderr, once per process, which it is (or why the
+/// bodies are skipped). `STAPES_TEST_CUDA=gpu` makes a missing GPU a panic (for the GPU suite,
+/// so that it cannot pass by emulating).
 pub fn test_device() -> Option<Device> {
+    let d = pick_test_device();
+    static NOTICE: std::sync::Once = std::sync::Once::new();
+    NOTICE.call_once(|| match d {
+        Some(d) => eprintln!("CUDA tests on {d}: {}", describe(0)),
+        None => eprintln!("skipped: no GPU and no CUDA emulator in this build"),
+    });
+    d
+}
+
+fn pick_test_device() -> Option<Device> {
     let want_gpu = std::env::var("STAPES_TEST_CUDA").is_ok_and(|v| v.trim() == "gpu");
     if !is_emulated() {
         match open_gpu(0) {
