@@ -49,16 +49,18 @@ fn workloads(small: bool) -> Vec<Workload> {
             Ok(Box::new(move || cuda::device_copy(&a).map(drop)))
         }),
     });
-    v.push(Workload {
-        name: "add_64M_f32",
-        flops: 0,
-        bytes: 3 * 4 * big as u64,
-        make: Box::new(move |d| {
-            let a = randn(1, &[big], DType::F32, d)?;
-            let b = randn(2, &[big], DType::F32, d)?;
-            Ok(Box::new(move || a.add(&b).map(drop)))
-        }),
-    });
+    for (name, dtype) in [("add_64M_f32", DType::F32), ("add_64M_bf16", DType::BF16)] {
+        v.push(Workload {
+            name,
+            flops: 0,
+            bytes: 3 * dtype.size_in_bytes() as u64 * big as u64,
+            make: Box::new(move |d| {
+                let a = randn(1, &[big], dtype, d)?;
+                let b = randn(2, &[big], dtype, d)?;
+                Ok(Box::new(move || a.add(&b).map(drop)))
+            }),
+        });
+    }
     v.push(Workload {
         name: "softmax_65536x1024_f32",
         flops: 0,

@@ -27,9 +27,12 @@ def workloads():
         a = randn(big)
         return lambda: a.clone()
 
-    def add():
-        a, b = randn(big), randn(big)
-        return lambda: a + b
+    def add(dtype=torch.float32):
+        def make():
+            a, b = randn(big, dtype=dtype), randn(big, dtype=dtype)
+            return lambda: a + b
+
+        return make
 
     def softmax():
         x = randn(rows, 1024)
@@ -130,7 +133,8 @@ def workloads():
     conv1, conv2 = 2 * 8 * 64 * 9 * hw, 2 * 8 * 128 * 64 * 9 * hw
     return [
         ("d2d_copy_64M_f32", 0, 2 * 4 * big, d2d),
-        ("add_64M_f32", 0, 3 * 4 * big, add),
+        ("add_64M_f32", 0, 3 * 4 * big, add()),
+        ("add_64M_bf16", 0, 3 * 2 * big, add(torch.bfloat16)),
         ("softmax_65536x1024_f32", 0, 2 * 4 * rows * 1024, softmax),
         ("layer_norm_65536x1024_f32", 0, 2 * 4 * rows * 1024, layer_norm),
         ("transpose_8192x8192_f32", 0, 2 * 4 * mm * mm, transpose),
