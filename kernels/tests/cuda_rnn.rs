@@ -976,3 +976,47 @@ fn layer_forward_persistent_matches_steps() {
         }
     }
 }
+
+/// Empty sizes (no steps, no batch rows, no hidden units, no inputs) run the layer driver
+/// forward and backward without a panic, and the results have their shapes: the final states
+/// are the initial ones when there are no steps.
+#[test]
+fn layer_driver_handles_empty_sizes() {
+    use stapes_kernels::cuda::rnn_seq::{
+        packed_len, rnn_layer_backward_f32, rnn_layer_forward_f32, rnn_layer_output_f32, LayerWeights, SeqCell,
+        SeqSizes, StepAlgo,
+    };
+    let backend = Backend::emulator();
+    for cell in [SeqCell::Lstm, SeqCell::Gru] {
+        for &(steps, batch, input, hidden) in
+            &[(0usize, 2usize, 3usize, 4usize), (3, 0, 3, 4), (3, 2, 3, 0), (3, 2, 0, 4)]
+        {
+            for nd in [1, 2] {
+                let what = format!("{cell:?} D={nd} [T, B, I, H] = {:?}", (steps, batch, input, hidden));
+                let sz = SeqSizes { steps, batch, input, hidden };
+                let gw = cell.gates() * hidden;
+                let up = |n: usize, seed: u32| backend.upload(&values(n, seed, -0.5, 0.5)).unwrap();
+                let (w_ih, w_hh, b) = (up(nd * gw * input, 1), up(nd * gw * hidden, 2), up(nd * gw, 3));
+                let w = LayerWeights { dirs: nd, w_ih: &w_ih, w_hh: &w_hh, b_ih: Some(&b), b_hh: Some(&b) };
+                let x = up(steps * batch * input, 4);
+                let (h0, c0) = (up(nd * batch * hidden, 5), up(nd * batch * hidden, 6));
+                let c0 = (cell == SeqCell::Lstm).then_some(&c0);
+                let d_len = backend.upload(&vec![steps as i64; batch]).unwrap();
+                let saved = rnn_layer_forward_f32(&backend, cell, sz, StepAlgo::Steps, false, &d_len, &x, &w, &h0, c0)
+                    .unwrap_or_else(|e| panic!("{what}: forward: {e}"));
+                let total = packed_len(cell, sz, nd);
+                let mut packed = backend.alloc::<f32>(total).unwrap();
+                rnn_layer_output_f32(&backend, sz, &d_len, &saved, &mut packed).unwrap();
+                let out = backend.download(&packed).unwrap();
+                if steps == 0 {
+                    assert_eq!(&out[..nd * batch * hidden], &backend.download(&h0).unwrap()[..], "{what}: h_n = h0");
+                }
+                let g = rnn_layer_backward_f32(&backend, sz, false, &d_len, &x, &w, &saved, &packed, true)
+                    .unwrap_or_else(|e| panic!("{what}: backward: {e}"));
+                assert_eq!(g.dx.as_ref().map(|d| d.len()), Some(steps * batch * input), "{what}");
+                assert_eq!(g.dw_ih.len(), nd * gw * input, "{what}");
+                assert_eq!(g.dh0.len(), nd * batch * hidden, "{what}");
+            }
+        }
+    }
+}

@@ -179,3 +179,30 @@ fn cuda_rnn_errors() {
         Ok(_) => panic!("expected DeviceMismatch, got a result"),
     }
 }
+
+/// No time steps, or no batch rows: the device answers as the CPU does (today both refuse an
+/// empty input with the same error; the same values if that changes), never a panic.
+#[test]
+fn empty_sequences_on_cuda_match_the_cpu() {
+    let Some(dev) = cuda::test_device() else { return };
+    for (t, b) in [(0usize, 2usize), (3, 0)] {
+        let lstm = Lstm::new(config(true)).unwrap();
+        let run = |d: &Device| {
+            let x = Var::constant(randn(7, &[t, b, I]).to_device(d).unwrap());
+            lstm.forward(&x, None, None)
+                .map(|o| [o.output, o.h_n, o.c_n].map(|v| v.tensor().to_device(&Device::Cpu).unwrap()))
+        };
+        let want = run(&Device::Cpu);
+        lstm.to_device(&dev).unwrap();
+        let got = run(&dev);
+        match (got, want) {
+            (Ok(g), Ok(w)) => {
+                for (name, (g, w)) in ["output", "h_n", "c_n"].iter().zip(g.iter().zip(&w)) {
+                    close(&format!("T={t} B={b} {name}"), g, w);
+                }
+            }
+            (Err(g), Err(w)) => assert_eq!(g.to_string(), w.to_string(), "T={t} B={b}"),
+            (g, w) => panic!("T={t} B={b}: the device gave {:?}, the CPU {:?}", g.err(), w.err()),
+        }
+    }
+}

@@ -82,6 +82,7 @@ pub struct GemmConfig {
 
 impl GemmConfig {
     /// A single `C = A * B` of dense row-major operands (no transposes, no offsets, batch 1).
+    /// The leading dimensions are at least 1 (BLAS's rule), so an empty `k` or `n` is valid.
     pub fn dense(m: usize, n: usize, k: usize) -> Self {
         GemmConfig {
             transa: false,
@@ -92,9 +93,9 @@ impl GemmConfig {
             batch: 1,
             alpha: 1.0,
             beta: 0.0,
-            lda: k,
-            ldb: n,
-            ldc: n,
+            lda: k.max(1),
+            ldb: n.max(1),
+            ldc: n.max(1),
             stride_a: m * k,
             stride_b: k * n,
             stride_c: m * n,

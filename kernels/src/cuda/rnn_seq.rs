@@ -264,7 +264,7 @@ fn bias_grads(
     let mut db = backend.zeros::<f32>(dirs * gw)?;
     let cfg = GemmConfig {
         batch: dirs,
-        lda: rows,
+        lda: rows.max(1),
         stride_a: 0,
         stride_b: rows * gw,
         stride_c: gw,
@@ -325,7 +325,7 @@ pub fn rnn_layer_forward_f32(
         if input == 0 { backend.zeros::<f32>(nd * rows * gw)? } else { backend.alloc::<f32>(nd * rows * gw)? };
     let cfg = GemmConfig {
         transb: true,
-        ldb: input,
+        ldb: input.max(1),
         batch: nd,
         stride_a: 0,
         stride_b: gw * input,
@@ -345,7 +345,7 @@ pub fn rnn_layer_forward_f32(
         let cfg = GemmConfig {
             transb: true,
             beta: 1.0,
-            ldb: hidden,
+            ldb: hidden.max(1),
             batch: nd,
             offset_a: d0.prev * bh,
             stride_a: (d1.prev - d0.prev) * bh,
@@ -596,7 +596,7 @@ pub fn rnn_layer_backward_f32(
     let mut dw_hh = backend.zeros::<f32>(nd * gw * hidden)?;
     let cfg = GemmConfig {
         transa: true,
-        lda: gw,
+        lda: gw.max(1),
         batch: nd,
         stride_a: rows * gw,
         stride_b: (steps + 2) * bh,
@@ -609,7 +609,7 @@ pub fn rnn_layer_backward_f32(
     let mut dw_ih = backend.zeros::<f32>(nd * gw * input)?;
     let cfg = GemmConfig {
         transa: true,
-        lda: gw,
+        lda: gw.max(1),
         batch: nd,
         stride_a: rows * gw,
         stride_b: 0,
