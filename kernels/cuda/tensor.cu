@@ -30,6 +30,11 @@
 // Fill. dst[i] = value for i < n; the value arrives as its bit pattern in an unsigned long long
 // (low bytes), again one kernel per element size.
 //
+// Arange. dst[i] = start + i * step in double, with the product and the sum rounded apart
+// (__dmul_rn/__dadd_rn: no FMA contraction), the CPU reference's `start + i as f64 * step`
+// exactly; the tensor layer casts the f64 result to the asked dtype on the device, as the CPU
+// casts its f64 values.
+//
 // Cast. dst[i] = convert(src[i]) for every pair of dtypes, with the CPU reference's rules
 // (tensor/src/ops/compute.rs: through f64 unless a direct rounding exists):
 //   float -> float: round to nearest even; f64 -> f16/bf16 goes through f32 (two roundings), as
@@ -217,6 +222,13 @@ extern "C" __global__ void copy_strided_b8(const unsigned long long* src, unsign
 }
 extern "C" __global__ void fill_b8(unsigned long long* dst, unsigned long long bits, unsigned long long n) {
     fill<unsigned long long>(dst, bits, n);
+}
+
+extern "C" __global__ void arange_f64(double* dst, double start, double step, unsigned long long n) {
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        dst[i] = __dadd_rn(start, __dmul_rn((double)i, step));
+    }
 }
 
 // dst[z, r, c] = src[offset + z * stride_z + r * stride_r + c * stride_c], dst dense

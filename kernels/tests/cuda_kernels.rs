@@ -170,6 +170,7 @@ const TESTED: &[(&str, &str)] = &[
     ("fill_b4", "tensor/tests/cuda_tensor.rs: full_zeros_ones_on_the_device"),
     ("copy_strided_b8", "tensor/tests/cuda_tensor.rs: views_become_dense_on_the_device"),
     ("fill_b8", "tensor/tests/cuda_tensor.rs: full_zeros_ones_on_the_device"),
+    ("arange_f64", "tensor/tests/cuda_tensor.rs: arange_on_the_device_matches_the_cpu"),
     ("transpose_b1", "transpose_copy_matches_cpu; tensor/tests/cuda_tensor.rs: transposed_views_become_dense_exactly"),
     ("transpose_b2", "transpose_copy_matches_cpu; tensor/tests/cuda_tensor.rs: transposed_views_become_dense_exactly"),
     ("transpose_b4", "transpose_copy_matches_cpu; tensor/tests/cuda_tensor.rs: transposed_views_become_dense_exactly"),

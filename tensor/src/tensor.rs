@@ -136,7 +136,19 @@ impl Tensor {
         if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
             return Err(Error::invalid("arange", format!("invalid range start={start} end={end} step={step}")));
         }
-        let n = ((end - start) / step).ceil().max(0.0) as usize;
+        let count = ((end - start) / step).ceil().max(0.0);
+        // the most elements any buffer can hold (the byte size of f64 values must fit an isize)
+        if count > (isize::MAX as usize / 8) as f64 {
+            return Err(Error::invalid(
+                "arange",
+                format!("start={start} end={end} step={step} would make {count:e} elements"),
+            ));
+        }
+        let n = count as usize;
+        if device.is_cuda() {
+            // computed on the device (the same f64 values), then cast there
+            return Tensor::cuda_arange_f64(start, step, n, device)?.to_dtype(dtype);
+        }
         let vals: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
         Tensor::from_vec(vals, n, device)?.to_dtype(dtype)
     }

@@ -92,6 +92,33 @@ fn full_zeros_ones_on_the_device() {
     assert_eq!(o.to_vec::<bf16>().unwrap(), vec![bf16::ONE; 6]);
 }
 
+/// `arange` on the device (an f64 kernel, then the cast) gives the CPU's values exactly: steps
+/// that are not binary fractions, negative steps, empty ranges, every dtype, and more values than
+/// the emulator's grid has threads.
+#[test]
+fn arange_on_the_device_matches_the_cpu() {
+    let Some(dev) = cuda::test_device() else { return };
+    let ranges =
+        [(0.0, 10.0, 1.0), (-1.5, 2.0, 0.1), (5.0, -5.0, -0.7), (3.0, 3.0, 1.0), (0.0, 4100.3, 0.3), (1.0, 0.0, 1.0)];
+    for (start, end, step) in ranges {
+        for dtype in [DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::U8] {
+            let g = Tensor::arange(start, end, step, dtype, &dev).unwrap();
+            let c = Tensor::arange(start, end, step, dtype, &Device::Cpu).unwrap();
+            assert_eq!(g.device(), &dev);
+            assert_eq!(g.dims(), c.dims(), "arange({start}, {end}, {step}) as {dtype}");
+            let (gv, cv) = (g.to_vec_f64().unwrap(), c.to_vec_f64().unwrap());
+            assert!(
+                gv.iter().zip(&cv).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "arange({start}, {end}, {step}) as {dtype}"
+            );
+        }
+    }
+    for bad in [(0.0, 1.0, 0.0), (0.0, f64::INFINITY, 1.0), (0.0, 1e300, 1e-300)] {
+        let e = Tensor::arange(bad.0, bad.1, bad.2, DType::F32, &dev).unwrap_err();
+        assert!(e.to_string().contains("arange"), "{bad:?}: {e}");
+    }
+}
+
 #[test]
 fn casts_match_the_cpu_for_every_dtype_pair() {
     let Some(dev) = cuda::test_device() else { return };

@@ -168,6 +168,19 @@ pub fn fill<T: DeviceElem>(backend: &Backend, dst: &mut DeviceBuffer<T>, value: 
     unsafe { backend.launch(&format!("fill_{suffix}"), cfg, &mut args) }
 }
 
+/// `dst[i] = start + i·step` in `f64` (product and sum rounded apart, as the CPU's
+/// `start + i as f64 * step`), for `i < dst.len()`.
+pub fn arange_f64(backend: &Backend, start: f64, step: f64, dst: &mut DeviceBuffer<f64>) -> Result<(), CudaError> {
+    let n = dst.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let cfg = launch_config(backend, n);
+    let mut args = [KernelArg::output(dst), KernelArg::f64(start), KernelArg::f64(step), KernelArg::u64(n as u64)];
+    // SAFETY: arange_f64(double*, double, double, unsigned long long n) writes dst[0, n), n = dst.len().
+    unsafe { backend.launch("arange_f64", cfg, &mut args) }
+}
+
 /// `dst[i] = src[i] as D` with the tensor layer's conversion rules (see `tensor.cu`).
 pub fn cast<S: DeviceElem, D: DeviceElem>(
     backend: &Backend,

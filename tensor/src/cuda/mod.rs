@@ -514,6 +514,15 @@ impl Tensor {
         Ok(Tensor::from_cuda_buf(buf, backend, shape, *device))
     }
 
+    /// `[start, start + step, ...]` (`n` values) in f64 on a CUDA device (`Tensor::arange`).
+    pub(crate) fn cuda_arange_f64(start: f64, step: f64, n: usize, device: &Device) -> Result<Tensor> {
+        const OP: &str = "arange";
+        let backend = backend(OP, device)?;
+        let mut b = backend.alloc::<f64>(n).map_err(cuda_err(OP))?;
+        kc::tensor::arange_f64(&backend, start, step, &mut b).map_err(cuda_err(OP))?;
+        Ok(Tensor::from_cuda_buf(CudaBuf::F64(b), backend, Shape::from(n), *device))
+    }
+
     /// `to_dtype` on a CUDA device: a cast kernel over the dense data.
     pub(crate) fn cuda_to_dtype(&self, dtype: DType) -> Result<Tensor> {
         const OP: &str = "to_dtype";
