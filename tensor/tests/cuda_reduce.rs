@@ -359,7 +359,8 @@ fn softmax_matches_cpu_every_dtype_and_dim() {
         for dim in 0..3 {
             check_softmax(&ct, &gt, dim, "transposed");
         }
-        for n in [1usize, 31, 32, 257, 1000] {
+        // up to 8 elements per thread take the register path, 5000 (> 256 x 8) the two-pass loop
+        for n in [1usize, 31, 32, 257, 1000, 2048, 2049, 5000] {
             let (c, g) = pair(values(3 * n, n as u64), &[3, n], dt, &dev);
             check_softmax(&c, &g, 1, "rows");
         }

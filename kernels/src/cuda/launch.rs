@@ -135,6 +135,11 @@ impl Backend {
         }
     }
 
+    /// Whether this is the CPU emulator (not a GPU).
+    pub fn is_emulator(&self) -> bool {
+        matches!(self, Backend::Emu(_))
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Backend::Emu(_) => "emulator",
