@@ -154,6 +154,19 @@ fn workloads(small: bool) -> Vec<Workload> {
             }))
         }),
     });
+    // The second convolution alone, forward only (no graph): how much of the step the forward
+    // GEMMs and im2col take.
+    v.push(Workload {
+        name: "conv2d_fwd_only_8x64x80x400_to_128_f32",
+        flops: conv2,
+        bytes: 0,
+        make: Box::new(move |d| {
+            let h = randn(17, &[cb, 64, ch, cw], DType::F32, d)?;
+            let w2 = randn(14, &[128, 64, 3, 3], DType::F32, d)?.mul_scalar(1.0 / 24.0)?;
+            let b2 = randn(15, &[128], DType::F32, d)?.mul_scalar(0.1)?;
+            Ok(Box::new(move || h.conv2d(&w2, Some(&b2), [1, 1], [1, 1], [1, 1], 1).map(drop)))
+        }),
+    });
     // Issue 7: CTC forward+backward at T=500, B=32, S=100 for C=29 and C=5000 (log-probs input,
     // mean reduction), and the bidirectional 2-layer LSTM (input 256, hidden 512, batch 32,
     // T=400) forward+backward.

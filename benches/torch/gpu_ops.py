@@ -89,6 +89,17 @@ def workloads():
 
         return step
 
+    def conv_fwd():
+        h = randn(8, 64, 80, 400)
+        w2 = randn(128, 64, 3, 3) / 24
+        b2 = randn(128) * 0.1
+
+        def step():
+            with torch.no_grad():
+                torch.nn.functional.conv2d(h, w2, b2, padding=1)
+
+        return step
+
     def ctc(classes):
         def make():
             T, B, S = 500, 32, 100
@@ -148,6 +159,7 @@ def workloads():
         ("matmul_8192_bf16", 2 * mm**3, 0, matmul(torch.bfloat16)),
         ("matmul_8192_f32", 2 * mm**3, 0, matmul(torch.float32)),
         ("conv2d_fwd_bwd_8x1x80x400_f32", 2 * conv1 + 3 * conv2, 0, conv),
+        ("conv2d_fwd_only_8x64x80x400_to_128_f32", conv2, 0, conv_fwd),
         ("ctc_fwd_bwd_T500_B32_S100_C29", 0, 0, ctc(29)),
         ("ctc_fwd_bwd_T500_B32_S100_C5000", 0, 0, ctc(5000)),
         ("bilstm2_fwd_bwd_I256_H512_B32_T400_f32", 3 * per_step * 400 * 32, 0, bilstm),

@@ -11,9 +11,10 @@
 //
 // Layer norm on [rows, cols]:
 //   layer_norm_forward_f32: one block per row (grid-stride over rows); Welford over the row,
-//     saves mean and rstd, y = (x - mean) * rstd * w + b. A row of at most kRowCache (8)
-//     elements per thread is read once into registers (all its loads in flight together) and
-//     written from them; a longer one is read twice (the second time from L1/L2). Writes once.
+//     saves mean and rstd, y = (x - mean) * rstd * w + b. Reads the row twice (the second time
+//     from L1/L2), writes it once. Rows of at most 1024 columns take layer_norm_warp_forward_f32
+//     instead: one warp per row held in registers (read once), blockDim.x = 256 (8 rows per
+//     block), gridDim.x = min(ceil(rows / 8), 8 * SMs).
 //   layer_norm_backward_input_f32: one block per row; block sums of g*w and g*w*(x - mean), then
 //     grad_x = rstd * (g*w - mean(g*w) - xhat * mean(g*w*xhat)). Reads x and grad_y twice.
 //   layer_norm_grad_params_partial_f32 + layer_norm_grad_params_finish_f32: grad_w = sum over rows
@@ -45,10 +46,10 @@
 
 namespace {
 
-// Elements per thread a layer-norm row may have for the register path (the row read once, every
-// load issued before the first use). On an H100 the two-pass loop reached 32% of the
-// device-to-device copy's bandwidth on [65536, 1024].
-constexpr int kRowCache = 8;
+// Registers per lane of the warp-per-row layer norm (rows of at most 32 * kRowCache columns).
+// On an H100 the block-per-row kernel reached 32% of the device-to-device copy's bandwidth on
+// [65536, 1024].
+constexpr int kRowCache = 32;
 
 constexpr unsigned kFullMask = 0xffffffffu;
 
@@ -160,27 +161,11 @@ extern "C" __global__ void layer_norm_forward_f32(const float* x, unsigned long 
                                                   const float* weight, unsigned has_weight, const float* bias,
                                                   unsigned has_bias, float eps, float* y, float* mean, float* rstd) {
     __shared__ float part[96];
-    const bool cached = cols <= (unsigned long long)blockDim.x * kRowCache;
     for (unsigned long long r = blockIdx.x; r < rows; r += gridDim.x) {
         const float* xr = x + r * cols;
         float* yr = y + r * cols;
         Moments m = {0.0f, 0.0f, 0.0f};
-        float v[kRowCache];
-        if (cached) {
-            // the thread's elements in one burst of loads, then the same Welford updates in the
-            // same order as the loop below
-#pragma unroll
-            for (int k = 0; k < kRowCache; ++k) {
-                const unsigned long long j = threadIdx.x + (unsigned long long)k * blockDim.x;
-                v[k] = j < cols ? xr[j] : 0.0f;
-            }
-#pragma unroll
-            for (int k = 0; k < kRowCache; ++k) {
-                if (threadIdx.x + (unsigned long long)k * blockDim.x < cols) moments_add(m, v[k]);
-            }
-        } else {
-            for (unsigned long long j = threadIdx.x; j < cols; j += blockDim.x) moments_add(m, xr[j]);
-        }
+        for (unsigned long long j = threadIdx.x; j < cols; j += blockDim.x) moments_add(m, xr[j]);
         m = block_moments(m, part);
         const float mu = m.mean;
         const float rs = rsqrtf((cols > 0 ? m.m2 / (float)cols : 0.0f) + eps);
@@ -188,20 +173,55 @@ extern "C" __global__ void layer_norm_forward_f32(const float* x, unsigned long 
             mean[r] = mu;
             rstd[r] = rs;
         }
-        if (cached) {
+        for (unsigned long long j = threadIdx.x; j < cols; j += blockDim.x) {
+            float v = (xr[j] - mu) * rs;
+            if (has_weight) v *= weight[j];
+            if (has_bias) v += bias[j];
+            yr[j] = v;
+        }
+    }
+}
+
+// Rows of at most 32 * kRowCache (1024) columns: one warp per row, the row in registers
+// (column j = lane + 32 k in v[k]); the mean, then the sum of squared deviations from it (two
+// passes over the registers, exact in the order shown), reduced by warp shuffles alone (no
+// shared memory, no barrier); y written from the registers. The row is read once and written
+// once. A block of 8 warps takes 8 rows; warps stride over the rows.
+extern "C" __global__ void layer_norm_warp_forward_f32(const float* x, unsigned long long rows,
+                                                       unsigned long long cols, const float* weight,
+                                                       unsigned has_weight, const float* bias, unsigned has_bias,
+                                                       float eps, float* y, float* mean, float* rstd) {
+    const unsigned lane = threadIdx.x & 31u;
+    const unsigned long long per_block = blockDim.x >> 5;
+    const unsigned long long stride = (unsigned long long)gridDim.x * per_block;
+    for (unsigned long long r = blockIdx.x * per_block + (threadIdx.x >> 5); r < rows; r += stride) {
+        const float* xr = x + r * cols;
+        float* yr = y + r * cols;
+        float v[kRowCache];
+        float sum = 0.0f;
 #pragma unroll
-            for (int k = 0; k < kRowCache; ++k) {
-                const unsigned long long j = threadIdx.x + (unsigned long long)k * blockDim.x;
-                if (j < cols) {
-                    float o = (v[k] - mu) * rs;
-                    if (has_weight) o *= weight[j];
-                    if (has_bias) o += bias[j];
-                    yr[j] = o;
-                }
-            }
-        } else {
-            for (unsigned long long j = threadIdx.x; j < cols; j += blockDim.x) {
-                float o = (xr[j] - mu) * rs;
+        for (int k = 0; k < kRowCache; ++k) {
+            const unsigned long long j = lane + 32ull * k;
+            v[k] = j < cols ? xr[j] : 0.0f;
+            sum += v[k];
+        }
+        const float mu = warp_sum(sum) / (float)cols;
+        float sq = 0.0f;
+#pragma unroll
+        for (int k = 0; k < kRowCache; ++k) {
+            const float d = lane + 32ull * k < cols ? v[k] - mu : 0.0f;
+            sq += d * d;
+        }
+        const float rs = rsqrtf(warp_sum(sq) / (float)cols + eps);
+        if (lane == 0) {
+            mean[r] = mu;
+            rstd[r] = rs;
+        }
+#pragma unroll
+        for (int k = 0; k < kRowCache; ++k) {
+            const unsigned long long j = lane + 32ull * k;
+            if (j < cols) {
+                float o = (v[k] - mu) * rs;
                 if (has_weight) o *= weight[j];
                 if (has_bias) o += bias[j];
                 yr[j] = o;

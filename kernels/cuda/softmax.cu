@@ -21,7 +21,9 @@
 // NaN anywhere makes the row NaN; -inf entries contribute 0.
 //
 // Launch: gridDim.x = min(rows, cap), blockDim.x a multiple of 32 in [32, 1024] (the launcher
-// uses min(256, n rounded up to 32)); 256 bytes of static shared memory.
+// uses min(256, n rounded up to 32)); 256 bytes of static shared memory. Rows of at most 1024
+// elements take the warp-per-row kernels instead ([log_]softmax_warp_<T>, softmax_warp_rows):
+// blockDim.x = 256 (8 rows per block), gridDim.x = min(ceil(rows / 8), 8 * SMs).
 // Memory traffic: reads rows * n elements (2 * rows * n off the register path, the second read
 // mostly from L2), writes rows * n.
 //
@@ -163,6 +165,60 @@ __device__ __forceinline__ void softmax_rows(const T* x, T* y, unsigned long lon
     }
 }
 
+// Rows of at most 32 * kWarpElems (1024) elements: one warp per row, the row in registers
+// (element j = lane + 32 k in v[k]), the max and then the sum of exp(v - max) reduced by warp
+// shuffles alone: no shared memory, no barrier, no exp in the reduction chain; the row read once
+// and written once. A block of 8 warps takes 8 rows; warps stride over the rows.
+constexpr int kWarpElems = 32;
+
+template <class T, class A, bool kLog>
+__device__ __forceinline__ void softmax_warp_rows(const T* x, T* y, unsigned long long rows, unsigned long long n) {
+    const unsigned lane = threadIdx.x & 31u;
+    const unsigned long long per_block = blockDim.x >> 5;
+    const unsigned long long stride = (unsigned long long)gridDim.x * per_block;
+    for (unsigned long long row = blockIdx.x * per_block + (threadIdx.x >> 5); row < rows; row += stride) {
+        const T* xr = x + row * n;
+        T* yr = y + row * n;
+        A v[kWarpElems];
+#pragma unroll
+        for (int k = 0; k < kWarpElems; ++k) {
+            const unsigned long long j = lane + 32ull * k;
+            v[k] = j < n ? to_acc(xr[j]) : neg_inf<A>();
+        }
+        // the max (NaN entries never win a comparison; they poison the sum below)
+        A m = neg_inf<A>();
+#pragma unroll
+        for (int k = 0; k < kWarpElems; ++k) m = v[k] > m ? v[k] : m;
+        for (int offset = 16; offset > 0; offset >>= 1) {
+            const A o = __shfl_xor_sync(kFullMask, m, offset);
+            m = o > m ? o : m;
+        }
+        // the sum of exp(v - max): -inf entries (and the padding) add 0, a NaN makes it NaN, and a
+        // row of -inf only sums to 0, so its outputs are NaN as in PyTorch
+        A s = (A)0;
+#pragma unroll
+        for (int k = 0; k < kWarpElems; ++k) {
+            if (v[k] != neg_inf<A>()) s += acc_exp(v[k] - m);
+        }
+        s = warp_sum(s);
+        if (kLog) {
+            const A shift = m + acc_log(s);
+#pragma unroll
+            for (int k = 0; k < kWarpElems; ++k) {
+                const unsigned long long j = lane + 32ull * k;
+                if (j < n) store(yr + j, v[k] - shift);
+            }
+        } else {
+            const A inv = (A)1 / s;
+#pragma unroll
+            for (int k = 0; k < kWarpElems; ++k) {
+                const unsigned long long j = lane + 32ull * k;
+                if (j < n) store(yr + j, acc_exp(v[k] - m) * inv);
+            }
+        }
+    }
+}
+
 template <class T, class A, bool kLog>
 __device__ __forceinline__ void softmax_backward_rows(const T* y, const T* g, T* gx, unsigned long long rows,
                                                       unsigned long long n) {
@@ -240,6 +296,37 @@ extern "C" __global__ void softmax_last_f64(const double* x, double* y, unsigned
 extern "C" __global__ void log_softmax_last_f64(const double* x, double* y, unsigned long long rows,
                                                 unsigned long long n) {
     softmax_rows<double, double, true>(x, y, rows, n);
+}
+
+// The same for rows of at most 1024 elements, one warp per row (softmax_warp_rows).
+extern "C" __global__ void softmax_warp_f32(const float* x, float* y, unsigned long long rows, unsigned long long n) {
+    softmax_warp_rows<float, float, false>(x, y, rows, n);
+}
+extern "C" __global__ void log_softmax_warp_f32(const float* x, float* y, unsigned long long rows,
+                                                unsigned long long n) {
+    softmax_warp_rows<float, float, true>(x, y, rows, n);
+}
+extern "C" __global__ void softmax_warp_f16(const __half* x, __half* y, unsigned long long rows, unsigned long long n) {
+    softmax_warp_rows<__half, float, false>(x, y, rows, n);
+}
+extern "C" __global__ void log_softmax_warp_f16(const __half* x, __half* y, unsigned long long rows,
+                                                unsigned long long n) {
+    softmax_warp_rows<__half, float, true>(x, y, rows, n);
+}
+extern "C" __global__ void softmax_warp_bf16(const __nv_bfloat16* x, __nv_bfloat16* y, unsigned long long rows,
+                                             unsigned long long n) {
+    softmax_warp_rows<__nv_bfloat16, float, false>(x, y, rows, n);
+}
+extern "C" __global__ void log_softmax_warp_bf16(const __nv_bfloat16* x, __nv_bfloat16* y, unsigned long long rows,
+                                                 unsigned long long n) {
+    softmax_warp_rows<__nv_bfloat16, float, true>(x, y, rows, n);
+}
+extern "C" __global__ void softmax_warp_f64(const double* x, double* y, unsigned long long rows, unsigned long long n) {
+    softmax_warp_rows<double, double, false>(x, y, rows, n);
+}
+extern "C" __global__ void log_softmax_warp_f64(const double* x, double* y, unsigned long long rows,
+                                                unsigned long long n) {
+    softmax_warp_rows<double, double, true>(x, y, rows, n);
 }
 
 // gx = the gradient of softmax / log_softmax over each row, from the forward output y and the

@@ -70,9 +70,15 @@ pub fn layer_norm_forward_f32(
         KernelArg::output(mean),
         KernelArg::output(rstd),
     ];
-    // SAFETY: block r < rows reads/writes x and y at [r·cols, (r + 1)·cols), weight/bias at
-    // j < cols when given, mean/rstd at r: all lengths checked above.
-    unsafe { backend.launch("layer_norm_forward_f32", row_launch_config(backend, rows, cols), &mut args) }
+    let (kernel, cfg) = if cols <= super::softmax::WARP_ROW_MAX {
+        ("layer_norm_warp_forward_f32", super::softmax::warp_row_launch_config(backend, rows))
+    } else {
+        ("layer_norm_forward_f32", row_launch_config(backend, rows, cols))
+    };
+    // SAFETY: row r < rows (one block, or one warp for the warp kernel) reads/writes x and y at
+    // [r·cols, (r + 1)·cols), weight/bias at j < cols when given, mean/rstd at r: all lengths
+    // checked above; the warp kernel's 32 registers per lane cover cols <= WARP_ROW_MAX.
+    unsafe { backend.launch(kernel, cfg, &mut args) }
 }
 
 /// Rows of the layer-norm parameter-gradient chunks: enough chunks (each at least 32 rows) that

@@ -3,7 +3,7 @@
 //! their backward ([`softmax_backward_last`]). CPU reference:
 //! [`crate::cpu::softmax::softmax_last`], [`crate::cpu::softmax::softmax_backward_last`].
 
-use super::launch::{Backend, DeviceBuffer, DeviceElem, KernelArg};
+use super::launch::{Backend, DeviceBuffer, DeviceElem, KernelArg, LaunchConfig};
 use super::reduce::row_launch_config;
 use super::CudaError;
 
@@ -30,8 +30,19 @@ pub fn softmax_last_f32(
     unsafe { backend.launch(kernel, cfg, &mut args) }
 }
 
+/// The longest row the warp-per-row kernels take (32 lanes x 32 registers).
+pub const WARP_ROW_MAX: usize = 1024;
+
+/// The launch shape of a warp-per-row kernel: blocks of 8 warps (8 rows), at most 8 blocks per
+/// SM (full occupancy; the warps stride over the rows beyond that).
+pub fn warp_row_launch_config(backend: &Backend, rows: usize) -> LaunchConfig {
+    let cap = backend.multiprocessor_count() as usize * 8;
+    LaunchConfig::linear(rows.div_ceil(8).clamp(1, cap) as u32, 256)
+}
+
 /// `y = softmax(x)` (or `log_softmax` when `log`) over each row of the contiguous `[rows, n]`
-/// matrix, for `f16`, `bf16`, `f32` (computed in `f32`, rounded once) and `f64`.
+/// matrix, for `f16`, `bf16`, `f32` (computed in `f32`, rounded once) and `f64`: one warp per
+/// row for rows of at most [`WARP_ROW_MAX`] elements, else one block per row.
 pub fn softmax_last<T: DeviceElem>(
     backend: &Backend,
     x: &DeviceBuffer<T>,
@@ -49,8 +60,11 @@ pub fn softmax_last<T: DeviceElem>(
     if rows == 0 || n == 0 {
         return Ok(());
     }
-    let kernel = format!("{}softmax_last_{}", if log { "log_" } else { "" }, T::NAME);
-    let cfg = row_launch_config(backend, rows, n);
+    let (kernel, cfg) = if n <= WARP_ROW_MAX {
+        (format!("{}softmax_warp_{}", if log { "log_" } else { "" }, T::NAME), warp_row_launch_config(backend, rows))
+    } else {
+        (format!("{}softmax_last_{}", if log { "log_" } else { "" }, T::NAME), row_launch_config(backend, rows, n))
+    };
     let mut args = [KernelArg::input(x), KernelArg::output(y), KernelArg::u64(rows as u64), KernelArg::u64(n as u64)];
     // SAFETY: [log_]softmax_last_<T>(const T* x, T* y, rows, n) reads x[0, rows·n) and writes
     // y[0, rows·n), the buffers' lengths (checked); T is a float type the kernels exist for.

@@ -168,7 +168,7 @@ pub(crate) fn unary(x: &Tensor, op: UnaryOp) -> Result<Tensor> {
     let n = x.elem_count();
     let buf = float_elem!(x.dtype(), name, |T| {
         let src = typed::<T>(name, &dense)?;
-        let mut out = backend.zeros::<T>(n).map_err(cuda_err(name))?;
+        let mut out = backend.alloc::<T>(n).map_err(cuda_err(name))?;
         kew::unary(backend, kernel_unary(op), n, src, &mut out).map_err(cuda_err(name))?;
         T::into_cuda(out)
     });
@@ -184,7 +184,7 @@ pub(crate) fn binary(a: &Tensor, b: &Tensor, op: BinaryOp, shape: &[usize]) -> R
     let kop = kernel_binary(op);
     let buf = float_elem!(a.dtype(), name, |T| {
         let (ab, bb) = (typed::<T>(name, a)?, typed::<T>(name, b)?);
-        let mut out = backend.zeros::<T>(n).map_err(cuda_err(name))?;
+        let mut out = backend.alloc::<T>(n).map_err(cuda_err(name))?;
         if walk.is_dense() {
             kew::binary(backend, kop, n, ab, bb, &mut out)
         } else {
@@ -202,7 +202,7 @@ pub(crate) fn cmp(a: &Tensor, b: &Tensor, op: CmpOp, shape: &[usize]) -> Result<
     let (sa, backend) = a.cuda_parts(name)?;
     let n: usize = shape.iter().product();
     let walk = Walk::new(name, shape, &[a.layout(), b.layout()])?;
-    let mut out = backend.zeros::<u8>(n).map_err(cuda_err(name))?;
+    let mut out = backend.alloc::<u8>(n).map_err(cuda_err(name))?;
     cuda_buf_dispatch!(&sa.buf, |ab: T| {
         let bb = typed::<T>(name, b)?;
         kew::cmp(backend, kernel_cmp(op), &walk.dims, walk.operand(0, ab), walk.operand(1, bb), &mut out)
@@ -220,7 +220,7 @@ pub(crate) fn where_cond(mask: &Tensor, on_true: &Tensor, on_false: &Tensor, sha
     let mb = typed::<u8>(OP, mask)?;
     let buf = cuda_buf_dispatch!(&st.buf, |ab: T| {
         let bb = typed::<T>(OP, on_false)?;
-        let mut out = backend.zeros::<T>(n).map_err(cuda_err(OP))?;
+        let mut out = backend.alloc::<T>(n).map_err(cuda_err(OP))?;
         kew::where_cond(backend, &walk.dims, walk.operand(0, mb), walk.operand(1, ab), walk.operand(2, bb), &mut out)
             .map_err(cuda_err(OP))?;
         T::into_cuda(out)

@@ -39,7 +39,7 @@ fn softmax_buf<T: WithDType>(
     log: bool,
     name: &'static str,
 ) -> Result<CudaBuf> {
-    let mut y = backend.zeros::<T>(rows * n).map_err(cuda_err(name))?;
+    let mut y = backend.alloc::<T>(rows * n).map_err(cuda_err(name))?;
     kc::softmax::softmax_last(backend, x, rows, n, log, &mut y).map_err(cuda_err(name))?;
     Ok(T::into_cuda(y))
 }
@@ -75,7 +75,7 @@ fn softmax_backward_buf<T: WithDType>(
     name: &'static str,
 ) -> Result<CudaBuf> {
     let g = g.cuda_typed::<T>(name)?;
-    let mut gx = backend.zeros::<T>(rows * n).map_err(cuda_err(name))?;
+    let mut gx = backend.alloc::<T>(rows * n).map_err(cuda_err(name))?;
     kc::softmax::softmax_backward_last(backend, y, g, rows, n, log, &mut gx).map_err(cuda_err(name))?;
     Ok(T::into_cuda(gx))
 }
@@ -134,7 +134,7 @@ pub(crate) fn layer_norm(
     let wf = weight.map(Tensor::cuda_f32).transpose()?;
     let bf = bias.map(Tensor::cuda_f32).transpose()?;
     let (_, backend) = xf.cuda_parts(OP)?;
-    let mut y = backend.zeros::<f32>(rows * cols).map_err(cuda_err(OP))?;
+    let mut y = backend.alloc::<f32>(rows * cols).map_err(cuda_err(OP))?;
     let mut mean = backend.zeros::<f32>(rows).map_err(cuda_err(OP))?;
     let mut rstd = backend.zeros::<f32>(rows).map_err(cuda_err(OP))?;
     kc::norm::layer_norm_forward_f32(
@@ -180,7 +180,7 @@ pub(crate) fn layer_norm_backward(
     let mf = mean.cuda_f32()?;
     let rf = rstd.cuda_f32()?;
     let (_, backend) = xf.cuda_parts(OP)?;
-    let mut gx = backend.zeros::<f32>(rows * cols).map_err(cuda_err(OP))?;
+    let mut gx = backend.alloc::<f32>(rows * cols).map_err(cuda_err(OP))?;
     let mut gw = weight.map(|_| backend.zeros::<f32>(cols)).transpose().map_err(cuda_err(OP))?;
     let mut gb = if has_bias { Some(backend.zeros::<f32>(cols).map_err(cuda_err(OP))?) } else { None };
     kc::norm::layer_norm_backward_f32(
@@ -227,7 +227,7 @@ pub(crate) fn batch_norm(
     let mut rm = running_mean.map(|t| fresh_f32(t, OP)).transpose()?;
     let mut rv = running_var.map(|t| fresh_f32(t, OP)).transpose()?;
     let (_, backend) = xf.cuda_parts(OP)?;
-    let mut y = backend.zeros::<f32>(n * c * s).map_err(cuda_err(OP))?;
+    let mut y = backend.alloc::<f32>(n * c * s).map_err(cuda_err(OP))?;
     let mut sm = backend.zeros::<f32>(c).map_err(cuda_err(OP))?;
     let mut sr = backend.zeros::<f32>(c).map_err(cuda_err(OP))?;
     kc::norm::batch_norm_forward_f32(
@@ -287,7 +287,7 @@ pub(crate) fn batch_norm_backward(
     let mf = save_mean.cuda_f32()?;
     let rf = save_rstd.cuda_f32()?;
     let (_, backend) = xf.cuda_parts(OP)?;
-    let mut gx = backend.zeros::<f32>(n * c * s).map_err(cuda_err(OP))?;
+    let mut gx = backend.alloc::<f32>(n * c * s).map_err(cuda_err(OP))?;
     let mut gw = weight.map(|_| backend.zeros::<f32>(c)).transpose().map_err(cuda_err(OP))?;
     let mut gb = if has_bias { Some(backend.zeros::<f32>(c).map_err(cuda_err(OP))?) } else { None };
     kc::norm::batch_norm_backward_f32(
