@@ -222,6 +222,8 @@ fn build_emulator(manifest: &Path, out_dir: &Path, files: Vec<&CudaFile>) {
         .include(emu_dir.join("include"))
         .define("STAPES_EMU", "1")
         .flag_if_supported("-Wno-unused-function")
+        // `#pragma unroll` is for NVRTC; the host compiler ignores it
+        .flag_if_supported("-Wno-unknown-pragmas")
         .file(emu_dir.join("runtime.cpp"));
 
     // One translation unit per .cu: the shim, the kernel source unchanged, then its launchers.

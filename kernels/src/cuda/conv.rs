@@ -11,7 +11,7 @@
 //! ([`col_len`] floats); nothing synchronises with the host.
 
 use super::elementwise::launch_config;
-use super::launch::{Backend, DeviceBuffer, KernelArg};
+use super::launch::{Backend, DeviceBuffer, KernelArg, LaunchConfig};
 use super::reduce::row_launch_config;
 use super::CudaError;
 pub use crate::cpu::conv::Conv2dGeom;
@@ -67,6 +67,19 @@ fn geom_args<'a>(g: &Conv2dGeom) -> [KernelArg<'a>; 13] {
     ]
 }
 
+/// The launch shape of im2col/col2im: `rows` rows (column rows, or input planes) over grid.y
+/// (at most 65535 per pass), a row's `len` positions over grid.x (at most 8 blocks of 256 per SM
+/// along a row); the emulator gets a small grid, so its tests walk both grid-stride loops.
+fn plane_grid(backend: &Backend, len: usize, rows: usize) -> LaunchConfig {
+    let (x, y) = if backend.is_emulator() {
+        (len.div_ceil(256).clamp(1, 2), rows.clamp(1, 3))
+    } else {
+        let sms = backend.multiprocessor_count() as usize;
+        (len.div_ceil(256).clamp(1, 8 * sms), rows.clamp(1, 65_535))
+    };
+    LaunchConfig { grid: (x as u32, y as u32, 1), block: (256, 1, 1), shared_mem_bytes: 0 }
+}
+
 /// The column matrices of `images` of `x` (`[n, c_in, h, w]`) into `col`
 /// (`[images.len(), c_in·kh·kw, oh·ow]`, overwritten; exactly [`col_len`] floats).
 pub fn im2col_f32(
@@ -112,9 +125,11 @@ pub fn im2col_f32(
         a12,
         KernelArg::output(col),
     ];
-    // SAFETY: col[e] for e < images·K·OHW (its length); x is read only at in-image coordinates of
-    // images first..first + count <= n (checked), inside its n·c_in·h·w elements.
-    unsafe { backend.launch("im2col_f32", launch_config(backend, need), &mut args) }
+    let cfg = plane_grid(backend, g.out_h() * g.out_w(), count * col_rows(g));
+    // SAFETY: row rr < images·K, position q < OHW: col[rr·OHW + q] < images·K·OHW (its length);
+    // x is read only at in-image coordinates of images first..first + count <= n (checked),
+    // inside its n·c_in·h·w elements.
+    unsafe { backend.launch("im2col_f32", cfg, &mut args) }
 }
 
 /// The input gradient of `images` (rows of `grad_in`, `[n, c_in, h, w]`, overwritten there)
@@ -164,10 +179,11 @@ pub fn col2im_f32(
         a12,
         KernelArg::output(grad_in),
     ];
+    let cfg = plane_grid(backend, g.h * g.w, count * g.c_in);
     // SAFETY: grad_in is written for the count images from first (<= n, checked); col is read at
     // (img·K + r)·OHW + oy·OW + ox with 0 <= oy < OH, 0 <= ox < OW: inside its count·K·OHW floats
     // (with no output positions nothing is read and grad_in becomes 0).
-    unsafe { backend.launch("col2im_f32", launch_config(backend, n), &mut args) }
+    unsafe { backend.launch("col2im_f32", cfg, &mut args) }
 }
 
 fn check_ncs(op: &'static str, what: &str, len: usize, n: usize, c: usize, s: usize) -> Result<(), CudaError> {
