@@ -130,33 +130,24 @@ pub(crate) fn conv2d_backward_weight(op: &'static str, x: &Tensor, gy: &Tensor, 
         let mut i0 = 0;
         while i0 < g.n {
             let i1 = (i0 + chunk).min(g.n);
-            let imgs = i1 - i0;
-            let mut col = backend.alloc::<f32>(kc::col_len(g, imgs)).map_err(cuda_err(op))?;
+            let mut col = backend.alloc::<f32>(kc::col_len(g, i1 - i0)).map_err(cuda_err(op))?;
             kc::im2col_f32(backend, g, xb, i0..i1, &mut col).map_err(cuda_err(op))?;
-            // The chunk's images in one batched GEMM per group (a GEMM per image has few output
-            // tiles for a long k = ohw), into per-image partials, then summed into dW in image
-            // order by one more GEMM: dW[gi] += 1 (1 x imgs) . part (imgs x cg·kg).
-            let mut part = backend.alloc::<f32>(imgs * cg * kg).map_err(cuda_err(op))?;
-            let mut ones = backend.alloc::<f32>(imgs).map_err(cuda_err(op))?;
-            stapes_kernels::cuda::tensor::fill(backend, &mut ones, 1.0f32).map_err(cuda_err(op))?;
-            for gi in 0..g.groups {
-                // part[i] (cg x kg) = gy[i][gi] (cg x ohw) . col[i][gi]^T (ohw x kg)
-                let cfg = GemmConfig {
-                    transb: true,
-                    batch: imgs,
-                    lda: ohw,
-                    stride_a: g.c_out * ohw,
-                    offset_a: i0 * g.c_out * ohw + gi * cg * ohw,
-                    ldb: ohw,
-                    stride_b: k * ohw,
-                    offset_b: gi * kg * ohw,
-                    ldc: kg,
-                    stride_c: cg * kg,
-                    ..GemmConfig::dense(cg, kg, ohw)
-                };
-                gemm(backend, &cfg, gyb, &col, &mut part).map_err(cuda_err(op))?;
-                let sum = GemmConfig { beta: 1.0, offset_c: gi * cg * kg, ..GemmConfig::dense(1, cg * kg, imgs) };
-                gemm(backend, &sum, &ones, &part, &mut gw).map_err(cuda_err(op))?;
+            for z in 0..i1 - i0 {
+                for gi in 0..g.groups {
+                    // dW[gi] (cg x kg) += gy[i][gi] (cg x ohw) . col[i][gi]^T (ohw x kg)
+                    let cfg = GemmConfig {
+                        transb: true,
+                        beta: 1.0,
+                        lda: ohw,
+                        offset_a: (i0 + z) * g.c_out * ohw + gi * cg * ohw,
+                        ldb: ohw,
+                        offset_b: z * k * ohw + gi * kg * ohw,
+                        ldc: kg,
+                        offset_c: gi * cg * kg,
+                        ..GemmConfig::dense(cg, kg, ohw)
+                    };
+                    gemm(backend, &cfg, gyb, &col, &mut gw).map_err(cuda_err(op))?;
+                }
             }
             i0 = i1;
         }
