@@ -54,6 +54,20 @@ __device__ __forceinline__ float block_sum(float v, float* partial) {
     return total;
 }
 
+// (row, column) = (p / w, p % w); in 32 bits when `narrow` (p and w below 2^32), where the
+// division costs a fraction of the 64-bit one.
+__device__ __forceinline__ void split(unsigned long long p, unsigned long long w, bool narrow,
+                                      unsigned long long& row, unsigned long long& col) {
+    if (narrow) {
+        const unsigned p32 = (unsigned)p, w32 = (unsigned)w, r32 = p32 / w32;
+        row = r32;
+        col = p32 - r32 * w32;
+    } else {
+        row = p / w;
+        col = p - row * w;
+    }
+}
+
 // The output row/column of tap k hitting input coordinate i, or -1.
 __device__ __forceinline__ long long tap_output(long long i, long long k, long long stride, long long pad,
                                                 long long dil, long long out_len) {
@@ -93,14 +107,7 @@ extern "C" __global__ void im2col_f32(const float* x, unsigned long long first_i
         for (unsigned long long q = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; q < ohw;
              q += (unsigned long long)gridDim.x * blockDim.x) {
             unsigned long long oy, ox;
-            if (narrow) {
-                const unsigned q32 = (unsigned)q, ow32 = (unsigned)ow;
-                oy = q32 / ow32;
-                ox = q32 - (unsigned)oy * ow32;
-            } else {
-                oy = q / ow;
-                ox = q - oy * ow;
-            }
+            split(q, ow, narrow, oy, ox);
             const long long iy = (long long)(oy * sh) + y0;
             const long long ix = (long long)(ox * sw) + x0;
             float v = 0.0f;
@@ -126,14 +133,7 @@ extern "C" __global__ void col2im_f32(const float* col, unsigned long long first
         for (unsigned long long p = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; p < hw;
              p += (unsigned long long)gridDim.x * blockDim.x) {
             unsigned long long iy, ix;
-            if (narrow) {
-                const unsigned p32 = (unsigned)p, w32 = (unsigned)w;
-                iy = p32 / w32;
-                ix = p32 - (unsigned)iy * w32;
-            } else {
-                iy = p / w;
-                ix = p - iy * w;
-            }
+            split(p, w, narrow, iy, ix);
             float acc = 0.0f;
             for (unsigned long long ky = 0; ky < kh; ++ky) {
                 const long long oy = tap_output(iy, ky, sh, ph, dh, oh);

@@ -19,6 +19,19 @@ fn size_suffix<T: DeviceElem>(op: &'static str) -> Result<&'static str, CudaErro
     }
 }
 
+/// Checks that a non-empty view (`dims`, `strides`, `offset`) of a `len`-element buffer stays
+/// inside it: strides are unsigned, so the largest index touched is that of the last element.
+fn check_view(op: &'static str, dims: &[usize], strides: &[usize], offset: usize, len: usize) -> Result<(), CudaError> {
+    let last = offset + dims.iter().zip(strides).map(|(&d, &s)| (d - 1) * s).sum::<usize>();
+    if last >= len {
+        let message = format!(
+            "the view (dims {dims:?}, strides {strides:?}, offset {offset}) reaches element {last} of a {len}-element buffer"
+        );
+        return Err(CudaError::Shape { op, message });
+    }
+    Ok(())
+}
+
 /// `dst[i] = src[offset + Σ_k idx_k(i)·strides[k]]`, where `idx(i)` is the row-major multi-index
 /// of `i` in `dims`: the dense copy of a strided view. Strides are in elements and may be 0.
 pub fn copy_strided<T: DeviceElem>(
@@ -38,15 +51,7 @@ pub fn copy_strided<T: DeviceElem>(
     if n == 0 {
         return Ok(());
     }
-    // The largest source index touched must be inside src.
-    let last = offset + dims.iter().zip(strides).map(|(&d, &s)| (d - 1) * s).sum::<usize>();
-    if last >= src.len() {
-        let message = format!(
-            "the view (dims {dims:?}, strides {strides:?}, offset {offset}) reaches element {last} of a {}-element buffer",
-            src.len()
-        );
-        return Err(CudaError::Shape { op: OP, message });
-    }
+    check_view(OP, dims, strides, offset, src.len())?;
     let suffix = size_suffix::<T>(OP)?;
     let meta: Vec<i64> = dims.iter().chain(strides).map(|&v| v as i64).collect();
     let meta = backend.upload(&meta)?;
@@ -94,16 +99,7 @@ pub fn transpose_copy<T: DeviceElem>(
     if n == 0 {
         return Ok(());
     }
-    // The largest source index touched must be inside src (strides are unsigned, so it is the
-    // one of element (batch-1, rows-1, cols-1)).
-    let last = offset + dims.iter().zip(&strides).map(|(&d, &s)| (d - 1) * s).sum::<usize>();
-    if last >= src.len() {
-        let message = format!(
-            "the view (dims {dims:?}, strides {strides:?}, offset {offset}) reaches element {last} of a {}-element buffer",
-            src.len()
-        );
-        return Err(CudaError::Shape { op: OP, message });
-    }
+    check_view(OP, &dims, &strides, offset, src.len())?;
     let suffix = size_suffix::<T>(OP)?;
     let cfg = transpose_config(backend, dims);
     let mut args = [
