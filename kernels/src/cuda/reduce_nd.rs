@@ -142,19 +142,33 @@ fn reduce_grid<T: DeviceElem, A: DeviceElem>(
     // < 3·rows·chunks, the workspace's length. A is the kernel's accumulator (f64 for f64, else
     // f32, chosen by the caller).
     unsafe { backend.launch(&format!("reduce_partial_{}", T::NAME), cfg, &mut args)? };
-    let cfg = row_launch_config(backend, rows, chunks);
+    reduce_finish(backend, &partial, out, (rows, chunks, n), code, correction)
+}
+
+/// The second pass of the split reductions: `out[o]` from the `chunks` partial
+/// `(count, mean, M2)` triples of each of the `outputs` results, over `n` elements in all.
+fn reduce_finish<T: DeviceElem, A: DeviceElem>(
+    backend: &Backend,
+    partial: &DeviceBuffer<A>,
+    out: &mut DeviceBuffer<T>,
+    (outputs, chunks, n): (usize, usize, usize),
+    code: i32,
+    correction: u64,
+) -> Result<(), CudaError> {
+    let cfg = row_launch_config(backend, outputs, chunks);
     let mut args = [
-        KernelArg::input(&partial),
+        KernelArg::input(partial),
         KernelArg::output(out),
-        KernelArg::u64(rows as u64),
+        KernelArg::u64(outputs as u64),
         KernelArg::u64(chunks as u64),
         KernelArg::u64(n as u64),
         KernelArg::i32(code),
         KernelArg::u64(correction),
     ];
-    // SAFETY: reduce_finish_<T>(const A* partial, T* out, rows, chunks, n, op, correction) reads
-    // partial[0, 3·rows·chunks) and writes out[0, rows) (checked by the caller). The workspace
-    // is freed in stream order after the kernel.
+    // SAFETY: reduce_finish_<T>(const A* partial, T* out, outputs, chunks, n, op, correction)
+    // reads partial[0, 3·outputs·chunks) (both callers size the workspace so) and writes
+    // out[0, outputs) (checked by the callers). The workspace is freed in stream order after
+    // the kernel.
     unsafe { backend.launch(&format!("reduce_finish_{}", T::NAME), cfg, &mut args) }
 }
 
@@ -274,17 +288,5 @@ fn reduce_mid_split<T: DeviceElem, A: DeviceElem>(
     // output o < a·b, chunk c < chunks reads x inside a·r·b and writes partial[3(o·chunks + c) ..
     // + 3) < 3·a·b·chunks, the workspace's length; A is the kernel's accumulator type.
     unsafe { backend.launch(&format!("reduce_cols_partial_{}", T::NAME), cfg, &mut args)? };
-    let cfg = row_launch_config(backend, outputs, chunks);
-    let mut args = [
-        KernelArg::input(&partial),
-        KernelArg::output(out),
-        KernelArg::u64(outputs as u64),
-        KernelArg::u64(chunks as u64),
-        KernelArg::u64(r as u64),
-        KernelArg::i32(code),
-        KernelArg::u64(correction),
-    ];
-    // SAFETY: reduce_finish_<T> reads partial[0, 3·outputs·chunks) and writes out[0, outputs)
-    // (out.len() == a·b, checked by the caller).
-    unsafe { backend.launch(&format!("reduce_finish_{}", T::NAME), cfg, &mut args) }
+    reduce_finish(backend, &partial, out, (outputs, chunks, r), code, correction)
 }

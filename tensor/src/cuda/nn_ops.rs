@@ -170,19 +170,9 @@ pub(crate) fn layer_norm_backward(
     rstd: &Tensor,
 ) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
     const OP: &str = "layer_norm_backward";
-    check_f32_compute(OP, x)?;
-    for t in [grad_y, mean, rstd].into_iter().chain(weight) {
-        x.check_same(t, OP, false)?;
-    }
-    let xf = x.cuda_f32()?;
-    let gf = grad_y.cuda_f32()?;
-    let wf = weight.map(Tensor::cuda_f32).transpose()?;
-    let mf = mean.cuda_f32()?;
-    let rf = rstd.cuda_f32()?;
+    let NormGrad { xf, gf, wf, mf, rf, mut gx, mut gw, mut gb } =
+        norm_grad_operands(OP, x, grad_y, weight, has_bias, (mean, rstd), cols)?;
     let (_, backend) = xf.cuda_parts(OP)?;
-    let mut gx = backend.alloc::<f32>(rows * cols).map_err(cuda_err(OP))?;
-    let mut gw = weight.map(|_| backend.zeros::<f32>(cols)).transpose().map_err(cuda_err(OP))?;
-    let mut gb = if has_bias { Some(backend.zeros::<f32>(cols).map_err(cuda_err(OP))?) } else { None };
     kc::norm::layer_norm_backward_f32(
         backend,
         xf.cuda_typed::<f32>(OP)?,
@@ -197,12 +187,7 @@ pub(crate) fn layer_norm_backward(
         gb.as_mut(),
     )
     .map_err(cuda_err(OP))?;
-    let dt = x.dtype();
-    Ok((
-        wrap_f32(gx, backend, x.dims(), x, dt)?,
-        gw.map(|g| wrap_f32(g, backend, normalized_shape, x, dt)).transpose()?,
-        gb.map(|g| wrap_f32(g, backend, normalized_shape, x, dt)).transpose()?,
-    ))
+    wrap_norm_grads(x, backend, (gx, gw, gb), normalized_shape)
 }
 
 /// Batch norm of `x` as `[n, c, s]` (arguments checked by the caller).
@@ -277,19 +262,9 @@ pub(crate) fn batch_norm_backward(
     training: bool,
 ) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
     const OP: &str = "batch_norm_backward";
-    check_f32_compute(OP, x)?;
-    for t in [grad_y, save_mean, save_rstd].into_iter().chain(weight) {
-        x.check_same(t, OP, false)?;
-    }
-    let xf = x.cuda_f32()?;
-    let gf = grad_y.cuda_f32()?;
-    let wf = weight.map(Tensor::cuda_f32).transpose()?;
-    let mf = save_mean.cuda_f32()?;
-    let rf = save_rstd.cuda_f32()?;
+    let NormGrad { xf, gf, wf, mf, rf, mut gx, mut gw, mut gb } =
+        norm_grad_operands(OP, x, grad_y, weight, has_bias, (save_mean, save_rstd), c)?;
     let (_, backend) = xf.cuda_parts(OP)?;
-    let mut gx = backend.alloc::<f32>(n * c * s).map_err(cuda_err(OP))?;
-    let mut gw = weight.map(|_| backend.zeros::<f32>(c)).transpose().map_err(cuda_err(OP))?;
-    let mut gb = if has_bias { Some(backend.zeros::<f32>(c).map_err(cuda_err(OP))?) } else { None };
     kc::norm::batch_norm_backward_f32(
         backend,
         xf.cuda_typed::<f32>(OP)?,
@@ -304,10 +279,65 @@ pub(crate) fn batch_norm_backward(
         gb.as_mut(),
     )
     .map_err(cuda_err(OP))?;
+    wrap_norm_grads(x, backend, (gx, gw, gb), &[c])
+}
+
+/// What a norm backward's kernel takes: `x`, `grad_y`, the weight and the saved statistics as
+/// dense f32 (checked to live with `x`), a `grad_x` buffer the kernel writes in full, and zeroed
+/// gradient buffers of `params` elements for the weight and bias the layer has.
+struct NormGrad {
+    xf: Tensor,
+    gf: Tensor,
+    wf: Option<Tensor>,
+    mf: Tensor,
+    rf: Tensor,
+    gx: DeviceBuffer<f32>,
+    gw: Option<DeviceBuffer<f32>>,
+    gb: Option<DeviceBuffer<f32>>,
+}
+
+fn norm_grad_operands(
+    op: &'static str,
+    x: &Tensor,
+    grad_y: &Tensor,
+    weight: Option<&Tensor>,
+    has_bias: bool,
+    (mean, rstd): (&Tensor, &Tensor),
+    params: usize,
+) -> Result<NormGrad> {
+    check_f32_compute(op, x)?;
+    for t in [grad_y, mean, rstd].into_iter().chain(weight) {
+        x.check_same(t, op, false)?;
+    }
+    let xf = x.cuda_f32()?;
+    let (_, backend) = xf.cuda_parts(op)?;
+    let gx = backend.alloc::<f32>(x.elem_count()).map_err(cuda_err(op))?;
+    let gw = weight.map(|_| backend.zeros::<f32>(params)).transpose().map_err(cuda_err(op))?;
+    let gb = if has_bias { Some(backend.zeros::<f32>(params).map_err(cuda_err(op))?) } else { None };
+    Ok(NormGrad {
+        gf: grad_y.cuda_f32()?,
+        wf: weight.map(Tensor::cuda_f32).transpose()?,
+        mf: mean.cuda_f32()?,
+        rf: rstd.cuda_f32()?,
+        xf,
+        gx,
+        gw,
+        gb,
+    })
+}
+
+/// The gradients of a norm backward as tensors of `x`'s dtype: `grad_x` of `x`'s shape, the
+/// parameter gradients of `param_shape`.
+fn wrap_norm_grads(
+    x: &Tensor,
+    backend: &Backend,
+    (gx, gw, gb): (DeviceBuffer<f32>, Option<DeviceBuffer<f32>>, Option<DeviceBuffer<f32>>),
+    param_shape: &[usize],
+) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
     let dt = x.dtype();
     Ok((
         wrap_f32(gx, backend, x.dims(), x, dt)?,
-        gw.map(|g| wrap_f32(g, backend, &[c], x, dt)).transpose()?,
-        gb.map(|g| wrap_f32(g, backend, &[c], x, dt)).transpose()?,
+        gw.map(|g| wrap_f32(g, backend, param_shape, x, dt)).transpose()?,
+        gb.map(|g| wrap_f32(g, backend, param_shape, x, dt)).transpose()?,
     ))
 }
