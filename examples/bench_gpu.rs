@@ -213,7 +213,7 @@ fn workloads(small: bool) -> Vec<Workload> {
                     p.set_grad(None);
                 }
                 x.zero_grad();
-                lstm.forward(&x, None, None)?.output.backward_with(&gy)?;
+                lstm.forward_with(&x, None, None)?.output.backward_with(&gy)?;
                 Ok(())
             }))
         }),
@@ -238,7 +238,7 @@ fn workloads(small: bool) -> Vec<Workload> {
                 let x = Var::constant(randn(41, &[st, sb, sh], DType::F32, d)?);
                 Ok(Box::new(move || {
                     cuda::set_persistent_lstm(persistent);
-                    let out = stapes::autograd::no_grad(|| lstm.forward(&x, None, None).map(drop));
+                    let out = stapes::autograd::no_grad(|| lstm.forward_with(&x, None, None).map(drop));
                     cuda::set_persistent_lstm(false);
                     out
                 }))

@@ -48,11 +48,11 @@ fn run(kind: &str, steps: usize) -> Result<String, stapes::tensor::Error> {
         let out = match (&lstm, &gru) {
             (Some(m), _) => {
                 m.zero_grad();
-                m.forward(&x, None, None)?.output
+                m.forward_with(&x, None, None)?.output
             }
             (_, Some(m)) => {
                 m.zero_grad();
-                m.forward(&x, None, None)?.output
+                m.forward_with(&x, None, None)?.output
             }
             _ => unreachable!("one model is built"),
         };
@@ -73,8 +73,8 @@ fn run(kind: &str, steps: usize) -> Result<String, stapes::tensor::Error> {
     for _ in 0..steps {
         let t = Instant::now();
         stapes::autograd::no_grad(|| match (&lstm, &gru) {
-            (Some(m), _) => m.forward(&x, None, None).map(|o| o.output),
-            (_, Some(m)) => m.forward(&x, None, None).map(|o| o.output),
+            (Some(m), _) => m.forward_with(&x, None, None).map(|o| o.output),
+            (_, Some(m)) => m.forward_with(&x, None, None).map(|o| o.output),
             _ => unreachable!("one model is built"),
         })?;
         fwd.push(t.elapsed().as_secs_f64());

@@ -99,7 +99,19 @@ fn run_case(g: &common::Golden, name: &str, json: &str, batch_first: bool) -> Re
     let x = Var::leaf(bf(&input)?);
     let loss = match p.str("path")? {
         "log_probs" => ctc_loss(&x, &targets, &il, &tl, &opts),
-        "logits" => ctc_loss_from_logits(&x, &targets, &il, &tl, &opts),
+        // The logits cases pass the lengths as i64 tensors (as PyTorch takes them), the
+        // log_probs cases as slices: both forms are checked against PyTorch.
+        "logits" => {
+            let as_tensor = |l: &[usize]| {
+                Tensor::from_vec(
+                    l.iter().map(|&v| v as i64).collect::<Vec<_>>(),
+                    [l.len()],
+                    &stapes::tensor::Device::Cpu,
+                )
+            };
+            let (il_t, tl_t) = (as_tensor(&il).map_err(e)?, as_tensor(&tl).map_err(e)?);
+            ctc_loss_from_logits(&x, &targets, &il_t, &tl_t, &opts)
+        }
         other => return Err(format!("{name}: unknown path {other}")),
     }
     .map_err(e)?;

@@ -59,12 +59,12 @@ fn run_case(g: &Golden, name: &str, p: &Params, failures: &mut Vec<String>) -> (
         let m = Lstm::new_with(cfg, dtype, &stapes::tensor::Device::Cpu).unwrap();
         m.load_state_dict(&state, true).unwrap();
         let st = h0.as_ref().zip(c0.as_ref());
-        let o = m.forward(&x, st, lengths.as_deref()).unwrap();
+        let o = m.forward_with(&x, st, lengths.as_deref()).unwrap();
         (Box::new(m), vec![("output", o.output), ("h_n", o.h_n), ("c_n", o.c_n)])
     } else {
         let m = Gru::new_with(cfg, dtype, &stapes::tensor::Device::Cpu).unwrap();
         m.load_state_dict(&state, true).unwrap();
-        let o = m.forward(&x, h0.as_ref(), lengths.as_deref()).unwrap();
+        let o = m.forward_with(&x, h0.as_ref(), lengths.as_deref()).unwrap();
         (Box::new(m), vec![("output", o.output), ("h_n", o.h_n)])
     };
 

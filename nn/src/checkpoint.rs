@@ -172,8 +172,8 @@ pub fn save_module(path: impl AsRef<Path>, module: &dyn Module) -> Result<()> {
 }
 
 /// Loads a safetensors `state_dict` (e.g. written by PyTorch for the same architecture) into a
-/// module; see [`Module::load_state_dict`] for `strict` and the errors.
-pub fn load_module(path: impl AsRef<Path>, module: &dyn Module, strict: bool) -> Result<()> {
+/// module; see [`Module::load_state_dict`] for `strict`, the errors and the returned keys.
+pub fn load_module(path: impl AsRef<Path>, module: &dyn Module, strict: bool) -> Result<crate::IncompatibleKeys> {
     let f = load_safetensors(path.as_ref())?;
     module.load_state_dict(&f.tensors, strict)
 }

@@ -21,6 +21,7 @@
 //! `Err` naming the operation and the offending value.
 
 use crate::loss::Reduction;
+use crate::Lengths;
 use stapes_autograd::{is_grad_enabled, Var};
 use stapes_kernels::cpu::ctc::{self as kernel, CtcInput, CtcLayout, CtcProblem};
 use stapes_kernels::cpu::Float;
@@ -47,14 +48,19 @@ pub struct CtcLossOptions {
 ///
 /// Returns `[B]` losses (reduction `None`) or a scalar. The gradient w.r.t. `log_probs` is
 /// PyTorch's (see the module docs).
+///
+/// The lengths are slices, arrays or `Vec`s of `usize`, or 1-D integer tensors ([`Lengths`]),
+/// as PyTorch takes tensors or lists.
 pub fn ctc_loss(
     log_probs: &Var,
     targets: &Tensor,
-    input_lengths: &[usize],
-    target_lengths: &[usize],
+    input_lengths: &(impl Lengths + ?Sized),
+    target_lengths: &(impl Lengths + ?Sized),
     opts: &CtcLossOptions,
 ) -> Result<Var> {
-    ctc("ctc_loss", log_probs, CtcInput::LogProbs, targets, input_lengths, target_lengths, opts)
+    const OP: &str = "ctc_loss";
+    let (il, tl) = (input_lengths.to_lengths(OP, "input_lengths")?, target_lengths.to_lengths(OP, "target_lengths")?);
+    ctc(OP, log_probs, CtcInput::LogProbs, targets, &il, &tl, opts)
 }
 
 /// CTC loss of unnormalised `logits` (shapes and options as [`ctc_loss`]): equal to
@@ -63,11 +69,13 @@ pub fn ctc_loss(
 pub fn ctc_loss_from_logits(
     logits: &Var,
     targets: &Tensor,
-    input_lengths: &[usize],
-    target_lengths: &[usize],
+    input_lengths: &(impl Lengths + ?Sized),
+    target_lengths: &(impl Lengths + ?Sized),
     opts: &CtcLossOptions,
 ) -> Result<Var> {
-    ctc("ctc_loss_from_logits", logits, CtcInput::Logits, targets, input_lengths, target_lengths, opts)
+    const OP: &str = "ctc_loss_from_logits";
+    let (il, tl) = (input_lengths.to_lengths(OP, "input_lengths")?, target_lengths.to_lengths(OP, "target_lengths")?);
+    ctc(OP, logits, CtcInput::Logits, targets, &il, &tl, opts)
 }
 
 fn ctc(

@@ -31,6 +31,7 @@ pub mod clip;
 pub mod ctc;
 pub mod init;
 pub mod layers;
+mod lengths;
 pub mod loss;
 pub mod module;
 pub mod optim;
@@ -38,4 +39,5 @@ pub mod rnn;
 pub mod schedule;
 pub mod transformer;
 
-pub use module::{Buffer, Forward, Module, Param, TrainingFlag};
+pub use lengths::Lengths;
+pub use module::{Buffer, Forward, IncompatibleKeys, Module, Param, StateDictExt, TrainingFlag};

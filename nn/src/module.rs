@@ -241,9 +241,41 @@ pub trait Module: Send + Sync {
     }
     /// Loads a state. With `strict`, missing and unexpected keys are an error that lists
     /// them; a tensor whose shape differs is always an error. Values are converted to each
-    /// parameter's dtype and device. Nothing is changed unless every check passes.
-    fn load_state_dict(&self, state: &BTreeMap<String, Tensor>, strict: bool) -> Result<()> {
+    /// parameter's dtype and device. Nothing is changed unless every check passes. Returns the
+    /// keys that were missing or unexpected (empty with `strict`), as PyTorch's does.
+    fn load_state_dict(&self, state: &BTreeMap<String, Tensor>, strict: bool) -> Result<IncompatibleKeys> {
         load_state(self, state, strict)
+    }
+    /// Loads the part of a larger state under `prefix` (`"encoder"` or `"encoder."`): what
+    /// `model.encoder.load_state_dict({k[len("encoder."):]: v for k, v in sd.items() if
+    /// k.startswith("encoder.")}, strict)` does in PyTorch. Keys outside the prefix are ignored,
+    /// not unexpected; with `strict`, every key of this module must be present under it.
+    ///
+    /// ```
+    /// use stapes_nn::layers::{Linear, ReLU, Sequential};
+    /// use stapes_nn::{Module, StateDictExt};
+    /// let big = Sequential::new().with(Linear::new(4, 8, true)?).with(ReLU::new()).with(Linear::new(8, 2, true)?);
+    /// let head = Linear::new(8, 2, true)?;
+    /// head.load_state_dict_prefixed(&big.state_dict(), "2", true)?;
+    /// let (mine, theirs) = (head.state_dict(), big.state_dict().filter_prefix("2"));
+    /// assert_eq!(mine["weight"].to_vec::<f32>()?, theirs["weight"].to_vec::<f32>()?);
+    /// # Ok::<(), stapes_tensor::Error>(())
+    /// ```
+    fn load_state_dict_prefixed(
+        &self,
+        state: &BTreeMap<String, Tensor>,
+        prefix: &str,
+        strict: bool,
+    ) -> Result<IncompatibleKeys> {
+        let part = state.filter_prefix(prefix);
+        if part.is_empty() && !state.is_empty() && !self.state_dict().is_empty() {
+            let some: Vec<&String> = state.keys().take(5).collect();
+            return Err(Error::invalid(
+                "load_state_dict_prefixed",
+                format!("no key starts with the prefix {prefix:?} (the state has {} keys, e.g. {some:?})", state.len()),
+            ));
+        }
+        load_state(self, &part, strict)
     }
     /// Converts every floating-point parameter and buffer to `dtype` (integer buffers keep
     /// their dtype, like `module.to(dtype)`).
@@ -321,7 +353,53 @@ fn collect_buffers<M: Module + ?Sized>(m: &M, prefix: &str, out: &mut Vec<(Strin
     }
 }
 
-fn load_state<M: Module + ?Sized>(m: &M, state: &BTreeMap<String, Tensor>, strict: bool) -> Result<()> {
+/// What [`Module::load_state_dict`] did not match: `model.load_state_dict(...)`'s
+/// `_IncompatibleKeys` in PyTorch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IncompatibleKeys {
+    /// The module's keys the state did not have (left unchanged).
+    pub missing_keys: Vec<String>,
+    /// The state's keys the module does not have (ignored).
+    pub unexpected_keys: Vec<String>,
+}
+
+impl IncompatibleKeys {
+    /// Whether every key matched.
+    pub fn is_empty(&self) -> bool {
+        self.missing_keys.is_empty() && self.unexpected_keys.is_empty()
+    }
+}
+
+/// Key-prefix helpers on a `state_dict` (`BTreeMap<String, Tensor>`).
+pub trait StateDictExt {
+    /// The entries under `prefix` (`"encoder"` or `"encoder."`), with the prefix removed: the
+    /// state of that sub-module.
+    fn filter_prefix(&self, prefix: &str) -> BTreeMap<String, Tensor>;
+    /// Every entry with `prefix.` put in front of its key: a sub-module's state as it sits in
+    /// the larger model's.
+    fn add_prefix(&self, prefix: &str) -> BTreeMap<String, Tensor>;
+}
+
+impl StateDictExt for BTreeMap<String, Tensor> {
+    fn filter_prefix(&self, prefix: &str) -> BTreeMap<String, Tensor> {
+        let prefix = prefix.trim_end_matches('.');
+        if prefix.is_empty() {
+            return self.clone();
+        }
+        self.iter()
+            .filter_map(|(k, t)| {
+                let rest = k.strip_prefix(prefix)?.strip_prefix('.')?;
+                Some((rest.to_string(), t.clone()))
+            })
+            .collect()
+    }
+    fn add_prefix(&self, prefix: &str) -> BTreeMap<String, Tensor> {
+        let prefix = prefix.trim_end_matches('.');
+        self.iter().map(|(k, t)| (join(prefix, k), t.clone())).collect()
+    }
+}
+
+fn load_state<M: Module + ?Sized>(m: &M, state: &BTreeMap<String, Tensor>, strict: bool) -> Result<IncompatibleKeys> {
     const OP: &str = "load_state_dict";
     let params = m.named_parameters();
     let bufs = m.named_buffers();
@@ -370,7 +448,10 @@ fn load_state<M: Module + ?Sized>(m: &M, state: &BTreeMap<String, Tensor>, stric
     for (b, t) in plan_b {
         b.set_tensor(t)?;
     }
-    Ok(())
+    Ok(IncompatibleKeys {
+        missing_keys: missing.iter().map(|k| k.to_string()).collect(),
+        unexpected_keys: unexpected.iter().map(|k| k.to_string()).collect(),
+    })
 }
 
 /// A module with a single-input forward pass, the kind [`crate::layers::Sequential`] chains.
@@ -446,7 +527,10 @@ mod tests {
         bad.insert("extra".into(), Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap());
         let e = net.load_state_dict(&bad, true).unwrap_err().to_string();
         assert!(e.contains("norm.bias") && e.contains("extra"), "{e}");
-        net.load_state_dict(&bad, false).unwrap();
+        let report = net.load_state_dict(&bad, false).unwrap();
+        assert_eq!(report.missing_keys, ["norm.bias"]);
+        assert_eq!(report.unexpected_keys, ["extra"]);
+        assert!(net.load_state_dict(&sd, true).unwrap().is_empty());
 
         let mut shaped = sd.clone();
         shaped.insert("norm.weight".into(), Tensor::zeros([5, 2], DType::F32, &Device::Cpu).unwrap());
@@ -455,6 +539,46 @@ mod tests {
         assert!(e.contains("norm.weight") && e.contains("[5, 2]"), "{e}");
         // Nothing was changed by the failed load.
         assert_eq!(net.a.w.tensor().to_vec::<f32>().unwrap(), vec![2.0; 6]);
+    }
+
+    fn same(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>) -> bool {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|((ka, ta), (kb, tb))| {
+                ka == kb && ta.dims() == tb.dims() && ta.to_vec_f64().unwrap() == tb.to_vec_f64().unwrap()
+            })
+    }
+
+    #[test]
+    fn prefixes_select_a_sub_module() {
+        let net = Net { a: leaf(3), b: leaf(4) };
+        let mut sd = net.state_dict();
+        sd.insert("norm.weight".into(), Tensor::full(5.0, [4, 2], DType::F32, &Device::Cpu).unwrap());
+        let part = sd.filter_prefix("norm");
+        let keys: Vec<&str> = part.keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys, ["bias", "running_mean", "weight"]);
+        assert!(same(&sd.filter_prefix("norm."), &part));
+        assert_eq!(sd.filter_prefix("enc").len(), 3, "dotted child names keep their dots");
+        assert!(sd.filter_prefix("nor").is_empty(), "a prefix matches whole name components");
+        assert!(same(&part.add_prefix("norm"), &sd.filter_prefix("norm").add_prefix("norm.")));
+        let back: Vec<String> = part.add_prefix("norm").into_keys().collect();
+        assert_eq!(back, ["norm.bias", "norm.running_mean", "norm.weight"]);
+
+        // model.norm.load_state_dict(...) from the whole model's state.
+        let alone = leaf(4);
+        let report = alone.load_state_dict_prefixed(&sd, "norm", true).unwrap();
+        assert!(report.is_empty());
+        assert_eq!(alone.w.tensor().to_vec::<f32>().unwrap(), vec![5.0; 8]);
+        // Strict: a missing key under the prefix is an error; keys elsewhere are not unexpected.
+        let mut partial = sd.clone();
+        partial.remove("norm.bias");
+        let e = alone.load_state_dict_prefixed(&partial, "norm", true).unwrap_err().to_string();
+        assert!(e.contains("bias") && !e.contains("enc.0"), "{e}");
+        assert_eq!(alone.load_state_dict_prefixed(&partial, "norm", false).unwrap().missing_keys, ["bias"]);
+        // A prefix that matches nothing says so, with examples of the keys there are.
+        let e = alone.load_state_dict_prefixed(&sd, "decoder", false).unwrap_err().to_string();
+        assert!(e.contains("\"decoder\"") && e.contains("enc.0.bias"), "{e}");
+        // A shape mismatch under the prefix is still an error.
+        assert!(leaf(3).load_state_dict_prefixed(&sd, "norm", false).is_err());
     }
 
     #[test]

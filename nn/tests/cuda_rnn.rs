@@ -86,7 +86,7 @@ fn run_lstm(lstm: &Lstm, dev: &Device, with_state: bool) -> Run {
     let states = 2 * lstm.config().num_directions();
     let inp = inputs(dev, states, with_state);
     let state = inp.h0.as_ref().zip(inp.c0.as_ref());
-    let out = lstm.forward(&inp.x, state, Some(&LENGTHS)).unwrap();
+    let out = lstm.forward_with(&inp.x, state, Some(&LENGTHS)).unwrap();
     assert_eq!(out.output.tensor().device(), dev);
     backprop(&[&out.output, &out.h_n, &out.c_n], dev);
     collect(lstm, &inp, vec![("output", &out.output), ("h_n", &out.h_n), ("c_n", &out.c_n)])
@@ -96,7 +96,7 @@ fn run_gru(gru: &Gru, dev: &Device, with_state: bool) -> Run {
     let states = 2 * gru.config().num_directions();
     let mut inp = inputs(dev, states, with_state);
     inp.c0 = None;
-    let out = gru.forward(&inp.x, inp.h0.as_ref(), Some(&LENGTHS)).unwrap();
+    let out = gru.forward_with(&inp.x, inp.h0.as_ref(), Some(&LENGTHS)).unwrap();
     assert_eq!(out.output.tensor().device(), dev);
     backprop(&[&out.output, &out.h_n], dev);
     collect(gru, &inp, vec![("output", &out.output), ("h_n", &out.h_n)])
@@ -166,14 +166,14 @@ fn cuda_rnn_errors() {
     let lstm = Lstm::new_with(config(false), DType::F64, &Device::Cpu).unwrap();
     lstm.to_device(&dev).unwrap();
     let x = Var::constant(randn(1, &[T, B, I]).to_dtype(DType::F64).unwrap().to_device(&dev).unwrap());
-    match lstm.forward(&x, None, None) {
+    match lstm.forward_with(&x, None, None) {
         Err(Error::NoCudaKernel { .. }) => {}
         Err(e) => panic!("expected NoCudaKernel, got {e}"),
         Ok(_) => panic!("expected NoCudaKernel, got a result"),
     }
     let gru = Gru::new(config(true)).unwrap();
     let x = Var::constant(randn(1, &[T, B, I]).to_device(&dev).unwrap());
-    match gru.forward(&x, None, None) {
+    match gru.forward_with(&x, None, None) {
         Err(Error::DeviceMismatch { .. }) => {}
         Err(e) => panic!("expected DeviceMismatch, got {e}"),
         Ok(_) => panic!("expected DeviceMismatch, got a result"),
@@ -189,7 +189,7 @@ fn empty_sequences_on_cuda_match_the_cpu() {
         let lstm = Lstm::new(config(true)).unwrap();
         let run = |d: &Device| {
             let x = Var::constant(randn(7, &[t, b, I]).to_device(d).unwrap());
-            lstm.forward(&x, None, None)
+            lstm.forward_with(&x, None, None)
                 .map(|o| [o.output, o.h_n, o.c_n].map(|v| v.tensor().to_device(&Device::Cpu).unwrap()))
         };
         let want = run(&Device::Cpu);

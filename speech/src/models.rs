@@ -147,7 +147,7 @@ impl Crdnn {
             lengths,
             self.output_lengths(lengths),
         )?;
-        let h = self.rnn.forward(&x, None, Some(&out_lens))?.output;
+        let h = self.rnn.forward_with(&x, None, Some(&out_lens))?.output;
         self.out.forward(&h)
     }
 }
@@ -354,8 +354,8 @@ impl DeepSpeech2 {
         let (x, out_lens) =
             conv_front(op, &self.conv, features, self.cfg.n_features, lengths, self.output_lengths(lengths))?;
         let h = match &self.rnn {
-            Recurrent::Gru(g) => g.forward(&x, None, Some(&out_lens))?.output,
-            Recurrent::Lstm(l) => l.forward(&x, None, Some(&out_lens))?.output,
+            Recurrent::Gru(g) => g.forward_with(&x, None, Some(&out_lens))?.output,
+            Recurrent::Lstm(l) => l.forward_with(&x, None, Some(&out_lens))?.output,
         };
         self.out.forward(&h)
     }

@@ -76,16 +76,15 @@ pub fn is_built() -> bool {
     cfg!(feature = "emu")
 }
 
-/// Names of every kernel the emulator can run (empty when not built).
+/// Names of every kernel the emulator can run: stapes' own (none when not built), then those
+/// registered by other crates.
 pub fn kernel_names() -> Vec<&'static str> {
     #[cfg(feature = "emu")]
-    {
-        ffi::EMU_KERNELS.iter().map(|k| k.name).collect()
-    }
+    let own = ffi::EMU_KERNELS.iter().map(|k| k.name);
     #[cfg(not(feature = "emu"))]
-    {
-        Vec::new()
-    }
+    let own = std::iter::empty();
+    let reg = REGISTERED.read().unwrap_or_else(|p| p.into_inner());
+    own.chain(reg.iter().map(|k| k.name)).collect()
 }
 
 #[cfg(not(feature = "emu"))]
@@ -108,10 +107,7 @@ pub(crate) fn launch(
 ) -> Result<(), CudaError> {
     use super::launch::ArgKind;
     use std::ffi::c_void;
-    let entry = ffi::EMU_KERNELS
-        .iter()
-        .find(|k| k.name == kernel)
-        .ok_or_else(|| CudaError::UnknownKernel(kernel.to_string()))?;
+    let entry = find(kernel).ok_or_else(|| CudaError::UnknownKernel(kernel.to_string()))?;
     // Each argument's value lives in an 8-byte slot (a pointer or a scalar), and args[i] points
     // at slot i: cudaLaunchKernel's `void** args` convention.
     let mut slots = vec![0u64; args.len()];
@@ -126,7 +122,7 @@ pub(crate) fn launch(
         sizes[i] = size;
     }
     let arg_ptrs: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
-    let config = ffi::EmuLaunchConfig {
+    let config = EmuLaunchConfig {
         grid: [cfg.grid.0, cfg.grid.1, cfg.grid.2],
         block: [cfg.block.0, cfg.block.1, cfg.block.2],
         shared_mem_bytes: cfg.shared_mem_bytes,
@@ -147,35 +143,71 @@ pub(crate) fn launch(
     }
 }
 
+/// `struct stapes_emu_launch` of `cuda_emu.h`: the launch shape and schedule handed to a
+/// kernel's launcher.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EmuLaunchConfig {
+    /// Blocks per grid, x/y/z.
+    pub grid: [u32; 3],
+    /// Threads per block, x/y/z.
+    pub block: [u32; 3],
+    /// Dynamic shared memory per block, bytes.
+    pub shared_mem_bytes: u32,
+    /// 1 for a shuffled thread order.
+    pub random_schedule: u32,
+    /// The shuffle's seed.
+    pub seed: u64,
+    /// OS threads running blocks (0: the default).
+    pub threads: u32,
+}
+
+/// The C launcher `stapes_emu_launch_<kernel>` generated for every emulated kernel.
+pub type EmuLaunchFn = unsafe extern "C" fn(
+    cfg: *const EmuLaunchConfig,
+    args: *const *mut std::ffi::c_void,
+    arg_sizes: *const usize,
+    n_args: usize,
+) -> std::ffi::c_int;
+
+/// A kernel compiled into an emulator library (by `stapes-cuda-build`).
+#[derive(Clone, Copy, Debug)]
+pub struct EmuKernel {
+    /// The kernel's name.
+    pub name: &'static str,
+    /// The `.cu` file it comes from.
+    pub file: &'static str,
+    /// Its launcher.
+    pub launch: EmuLaunchFn,
+}
+
+/// Kernels of other crates registered by [`super::register_kernels`].
+static REGISTERED: std::sync::RwLock<Vec<&'static EmuKernel>> = std::sync::RwLock::new(Vec::new());
+
+/// Adds emulated kernels of another crate (see [`super::register_kernels`], which checks the
+/// names first).
+pub(crate) fn register(kernels: &'static [EmuKernel]) {
+    let mut reg = REGISTERED.write().unwrap_or_else(|p| p.into_inner());
+    for k in kernels {
+        if !reg.iter().any(|r| r.name == k.name) {
+            reg.push(k);
+        }
+    }
+}
+
+/// The emulated kernel named `kernel`: stapes' own, then registered ones.
+fn find(kernel: &str) -> Option<EmuKernel> {
+    #[cfg(feature = "emu")]
+    if let Some(k) = ffi::EMU_KERNELS.iter().find(|k| k.name == kernel) {
+        return Some(*k);
+    }
+    REGISTERED.read().unwrap_or_else(|p| p.into_inner()).iter().find(|k| k.name == kernel).map(|k| **k)
+}
+
 #[cfg(feature = "emu")]
 mod ffi {
-    use std::ffi::{c_char, c_int, c_void};
-
-    /// `struct stapes_emu_launch` of cuda_emu.h.
-    #[repr(C)]
-    pub(super) struct EmuLaunchConfig {
-        pub grid: [u32; 3],
-        pub block: [u32; 3],
-        pub shared_mem_bytes: u32,
-        pub random_schedule: u32,
-        pub seed: u64,
-        pub threads: u32,
-    }
-
-    pub(super) type EmuLaunchFn = unsafe extern "C" fn(
-        cfg: *const EmuLaunchConfig,
-        args: *const *mut c_void,
-        arg_sizes: *const usize,
-        n_args: usize,
-    ) -> c_int;
-
-    /// A kernel compiled into the emulator library.
-    pub(super) struct EmuKernel {
-        pub name: &'static str,
-        #[allow(dead_code)]
-        pub file: &'static str,
-        pub launch: EmuLaunchFn,
-    }
+    use super::{EmuKernel, EmuLaunchConfig};
+    use std::ffi::c_char;
 
     extern "C" {
         pub(super) fn stapes_emu_last_error() -> *const c_char;

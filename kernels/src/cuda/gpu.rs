@@ -8,7 +8,7 @@
 use super::launch::{ArgKind, KernelArg, LaunchConfig, Scalar};
 use super::memory::{CachingAllocator, RawAllocError, RawAllocator};
 use super::staging::PinnedStaging;
-use super::{find_kernel, nvrtc, CudaError, KERNEL_SOURCES};
+use super::{find_kernel, is_gpu_source, nvrtc, CudaError};
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
@@ -211,7 +211,7 @@ impl GpuDevice {
     /// The kernel's function handle, compiling and loading its source file at first use.
     pub fn function(&self, kernel: &str) -> Result<CudaFunction, CudaError> {
         let src = find_kernel(kernel)
-            .filter(|s| KERNEL_SOURCES.iter().any(|k| k.file == s.file))
+            .filter(|s| is_gpu_source(s))
             .ok_or_else(|| CudaError::UnknownKernel(kernel.to_string()))?;
         let module = {
             let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());

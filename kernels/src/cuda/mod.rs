@@ -80,10 +80,75 @@ pub struct KernelSource {
 
 include!(concat!(env!("OUT_DIR"), "/kernel_sources.rs"));
 
-/// The source file defining `kernel`, among the GPU kernels and (for the emulator) the
-/// emulator's self-test kernels.
+/// Kernel sources of other crates, added by [`register_kernels`].
+static REGISTERED_SOURCES: std::sync::RwLock<Vec<&'static KernelSource>> = std::sync::RwLock::new(Vec::new());
+
+/// The source file defining `kernel`, among the GPU kernels, (for the emulator) the
+/// emulator's self-test kernels, and the kernels other crates registered.
 pub fn find_kernel(kernel: &str) -> Option<&'static KernelSource> {
-    KERNEL_SOURCES.iter().chain(EMU_SELFTEST_SOURCES).find(|s| s.kernels.contains(&kernel))
+    KERNEL_SOURCES.iter().chain(EMU_SELFTEST_SOURCES).find(|s| s.kernels.contains(&kernel)).or_else(|| {
+        let reg = REGISTERED_SOURCES.read().unwrap_or_else(|p| p.into_inner());
+        reg.iter().copied().find(|s| s.kernels.contains(&kernel))
+    })
+}
+
+/// Whether `src` is one of the sources a GPU compiles: stapes' own kernels or a registered file
+/// (the emulator's self-test kernels are not).
+pub(crate) fn is_gpu_source(src: &KernelSource) -> bool {
+    KERNEL_SOURCES.iter().any(|k| k.file == src.file)
+        || REGISTERED_SOURCES.read().unwrap_or_else(|p| p.into_inner()).iter().any(|k| k.file == src.file)
+}
+
+/// Makes the kernels of another crate launchable by name through [`Backend::launch`]: on a GPU
+/// their `sources` are compiled by NVRTC at first use (like stapes' own), on the emulator the
+/// `emulated` launchers run them. Both tables are what `stapes-cuda-build` generates for a
+/// crate's `build.rs` (its generated `register()` calls this). Registering the same tables
+/// again is a no-op; a kernel or file name that stapes or another registration already uses
+/// is an error, and nothing is registered.
+pub fn register_kernels(
+    sources: &'static [KernelSource],
+    emulated: &'static [emu::EmuKernel],
+) -> Result<(), CudaError> {
+    let mut reg = REGISTERED_SOURCES.write().unwrap_or_else(|p| p.into_inner());
+    let mut new = Vec::new();
+    for src in sources {
+        if reg.iter().any(|r| std::ptr::eq(*r, src)) {
+            continue;
+        }
+        let taken_file =
+            KERNEL_SOURCES.iter().chain(EMU_SELFTEST_SOURCES).chain(reg.iter().copied()).any(|s| s.file == src.file);
+        if taken_file {
+            return Err(CudaError::Registration(format!(
+                "a kernel file named `{}` is already registered; rename the .cu file",
+                src.file
+            )));
+        }
+        for k in src.kernels {
+            let owner = KERNEL_SOURCES
+                .iter()
+                .chain(EMU_SELFTEST_SOURCES)
+                .chain(reg.iter().copied())
+                .find(|s| s.kernels.contains(k));
+            if let Some(owner) = owner {
+                return Err(CudaError::Registration(format!(
+                    "kernel `{k}` of {} is already defined in {}: kernel names are global",
+                    src.file, owner.file
+                )));
+            }
+        }
+        new.push(src);
+    }
+    for e in emulated {
+        if !sources.iter().any(|s| s.kernels.contains(&e.name)) {
+            return Err(CudaError::Registration(format!(
+                "emulated kernel `{}` ({}) has no source among the registered ones",
+                e.name, e.file
+            )));
+        }
+    }
+    reg.extend(new);
+    emu::register(emulated);
+    Ok(())
 }
 
 /// Errors of the CUDA paths (GPU and emulator).
@@ -102,6 +167,8 @@ pub enum CudaError {
     EmulatorNotBuilt,
     #[error("{0}")]
     Emulator(String),
+    #[error("register_kernels: {0}")]
+    Registration(String),
     #[error(
         "NVRTC is not available: libnvrtc.so.13 could not be loaded. Install it with \
          `eval \"$(scripts/install-nvrtc.sh)\"` (a CUDA 13.0 NVRTC from PyPI, no GPU needed), or put a \

@@ -2,6 +2,7 @@
 //! including `"same"`/`"valid"`, dilation, groups, bias, zero or reflect padding mode) and
 //! PyTorch's default initialisation.
 
+use super::Size2;
 use crate::init::torch_default_weight_bias;
 use crate::module::{Forward, Module, Param};
 use stapes_autograd::Var;
@@ -102,6 +103,94 @@ impl Default for Conv2dConfig {
             dtype: DType::F32,
             device: Device::Cpu,
         }
+    }
+}
+
+impl Conv1dConfig {
+    /// Sets the stride.
+    pub fn stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
+    }
+    /// Sets an explicit padding on both sides.
+    pub fn padding(mut self, padding: usize) -> Self {
+        self.padding = ConvPadding::Explicit(padding);
+        self
+    }
+    /// `padding="same"` (stride 1 only).
+    pub fn padding_same(mut self) -> Self {
+        self.padding = ConvPadding::Same;
+        self
+    }
+    /// Sets the dilation.
+    pub fn dilation(mut self, dilation: usize) -> Self {
+        self.dilation = dilation;
+        self
+    }
+    /// Sets the channel groups.
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+    /// Whether the layer has a bias.
+    pub fn bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+    /// Sets how the padded border is filled.
+    pub fn padding_mode(mut self, mode: PaddingMode) -> Self {
+        self.padding_mode = mode;
+        self
+    }
+    /// Sets the parameters' dtype and device.
+    pub fn to(mut self, dtype: DType, device: &Device) -> Self {
+        self.dtype = dtype;
+        self.device = *device;
+        self
+    }
+}
+
+impl Conv2dConfig {
+    /// Sets the stride (one number or a pair).
+    pub fn stride(mut self, stride: impl Into<Size2>) -> Self {
+        self.stride = stride.into().0;
+        self
+    }
+    /// Sets an explicit padding (one number or a pair).
+    pub fn padding(mut self, padding: impl Into<Size2>) -> Self {
+        self.padding = ConvPadding::Explicit(padding.into().0);
+        self
+    }
+    /// `padding="same"` (stride 1 only).
+    pub fn padding_same(mut self) -> Self {
+        self.padding = ConvPadding::Same;
+        self
+    }
+    /// Sets the dilation (one number or a pair).
+    pub fn dilation(mut self, dilation: impl Into<Size2>) -> Self {
+        self.dilation = dilation.into().0;
+        self
+    }
+    /// Sets the channel groups.
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+    /// Whether the layer has a bias.
+    pub fn bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+    /// Sets how the padded border is filled.
+    pub fn padding_mode(mut self, mode: PaddingMode) -> Self {
+        self.padding_mode = mode;
+        self
+    }
+    /// Sets the parameters' dtype and device.
+    pub fn to(mut self, dtype: DType, device: &Device) -> Self {
+        self.dtype = dtype;
+        self.device = *device;
+        self
     }
 }
 
@@ -348,7 +437,8 @@ pub struct Conv2d {
 impl Conv2d {
     /// `nn.Conv2d(in_channels, out_channels, kernel_size)` with the default stride 1, no
     /// padding, a bias, in f32 on the CPU.
-    pub fn new(in_channels: usize, out_channels: usize, kernel_size: [usize; 2]) -> Result<Conv2d> {
+    /// `kernel_size` is one number or a pair: `Conv2d::new(1, 64, 3)`, `Conv2d::new(1, 64, [3, 5])`.
+    pub fn new(in_channels: usize, out_channels: usize, kernel_size: impl Into<Size2>) -> Result<Conv2d> {
         Conv2d::new_with(in_channels, out_channels, kernel_size, Conv2dConfig::default())
     }
 
@@ -357,9 +447,10 @@ impl Conv2d {
     pub fn new_with(
         in_channels: usize,
         out_channels: usize,
-        kernel_size: [usize; 2],
+        kernel_size: impl Into<Size2>,
         cfg: Conv2dConfig,
     ) -> Result<Conv2d> {
+        let kernel_size = kernel_size.into().0;
         let padding = match &cfg.padding {
             ConvPadding::Explicit(p) => ConvPadding::Explicit(&p[..]),
             ConvPadding::Same => ConvPadding::Same,

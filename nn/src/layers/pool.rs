@@ -2,6 +2,7 @@
 //! PyTorch's arguments: stride defaulting to the kernel, padding, dilation (max pooling),
 //! `ceil_mode` and `count_include_pad` (average pooling).
 
+use super::Size2;
 use crate::module::{Forward, Module};
 use stapes_autograd::Var;
 use stapes_tensor::{Error, Result};
@@ -70,14 +71,39 @@ pub struct MaxPool2d {
     pub ceil_mode: bool,
 }
 
+impl MaxPool2dConfig {
+    /// Sets the stride (one number or a pair).
+    pub fn stride(mut self, stride: impl Into<Size2>) -> Self {
+        self.stride = Some(stride.into().0);
+        self
+    }
+    /// Sets the padding (one number or a pair).
+    pub fn padding(mut self, padding: impl Into<Size2>) -> Self {
+        self.padding = padding.into().0;
+        self
+    }
+    /// Sets the dilation (one number or a pair).
+    pub fn dilation(mut self, dilation: impl Into<Size2>) -> Self {
+        self.dilation = Some(dilation.into().0);
+        self
+    }
+    /// Sets `ceil_mode`.
+    pub fn ceil_mode(mut self, ceil_mode: bool) -> Self {
+        self.ceil_mode = ceil_mode;
+        self
+    }
+}
+
 impl MaxPool2d {
-    /// `nn.MaxPool2d(kernel_size)`: stride = kernel, no padding.
-    pub fn new(kernel_size: [usize; 2]) -> Result<MaxPool2d> {
+    /// `nn.MaxPool2d(kernel_size)`: stride = kernel, no padding. `kernel_size` is one number
+    /// or a pair: `MaxPool2d::new(2)`, `MaxPool2d::new([2, 1])`.
+    pub fn new(kernel_size: impl Into<Size2>) -> Result<MaxPool2d> {
         MaxPool2d::new_with(kernel_size, MaxPool2dConfig::default())
     }
-    /// The full constructor; a zero kernel, stride or dilation, or padding over half the
-    /// kernel, is an error.
-    pub fn new_with(kernel_size: [usize; 2], cfg: MaxPool2dConfig) -> Result<MaxPool2d> {
+    /// The full constructor, e.g. `MaxPool2d::new_with(3, MaxPool2dConfig::default().stride(2).padding(1))`;
+    /// a zero kernel, stride or dilation, or padding over half the kernel, is an error.
+    pub fn new_with(kernel_size: impl Into<Size2>, cfg: MaxPool2dConfig) -> Result<MaxPool2d> {
+        let kernel_size = kernel_size.into().0;
         let stride = cfg.stride.unwrap_or(kernel_size);
         let dilation = cfg.dilation.unwrap_or([1, 1]);
         check_pool_args("MaxPool2d", kernel_size, stride, cfg.padding, dilation)?;
@@ -131,14 +157,39 @@ pub struct AvgPool2d {
     pub count_include_pad: bool,
 }
 
+impl AvgPool2dConfig {
+    /// Sets the stride (one number or a pair).
+    pub fn stride(mut self, stride: impl Into<Size2>) -> Self {
+        self.stride = Some(stride.into().0);
+        self
+    }
+    /// Sets the padding (one number or a pair).
+    pub fn padding(mut self, padding: impl Into<Size2>) -> Self {
+        self.padding = padding.into().0;
+        self
+    }
+    /// Sets `ceil_mode`.
+    pub fn ceil_mode(mut self, ceil_mode: bool) -> Self {
+        self.ceil_mode = ceil_mode;
+        self
+    }
+    /// Sets `count_include_pad`.
+    pub fn count_include_pad(mut self, count_include_pad: bool) -> Self {
+        self.count_include_pad = count_include_pad;
+        self
+    }
+}
+
 impl AvgPool2d {
-    /// `nn.AvgPool2d(kernel_size)`: stride = kernel, no padding.
-    pub fn new(kernel_size: [usize; 2]) -> Result<AvgPool2d> {
+    /// `nn.AvgPool2d(kernel_size)`: stride = kernel, no padding. `kernel_size` is one number
+    /// or a pair.
+    pub fn new(kernel_size: impl Into<Size2>) -> Result<AvgPool2d> {
         AvgPool2d::new_with(kernel_size, AvgPool2dConfig::default())
     }
     /// The full constructor; a zero kernel or stride, or padding over half the kernel, is an
     /// error.
-    pub fn new_with(kernel_size: [usize; 2], cfg: AvgPool2dConfig) -> Result<AvgPool2d> {
+    pub fn new_with(kernel_size: impl Into<Size2>, cfg: AvgPool2dConfig) -> Result<AvgPool2d> {
+        let kernel_size = kernel_size.into().0;
         let stride = cfg.stride.unwrap_or(kernel_size);
         check_pool_args("AvgPool2d", kernel_size, stride, cfg.padding, [1, 1])?;
         Ok(AvgPool2d {
@@ -161,6 +212,28 @@ impl Forward for AvgPool2d {
     }
 }
 
+/// `F.max_pool2d(x, kernel_size, ...)`: max pooling of a `[N, C, H, W]` or `[C, H, W]` input,
+/// the optional arguments in `cfg` with PyTorch's defaults.
+///
+/// ```
+/// use stapes_autograd::Var;
+/// use stapes_nn::layers::{max_pool2d, MaxPool2dConfig};
+/// use stapes_tensor::{DType, Device, Tensor};
+/// let x = Var::constant(Tensor::randn([1, 3, 8, 8], DType::F32, &Device::Cpu)?);
+/// assert_eq!(max_pool2d(&x, 2, MaxPool2dConfig::default())?.dims(), &[1, 3, 4, 4]);
+/// assert_eq!(max_pool2d(&x, 3, MaxPool2dConfig::default().stride(1).padding(1))?.dims(), &[1, 3, 8, 8]);
+/// # Ok::<(), stapes_tensor::Error>(())
+/// ```
+pub fn max_pool2d(x: &Var, kernel_size: impl Into<Size2>, cfg: MaxPool2dConfig) -> Result<Var> {
+    MaxPool2d::new_with(kernel_size, cfg)?.forward(x)
+}
+
+/// `F.avg_pool2d(x, kernel_size, ...)`: average pooling of a `[N, C, H, W]` or `[C, H, W]`
+/// input, the optional arguments in `cfg` with PyTorch's defaults.
+pub fn avg_pool2d(x: &Var, kernel_size: impl Into<Size2>, cfg: AvgPool2dConfig) -> Result<Var> {
+    AvgPool2d::new_with(kernel_size, cfg)?.forward(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +254,18 @@ mod tests {
         assert_eq!(MaxPool2d::new_with([3, 3], cfg).unwrap().forward(&x).unwrap().dims(), [2, 3, 3]);
         let cfg = AvgPool2dConfig { stride: Some([1, 1]), padding: [1, 0], ..Default::default() };
         assert_eq!(AvgPool2d::new_with([2, 2], cfg).unwrap().forward(&x).unwrap().dims(), [2, 5, 3]);
+
+        // One number for both sides, and the builder, as PyTorch's keyword arguments.
+        let same = MaxPool2d::new_with(3, MaxPool2dConfig::default().stride(2).padding(1).ceil_mode(true)).unwrap();
+        assert_eq!((same.kernel_size, same.stride, same.padding), ([3, 3], [2, 2], [1, 1]));
+        assert_eq!(same.forward(&x).unwrap().dims(), [2, 3, 3]);
+        assert_eq!(
+            max_pool2d(&x, 2, MaxPool2dConfig::default()).unwrap().tensor().to_vec::<f32>().unwrap()[..4],
+            [5.0, 7.0, 13.0, 15.0]
+        );
+        let a2 = avg_pool2d(&x, (2, 2), AvgPool2dConfig::default().stride([1, 1]).padding([1, 0])).unwrap();
+        assert_eq!(a2.dims(), [2, 5, 3]);
+        assert!(max_pool2d(&x, 3, MaxPool2dConfig::default().padding(2)).is_err());
 
         assert!(MaxPool2d::new([0, 2]).is_err());
         assert!(MaxPool2d::new_with([2, 2], MaxPool2dConfig { stride: Some([0, 1]), ..Default::default() }).is_err());

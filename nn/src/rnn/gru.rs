@@ -2,7 +2,7 @@
 
 use super::driver::CellKind;
 use super::{RnnBase, RnnConfig};
-use crate::module::{Module, Param};
+use crate::module::{Forward, Module, Param};
 use stapes_autograd::Var;
 use stapes_tensor::{DType, Device, Result};
 
@@ -13,7 +13,7 @@ pub struct Gru {
     base: RnnBase,
 }
 
-/// The results of [`Gru::forward`].
+/// The results of [`Gru::forward_with`].
 pub struct GruOutput {
     /// `[T, B, D·H]` (`[B, T, D·H]` with `batch_first`), zero at padded positions.
     pub output: Var,
@@ -35,10 +35,18 @@ impl Gru {
         &self.base.cfg
     }
     /// Runs the GRU on `x` from `h0` (`[L·D, B, H]`; zeros when `None`); `lengths` as in
-    /// [`super::Lstm::forward`].
-    pub fn forward(&self, x: &Var, h0: Option<&Var>, lengths: Option<&[usize]>) -> Result<GruOutput> {
+    /// [`super::Lstm::forward_with`]. ([`Forward::forward`] is the common case.)
+    pub fn forward_with(&self, x: &Var, h0: Option<&Var>, lengths: Option<&[usize]>) -> Result<GruOutput> {
         let out = self.base.forward(x, h0, None, lengths)?;
         Ok(GruOutput { output: out.output, h_n: out.h_n })
+    }
+}
+
+/// `output, _ = gru(x)`: a zero initial state, every sequence `T` frames long, the last layer's
+/// output alone; [`Gru::forward_with`] gives the state and lengths.
+impl Forward for Gru {
+    fn forward(&self, x: &Var) -> Result<Var> {
+        Ok(self.forward_with(x, None, None)?.output)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::driver::CellKind;
 use super::{RnnBase, RnnConfig};
-use crate::module::{Module, Param};
+use crate::module::{Forward, Module, Param};
 use stapes_autograd::Var;
 use stapes_tensor::{DType, Device, Error, Result};
 
@@ -13,7 +13,7 @@ pub struct Lstm {
     base: RnnBase,
 }
 
-/// The results of [`Lstm::forward`].
+/// The results of [`Lstm::forward_with`].
 pub struct LstmOutput {
     /// `[T, B, D·H]` (`[B, T, D·H]` with `batch_first`): the last layer's hidden state at every
     /// step, zero at padded positions.
@@ -41,8 +41,9 @@ impl Lstm {
     /// from the initial states `(h0, c0)` (`[L·D, B, H]` each; zeros when `None`).
     /// `lengths[b]` (each in `1..=T`) is the number of real frames of sequence `b`; `None`
     /// means all `T`. Errors for a wrong input rank or size, bad lengths, wrong state shapes
-    /// and dtype mismatches.
-    pub fn forward(&self, x: &Var, state: Option<(&Var, &Var)>, lengths: Option<&[usize]>) -> Result<LstmOutput> {
+    /// and dtype mismatches. ([`Forward::forward`] is the common case: zero initial states,
+    /// full lengths, the output alone.)
+    pub fn forward_with(&self, x: &Var, state: Option<(&Var, &Var)>, lengths: Option<&[usize]>) -> Result<LstmOutput> {
         let (h0, c0) = match state {
             Some((h, c)) => (Some(h), Some(c)),
             None => (None, None),
@@ -50,6 +51,15 @@ impl Lstm {
         let out = self.base.forward(x, h0, c0, lengths)?;
         let c_n = out.c_n.ok_or_else(|| Error::invalid("LSTM", "internal: the layers returned no cell state"))?;
         Ok(LstmOutput { output: out.output, h_n: out.h_n, c_n })
+    }
+}
+
+/// `output, _ = lstm(x)`: zero initial states, every sequence `T` frames long, the last
+/// layer's output alone (`[T, B, D·H]`, or `[B, T, D·H]` with `batch_first`). So an `Lstm` can
+/// sit in a [`crate::layers::Sequential`]; [`Lstm::forward_with`] gives states and lengths.
+impl Forward for Lstm {
+    fn forward(&self, x: &Var) -> Result<Var> {
+        Ok(self.forward_with(x, None, None)?.output)
     }
 }
 

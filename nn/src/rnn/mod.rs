@@ -25,7 +25,7 @@
 //!
 //! let lstm = Lstm::new(RnnConfig { num_layers: 2, bidirectional: true, ..RnnConfig::new(5, 7) })?;
 //! let x = Var::constant(Tensor::randn([6, 3, 5], DType::F32, &Device::Cpu)?); // [T, B, I]
-//! let out = lstm.forward(&x, None, Some(&[6, 2, 4]))?;
+//! let out = lstm.forward_with(&x, None, Some(&[6, 2, 4]))?;
 //! assert_eq!(out.output.dims(), &[6, 3, 14]);
 //! assert_eq!(out.h_n.dims(), &[4, 3, 7]);
 //! # Ok::<(), stapes_tensor::Error>(())

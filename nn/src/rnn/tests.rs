@@ -65,8 +65,8 @@ fn padded_frames_change_nothing() {
         let x2 = Tensor::from_vec(v, shape, &Device::Cpu).unwrap();
         let run = |x: &Tensor| {
             let x = Var::constant(x.clone());
-            let l = lstm.forward(&x, None, Some(&lengths)).unwrap();
-            let g = gru.forward(&x, None, Some(&lengths)).unwrap();
+            let l = lstm.forward_with(&x, None, Some(&lengths)).unwrap();
+            let g = gru.forward_with(&x, None, Some(&lengths)).unwrap();
             [l.output, l.h_n, l.c_n, g.output, g.h_n].map(|v| v.tensor().to_vec::<f64>().unwrap())
         };
         let (a, c) = (run(&x1), run(&x2));
@@ -92,9 +92,9 @@ fn reverse_direction_starts_at_the_last_real_frame() {
     let lstm =
         Lstm::new_with(RnnConfig { bidirectional: true, ..RnnConfig::new(i, h) }, DType::F64, &Device::Cpu).unwrap();
     let x = randn(3, &[t, 2, i], DType::F64);
-    let full = lstm.forward(&Var::constant(x.clone()), None, Some(&[5, 3])).unwrap();
+    let full = lstm.forward_with(&Var::constant(x.clone()), None, Some(&[5, 3])).unwrap();
     let alone = x.narrow(0usize, 0, 3).unwrap().narrow(1usize, 1, 1).unwrap();
-    let single = lstm.forward(&Var::constant(alone), None, None).unwrap();
+    let single = lstm.forward_with(&Var::constant(alone), None, None).unwrap();
     let got = full.output.tensor().narrow(0usize, 0, 3).unwrap().narrow(1usize, 1, 1).unwrap();
     let (g, s) = (got.to_vec::<f64>().unwrap(), single.output.tensor().to_vec::<f64>().unwrap());
     assert!(g.iter().zip(&s).all(|(a, b)| (a - b).abs() < 1e-14));
@@ -113,14 +113,14 @@ fn gradients_match_finite_differences() {
     let gru = Gru::new_with(cfg, DType::F64, &Device::Cpu).unwrap();
     let inputs = [randn(5, &[b, t, i], DType::F64), randn(6, &[4, b, h], DType::F64), randn(7, &[4, b, h], DType::F64)];
     let f_lstm = |v: &[Var]| {
-        let o = lstm.forward(&v[0], Some((&v[1], &v[2])), Some(&lengths))?;
+        let o = lstm.forward_with(&v[0], Some((&v[1], &v[2])), Some(&lengths))?;
         let flat = |x: &Var| x.contiguous()?.reshape(x.tensor().elem_count());
         Var::cat(&[&flat(&o.output)?, &flat(&o.h_n)?, &flat(&o.c_n)?], 0usize)
     };
     let r = gradcheck(f_lstm, &inputs, 1e-6, 1e-7, 1e-6).unwrap();
     assert!(r.checked > 0);
     let f_gru = |v: &[Var]| {
-        let o = gru.forward(&v[0], Some(&v[1]), Some(&lengths))?;
+        let o = gru.forward_with(&v[0], Some(&v[1]), Some(&lengths))?;
         let flat = |x: &Var| x.contiguous()?.reshape(x.tensor().elem_count());
         Var::cat(&[&flat(&o.output)?, &flat(&o.h_n)?], 0usize)
     };
@@ -133,11 +133,11 @@ fn dropout_between_layers_only_in_training() {
     let lstm = Lstm::new(cfg).unwrap();
     let x = Var::constant(randn(8, &[5, 2, 3], DType::F32));
     lstm.eval();
-    let a = lstm.forward(&x, None, None).unwrap().output.tensor().to_vec::<f32>().unwrap();
-    let b = lstm.forward(&x, None, None).unwrap().output.tensor().to_vec::<f32>().unwrap();
+    let a = lstm.forward_with(&x, None, None).unwrap().output.tensor().to_vec::<f32>().unwrap();
+    let b = lstm.forward_with(&x, None, None).unwrap().output.tensor().to_vec::<f32>().unwrap();
     assert_eq!(a, b);
     lstm.train(true);
-    let c = lstm.forward(&x, None, None).unwrap().output.tensor().to_vec::<f32>().unwrap();
+    let c = lstm.forward_with(&x, None, None).unwrap().output.tensor().to_vec::<f32>().unwrap();
     assert_ne!(a, c);
 }
 
@@ -147,22 +147,22 @@ fn bad_inputs_are_errors() {
     let gru = Gru::new(RnnConfig::new(5, 7)).unwrap();
     let x = Var::constant(randn(1, &[6, 3, 5], DType::F32));
     let msg = |r: Result<LstmOutput>| r.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(msg(lstm.forward(&Var::constant(randn(1, &[6, 5], DType::F32)), None, None)).contains("3-D"));
-    assert!(msg(lstm.forward(&Var::constant(randn(1, &[6, 3, 4], DType::F32)), None, None)).contains("input_size"));
-    assert!(msg(lstm.forward(&x, None, Some(&[6, 7, 1]))).contains("lengths[1] = 7"));
-    assert!(msg(lstm.forward(&x, None, Some(&[6, 0, 1]))).contains("lengths[1] = 0"));
-    assert!(msg(lstm.forward(&x, None, Some(&[6, 1]))).contains("3 lengths"));
+    assert!(msg(lstm.forward_with(&Var::constant(randn(1, &[6, 5], DType::F32)), None, None)).contains("3-D"));
+    assert!(msg(lstm.forward_with(&Var::constant(randn(1, &[6, 3, 4], DType::F32)), None, None)).contains("input_size"));
+    assert!(msg(lstm.forward_with(&x, None, Some(&[6, 7, 1]))).contains("lengths[1] = 7"));
+    assert!(msg(lstm.forward_with(&x, None, Some(&[6, 0, 1]))).contains("lengths[1] = 0"));
+    assert!(msg(lstm.forward_with(&x, None, Some(&[6, 1]))).contains("3 lengths"));
     let h_bad = Var::constant(randn(2, &[2, 3, 7], DType::F32));
     let h_ok = Var::constant(randn(2, &[4, 3, 7], DType::F32));
-    assert!(msg(lstm.forward(&x, Some((&h_bad, &h_ok)), None)).contains("h0"));
-    assert!(msg(lstm.forward(&x, Some((&h_ok, &h_bad)), None)).contains("c0"));
+    assert!(msg(lstm.forward_with(&x, Some((&h_bad, &h_ok)), None)).contains("h0"));
+    assert!(msg(lstm.forward_with(&x, Some((&h_ok, &h_bad)), None)).contains("c0"));
     let h64 = Var::constant(randn(2, &[4, 3, 7], DType::F64));
-    assert!(matches!(lstm.forward(&x, Some((&h64, &h_ok)), None), Err(Error::DTypeMismatch { .. })));
+    assert!(matches!(lstm.forward_with(&x, Some((&h64, &h_ok)), None), Err(Error::DTypeMismatch { .. })));
     let x64 = Var::constant(randn(1, &[6, 3, 5], DType::F64));
-    assert!(matches!(gru.forward(&x64, None, None), Err(Error::DTypeMismatch { .. })));
+    assert!(matches!(gru.forward_with(&x64, None, None), Err(Error::DTypeMismatch { .. })));
     let xi = Var::constant(Tensor::zeros([6, 3, 5], DType::I64, &Device::Cpu).unwrap());
-    assert!(matches!(gru.forward(&xi, None, None), Err(Error::UnsupportedDType { .. })));
-    assert!(gru.forward(&Var::constant(randn(1, &[0, 3, 5], DType::F32)), None, None).is_err());
+    assert!(matches!(gru.forward_with(&xi, None, None), Err(Error::UnsupportedDType { .. })));
+    assert!(gru.forward_with(&Var::constant(randn(1, &[0, 3, 5], DType::F32)), None, None).is_err());
     assert!(Lstm::new(RnnConfig { dropout: 1.5, ..RnnConfig::new(2, 2) }).is_err());
     assert!(Gru::new(RnnConfig::new(2, 0)).is_err());
 }
@@ -179,8 +179,8 @@ fn results_do_not_depend_on_reused_buffers() {
     let gru = Gru::new(cfg.clone()).unwrap();
     let run = |seed: u64| {
         let x = Var::leaf(randn(seed, &[t, b, i], DType::F32));
-        let l = lstm.forward(&x, None, Some(&lengths)).unwrap();
-        let g = gru.forward(&x, None, Some(&lengths)).unwrap();
+        let l = lstm.forward_with(&x, None, Some(&lengths)).unwrap();
+        let g = gru.forward_with(&x, None, Some(&lengths)).unwrap();
         let loss = l.output.sum_all().unwrap().add(&g.output.sum_all().unwrap()).unwrap();
         loss.add(&l.c_n.sum_all().unwrap()).unwrap().backward().unwrap();
         let mut v = l.output.tensor().to_vec_f64().unwrap();
@@ -197,11 +197,28 @@ fn results_do_not_depend_on_reused_buffers() {
     l64.load_state_dict(&lstm.state_dict(), true).unwrap();
     g64.load_state_dict(&gru.state_dict(), true).unwrap();
     let x = Var::constant(randn(1, &[t, b, i], DType::F32).to_dtype(DType::F64).unwrap());
-    let want = l64.forward(&x, None, Some(&lengths)).unwrap().output.tensor().to_vec::<f64>().unwrap();
+    let want = l64.forward_with(&x, None, Some(&lengths)).unwrap().output.tensor().to_vec::<f64>().unwrap();
     let worst = a.iter().zip(&want).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max);
     assert!(worst < 1e-5, "f32 vs f64: {worst}");
-    let want = g64.forward(&x, None, Some(&lengths)).unwrap().output.tensor().to_vec::<f64>().unwrap();
+    let want = g64.forward_with(&x, None, Some(&lengths)).unwrap().output.tensor().to_vec::<f64>().unwrap();
     let got = &a[t * b * 2 * h..2 * t * b * 2 * h];
     let worst = got.iter().zip(&want).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max);
     assert!(worst < 1e-5, "GRU f32 vs f64: {worst}");
+}
+
+#[test]
+fn forward_trait_is_the_common_case_and_chains_in_sequential() {
+    use crate::layers::{Linear, Sequential};
+    use crate::module::Forward;
+    let x = Var::constant(randn(21, &[6, 3, 5], DType::F32));
+    let lstm = Lstm::new(bi2(5, 7)).unwrap();
+    let rich = lstm.forward_with(&x, None, None).unwrap().output.tensor().to_vec::<f32>().unwrap();
+    assert_eq!(Forward::forward(&lstm, &x).unwrap().tensor().to_vec::<f32>().unwrap(), rich);
+    let gru = Gru::new(RnnConfig::new(5, 4)).unwrap();
+    let rich = gru.forward_with(&x, None, None).unwrap().output.tensor().to_vec::<f32>().unwrap();
+    assert_eq!(gru.forward(&x).unwrap().tensor().to_vec::<f32>().unwrap(), rich);
+    // An LSTM inside a Sequential, as nn.Sequential cannot do without a wrapper in PyTorch.
+    let net = Sequential::new().with(Lstm::new(bi2(5, 7)).unwrap()).with(Linear::new(14, 3, true).unwrap());
+    assert_eq!(net.forward(&x).unwrap().dims(), &[6, 3, 3]);
+    assert!(net.named_parameters().iter().any(|(n, _)| n == "0.weight_hh_l1_reverse"));
 }

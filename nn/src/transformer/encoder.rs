@@ -116,7 +116,7 @@ impl Forward for TransformerEncoderLayer {
 /// Copies every parameter value of `from` into `to` (same structure): the deep copy PyTorch's
 /// `_get_clones` makes of a layer.
 pub(super) fn copy_values(from: &dyn Module, to: &dyn Module) -> Result<()> {
-    to.load_state_dict(&from.state_dict(), true)
+    to.load_state_dict(&from.state_dict(), true).map(drop)
 }
 
 /// `nn.TransformerEncoder(encoder_layer, num_layers, norm)`: a stack of encoder layers and an

@@ -347,6 +347,65 @@ impl Default for MelSpectrogramConfig {
     }
 }
 
+impl MelSpectrogramConfig {
+    /// `MelSpectrogram(sample_rate=sample_rate, n_mels=n_mels)`, every other argument at
+    /// torchaudio's default; chain the setters for the rest, without nesting configs:
+    ///
+    /// ```
+    /// use stapes_speech::features::MelSpectrogramConfig;
+    /// let cfg = MelSpectrogramConfig::new(16000, 80).n_fft(400).hop_length(160).f_max(7600.0);
+    /// assert_eq!((cfg.spectrogram.n_fft, cfg.spectrogram.hop_length), (400, Some(160)));
+    /// ```
+    pub fn new(sample_rate: u32, n_mels: usize) -> MelSpectrogramConfig {
+        MelSpectrogramConfig { sample_rate, n_mels, ..MelSpectrogramConfig::default() }
+    }
+    /// Sets the FFT size (the STFT's `n_fft`).
+    pub fn n_fft(mut self, n_fft: usize) -> Self {
+        self.spectrogram.n_fft = n_fft;
+        self
+    }
+    /// Sets the window length (default `n_fft`).
+    pub fn win_length(mut self, win_length: usize) -> Self {
+        self.spectrogram.win_length = Some(win_length);
+        self
+    }
+    /// Sets the hop between frames (default `win_length / 2`).
+    pub fn hop_length(mut self, hop_length: usize) -> Self {
+        self.spectrogram.hop_length = Some(hop_length);
+        self
+    }
+    /// Sets the spectrogram's power (1 magnitude, 2 power; the default is 2).
+    pub fn power(mut self, power: f32) -> Self {
+        self.spectrogram.power = Some(power);
+        self
+    }
+    /// Sets whether frames are centred (the signal reflect-padded by `n_fft / 2`).
+    pub fn center(mut self, center: bool) -> Self {
+        self.spectrogram.center = center;
+        self
+    }
+    /// Sets the lowest frequency of the filterbank.
+    pub fn f_min(mut self, f_min: f64) -> Self {
+        self.f_min = f_min;
+        self
+    }
+    /// Sets the highest frequency of the filterbank (default `sample_rate / 2`).
+    pub fn f_max(mut self, f_max: f64) -> Self {
+        self.f_max = Some(f_max);
+        self
+    }
+    /// Sets the filter normalisation.
+    pub fn norm(mut self, norm: MelNorm) -> Self {
+        self.norm = norm;
+        self
+    }
+    /// Sets the mel scale.
+    pub fn mel_scale(mut self, mel_scale: MelScaleKind) -> Self {
+        self.mel_scale = mel_scale;
+        self
+    }
+}
+
 /// `torchaudio.transforms.MelSpectrogram`: waveform `[..., time]` to `[..., n_mels, frames]`,
 /// with the mel projection fused into the STFT's per-frame loop.
 #[derive(Clone, Debug)]

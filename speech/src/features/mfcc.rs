@@ -148,6 +148,56 @@ impl Default for MfccConfig {
     }
 }
 
+impl MfccConfig {
+    /// `MFCC(sample_rate=sample_rate, n_mfcc=n_mfcc)` with torchaudio's defaults; the mel
+    /// arguments (`melkwargs`) are set by the chained setters, not by nesting configs:
+    ///
+    /// ```
+    /// use stapes_speech::features::MfccConfig;
+    /// let cfg = MfccConfig::new(16000, 13).n_mels(40).n_fft(400).hop_length(160);
+    /// assert_eq!((cfg.melkwargs.n_mels, cfg.melkwargs.spectrogram.n_fft), (40, 400));
+    /// ```
+    pub fn new(sample_rate: u32, n_mfcc: usize) -> MfccConfig {
+        let melkwargs = MelSpectrogramConfig { sample_rate, ..MelSpectrogramConfig::default() };
+        MfccConfig { sample_rate, n_mfcc, melkwargs, ..MfccConfig::default() }
+    }
+    /// Sets the number of mel bands (`melkwargs["n_mels"]`).
+    pub fn n_mels(mut self, n_mels: usize) -> Self {
+        self.melkwargs.n_mels = n_mels;
+        self
+    }
+    /// Sets the FFT size (`melkwargs["n_fft"]`).
+    pub fn n_fft(mut self, n_fft: usize) -> Self {
+        self.melkwargs = self.melkwargs.n_fft(n_fft);
+        self
+    }
+    /// Sets the window length (`melkwargs["win_length"]`).
+    pub fn win_length(mut self, win_length: usize) -> Self {
+        self.melkwargs = self.melkwargs.win_length(win_length);
+        self
+    }
+    /// Sets the hop between frames (`melkwargs["hop_length"]`).
+    pub fn hop_length(mut self, hop_length: usize) -> Self {
+        self.melkwargs = self.melkwargs.hop_length(hop_length);
+        self
+    }
+    /// Sets the filterbank's frequency range (`melkwargs["f_min"]`, `melkwargs["f_max"]`).
+    pub fn f_range(mut self, f_min: f64, f_max: f64) -> Self {
+        self.melkwargs = self.melkwargs.f_min(f_min).f_max(f_max);
+        self
+    }
+    /// Sets the DCT normalisation.
+    pub fn norm(mut self, norm: DctNorm) -> Self {
+        self.norm = norm;
+        self
+    }
+    /// `log(mel + 1e-6)` instead of decibels.
+    pub fn log_mels(mut self, log_mels: bool) -> Self {
+        self.log_mels = log_mels;
+        self
+    }
+}
+
 /// `torchaudio.transforms.MFCC`: waveform `[..., time]` to `[..., n_mfcc, frames]`.
 ///
 /// Without `log_mels`, the decibel clamp (`top_db = 80`) follows torchaudio's
