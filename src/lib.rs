@@ -38,6 +38,8 @@
 //! # Ok::<(), stapes::tensor::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub use stapes_autograd as autograd;
 pub use stapes_kernels as kernels;
 pub use stapes_nn as nn;
@@ -70,7 +72,7 @@ pub mod prelude {
         Conv1d, Conv1dConfig, Conv2d, Conv2dConfig, Dropout, Embedding, LayerNorm, Linear, MaxPool2d, ReLU, Sequential,
     };
     pub use crate::nn::loss::{cross_entropy, mse_loss, CrossEntropyOptions, Reduction};
-    pub use crate::nn::optim::{Adam, AdamConfig, Optimizer, Sgd};
+    pub use crate::nn::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
     pub use crate::nn::rnn::{Gru, Lstm, RnnConfig};
     pub use crate::nn::{Forward, Module, StateDictExt};
     pub use crate::tensor::{DType, Device, Tensor};

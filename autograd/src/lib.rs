@@ -19,6 +19,8 @@
 //! # Ok::<(), stapes_tensor::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod autocast;
 mod gradcheck;
 mod ops;

@@ -35,6 +35,8 @@
 //! kernels::register()?; // then Backend::launch("my_kernel", ...) finds it, on a GPU or the emulator
 //! ```
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

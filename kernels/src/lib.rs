@@ -13,5 +13,7 @@
 //! * Shapes and strides are in elements; strides are non-negative (views never flip an axis).
 //! * Kernels never allocate their outputs when the caller can: they write into `&mut [T]`.
 
+#![warn(missing_docs)]
+
 pub mod cpu;
 pub mod cuda;

@@ -24,6 +24,8 @@
 //! # Ok::<(), stapes_nn::schedule::ScheduleError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod amp;
 pub mod attention;
 pub mod checkpoint;

@@ -9,6 +9,8 @@
 //! [`train`]), inference ([`infer`]), TensorBoard event files ([`tensorboard`]) and PNG images
 //! of training curves and spectrograms ([`plot`]).
 
+#![warn(missing_docs)]
+
 pub mod audio;
 pub mod augment;
 pub mod beam;

@@ -14,6 +14,8 @@
 //! # Ok::<(), stapes_tensor::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 /// Runs `$body` with the type alias `$T` bound to the compute type of a float dtype
 /// (`f32` for f16/bf16/f32, `f64` for f64); other dtypes return `UnsupportedDType`.
 macro_rules! float_dispatch {

@@ -2,7 +2,7 @@
 //!
 //! Two layouts cover every reduction after the tensor layer has arranged its input:
 //! * *last*: `[rows, r]`, each row reduced to one value (rows in parallel; `f32` sums and maxima
-//!   use the 16-lane vectorised helpers of [`vmath`](super::vmath));
+//!   use the 16-lane vectorised helpers of [`vmath`]);
 //! * *mid*: `[a, r, b]` reduced over `r` to `[a, b]`, accumulating whole `b`-long rows so the
 //!   inner loop is a contiguous, vectorisable `acc[j] += x[j]` (used for the gradient of a
 //!   broadcast, which sums over leading dims).

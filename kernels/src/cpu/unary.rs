@@ -1,5 +1,5 @@
 //! Elementwise maps over contiguous slices, split over rayon in chunks of
-//! [`PAR_CHUNK`](super::PAR_CHUNK) elements. The closure is monomorphised into the loop, so a
+//! [`PAR_CHUNK`] elements. The closure is monomorphised into the loop, so a
 //! simple body (add, mul, select) vectorises. Strided inputs are made contiguous by the caller.
 
 use super::PAR_CHUNK;

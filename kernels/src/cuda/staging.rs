@@ -4,11 +4,11 @@
 //! The driver can DMA only from or to page-locked host memory. A copy from pageable memory (a
 //! `Vec`) makes the driver stage it itself through its own small pinned buffers, which usually
 //! reaches a fraction of the link's bandwidth. PyTorch users get the full rate by copying from
-//! `pin_memory()` tensors; stapes tensors live in ordinary `Vec`s, so [`PinnedStaging`] does the
+//! `pin_memory()` tensors; stapes tensors live in ordinary `Vec`s, so `PinnedStaging` does the
 //! staging here instead, with larger chunks and two of them in flight.
 //!
 //! # How
-//! Each [`super::GpuDevice`] owns one [`PinnedStaging`]: two pinned chunks of [`CHUNK_BYTES`],
+//! Each [`super::GpuDevice`] owns one `PinnedStaging`: two pinned chunks of `CHUNK_BYTES`,
 //! allocated at the first large transfer (never for small ones, never on the emulator), and one
 //! event per chunk that marks the last DMA touching it.
 //! * Upload: for each chunk-sized piece of the source, wait for the event of the chunk it goes
