@@ -7,12 +7,19 @@ use half::{bf16, f16};
 /// Host storage, one vector per dtype.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CpuStorage {
+    /// `f16` elements (IEEE half precision).
     F16(Vec<f16>),
+    /// `bf16` elements (bfloat16).
     BF16(Vec<bf16>),
+    /// `f32` elements (IEEE single precision).
     F32(Vec<f32>),
+    /// `f64` elements (IEEE double precision).
     F64(Vec<f64>),
+    /// `i64` elements (labels, indices).
     I64(Vec<i64>),
+    /// `u8` elements (boolean masks: 0 or 1).
     U8(Vec<u8>),
+    /// `i8` elements (quantized weights).
     I8(Vec<i8>),
 }
 

@@ -13,8 +13,11 @@ use rayon::prelude::*;
 /// A strided operand: `data[offset + Σ idx[d]·strides[d]]`, strides broadcast to the output.
 #[derive(Clone, Copy, Debug)]
 pub struct Strided<'a, T> {
+    /// The operand's elements.
     pub data: &'a [T],
+    /// Element strides, one per output dim (0 on broadcast dims).
     pub strides: &'a [usize],
+    /// Element index of the operand's first element in `data`.
     pub offset: usize,
 }
 

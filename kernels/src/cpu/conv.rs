@@ -36,16 +36,27 @@ use rayon::prelude::*;
 /// Tuples are `(height, width)`. `c_in` and `c_out` must be multiples of `groups`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dGeom {
+    /// Batch size (images).
     pub n: usize,
+    /// Input channels.
     pub c_in: usize,
+    /// Input height.
     pub h: usize,
+    /// Input width.
     pub w: usize,
+    /// Output channels.
     pub c_out: usize,
+    /// Kernel height.
     pub kh: usize,
+    /// Kernel width.
     pub kw: usize,
+    /// Stride, `(height, width)`.
     pub stride: (usize, usize),
+    /// Zero padding added to both sides, `(height, width)`.
     pub padding: (usize, usize),
+    /// Spacing between kernel taps, `(height, width)`; 1 is a dense kernel.
     pub dilation: (usize, usize),
+    /// Channel groups: each maps `c_in / groups` input channels to `c_out / groups` outputs.
     pub groups: usize,
 }
 

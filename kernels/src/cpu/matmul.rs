@@ -12,9 +12,13 @@ use rayon::prelude::*;
 /// `offset + b * batch_stride + i * row_stride + j * col_stride`.
 #[derive(Clone, Copy, Debug)]
 pub struct MatLayout {
+    /// Element index of element `(0, 0, 0)`.
     pub offset: usize,
+    /// Elements between consecutive matrices of the batch.
     pub batch_stride: usize,
+    /// Elements between consecutive rows.
     pub row_stride: usize,
+    /// Elements between consecutive columns.
     pub col_stride: usize,
 }
 

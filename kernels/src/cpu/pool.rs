@@ -25,16 +25,26 @@ use rayon::prelude::*;
 /// Geometry of a 2-D pooling. Tuples are `(height, width)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pool2dGeom {
+    /// Batch size (images).
     pub n: usize,
+    /// Channels.
     pub c: usize,
+    /// Input height.
     pub h: usize,
+    /// Input width.
     pub w: usize,
+    /// Window height.
     pub kh: usize,
+    /// Window width.
     pub kw: usize,
+    /// Stride, `(height, width)`.
     pub stride: (usize, usize),
+    /// Implicit padding on both sides, `(height, width)`.
     pub padding: (usize, usize),
     /// Max pool only; average pool uses `(1, 1)`.
     pub dilation: (usize, usize),
+    /// Output size by ceiling instead of floor division (the last window must still start inside
+    /// the input or the left padding).
     pub ceil_mode: bool,
     /// Average pool only (PyTorch's default is `true`).
     pub count_include_pad: bool,

@@ -17,14 +17,19 @@ use std::any::TypeId;
 /// Reduction applied to each row by [`reduce_last`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ReduceOp {
+    /// Sum of the row.
     Sum,
+    /// Mean of the row.
     Mean,
+    /// Maximum of the row (NaN if any element is NaN).
     Max,
+    /// Minimum of the row (NaN if any element is NaN).
     Min,
     /// `log Σ exp(x)`, stable.
     LogSumExp,
     /// Variance with Bessel-style `correction` (0: biased, 1: unbiased).
     Var {
+        /// Subtracted from the count in the divisor: `Σ (x - mean)² / (n - correction)`.
         correction: usize,
     },
 }

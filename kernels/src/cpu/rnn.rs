@@ -310,8 +310,11 @@ pub fn gru_step_backward<T: RnnFloat>(
 /// A strided matrix operand: element `(i, j)` at `offset + i * row_stride + j * col_stride`.
 #[derive(Clone, Copy, Debug)]
 pub struct Strided {
+    /// Element index of element `(0, 0)`.
     pub offset: usize,
+    /// Elements between consecutive rows.
     pub row_stride: usize,
+    /// Elements between consecutive columns.
     pub col_stride: usize,
 }
 

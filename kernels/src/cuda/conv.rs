@@ -20,7 +20,9 @@ use std::ops::Range;
 /// The activation of the epilogue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
+    /// No activation: `y = y + bias`.
     Identity,
+    /// ReLU: `y = max(y + bias, 0)`.
     Relu,
 }
 

@@ -30,7 +30,9 @@ pub fn launch_config(backend: &Backend, n: usize) -> LaunchConfig {
 /// The binary operations of `elementwise.cu`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BinaryOp {
+    /// Addition, `a + b`.
     Add,
+    /// Multiplication, `a * b`.
     Mul,
 }
 

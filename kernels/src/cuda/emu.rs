@@ -196,6 +196,7 @@ pub(crate) fn register(kernels: &'static [EmuKernel]) {
 }
 
 /// The emulated kernel named `kernel`: stapes' own, then registered ones.
+#[cfg_attr(not(feature = "emu"), allow(dead_code))]
 fn find(kernel: &str) -> Option<EmuKernel> {
     #[cfg(feature = "emu")]
     if let Some(k) = ffi::EMU_KERNELS.iter().find(|k| k.name == kernel) {

@@ -20,20 +20,31 @@ impl EwFloat for half::bf16 {}
 /// Unary float ops, with their scalar parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum UnaryOp {
+    /// Negation, `-x`.
     Neg,
+    /// Exponential, `e^x`.
     Exp,
+    /// Natural logarithm, `ln x`.
     Log,
+    /// Square root, `√x`.
     Sqrt,
+    /// Reciprocal square root, `1 / √x`.
     Rsqrt,
+    /// Absolute value, `|x|`.
     Abs,
+    /// ReLU, `max(x, 0)` (NaN and -0 pass through).
     Relu,
     /// GELU, erf form.
     Gelu,
     /// GELU, tanh approximation.
     GeluTanh,
+    /// Logistic sigmoid, `1 / (1 + e^-x)`.
     Sigmoid,
+    /// Hyperbolic tangent, `tanh x`.
     Tanh,
+    /// Sine, `sin x` (radians).
     Sin,
+    /// Cosine, `cos x` (radians).
     Cos,
     /// `x^e`.
     Powf(f64),
@@ -41,7 +52,9 @@ pub enum UnaryOp {
     Clamp(f64, f64),
     /// `x * mul + add`, rounded after the product and after the sum (no FMA).
     Affine(f64, f64),
+    /// Reciprocal, `1 / x`.
     Recip,
+    /// Square, `x * x`.
     Sqr,
     /// -1, 0 or 1 (signed zeros and NaN kept).
     Sign,
@@ -90,14 +103,19 @@ impl UnaryOp {
 /// Binary float ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BinaryOp {
+    /// Addition, `a + b`.
     Add,
+    /// Subtraction, `a - b`.
     Sub,
+    /// Multiplication, `a * b`.
     Mul,
+    /// Division, `a / b`.
     Div,
     /// NaN in either operand propagates; otherwise `a > b ? a : b`.
     Maximum,
     /// NaN in either operand propagates; otherwise `a < b ? a : b`.
     Minimum,
+    /// Power, `a^b`.
     Pow,
 }
 
@@ -119,11 +137,17 @@ impl BinaryOp {
 /// Comparisons (IEEE: NaN compares unequal to everything).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CmpOp {
+    /// Equal, `a == b`.
     Eq,
+    /// Not equal, `a != b` (true when either is NaN).
     Ne,
+    /// Less than, `a < b`.
     Lt,
+    /// Less or equal, `a <= b`.
     Le,
+    /// Greater than, `a > b`.
     Gt,
+    /// Greater or equal, `a >= b`.
     Ge,
 }
 
@@ -145,8 +169,11 @@ impl CmpOp {
 /// is `buf[offset + Σ_k i_k · strides[k]]` (strides in elements, 0 on broadcast dims).
 #[derive(Clone, Copy, Debug)]
 pub struct Operand<'a, T: DeviceElem> {
+    /// The buffer holding the operand.
     pub buf: &'a DeviceBuffer<T>,
+    /// Element strides, one per output dim (0 on broadcast dims).
     pub strides: &'a [usize],
+    /// Element index of the operand's first element in `buf`.
     pub offset: usize,
 }
 

@@ -54,12 +54,17 @@ pub struct GemmConfig {
     pub transa: bool,
     /// `B` is stored `n x k` (op(B) = B^T).
     pub transb: bool,
+    /// Rows of `op(A)` and of `C`.
     pub m: usize,
+    /// Columns of `op(B)` and of `C`.
     pub n: usize,
+    /// Columns of `op(A)`, rows of `op(B)`: the reduced dimension.
     pub k: usize,
     /// Number of matrices.
     pub batch: usize,
+    /// Scale of the product `op(A) * op(B)`.
     pub alpha: f64,
+    /// Scale of the previous `C` (0: `C` is not read).
     pub beta: f64,
     /// Row stride of `A` as stored.
     pub lda: usize,
@@ -69,11 +74,15 @@ pub struct GemmConfig {
     pub ldc: usize,
     /// Distance between consecutive `A_z` (0 broadcasts one matrix over the batch).
     pub stride_a: usize,
+    /// Distance between consecutive `B_z` (0 broadcasts one matrix over the batch).
     pub stride_b: usize,
     /// Distance between consecutive `C_z` (the `C_z` must not overlap).
     pub stride_c: usize,
+    /// Element index of `A_0` in its buffer.
     pub offset_a: usize,
+    /// Element index of `B_0` in its buffer.
     pub offset_b: usize,
+    /// Element index of `C_0` in its buffer.
     pub offset_c: usize,
     /// Lets an `f32` GEMM on a GPU use TF32 tensor cores (10-bit mantissa products), like
     /// `torch.backends.cuda.matmul.allow_tf32`. Ignored by the reference kernel (plain FP32).

@@ -17,16 +17,31 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// Why no GPU can be used.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GpuUnavailable {
+    /// `libcuda` could not be loaded: no NVIDIA driver.
     #[error("no CUDA driver: libcuda could not be loaded (no NVIDIA driver on this machine)")]
     NoDriver,
+    /// The driver failed to initialise or to count devices; holds its message.
     #[error("the CUDA driver failed to initialise: {0}")]
     DriverInit(String),
+    /// The requested ordinal is not below the device count.
     #[error("CUDA device {ordinal} requested, the driver reports {count} device(s)")]
-    NoDevice { ordinal: usize, count: usize },
+    NoDevice {
+        /// The requested device ordinal.
+        ordinal: usize,
+        /// The number of devices the driver reports.
+        count: usize,
+    },
+    /// A GPU is present but `libnvrtc.so.13` could not be loaded.
     #[error("a GPU is present but NVRTC is not: libnvrtc.so.13 could not be loaded (put it on LD_LIBRARY_PATH)")]
     NoNvrtc,
+    /// Creating the device's context or reading its properties failed.
     #[error("opening CUDA device {ordinal}: {message}")]
-    Open { ordinal: usize, message: String },
+    Open {
+        /// The device ordinal.
+        ordinal: usize,
+        /// The driver's error message.
+        message: String,
+    },
 }
 
 /// Whether `libcuda` can be loaded (checked once).

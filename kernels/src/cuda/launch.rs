@@ -81,8 +81,11 @@ impl FloatElem for half::bf16 {
 /// Grid and block shape of a launch, and its dynamic shared memory in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LaunchConfig {
+    /// Blocks per grid, `(x, y, z)`.
     pub grid: (u32, u32, u32),
+    /// Threads per block, `(x, y, z)`.
     pub block: (u32, u32, u32),
+    /// Dynamic shared memory per block, in bytes.
     pub shared_mem_bytes: u32,
 }
 

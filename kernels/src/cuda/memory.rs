@@ -94,15 +94,33 @@ pub enum RawAllocError {
 /// An allocation failure as reported to callers.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AllocError {
+    /// The device had no room, even after the cache was emptied and the request retried.
     #[error(
         "out of memory on {device}: tried to allocate {} (size class {}); {stats}; the cache was \
          emptied and the allocation retried once",
         fmt_bytes(*requested),
         fmt_bytes(*class)
     )]
-    OutOfMemory { device: String, requested: usize, class: usize, stats: MemoryStats },
+    OutOfMemory {
+        /// The device's name (a GPU's name, or `the CUDA emulator`).
+        device: String,
+        /// The requested size in bytes.
+        requested: usize,
+        /// The size class reserved for the request, in bytes.
+        class: usize,
+        /// The allocator's statistics at the failure.
+        stats: MemoryStats,
+    },
+    /// The driver failed for a reason other than lack of memory.
     #[error("allocating {} on {device}: {message}", fmt_bytes(*requested))]
-    Driver { device: String, requested: usize, message: String },
+    Driver {
+        /// The device's name (a GPU's name, or `the CUDA emulator`).
+        device: String,
+        /// The requested size in bytes.
+        requested: usize,
+        /// The driver's error message.
+        message: String,
+    },
 }
 
 /// Where blocks come from: the driver, or host memory for the emulator.

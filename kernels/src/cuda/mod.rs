@@ -154,47 +154,95 @@ pub fn register_kernels(
 /// Errors of the CUDA paths (GPU and emulator).
 #[derive(Debug, thiserror::Error)]
 pub enum CudaError {
+    /// No registered kernel has this name.
     #[error("no CUDA kernel named `{0}` (kernels are the `extern \"C\" __global__` functions of kernels/cuda/*.cu)")]
     UnknownKernel(String),
+    /// A launch's arguments do not fit the kernel (shapes, lengths or dtypes).
     #[error("{op}: {message}")]
-    Shape { op: &'static str, message: String },
+    Shape {
+        /// The kernel wrapper's name, e.g. `cuda::gemm`.
+        op: &'static str,
+        /// What does not fit, e.g. `out holds 6 elements, expected 8`.
+        message: String,
+    },
+    /// A buffer of one backend was passed to a launch on the other.
     #[error("a buffer of the {buffer} backend was passed to a launch on the {launch} backend")]
-    BackendMismatch { buffer: &'static str, launch: &'static str },
+    BackendMismatch {
+        /// The backend that owns the buffer: `GPU` or `emulator`.
+        buffer: &'static str,
+        /// The backend of the launch: `GPU` or `emulator`.
+        launch: &'static str,
+    },
+    /// The emulator was asked for, but the `emu` feature is off.
     #[error(
         "the CUDA emulator is not built into this binary (enable the `emu` feature of stapes-kernels; \
          its own tests enable it)"
     )]
     EmulatorNotBuilt,
+    /// A kernel failed on the emulator; holds the emulator's message.
     #[error("{0}")]
     Emulator(String),
+    /// [`register_kernels`] rejected a table: a file or kernel name is already taken.
     #[error("register_kernels: {0}")]
     Registration(String),
+    /// `libnvrtc.so.13` could not be loaded.
     #[error(
         "NVRTC is not available: libnvrtc.so.13 could not be loaded. Install it with \
          `eval \"$(scripts/install-nvrtc.sh)\"` (a CUDA 13.0 NVRTC from PyPI, no GPU needed), or put a \
          CUDA 13 toolkit's lib64 on LD_LIBRARY_PATH"
     )]
     NvrtcMissing,
+    /// A kernel source includes CUDA headers that no include directory holds.
     #[error(
         "{file} includes CUDA headers ({header}) but no include directory has them; searched: {searched}. \
          Run `eval \"$(scripts/install-nvrtc.sh)\"` (sets STAPES_NVRTC_DIR) or set CUDA_HOME"
     )]
-    HeadersMissing { file: &'static str, header: &'static str, searched: String },
+    HeadersMissing {
+        /// The source file, e.g. `elementwise.cu`.
+        file: &'static str,
+        /// The first missing header, e.g. `cuda_fp16.h`.
+        header: &'static str,
+        /// The directories searched, comma-separated.
+        searched: String,
+    },
+    /// NVRTC failed to compile a kernel source.
     #[error("NVRTC failed to compile {file} for {arch}:\n{log}")]
-    Compile { file: &'static str, arch: String, log: String },
+    Compile {
+        /// The source file, e.g. `elementwise.cu`.
+        file: &'static str,
+        /// The target architecture, e.g. `sm_90`.
+        arch: String,
+        /// NVRTC's compile log.
+        log: String,
+    },
+    /// An NVRTC call failed (other than the compilation itself).
     #[error("NVRTC error on {file}: {message}")]
-    Nvrtc { file: &'static str, message: String },
+    Nvrtc {
+        /// The source file being compiled.
+        file: &'static str,
+        /// NVRTC's error message.
+        message: String,
+    },
+    /// A device allocation failed: out of memory, or another driver error.
     #[error("{0}")]
     Alloc(memory::AllocError),
+    /// `libcublas.so.13` could not be loaded.
     #[error(
         "cuBLAS is not available: libcublas.so.13 could not be loaded (GEMMs on a GPU need it; put a CUDA 13 \
          toolkit's lib64, or the nvidia-cublas wheel's nvidia/cu13/lib, on LD_LIBRARY_PATH)"
     )]
     CublasMissing,
+    /// cuBLAS failed; holds what was being done and cuBLAS's message.
     #[error("cuBLAS error: {0}")]
     Cublas(String),
+    /// A CUDA driver call failed.
     #[error("CUDA driver error in {context}: {message}")]
-    Driver { context: String, message: String },
+    Driver {
+        /// What was being done, e.g. `launching ew_add_f32`.
+        context: String,
+        /// The driver's error message.
+        message: String,
+    },
 }
 
 impl CudaError {

@@ -140,14 +140,21 @@ fn c_chars_to_string(chars: &[std::ffi::c_char]) -> String {
 /// Resources of one kernel for one architecture, from ptxas' `-v` report.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelResources {
+    /// The kernel's name, as ptxas reports it.
     pub kernel: String,
+    /// The architecture compiled for, e.g. `sm_90`.
     pub arch: String,
+    /// Registers per thread.
     pub registers: u32,
     /// Static shared memory in bytes (dynamic shared memory is set at launch).
     pub shared_bytes: u32,
+    /// Barriers used (ptxas' `used N barriers`).
     pub barriers: u32,
+    /// Stack frame per thread, in bytes.
     pub stack_frame_bytes: u32,
+    /// Bytes of register spill stores to local memory.
     pub spill_store_bytes: u32,
+    /// Bytes of register spill loads from local memory.
     pub spill_load_bytes: u32,
 }
 

@@ -10,18 +10,31 @@ use super::CudaError;
 /// step count as the CPU loop derives them (`w1 = 1 - beta1`, `bc2s = sqrt(1 - beta2^t)`, ...).
 #[derive(Clone, Copy, Debug)]
 pub struct AdamScalars {
+    /// `1 - beta1`, the weight of the gradient in the first-moment lerp.
     pub w1: f64,
+    /// `1 - w1` (that is, `beta1`), for the lerp's second form.
     pub one_minus_w1: f64,
+    /// Decay of the second moment.
     pub beta2: f64,
+    /// `1 - beta2`, the weight of `g²` in the second moment.
     pub c2: f64,
+    /// `sqrt(1 - beta2^t)`, the square root of the second moment's bias correction.
     pub bc2s: f64,
+    /// Added to the denominator, `sqrt(v) / bc2s + eps`.
     pub eps: f64,
+    /// `-lr / (1 - beta1^t)`, the negated step size with the first moment's bias correction.
     pub neg_step: f64,
+    /// `1 - lr * wd`, the factor on the parameter under decoupled weight decay (AdamW).
     pub decay: f64,
+    /// Weight decay coefficient (coupled form: `g += wd * p`).
     pub wd: f64,
+    /// Negate the gradient (maximise the objective).
     pub maximize: bool,
+    /// Apply weight decay (`wd != 0`).
     pub weight_decay: bool,
+    /// Decoupled weight decay (AdamW): `p *= decay` instead of `g += wd * p`.
     pub decoupled: bool,
+    /// AMSGrad: divide by the running maximum of the second moment.
     pub amsgrad: bool,
     /// `|1 - beta1| < 0.5`: the lerp's first form.
     pub small_w1: bool,
@@ -30,13 +43,21 @@ pub struct AdamScalars {
 /// The per-step scalars of an SGD update.
 #[derive(Clone, Copy, Debug)]
 pub struct SgdScalars {
+    /// Weight decay coefficient: `g += wd * p`.
     pub wd: f64,
+    /// Momentum factor: `b = b * momentum + damp1 * g`.
     pub momentum: f64,
+    /// `1 - dampening`, the weight of the gradient in the momentum buffer.
     pub damp1: f64,
+    /// `-lr`: the update is `p += neg_lr * g`.
     pub neg_lr: f64,
+    /// Negate the gradient (maximise the objective).
     pub maximize: bool,
+    /// Apply weight decay (`wd != 0`).
     pub weight_decay: bool,
+    /// Keep a momentum buffer (`momentum != 0`).
     pub use_momentum: bool,
+    /// Nesterov momentum: step along `g + momentum * b` instead of `b`.
     pub nesterov: bool,
     /// The momentum buffer starts as the gradient.
     pub first: bool,

@@ -10,7 +10,9 @@ use std::sync::Once;
 /// `|actual - expected| <= atol + rtol * |expected|`, elementwise.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tolerance {
+    /// Relative tolerance, scaled by `|expected|`.
     pub rtol: f64,
+    /// Absolute tolerance.
     pub atol: f64,
 }
 

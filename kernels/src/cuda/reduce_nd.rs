@@ -15,18 +15,24 @@ use super::CudaError;
 /// A reduction of each row to one value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RowReduce {
+    /// Sum of the row.
     Sum,
+    /// Mean of the row.
     Mean,
+    /// Maximum of the row (NaN if any element is NaN).
     Max,
+    /// Minimum of the row (NaN if any element is NaN).
     Min,
     /// `log Σ exp(x)`, stable.
     LogSumExp,
     /// Variance with `correction` (1: unbiased).
     Var {
+        /// Subtracted from the count in the divisor: `Σ (x - mean)² / (n - correction)`.
         correction: usize,
     },
     /// Standard deviation with `correction`.
     Std {
+        /// Subtracted from the count in the divisor, as for `Var`.
         correction: usize,
     },
 }

@@ -29,7 +29,9 @@ use super::CudaError;
 /// (`next`) a step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StateRows {
+    /// Row holding the state before the step (read).
     pub prev: usize,
+    /// Row receiving the state after the step (written).
     pub next: usize,
 }
 
@@ -37,9 +39,13 @@ pub struct StateRows {
 /// `t < lengths[b]`) and its rows of the `gates`, state and `tanh_c` buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LstmRows {
+    /// Time index of this direction's step (batch row `b` is real when `t < lengths[b]`).
     pub t: usize,
+    /// Row of the `[B, 4H]` gates buffer (i f g o): pre-activations in, activations out.
     pub gates: usize,
+    /// Rows of the `[rows, B, H]` `c` and `h` buffers.
     pub state: StateRows,
+    /// Row of the `[B, H]` buffer receiving `tanh(c_t)`.
     pub tanh_c: usize,
 }
 
@@ -48,11 +54,17 @@ pub struct LstmRows {
 /// and the element offset of its batch row 0 in the output gradient (read when one is given).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LstmBackRows {
+    /// Time index of this direction's step (batch row `b` is real when `t < lengths[b]`).
     pub t: usize,
+    /// Row of the `[B, 4H]` activations saved by the forward step.
     pub gates: usize,
+    /// Row of the `c` buffer holding `c_{t-1}`.
     pub c_prev: usize,
+    /// Row of the `[B, H]` buffer holding `tanh(c_t)`.
     pub tanh_c: usize,
+    /// Row of the `[B, 4H]` buffer receiving the pre-activation gradients.
     pub dgates: usize,
+    /// Element offset of batch row 0 in the output gradient ([`OutputGrad`]).
     pub dy: usize,
 }
 
@@ -60,10 +72,15 @@ pub struct LstmBackRows {
 /// `saved` and the state buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GruRows {
+    /// Time index of this direction's step (batch row `b` is real when `t < lengths[b]`).
     pub t: usize,
+    /// Row of the `[B, 3H]` input projection `x W_ihᵀ + b_ih` (r z n).
     pub gi: usize,
+    /// Row of the `[B, 3H]` hidden projection `h_{t-1} W_hhᵀ + b_hh` (r z n).
     pub gh: usize,
+    /// Row of the `[B, 4H]` buffer receiving `r, z, n, W_hn h + b_hn`.
     pub saved: usize,
+    /// Rows of the `[rows, B, H]` `h` buffer.
     pub state: StateRows,
 }
 
@@ -72,10 +89,15 @@ pub struct GruRows {
 /// batch row 0 in the output gradient.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GruBackRows {
+    /// Time index of this direction's step (batch row `b` is real when `t < lengths[b]`).
     pub t: usize,
+    /// Row of the `[B, 4H]` values saved by the forward step.
     pub saved: usize,
+    /// Row of the `h` buffer holding `h_{t-1}`.
     pub h_prev: usize,
+    /// Row of the `[B, 3H]` `dgi` and `dgh` buffers it writes.
     pub dg: usize,
+    /// Element offset of batch row 0 in the output gradient ([`OutputGrad`]).
     pub dy: usize,
 }
 
@@ -84,7 +106,9 @@ pub struct GruBackRows {
 /// `stride = D·H`). The CPU kernels' `dy: Option<(&[T], usize)>`.
 #[derive(Clone, Copy, Debug)]
 pub struct OutputGrad<'a> {
+    /// The layer output's gradient, `[T, B, D·H]`.
     pub buf: &'a DeviceBuffer<f32>,
+    /// Elements between consecutive batch rows (`D·H`).
     pub stride: usize,
 }
 

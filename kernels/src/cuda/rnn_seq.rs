@@ -68,9 +68,13 @@ impl SeqCell {
 /// The sizes of one layer: `T`, `B`, `I`, `H`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeqSizes {
+    /// Sequence length `T`.
     pub steps: usize,
+    /// Batch size `B`.
     pub batch: usize,
+    /// Input features `I`.
     pub input: usize,
+    /// Hidden size `H`.
     pub hidden: usize,
 }
 
@@ -80,16 +84,22 @@ pub struct SeqSizes {
 pub struct LayerWeights<'a> {
     /// Directions: 1, or 2 with direction 1 running in reverse.
     pub dirs: usize,
+    /// Input-to-hidden weights, `[D, G·H, I]`.
     pub w_ih: &'a DeviceBuffer<f32>,
+    /// Hidden-to-hidden weights, `[D, G·H, H]`.
     pub w_hh: &'a DeviceBuffer<f32>,
+    /// Input-to-hidden biases, `[D, G·H]`.
     pub b_ih: Option<&'a DeviceBuffer<f32>>,
+    /// Hidden-to-hidden biases, `[D, G·H]`.
     pub b_hh: Option<&'a DeviceBuffer<f32>>,
 }
 
 /// What the forward pass of a layer keeps for backward (every buffer direction-stacked).
 #[derive(Debug)]
 pub struct LayerSaved {
+    /// The layer's cell.
     pub cell: SeqCell,
+    /// Directions: 1, or 2 with direction 1 running in reverse.
     pub dirs: usize,
     /// LSTM: the gate activations `[D, T, B, 4H]`; GRU: `r, z, n, W_hn h + b_hn` `[D, T, B, 4H]`.
     pub gates: DeviceBuffer<f32>,

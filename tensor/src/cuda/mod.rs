@@ -41,12 +41,19 @@ pub(crate) mod reduce;
 
 /// A device buffer of one dtype.
 pub enum CudaBuf {
+    /// `f16` elements (IEEE half precision).
     F16(DeviceBuffer<f16>),
+    /// `bf16` elements (bfloat16).
     BF16(DeviceBuffer<bf16>),
+    /// `f32` elements (IEEE single precision).
     F32(DeviceBuffer<f32>),
+    /// `f64` elements (IEEE double precision).
     F64(DeviceBuffer<f64>),
+    /// `i64` elements (labels, indices).
     I64(DeviceBuffer<i64>),
+    /// `u8` elements (boolean masks: 0 or 1).
     U8(DeviceBuffer<u8>),
+    /// `i8` elements (quantized weights).
     I8(DeviceBuffer<i8>),
 }
 

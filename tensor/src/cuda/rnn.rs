@@ -44,9 +44,13 @@ pub use stapes_kernels::cuda::rnn_seq::SeqCell as RnnCell;
 /// One direction's parameters: `w_ih` `[G·H, I]`, `w_hh` `[G·H, H]`, biases `[G·H]`.
 #[derive(Clone, Copy, Debug)]
 pub struct RnnDirParams<'a> {
+    /// Input-to-hidden weights, `[G·H, I]`.
     pub w_ih: &'a Tensor,
+    /// Hidden-to-hidden weights, `[G·H, H]`.
     pub w_hh: &'a Tensor,
+    /// Input-to-hidden bias, `[G·H]`.
     pub b_ih: Option<&'a Tensor>,
+    /// Hidden-to-hidden bias, `[G·H]`.
     pub b_hh: Option<&'a Tensor>,
 }
 
@@ -93,18 +97,26 @@ impl RnnLayerSaved {
 
 /// The gradients of one direction's parameters (biases when the layer has them).
 pub struct RnnDirGrads {
+    /// Gradient of `w_ih`, `[G·H, I]`.
     pub w_ih: Tensor,
+    /// Gradient of `w_hh`, `[G·H, H]`.
     pub w_hh: Tensor,
+    /// Gradient of `b_ih`, `[G·H]`.
     pub b_ih: Option<Tensor>,
+    /// Gradient of `b_hh`, `[G·H]`.
     pub b_hh: Option<Tensor>,
 }
 
 /// The gradients of one layer: `x` `[T, B, I]` (when asked for), `h0`/`c0` `[D, B, H]`
 /// (`c0` for the LSTM), and every direction's parameters.
 pub struct RnnLayerGrads {
+    /// Gradient of the input, `[T, B, I]`, when asked for.
     pub x: Option<Tensor>,
+    /// Gradient of the initial hidden state, `[D, B, H]`.
     pub h0: Tensor,
+    /// Gradient of the initial cell state, `[D, B, H]` (LSTM only).
     pub c0: Option<Tensor>,
+    /// Parameter gradients, one entry per direction.
     pub dirs: Vec<RnnDirGrads>,
 }
 

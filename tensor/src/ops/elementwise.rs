@@ -19,20 +19,31 @@ use std::borrow::Cow;
 /// Unary float ops.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum UnaryOp {
+    /// Negation, `-x`.
     Neg,
+    /// Exponential, `e^x`.
     Exp,
+    /// Natural logarithm, `ln x`.
     Log,
+    /// Square root, `√x`.
     Sqrt,
+    /// Reciprocal square root, `1 / √x`.
     Rsqrt,
+    /// Absolute value, `|x|`.
     Abs,
+    /// ReLU, `max(x, 0)` (NaN and -0 pass through).
     Relu,
     /// GELU with the exact erf form.
     Gelu,
     /// GELU with the tanh approximation.
     GeluTanh,
+    /// Logistic sigmoid, `1 / (1 + e^-x)`.
     Sigmoid,
+    /// Hyperbolic tangent, `tanh x`.
     Tanh,
+    /// Sine, `sin x` (radians).
     Sin,
+    /// Cosine, `cos x` (radians).
     Cos,
     /// `x^e` for a scalar exponent.
     Powf(f64),
@@ -40,7 +51,9 @@ pub enum UnaryOp {
     Clamp(f64, f64),
     /// `x * mul + add`.
     Affine(f64, f64),
+    /// Reciprocal, `1 / x`.
     Recip,
+    /// Square, `x * x`.
     Sqr,
     /// `sign(x)` (0 at 0).
     Sign,
@@ -192,12 +205,19 @@ fn apply_unary<T: ComputeFloat>(src: Cow<'_, [T]>, op: UnaryOp) -> Vec<T> {
 /// Binary float ops (broadcasting).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BinaryOp {
+    /// Addition, `a + b`.
     Add,
+    /// Subtraction, `a - b`.
     Sub,
+    /// Multiplication, `a * b`.
     Mul,
+    /// Division, `a / b`.
     Div,
+    /// Elementwise maximum; NaN in either operand propagates.
     Maximum,
+    /// Elementwise minimum; NaN in either operand propagates.
     Minimum,
+    /// Power, `a^b`.
     Pow,
 }
 
@@ -219,11 +239,17 @@ impl BinaryOp {
 /// Comparisons, producing u8 masks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CmpOp {
+    /// Equal, `a == b`.
     Eq,
+    /// Not equal, `a != b` (true when either is NaN).
     Ne,
+    /// Less than, `a < b`.
     Lt,
+    /// Less or equal, `a <= b`.
     Le,
+    /// Greater than, `a > b`.
     Gt,
+    /// Greater or equal, `a >= b`.
     Ge,
 }
 

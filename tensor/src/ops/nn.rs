@@ -193,9 +193,13 @@ impl Tensor {
 /// Parameters of a 2-D convolution (conv1d uses the second entry of each pair).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dParams {
+    /// Stride, `[height, width]`.
     pub stride: [usize; 2],
+    /// Zero padding added to both sides, `[height, width]`.
     pub padding: [usize; 2],
+    /// Spacing between kernel taps, `[height, width]`; 1 is a dense kernel.
     pub dilation: [usize; 2],
+    /// Channel groups; input and output channels must be multiples of it.
     pub groups: usize,
 }
 
@@ -382,11 +386,17 @@ impl Tensor {
 /// Parameters of a 2-D pooling op (PyTorch's `MaxPool2d` / `AvgPool2d` arguments).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pool2d {
+    /// Window size, `[height, width]`.
     pub kernel: [usize; 2],
+    /// Stride, `[height, width]`.
     pub stride: [usize; 2],
+    /// Implicit padding on both sides, `[height, width]`.
     pub padding: [usize; 2],
+    /// Spacing between window taps, `[height, width]` (max pool only; average pool uses `[1, 1]`).
     pub dilation: [usize; 2],
+    /// Output size by ceiling instead of floor division (PyTorch's `ceil_mode`).
     pub ceil_mode: bool,
+    /// Average pool: count padded positions in the divisor (PyTorch's default, `true`).
     pub count_include_pad: bool,
 }
 
@@ -547,6 +557,7 @@ impl Tensor {
 /// Layer norm output with the statistics saved for backward.
 #[derive(Debug)]
 pub struct LayerNormOutput {
+    /// The normalized output, shape of the input.
     pub y: Tensor,
     /// Per-row mean, shape `[rows]`.
     pub mean: Tensor,
@@ -557,6 +568,7 @@ pub struct LayerNormOutput {
 /// Batch norm output with the statistics saved for backward and updated running statistics.
 #[derive(Debug)]
 pub struct BatchNormOutput {
+    /// The normalized output, shape of the input.
     pub y: Tensor,
     /// Per-channel mean used (batch mean in training, running mean in inference).
     pub save_mean: Tensor,
