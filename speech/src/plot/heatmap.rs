@@ -9,14 +9,24 @@
 //! has pixel columns (rows), each pixel shows the largest value it covers, so narrow peaks
 //! stay visible; when it has fewer, cells are drawn as blocks of whole pixels. Missing values
 //! (NaN) are drawn grey.
+//!
+//! plotters lays out and draws the axes, ticks, labels and title; the heat map and colour bar
+//! pixels are then written straight into the image, inside the plotting areas plotters
+//! reports.
 
 use std::path::Path;
 
 use stapes_tensor::{Error, Result};
 
-use super::canvas::{text_height, text_width, Canvas, Rect, Rgb};
-use super::chart::{fit_text, spaced, AXIS, SCALE, TEXT};
-use super::ticks::{format_tick, nice_step, nice_ticks};
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::chart::{
+    drawing_failed, fitting_ticks, linear_ticks, Area, TickFormat, TickedAxis, AXIS, LABEL_PX, PAD, TEXT, TICK,
+    TITLE_PX,
+};
+use super::font::{ensure_registered, fit_text, text, text_width};
+use super::image::{Rect, Rgb, RgbImage, MAX_IMAGE_SIDE};
 use crate::features::{hz_to_mel, MelScaleKind, MelSpectrogramConfig, SpectrogramConfig};
 
 /// A perceptually uniform colour map, defined by 9 control points and interpolated linearly.
@@ -223,35 +233,15 @@ fn pixels_for(n: usize, min: u32, max: u32) -> u32 {
     }
 }
 
-/// Renders a `[rows, frames]` row-major matrix (row 0 = lowest frequency) as a heat map;
-/// returns the canvas and the heat map's rectangle in it. Errors on an empty matrix, a
-/// `data` length other than `rows * frames`, or a bad `top_db`/`vmin`/`vmax`.
-pub fn render_spectrogram(data: &[f32], rows: usize, frames: usize, opts: &SpectrogramPlot) -> Result<(Canvas, Rect)> {
-    const OP: &str = "spectrogram_png";
-    if rows == 0 || frames == 0 {
-        return Err(Error::invalid(OP, format!("nothing to draw: {rows} rows x {frames} frames")));
-    }
-    if rows.checked_mul(frames) != Some(data.len()) {
-        return Err(Error::shape(
-            OP,
-            format!("{rows} rows x {frames} frames need that many values, got {}", data.len()),
-        ));
-    }
-    if let Some(t) = opts.top_db {
-        if !(t.is_finite() && t >= 0.0) {
-            return Err(Error::invalid(OP, format!("top_db must be finite and >= 0, got {t}")));
-        }
-    }
-    for (name, v) in [("vmin", opts.vmin), ("vmax", opts.vmax)] {
-        if v.is_some_and(|v| !v.is_finite()) {
-            return Err(Error::invalid(OP, format!("{name} must be finite, got {v:?}")));
-        }
-    }
-    if opts.max_width < 16 || opts.max_height < 16 {
-        return Err(Error::invalid(OP, "max_width and max_height must be at least 16 pixels"));
-    }
+/// The colour range and unit of the values after the decibel conversion and `top_db` clamp.
+struct Levels {
+    vals: Vec<f32>,
+    lo: f32,
+    hi: f32,
+    unit: &'static str,
+}
 
-    // Values: decibels, top_db clamp, colour range.
+fn levels(data: &[f32], opts: &SpectrogramPlot) -> Levels {
     let mut vals = data.to_vec();
     let multiplier = match opts.values {
         ValueScale::Linear => None,
@@ -278,71 +268,205 @@ pub fn render_spectrogram(data: &[f32], rows: usize, frames: usize, opts: &Spect
         (false, true) => (hi - 1.0, hi),
         (false, false) => (0.0, 1.0),
     };
+    Levels { vals, lo, hi, unit: if multiplier.is_some() { "dB" } else { "" } }
+}
 
-    // Layout.
-    let th = text_height(SCALE);
-    let pad = 12;
-    let hw = pixels_for(frames, 400, opts.max_width) as i32;
-    let hh = pixels_for(rows, 256, opts.max_height) as i32;
-    let c_ticks = {
-        let target = (hh / 40).max(2) as usize;
-        let step = nice_step(f64::from(hi - lo), target);
-        nice_ticks(f64::from(lo), f64::from(hi), target)
+/// The ticks of the vertical axis as (row position, label), row `r` centred at position `r`,
+/// and the axis title. Ticks closer than `min_rows` to the one below are dropped (mel ticks
+/// crowd at high frequencies).
+fn row_ticks(rows: usize, axis: &FreqAxis, max_ticks: usize, min_rows: f64) -> (Vec<(f64, String)>, String) {
+    let (ticks, title) = all_row_ticks(rows, axis, max_ticks);
+    let mut kept: Vec<(f64, String)> = Vec::new();
+    for t in ticks {
+        if kept.last().is_none_or(|k| t.0 - k.0 >= min_rows) {
+            kept.push(t);
+        }
+    }
+    (kept, title)
+}
+
+fn all_row_ticks(rows: usize, axis: &FreqAxis, max_ticks: usize) -> (Vec<(f64, String)>, String) {
+    let labelled = |values: Vec<f64>, pos: &dyn Fn(f64) -> f64| {
+        let f = TickFormat::for_ticks(&values, false);
+        values
             .into_iter()
-            .map(|v| (v, format_tick(v, step)))
+            .map(|v| (pos(v), f.format(v)))
+            .filter(|(p, _)| p.is_finite() && *p >= -0.5 && *p <= rows as f64 - 0.5)
             .collect::<Vec<_>>()
     };
-    let c_label_w = c_ticks.iter().map(|(_, l)| text_width(l, SCALE)).max().unwrap_or(0);
-    let unit = if multiplier.is_some() { "dB" } else { "" };
-
-    // The vertical axis: (row position, label) ticks and the axis title.
-    let (y_ticks, y_title): (Vec<(f64, String)>, String) = match &opts.freq_axis {
+    let top_row = (rows - 1) as f64;
+    match axis {
         FreqAxis::Index { label } => {
-            let target = (hh / 40).max(2) as usize;
-            let step = nice_step((rows - 1) as f64, target).max(1.0);
-            let ticks = super::ticks::ticks_with_step(0.0, (rows - 1) as f64, step);
-            (ticks.into_iter().map(|r| (r, format_tick(r, step))).collect(), label.clone())
+            let values = linear_ticks(&(0.0..top_row), max_ticks).into_iter().filter(|v| v.fract() == 0.0).collect();
+            (labelled(values, &|v| v), label.clone())
         }
         FreqAxis::Linear { max_hz } => {
             let (div, title) = if *max_hz >= 2000.0 { (1000.0, "frequency (kHz)") } else { (1.0, "frequency (Hz)") };
             let top = max_hz / div;
-            let target = (hh / 40).max(2) as usize;
-            let step = nice_step(top, target);
-            let rows_per_unit = if top > 0.0 { (rows - 1) as f64 / top } else { 0.0 };
-            let ticks = nice_ticks(0.0, top, target).into_iter().map(|f| (f * rows_per_unit, format_tick(f, step)));
-            (ticks.collect(), title.to_string())
+            let rows_per_unit = if top > 0.0 { top_row / top } else { 0.0 };
+            (labelled(linear_ticks(&(0.0..top), max_ticks), &|f| f * rows_per_unit), title.to_string())
         }
         FreqAxis::Mel { f_min, f_max, scale } => {
             let (m0, m1) = (hz_to_mel(*f_min, *scale), hz_to_mel(*f_max, *scale));
             let (div, title) =
                 if *f_max >= 2000.0 { (1000.0, "frequency (kHz, mel)") } else { (1.0, "frequency (Hz, mel)") };
-            let target = (hh / 30).max(2) as usize;
-            let step = nice_step((f_max - f_min) / div, target);
-            let ticks = nice_ticks(f_min / div, f_max / div, target).into_iter().filter_map(|f| {
-                let pos = (hz_to_mel(f * div, *scale) - m0) / (m1 - m0) * (rows + 1) as f64 - 1.0;
-                (pos.is_finite() && pos >= -0.5 && pos <= rows as f64 - 0.5).then(|| (pos, format_tick(f, step)))
-            });
-            (ticks.collect(), title.to_string())
+            let pos = |f: f64| (hz_to_mel(f * div, *scale) - m0) / (m1 - m0) * (rows + 1) as f64 - 1.0;
+            (labelled(linear_ticks(&(f_min / div..f_max / div), max_ticks), &pos), title.to_string())
         }
+    }
+}
+
+/// The label of the tick at `pos` among `ticks`.
+fn label_at(ticks: &[(f64, String)], pos: f64) -> String {
+    ticks.iter().find(|(p, _)| (p - pos).abs() < 1e-9).map(|(_, l)| l.clone()).unwrap_or_default()
+}
+
+/// Renders a `[rows, frames]` row-major matrix (row 0 = lowest frequency) as a heat map;
+/// returns the image and the heat map's rectangle in it. Errors on an empty matrix, a
+/// `data` length other than `rows * frames`, or a bad `top_db`/`vmin`/`vmax`.
+pub fn render_spectrogram(
+    data: &[f32],
+    rows: usize,
+    frames: usize,
+    opts: &SpectrogramPlot,
+) -> Result<(RgbImage, Rect)> {
+    const OP: &str = "spectrogram_png";
+    if rows == 0 || frames == 0 {
+        return Err(Error::invalid(OP, format!("nothing to draw: {rows} rows x {frames} frames")));
+    }
+    if rows.checked_mul(frames) != Some(data.len()) {
+        return Err(Error::shape(
+            OP,
+            format!("{rows} rows x {frames} frames need that many values, got {}", data.len()),
+        ));
+    }
+    if let Some(t) = opts.top_db {
+        if !(t.is_finite() && t >= 0.0) {
+            return Err(Error::invalid(OP, format!("top_db must be finite and >= 0, got {t}")));
+        }
+    }
+    for (name, v) in [("vmin", opts.vmin), ("vmax", opts.vmax)] {
+        if v.is_some_and(|v| !v.is_finite()) {
+            return Err(Error::invalid(OP, format!("{name} must be finite, got {v:?}")));
+        }
+    }
+    if opts.max_width < 16 || opts.max_height < 16 {
+        return Err(Error::invalid(OP, "max_width and max_height must be at least 16 pixels"));
+    }
+    ensure_registered()?;
+    let fail = |e| drawing_failed(OP, e);
+    let Levels { vals, lo, hi, unit } = levels(data, opts);
+
+    // Ticks: rows, time and the colour bar.
+    let hw = pixels_for(frames, 400, opts.max_width.min(MAX_IMAGE_SIDE)) as i32;
+    let hh = pixels_for(rows, 256, opts.max_height.min(MAX_IMAGE_SIDE)) as i32;
+    let want = (hh / if matches!(opts.freq_axis, FreqAxis::Mel { .. }) { 20 } else { 36 }).max(2);
+    let (y_ticks, y_title) = row_ticks(rows, &opts.freq_axis, want as usize, 24.0 * rows as f64 / f64::from(hh));
+    let seconds = opts.sample_rate > 0 && opts.hop_length > 0;
+    let per_frame = if seconds { opts.hop_length as f64 / f64::from(opts.sample_rate) } else { 1.0 };
+    let t_end = (frames - 1) as f64 * per_frame;
+    let (x_n, x_format) = fitting_ticks(&(0.0..t_end), (hw / 80).max(2) as usize, hw, 16);
+    let x_ticks: Vec<f64> = linear_ticks(&(0.0..t_end), x_n).into_iter().filter(|&t| t >= 0.0).collect();
+    let c_range = f64::from(lo)..f64::from(hi);
+    let c_ticks = linear_ticks(&c_range, (hh / 36).max(2) as usize);
+    let c_format = TickFormat::for_ticks(&c_ticks, false);
+
+    // Layout: the heat map is exactly hw × hh pixels.
+    let label_h = LABEL_PX as i32;
+    let y_label_w = y_ticks.iter().map(|(_, l)| text_width(l, LABEL_PX)).max().unwrap_or(0);
+    let c_label_w = c_ticks.iter().map(|&v| text_width(&c_format.format(v), LABEL_PX)).max().unwrap_or(0);
+    let title_h = if opts.title.is_empty() { 0 } else { TITLE_PX as i32 + PAD };
+    let unit_h = if unit.is_empty() { label_h / 2 } else { label_h + 8 };
+    let top = PAD + title_h + unit_h;
+    let y_area = label_h + PAD + y_label_w + 2 * TICK + 6;
+    let x_area = 2 * TICK + label_h + PAD + label_h;
+    let (bar_gap, bar_w) = (20, 18);
+    let bar_area = 2 * TICK + c_label_w + 6;
+    let right = bar_gap + bar_w + bar_area.max(text_width(unit, LABEL_PX) - bar_w) + PAD;
+    let width = PAD + y_area + hw + right;
+    let height = top + hh + x_area + PAD;
+    let mut image = RgbImage::new(width as u32, height as u32, Rgb::WHITE)?;
+
+    let (heat, bar) = {
+        let backend: BitMapBackend =
+            BitMapBackend::with_buffer_and_format(image.pixels_mut(), (width as u32, height as u32))
+                .map_err(|e| drawing_failed(OP, e))?;
+        let root = backend.into_drawing_area();
+
+        // The heat map's axes: time in seconds (frame f centred at f * hop / sample_rate) and
+        // row positions (row r centred at r), labelled with the ticks worked out above.
+        let x_coord = TickedAxis::new(-0.5 * per_frame..(frames as f64 - 0.5) * per_frame, x_ticks);
+        let y_coord = TickedAxis::new(-0.5..rows as f64 - 0.5, y_ticks.iter().map(|t| t.0).collect());
+        let mut ctx = ChartBuilder::on(&root)
+            .margin_top(top)
+            .margin_left(PAD)
+            .margin_bottom(PAD)
+            .margin_right(right)
+            .x_label_area_size(x_area)
+            .y_label_area_size(y_area)
+            .build_cartesian_2d(x_coord, y_coord)
+            .map_err(fail)?;
+        let x_fmt = |v: &f64| x_format.format(*v);
+        let y_fmt = |v: &f64| label_at(&y_ticks, *v);
+        ctx.configure_mesh()
+            .disable_mesh()
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt)
+            .label_style(text(LABEL_PX, TEXT))
+            .axis_desc_style(text(LABEL_PX, TEXT))
+            .axis_style(RGBColor::from(AXIS))
+            .set_all_tick_mark_size(TICK)
+            .x_desc(if seconds { "time (s)" } else { "frame" })
+            .y_desc(fit_text(&y_title, LABEL_PX, LABEL_PX - 4.0, hh).0)
+            .draw()
+            .map_err(fail)?;
+        let heat = pixel_rect(ctx.plotting_area().get_pixel_range());
+        frame(&root, heat)?;
+
+        // The colour bar: the value range upwards, its ticks on the right.
+        let bar_coord = TickedAxis::new(c_range.clone(), c_ticks.clone());
+        let mut bar_ctx = ChartBuilder::on(&root)
+            .margin_top(top)
+            .margin_left(PAD + y_area + hw + bar_gap)
+            .margin_bottom(x_area + PAD)
+            .margin_right(width - (PAD + y_area + hw + bar_gap + bar_w + bar_area))
+            .right_y_label_area_size(bar_area)
+            .build_cartesian_2d(0.0..1.0, bar_coord)
+            .map_err(fail)?;
+        let c_fmt = |v: &f64| c_format.format(*v);
+        bar_ctx
+            .configure_mesh()
+            .disable_mesh()
+            .disable_x_axis()
+            .y_label_formatter(&c_fmt)
+            .label_style(text(LABEL_PX, TEXT))
+            .axis_style(RGBColor::from(AXIS))
+            .set_all_tick_mark_size(TICK)
+            .draw()
+            .map_err(fail)?;
+        let bar = pixel_rect(bar_ctx.plotting_area().get_pixel_range());
+        frame(&root, bar)?;
+        if !unit.is_empty() {
+            let style = text(LABEL_PX, TEXT).pos(Pos::new(HPos::Left, VPos::Bottom));
+            root.draw_text(unit, &style, (bar.x, bar.y - 6)).map_err(fail)?;
+        }
+        if !opts.title.is_empty() {
+            let (title, size) = fit_text(&opts.title, TITLE_PX, LABEL_PX - 2.0, width - 2 * PAD);
+            let half = text_width(&title, size) / 2;
+            let centre = (heat.x + heat.w / 2).clamp(PAD + half, (width - PAD - half).max(PAD + half));
+            let style = text(size, TEXT).pos(Pos::new(HPos::Center, VPos::Top));
+            root.draw_text(&title, &style, (centre, PAD)).map_err(fail)?;
+        }
+        root.present().map_err(fail)?;
+        (heat, bar)
     };
-    let y_label_w = y_ticks.iter().map(|(_, l)| text_width(l, SCALE)).max().unwrap_or(0);
-    let left = pad + th + pad + y_label_w + 10;
-    // Below the title: room for the unit above the colour bar, or half a label (the top tick's).
-    let top = pad + if opts.title.is_empty() { 0 } else { th + pad } + if unit.is_empty() { th / 2 } else { th + 8 };
-    let bar_gap = 20;
-    let bar_w = 18;
-    let right = bar_gap + bar_w + 10 + c_label_w.max(text_width(unit, SCALE) - bar_w - 10) + pad;
-    let bottom = 8 + th + pad + th + pad;
-    let width = (left + hw + right) as u32;
-    let height = (top + hh + bottom) as u32;
-    let mut canvas = Canvas::new(width, height, Rgb::WHITE)?;
-    let heat = Rect::new(left, top, hw, hh);
 
     // The heat map: each pixel shows the largest value of the cells it covers.
     let t_of = |v: f32| (v - lo) / (hi - lo);
-    let col_ranges: Vec<(usize, usize)> = (0..hw as usize).map(|i| cell_range(i, hw as usize, frames)).collect();
-    for py in 0..hh as usize {
-        let (r0, r1) = cell_range(hh as usize - 1 - py, hh as usize, rows);
+    let (hw, hh) = (heat.w.max(0) as usize, heat.h.max(0) as usize);
+    let col_ranges: Vec<(usize, usize)> = (0..hw).map(|i| cell_range(i, hw, frames)).collect();
+    for py in 0..hh {
+        let (r0, r1) = cell_range(hh - 1 - py, hh, rows);
         for (px, &(f0, f1)) in col_ranges.iter().enumerate() {
             let mut best = f32::NAN;
             for r in r0..r1 {
@@ -353,69 +477,29 @@ pub fn render_spectrogram(data: &[f32], rows: usize, frames: usize, opts: &Spect
                 }
             }
             let color = if best.is_nan() { MISSING } else { opts.colormap.color(t_of(best)) };
-            canvas.set_pixel(i64::from(heat.x) + px as i64, i64::from(heat.y) + py as i64, color);
+            image.set_pixel(heat.x + px as i32, heat.y + py as i32, color);
         }
     }
-    canvas.stroke_rect(Rect::new(heat.x - 1, heat.y - 1, heat.w + 2, heat.h + 2), AXIS);
+    // The colour bar, `hi` at the top.
+    for y in 0..bar.h {
+        let t = if bar.h > 1 { 1.0 - y as f32 / (bar.h - 1) as f32 } else { 1.0 };
+        let color = opts.colormap.color(t);
+        for x in 0..bar.w {
+            image.set_pixel(bar.x + x, bar.y + y, color);
+        }
+    }
+    Ok((image, heat))
+}
 
-    // Vertical axis: a row position p sits at the centre of its cell.
-    let row_px = |p: f64| f64::from(heat.bottom()) - (p + 0.5) * f64::from(hh) / rows as f64;
-    // Spaced from the bottom up (positions negated to ascend).
-    let y_ticks = spaced(y_ticks.into_iter().map(|(p, l)| (-row_px(p), l)).collect(), |_| th, 4);
-    for (y, label) in &y_ticks {
-        let yi = ((-y).floor() as i32).clamp(heat.y, heat.bottom() - 1);
-        canvas.fill_rect(Rect::new(heat.x - 7, yi, 6, 1), AXIS);
-        canvas.text(heat.x - 10 - text_width(label, SCALE), yi - th / 2 + 1, label, SCALE, TEXT);
-    }
-    let (y_title, y_scale) = fit_text(&y_title, hh);
-    let w = text_width(&y_title, y_scale);
-    canvas.text_vertical(pad, heat.y + hh / 2 - w / 2, &y_title, y_scale, TEXT);
+/// A plotters pixel range as a rectangle.
+fn pixel_rect((x, y): (std::ops::Range<i32>, std::ops::Range<i32>)) -> Rect {
+    Rect::new(x.start, y.start, x.end - x.start, y.end - y.start)
+}
 
-    // Time axis: frame f is centred at f * hop / sample_rate seconds.
-    let seconds = opts.sample_rate > 0 && opts.hop_length > 0;
-    let per_frame = if seconds { opts.hop_length as f64 / f64::from(opts.sample_rate) } else { 1.0 };
-    let t_end = (frames - 1) as f64 * per_frame;
-    let x_target = (hw / 90).max(2) as usize;
-    let x_step = nice_step(t_end, x_target);
-    let frame_px = |t: f64| f64::from(heat.x) + (t / per_frame + 0.5) * f64::from(hw) / frames as f64;
-    let x_ticks: Vec<(f64, String)> =
-        nice_ticks(0.0, t_end, x_target).into_iter().map(|t| (frame_px(t), format_tick(t, x_step))).collect();
-    let x_ticks = spaced(x_ticks, |l| text_width(l, SCALE), 12);
-    for (x, label) in &x_ticks {
-        let xi = (x.floor() as i32).clamp(heat.x, heat.right() - 1);
-        canvas.fill_rect(Rect::new(xi, heat.bottom() + 1, 1, 6), AXIS);
-        canvas.text(xi - text_width(label, SCALE) / 2, heat.bottom() + 8, label, SCALE, TEXT);
-    }
-    let x_title = if seconds { "time (s)" } else { "frame" };
-    let w = text_width(x_title, SCALE);
-    canvas.text(heat.x + hw / 2 - w / 2, heat.bottom() + 8 + th + pad, x_title, SCALE, TEXT);
-
-    // Colour bar, `hi` at the top.
-    let bar = Rect::new(heat.right() + bar_gap, heat.y, bar_w, hh);
-    for y in 0..hh {
-        let t = if hh > 1 { 1.0 - y as f32 / (hh - 1) as f32 } else { 1.0 };
-        canvas.fill_rect(Rect::new(bar.x, bar.y + y, bar.w, 1), opts.colormap.color(t));
-    }
-    canvas.stroke_rect(Rect::new(bar.x - 1, bar.y - 1, bar.w + 2, bar.h + 2), AXIS);
-    let value_px =
-        |v: f64| f64::from(bar.bottom()) - 0.5 - (v - f64::from(lo)) / f64::from(hi - lo) * f64::from(hh - 1);
-    let c_ticks = spaced(c_ticks.into_iter().map(|(v, l)| (-value_px(v), l)).collect(), |_| th, 4);
-    for (y, label) in &c_ticks {
-        let yi = (-y).floor() as i32;
-        canvas.fill_rect(Rect::new(bar.right() + 1, yi, 5, 1), AXIS);
-        canvas.text(bar.right() + 10, yi - th / 2 + 1, label, SCALE, TEXT);
-    }
-    if !unit.is_empty() {
-        canvas.text(bar.x, bar.y - th - 6, unit, SCALE, TEXT);
-    }
-
-    if !opts.title.is_empty() {
-        let (title, scale) = fit_text(&opts.title, width as i32 - 2 * pad);
-        let w = text_width(&title, scale);
-        let x = (heat.x + hw / 2 - w / 2).clamp(pad, (width as i32 - pad - w).max(0));
-        canvas.text(x, pad, &title, scale, TEXT);
-    }
-    Ok((canvas, heat))
+/// A one-pixel frame just outside `r`.
+fn frame(root: &Area, r: Rect) -> Result<()> {
+    root.draw(&Rectangle::new([(r.x - 1, r.y - 1), (r.right(), r.bottom())], RGBColor::from(AXIS)))
+        .map_err(|e| drawing_failed("spectrogram_png", e))
 }
 
 /// Renders `data` (`[rows, frames]`, row-major, row 0 the lowest frequency) with
@@ -478,6 +562,9 @@ mod tests {
             }
         }
         render_spectrogram(&[1.0], 1, 1, &o).unwrap();
+        // Wider than any image the renderers make: an error, not a panic.
+        let wide = SpectrogramPlot { max_width: u32::MAX, ..o.clone() };
+        assert!(render_spectrogram(&vec![1.0; 20_000], 1, 20_000, &wide).is_err());
         let mel = SpectrogramPlot::for_mel(&MelSpectrogramConfig::default());
         render_spectrogram(&[1.0; 3], 1, 3, &mel).unwrap();
     }

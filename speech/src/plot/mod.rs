@@ -1,17 +1,19 @@
-//! PNG images without a plotting dependency: training curves and spectrograms.
+//! PNG images of training curves and spectrograms, drawn with plotters.
 //!
-//! - [`png`]: a small PNG encoder (RGB8, CRC-32, zlib with fixed-Huffman deflate and LZ77
-//!   matching, Adler-32), [`encode_png`] and the atomic [`write_png`].
-//! - [`Canvas`]: a raster to draw on: rectangles, anti-aliased lines of any width, discs and
-//!   text in a built-in 5×8 bitmap font (printable ASCII), usually at scale 2.
+//! - [`RgbImage`], [`encode_png`] and the atomic [`write_png`]: RGB8 pixels and their PNG
+//!   files, encoded by the `png` crate.
 //! - [`plot_curves`] / [`plot_figure`]: line charts of training curves ([`Chart`] of
-//!   [`Series`]) with nice 1-2-5 ticks, optional log or percent y axis and a legend, alone or
-//!   in a grid (loss beside CER/WER).
+//!   [`Series`]) with plotters' 1-2-5 ticks, optional log or percent y axis and a legend, alone
+//!   or in a grid (loss beside CER/WER).
 //! - [`spectrogram_png`]: a feature matrix as a heat map (viridis or magma), low frequencies at
 //!   the bottom, optional decibels with a `top_db` clamp, time in seconds, a kHz (linear or
 //!   mel) or row-index axis and a colour bar.
 //!
-//! Bad input (empty data, a zero-size canvas, a buffer of the wrong length, a bad range) is an
+//! plotters draws into an in-memory RGB buffer (its bitmap backend, without its image
+//! encoder); text is DejaVu Sans Mono, embedded in the binary and rendered by `ab_glyph`, so no
+//! system font is needed.
+//!
+//! Bad input (empty data, a zero-size image, a buffer of the wrong length, a bad range) is an
 //! [`stapes_tensor::Error`]; values that are not finite are skipped or drawn as missing, never
 //! a panic.
 //!
@@ -28,16 +30,11 @@
 //! # Ok::<(), stapes_tensor::Error>(())
 //! ```
 
-mod canvas;
 mod chart;
 mod font;
 mod heatmap;
-pub mod png;
-mod ticks;
+mod image;
 
-pub use canvas::{text_height, text_width, Canvas, Rect, Rgb, MAX_CANVAS_SIDE};
 pub use chart::{plot_curves, plot_figure, render_chart, render_figure, Chart, Series, PALETTE};
-pub use font::{glyph, GLYPH_ADVANCE, GLYPH_HEIGHT, GLYPH_WIDTH};
 pub use heatmap::{render_spectrogram, spectrogram_png, Colormap, FreqAxis, SpectrogramPlot, ValueScale};
-pub use png::{encode_png, write_png};
-pub use ticks::{format_log_tick, format_tick, log_ticks, nice_range, nice_step, nice_ticks};
+pub use image::{encode_png, write_png, Rect, Rgb, RgbImage, MAX_IMAGE_SIDE};
