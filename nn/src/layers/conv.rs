@@ -106,6 +106,42 @@ impl Default for Conv2dConfig {
     }
 }
 
+/// The builder setters Conv1dConfig and Conv2dConfig share (their per-dim ones differ).
+macro_rules! conv_config_setters {
+    ($cfg:ty) => {
+        impl $cfg {
+            /// `padding="same"` (stride 1 only).
+            pub fn padding_same(mut self) -> Self {
+                self.padding = ConvPadding::Same;
+                self
+            }
+            /// Sets the channel groups.
+            pub fn groups(mut self, groups: usize) -> Self {
+                self.groups = groups;
+                self
+            }
+            /// Whether the layer has a bias.
+            pub fn bias(mut self, bias: bool) -> Self {
+                self.bias = bias;
+                self
+            }
+            /// Sets how the padded border is filled.
+            pub fn padding_mode(mut self, mode: PaddingMode) -> Self {
+                self.padding_mode = mode;
+                self
+            }
+            /// Sets the parameters' dtype and device.
+            pub fn to(mut self, dtype: DType, device: &Device) -> Self {
+                self.dtype = dtype;
+                self.device = *device;
+                self
+            }
+        }
+    };
+}
+conv_config_setters!(Conv1dConfig);
+conv_config_setters!(Conv2dConfig);
+
 impl Conv1dConfig {
     /// Sets the stride.
     pub fn stride(mut self, stride: usize) -> Self {
@@ -117,35 +153,9 @@ impl Conv1dConfig {
         self.padding = ConvPadding::Explicit(padding);
         self
     }
-    /// `padding="same"` (stride 1 only).
-    pub fn padding_same(mut self) -> Self {
-        self.padding = ConvPadding::Same;
-        self
-    }
     /// Sets the dilation.
     pub fn dilation(mut self, dilation: usize) -> Self {
         self.dilation = dilation;
-        self
-    }
-    /// Sets the channel groups.
-    pub fn groups(mut self, groups: usize) -> Self {
-        self.groups = groups;
-        self
-    }
-    /// Whether the layer has a bias.
-    pub fn bias(mut self, bias: bool) -> Self {
-        self.bias = bias;
-        self
-    }
-    /// Sets how the padded border is filled.
-    pub fn padding_mode(mut self, mode: PaddingMode) -> Self {
-        self.padding_mode = mode;
-        self
-    }
-    /// Sets the parameters' dtype and device.
-    pub fn to(mut self, dtype: DType, device: &Device) -> Self {
-        self.dtype = dtype;
-        self.device = *device;
         self
     }
 }
@@ -161,35 +171,9 @@ impl Conv2dConfig {
         self.padding = ConvPadding::Explicit(padding.into().0);
         self
     }
-    /// `padding="same"` (stride 1 only).
-    pub fn padding_same(mut self) -> Self {
-        self.padding = ConvPadding::Same;
-        self
-    }
     /// Sets the dilation (one number or a pair).
     pub fn dilation(mut self, dilation: impl Into<Size2>) -> Self {
         self.dilation = dilation.into().0;
-        self
-    }
-    /// Sets the channel groups.
-    pub fn groups(mut self, groups: usize) -> Self {
-        self.groups = groups;
-        self
-    }
-    /// Whether the layer has a bias.
-    pub fn bias(mut self, bias: bool) -> Self {
-        self.bias = bias;
-        self
-    }
-    /// Sets how the padded border is filled.
-    pub fn padding_mode(mut self, mode: PaddingMode) -> Self {
-        self.padding_mode = mode;
-        self
-    }
-    /// Sets the parameters' dtype and device.
-    pub fn to(mut self, dtype: DType, device: &Device) -> Self {
-        self.dtype = dtype;
-        self.device = *device;
         self
     }
 }
@@ -556,6 +540,22 @@ mod tests {
         assert_eq!(Conv1d::new_with(4, 6, 4, cfg).unwrap().forward(&x1).unwrap().dims(), [2, 6, 10]);
         let cfg = Conv1dConfig { stride: 3, dilation: 2, groups: 2, ..Default::default() };
         assert_eq!(Conv1d::new_with(4, 6, 3, cfg).unwrap().forward(&x1).unwrap().dims(), [2, 6, 2]);
+    }
+
+    #[test]
+    fn builders_match_the_struct_configs() {
+        let built =
+            Conv2d::new_with(2, 4, 3, Conv2dConfig::default().stride(2).padding((1, 0)).dilation(1).bias(false))
+                .unwrap();
+        assert_eq!((built.kernel_size, built.stride, built.padding), ([3, 3], [2, 2], ConvPadding::Explicit([1, 0])));
+        assert!(built.bias.is_none());
+        let x = Var::constant(stapes_tensor::Tensor::zeros([1, 2, 9, 9], DType::F32, &Device::Cpu).unwrap());
+        assert_eq!(built.forward(&x).unwrap().dims(), [1, 4, 5, 4]);
+        let c1 =
+            Conv1d::new_with(4, 8, 5, Conv1dConfig::default().padding_same().groups(2).to(DType::F64, &Device::Cpu))
+                .unwrap();
+        assert_eq!((c1.padding, c1.groups, c1.weight.dtype()), (ConvPadding::Same, 2, DType::F64));
+        assert!(Conv2d::new_with(2, 4, 3, Conv2dConfig::default().stride(2).padding_same()).is_err());
     }
 
     #[test]
