@@ -7,6 +7,32 @@
 //! workspace root, against golden files written by `tools/golden/nn*.py`.
 //!
 //! ```
+//! use stapes_autograd::Var;
+//! use stapes_nn::layers::{Conv2d, Conv2dConfig, Flatten, Linear, MaxPool2d, ReLU, Sequential};
+//! use stapes_nn::loss::{cross_entropy, CrossEntropyOptions};
+//! use stapes_nn::optim::{Optimizer, Sgd, SgdConfig};
+//! use stapes_nn::{Forward, Module};
+//! use stapes_tensor::{DType, Device, Tensor};
+//!
+//! let net = Sequential::new()
+//!     .with(Conv2d::new_with(1, 8, 3, Conv2dConfig::default().padding(1))?)
+//!     .with(ReLU::new())
+//!     .with(MaxPool2d::new(2)?)
+//!     .with(Flatten::new(1, -1))
+//!     .with(Linear::new(8 * 4 * 4, 10, true)?);
+//! let mut opt = Sgd::new(net.parameters(), SgdConfig { lr: 0.1, ..Default::default() })?;
+//! let x = Var::constant(Tensor::randn([4, 1, 8, 8], DType::F32, &Device::Cpu)?);
+//! let y = Tensor::from_vec(vec![1i64, 0, 3, 9], [4], &Device::Cpu)?;
+//! let loss = cross_entropy(&net.forward(&x)?, &y, &CrossEntropyOptions::default())?;
+//! loss.backward()?;
+//! opt.step()?;
+//! assert!(net.state_dict().contains_key("4.weight")); // PyTorch's state_dict names
+//! # Ok::<(), stapes_tensor::Error>(())
+//! ```
+//!
+//! Learning-rate schedules step like PyTorch's:
+//!
+//! ```
 //! use stapes_nn::schedule::{CyclicLR, CyclicLRConfig, CyclicMode, LrSchedule};
 //!
 //! let mut sched = CyclicLR::new(CyclicLRConfig {
