@@ -14,7 +14,8 @@
 //!   order. Forward reads `x` twice for the statistics and once for `y`; backward reads `x` and
 //!   `grad_y` once for the sums and once for `grad_x`.
 
-use super::{n_tasks, Float, PAR_CHUNK};
+use super::reduce::{downcast_f32, downcast_f32_mut};
+use super::{n_tasks, vmath, Float, PAR_CHUNK};
 use rayon::prelude::*;
 
 /// Sum of `xs` in `f64` (8 lanes).
@@ -122,37 +123,65 @@ pub fn layer_norm_forward<T: Float>(
         .zip(x.par_chunks(rpt * cols))
         .zip(mean.par_chunks_mut(rpt).zip(rstd.par_chunks_mut(rpt)))
         .for_each(|((y, x), (mean, rstd))| {
+            // f32: the statistics and the normalisation in 16-wide SIMD (AVX-512 or AVX2 chosen
+            // at run time), the sums in f32 lanes within 4096-element blocks and in f64 across.
+            if let (Some(xf), Some(yf)) = (downcast_f32(x), downcast_f32_mut(y)) {
+                let (wf, bf) = (weight.and_then(downcast_f32), bias.and_then(downcast_f32));
+                for (((y, x), m), r) in yf.chunks_exact_mut(cols).zip(xf.chunks_exact(cols)).zip(mean).zip(rstd) {
+                    let mu = (vmath::sum_f32(x) as f64 / cols as f64) as f32;
+                    let var = vmath::sum_sq_dev_f32(x, mu) / cols as f64;
+                    let rs = (1.0 / (var + eps).sqrt()) as f32;
+                    *m = T::from_f64_lossy(mu as f64);
+                    *r = T::from_f64_lossy(rs as f64);
+                    normalise_row_f32(x, mu, rs, wf, bf, y);
+                }
+                return;
+            }
             for (((y, x), m), r) in y.chunks_exact_mut(cols).zip(x.chunks_exact(cols)).zip(mean).zip(rstd) {
                 let mu = sum_f64(x) / cols as f64;
                 let var = sum_sq_dev(x, mu) / cols as f64;
                 let rs = 1.0 / (var + eps).sqrt();
                 *m = T::from_f64_lossy(mu);
                 *r = T::from_f64_lossy(rs);
-                let (mu, rs) = (T::from_f64_lossy(mu), T::from_f64_lossy(rs));
-                match (weight, bias) {
-                    (Some(w), Some(b)) => {
-                        for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
-                            *y = (x - mu) * rs * w + b;
-                        }
-                    }
-                    (Some(w), None) => {
-                        for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
-                            *y = (x - mu) * rs * w;
-                        }
-                    }
-                    (None, Some(b)) => {
-                        for ((y, &x), &b) in y.iter_mut().zip(x).zip(b) {
-                            *y = (x - mu) * rs + b;
-                        }
-                    }
-                    (None, None) => {
-                        for (y, &x) in y.iter_mut().zip(x) {
-                            *y = (x - mu) * rs;
-                        }
-                    }
-                }
+                normalise_row(x, T::from_f64_lossy(mu), T::from_f64_lossy(rs), weight, bias, y);
             }
         });
+}
+
+/// One layer-norm row: `y = (x - mean) * rstd * w + b` (`w`, `b` of the row's length, or
+/// absent: ones and zeros).
+#[inline(always)]
+fn normalise_row<T: Float>(x: &[T], mean: T, rstd: T, w: Option<&[T]>, b: Option<&[T]>, y: &mut [T]) {
+    match (w, b) {
+        (Some(w), Some(b)) => {
+            for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
+                *y = (x - mean) * rstd * w + b;
+            }
+        }
+        (Some(w), None) => {
+            for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                *y = (x - mean) * rstd * w;
+            }
+        }
+        (None, Some(b)) => {
+            for ((y, &x), &b) in y.iter_mut().zip(x).zip(b) {
+                *y = (x - mean) * rstd + b;
+            }
+        }
+        (None, None) => {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = (x - mean) * rstd;
+            }
+        }
+    }
+}
+
+vmath::multiversion! {
+    /// [`layer_norm_forward`]'s normalisation of one `f32` row, compiled for AVX-512, AVX2+FMA
+    /// and the baseline, the widest chosen at run time.
+    pub fn normalise_row_f32(x: &[f32], mean: f32, rstd: f32, w: Option<&[f32]>, b: Option<&[f32]>, y: &mut [f32]) {
+        normalise_row(x, mean, rstd, w, b, y)
+    }
 }
 
 /// Layer norm backward. With `xhat = (x - mean) * rstd` and `d = grad_y * weight`:
@@ -466,6 +495,32 @@ mod tests {
     use super::*;
 
     use crate::cpu::test_rng::Rng;
+
+    #[test]
+    fn f32_simd_path_matches_f64_on_long_offset_rows() {
+        // Rows longer than one 4096-element block, with a large common offset (the case where a
+        // one-pass variance would cancel catastrophically), and a tail that is not a multiple
+        // of the 16 or 64 lanes.
+        let (rows, cols) = (3, 10_007);
+        let mut rng = Rng(11);
+        let x64: Vec<f64> = rng.vec(rows * cols).iter().map(|v| 1000.0 + v).collect();
+        let w64 = rng.vec(cols);
+        let b64 = rng.vec(cols);
+        let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let (x32, w32, b32) = (f(&x64), f(&w64), f(&b64));
+        let (mut y32, mut m32, mut r32) = (vec![0f32; rows * cols], vec![0f32; rows], vec![0f32; rows]);
+        layer_norm_forward(&x32, rows, cols, Some(&w32), Some(&b32), 1e-5, &mut y32, &mut m32, &mut r32);
+        // The f64 reference from the f32 inputs.
+        let xr: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
+        let (wr, br): (Vec<f64>, Vec<f64>) =
+            (w32.iter().map(|&v| v as f64).collect(), b32.iter().map(|&v| v as f64).collect());
+        let (mut y, mut m, mut r) = (vec![0f64; rows * cols], vec![0f64; rows], vec![0f64; rows]);
+        layer_norm_forward(&xr, rows, cols, Some(&wr), Some(&br), 1e-5, &mut y, &mut m, &mut r);
+        let up = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        assert_close(&up(&m32), &m, 1e-7, "mean");
+        assert_close(&up(&r32), &r, 1e-5, "rstd");
+        assert_close(&up(&y32), &y, 1e-4, "y");
+    }
 
     fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
         assert_eq!(got.len(), want.len(), "{what}: length");

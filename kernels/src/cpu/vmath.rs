@@ -172,12 +172,47 @@ multiversion! {
 }
 
 multiversion! {
+    /// `Σ (x - mean)²` of a slice: 64 lanes of `f32` within blocks of 4096, blocks added in `f64`
+    /// (layer norm's second statistics pass, with the mean already known).
+    pub fn sum_sq_dev_f32(xs: &[f32], mean: f32) -> f64 {
+        let mut total = 0.0f64;
+        for block in xs.chunks(4096) {
+            let mut acc = [0.0f32; 64];
+            let mut c = block.chunks_exact(64);
+            for ch in &mut c {
+                for i in 0..64 {
+                    let d = ch[i] - mean;
+                    acc[i] += d * d;
+                }
+            }
+            let tail: f32 = c.remainder().iter().map(|&x| (x - mean) * (x - mean)).sum();
+            total += (lanes_sum64(&acc) + tail) as f64;
+        }
+        total
+    }
+}
+
+multiversion! {
     /// `xs[i] *= s` for every element.
     pub fn scale_f32(xs: &mut [f32], s: f32) {
         for x in xs.iter_mut() {
             *x *= s;
         }
     }
+}
+
+/// Pairwise sum of 64 lane accumulators.
+#[inline(always)]
+fn lanes_sum64(acc: &[f32; 64]) -> f32 {
+    let mut a = *acc;
+    let mut w = 32;
+    while w > 0 {
+        for i in 0..w {
+            a[i] += a[i + w];
+        }
+        w /= 2;
+    }
+    a[0]
 }
 
 /// Pairwise sum of 16 lane accumulators.
