@@ -1,7 +1,7 @@
 //! Decibels (`torchaudio.transforms.AmplitudeToDB`), the DCT matrix
 //! (`torchaudio.functional.create_dct`) and `torchaudio.transforms.MFCC`.
 
-use stapes_tensor::{Error, Result, Tensor};
+use stapes_tensor::{Device, Error, Result, Tensor};
 
 use super::mel::{MelSpectrogram, MelSpectrogramConfig};
 use super::{f32_data, tensor, FeatureMatrix};
@@ -207,8 +207,9 @@ impl MfccConfig {
 pub struct Mfcc {
     config: MfccConfig,
     mel: MelSpectrogram,
-    /// `[n_mels, n_mfcc]`.
-    dct: Vec<f32>,
+    /// The DCT matrix transposed, `[n_mfcc, n_mels]`, in f64: the left operand of the GEMM
+    /// that turns each `[n_mels, frames]` spectrogram into `[n_mfcc, frames]` coefficients.
+    dct_t: Tensor,
 }
 
 impl Mfcc {
@@ -229,7 +230,9 @@ impl Mfcc {
             ));
         }
         let dct = create_dct(config.n_mfcc, mel.n_mels(), config.norm)?;
-        Ok(Mfcc { config, mel, dct })
+        let dct64: Vec<f64> = dct.iter().map(|&v| f64::from(v)).collect();
+        let dct_t = Tensor::from_vec(dct64, [mel.n_mels(), config.n_mfcc], &Device::Cpu)?.t()?.contiguous()?;
+        Ok(Mfcc { config, mel, dct_t })
     }
 
     /// The mel spectrogram it starts from.
@@ -254,19 +257,14 @@ impl Mfcc {
         if frames == 0 {
             return Ok((out, frames));
         }
-        // out[k, t] = sum_m dct[m, k] * mel[m, t], row by row of the mel spectrogram, summed in
-        // f64: the partial sums of a coefficient (hundreds of dB) are far larger than the
-        // coefficient, so f32 accumulation would lose ~1e-4 of it.
-        let mut acc = vec![0.0f64; n_mfcc * frames];
+        // out = dctᵀ · mel, one f64 GEMM per [n_mels, frames] spectrogram: the partial sums of a
+        // coefficient (hundreds of dB) are far larger than the coefficient, so f32 accumulation
+        // would lose ~1e-4 of it; the GEMM (gemm's f64 kernels, AVX-512/AVX2, both threads)
+        // replaces a scalar triple loop.
         for (src, dst) in mel.chunks(n_mels * frames).zip(out.chunks_mut(n_mfcc * frames)) {
-            acc.fill(0.0);
-            for (m, mel_row) in src.chunks(frames).enumerate() {
-                for (k, acc_row) in acc.chunks_mut(frames).enumerate() {
-                    let w = f64::from(self.dct[m * n_mfcc + k]);
-                    acc_row.iter_mut().zip(mel_row).for_each(|(o, &v)| *o += w * f64::from(v));
-                }
-            }
-            dst.iter_mut().zip(&acc).for_each(|(o, &a)| *o = a as f32);
+            let m64: Vec<f64> = src.iter().map(|&v| f64::from(v)).collect();
+            let coeffs = self.dct_t.matmul(&Tensor::from_vec(m64, [n_mels, frames], &Device::Cpu)?)?;
+            dst.iter_mut().zip(coeffs.to_vec::<f64>()?).for_each(|(o, a)| *o = a as f32);
         }
         Ok((out, frames))
     }
