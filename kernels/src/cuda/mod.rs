@@ -112,11 +112,11 @@ pub fn register_kernels(
     let mut reg = REGISTERED_SOURCES.write().unwrap_or_else(|p| p.into_inner());
     let mut new = Vec::new();
     for src in sources {
+        let known = || KERNEL_SOURCES.iter().chain(EMU_SELFTEST_SOURCES).chain(reg.iter().copied());
         if reg.iter().any(|r| std::ptr::eq(*r, src)) {
             continue;
         }
-        let taken_file =
-            KERNEL_SOURCES.iter().chain(EMU_SELFTEST_SOURCES).chain(reg.iter().copied()).any(|s| s.file == src.file);
+        let taken_file = known().any(|s| s.file == src.file);
         if taken_file {
             return Err(CudaError::Registration(format!(
                 "a kernel file named `{}` is already registered; rename the .cu file",
@@ -124,11 +124,7 @@ pub fn register_kernels(
             )));
         }
         for k in src.kernels {
-            let owner = KERNEL_SOURCES
-                .iter()
-                .chain(EMU_SELFTEST_SOURCES)
-                .chain(reg.iter().copied())
-                .find(|s| s.kernels.contains(k));
+            let owner = known().find(|s| s.kernels.contains(k));
             if let Some(owner) = owner {
                 return Err(CudaError::Registration(format!(
                     "kernel `{k}` of {} is already defined in {}: kernel names are global",

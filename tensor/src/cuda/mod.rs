@@ -433,9 +433,8 @@ impl Tensor {
     /// [`Tensor::cuda_contiguous`]), to pass to `KernelArg::input`. An error names `op` when the
     /// tensor is on the CPU, of another dtype, or a view that is not dense.
     pub fn cuda_buffer<T: WithDType>(&self, op: &'static str) -> Result<&DeviceBuffer<T>> {
-        let (s, _) = self.cuda_parts(op)?;
-        let l = self.layout();
-        if !l.is_contiguous() || l.offset() != 0 || s.len() != self.elem_count() {
+        if !self.cuda_is_exact(op)? {
+            let l = self.layout();
             return Err(Error::invalid(
                 op,
                 format!(
@@ -526,11 +525,18 @@ impl Tensor {
     /// Like [`Tensor::cuda_dense`], and the buffer holds exactly the tensor's elements (for
     /// kernels whose wrappers check buffer lengths against the shape).
     pub(crate) fn cuda_exact(&self) -> Result<Tensor> {
-        let d = self.cuda_dense()?;
-        if d.cuda_parts("contiguous")?.0.len() == d.elem_count() {
-            return Ok(d);
+        if self.cuda_is_exact("contiguous")? {
+            return Ok(self.clone());
         }
-        d.cuda_copy_dense()
+        self.cuda_copy_dense()
+    }
+
+    /// Whether this CUDA tensor is dense from element 0 and its buffer holds exactly its
+    /// elements: the operand form of the kernels.
+    fn cuda_is_exact(&self, op: &'static str) -> Result<bool> {
+        let (s, _) = self.cuda_parts(op)?;
+        let l = self.layout();
+        Ok(l.is_contiguous() && l.offset() == 0 && s.len() == self.elem_count())
     }
 
     /// A fresh dense copy of exactly this tensor's elements.
