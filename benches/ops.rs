@@ -135,8 +135,67 @@ fn bench_conv2d_step(c: &mut Criterion) {
     g.finish();
 }
 
+/// The recurrent step's product `[8, 512] × [512, 2048]` (an LSTM of 512, batch 8): the `gemm`
+/// crate on the plain `W_hhᵀ` (what the LSTM did before) against the packed small-M kernels
+/// (`stapes_kernels::cpu::packed`), AVX-512 and AVX2 where the CPU has them; one thread, as
+/// each direction of a bidirectional layer runs on its own thread; the packing itself timed
+/// apart (once per forward pass).
+fn bench_packed_step(c: &mut Criterion) {
+    use stapes::kernels::cpu::packed::{best_isa, gemm_packed, isa_available, PackedIsa, PackedRhs};
+    use stapes::kernels::cpu::rnn::{gemm_strided, Strided};
+    init_threads();
+    let (m, k, n) = (8usize, 512usize, 2048usize);
+    let vals = |seed: u64, len: usize| -> Vec<f32> { randn(seed, &[len]).to_vec::<f32>().expect("values") };
+    let (a, w) = (vals(11, m * k), vals(12, n * k)); // w: W_hh [n, k]
+    let w_t = Strided::rows(0, k).t();
+    let mut plain = vec![0f32; k * n];
+    for (j, row) in w.chunks_exact(k).enumerate() {
+        row.iter().enumerate().for_each(|(i, &v)| plain[i * n + j] = v);
+    }
+    let mut out = vec![0f32; m * n];
+    let mut g = group(c, "lstm_step_8x512x2048", 50, 3);
+    g.throughput(Throughput::Elements((2 * m * n * k) as u64)); // FLOPs
+    g.bench_function("gemm_crate_unpacked", |bch| {
+        bch.iter(|| {
+            gemm_strided(
+                m,
+                n,
+                k,
+                &mut out,
+                Strided::rows(0, n),
+                true,
+                &a,
+                Strided::rows(0, k),
+                &plain,
+                Strided::rows(0, n),
+                1,
+            )
+        })
+    });
+    for (name, isa) in [("packed_avx512", PackedIsa::Avx512), ("packed_avx2", PackedIsa::Avx2)] {
+        if isa_available(isa) {
+            let packed = PackedRhs::pack_for(isa, k, n, &w, w_t);
+            g.bench_function(name, |bch| bch.iter(|| gemm_packed(m, &mut out, n, true, &a, k, &packed, 1)));
+        }
+    }
+    g.finish();
+    let mut g = group(c, "pack_w_hh_2048x512", 30, 2);
+    g.throughput(Throughput::Bytes((2 * n * k * F32) as u64));
+    // The LSTM recycles the panel buffer through the CPU cache: time the packing, not the
+    // page faults of a fresh 4 MiB allocation.
+    let mut buf = Some(Vec::new());
+    g.bench_function("pack", |bch| {
+        bch.iter(|| {
+            let packed = PackedRhs::pack_into(buf.take().expect("buffer"), best_isa(), k, n, &w, w_t);
+            buf = Some(black_box(packed).into_vec());
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    bench_packed_step,
     bench_matmul,
     bench_softmax,
     bench_broadcast_add,

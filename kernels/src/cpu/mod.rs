@@ -11,6 +11,7 @@ pub mod ctc;
 pub mod index;
 pub mod matmul;
 pub mod norm;
+pub mod packed;
 pub mod pool;
 pub mod reduce;
 pub mod rnn;
