@@ -384,6 +384,15 @@ mod x86 {
 
     /// Panels per column block (even: the AVX-512 tile takes panel pairs).
     const NCP: usize = 32;
+    /// Above this many rows (many row tiles re-reading each `B` block) the blocking changes to
+    /// deep `K` blocks over narrow column blocks: a tile's accumulators then live through up
+    /// to [`KC_TALL`] of `K` (one pass over `dst` instead of `K / KC` read-modify-write
+    /// passes), and the `B` block (`KC_TALL × NCP_TALL·NR` values, 256 KiB) stays in L2.
+    /// Measured on the LSTM's input projection `[800, 1024] × [1024, 2048]` (AMD EPYC, one
+    /// core per direction): the whole forward 80.7–81.3 ms against 83.4–84.8 ms.
+    const TALL_ROWS: usize = 64;
+    const KC_TALL: usize = 1024;
+    const NCP_TALL: usize = 4;
 
     /// Panels `p0..p1` of the product: `K` blocks outermost, then column blocks, then row
     /// tiles, then panels.
@@ -404,14 +413,15 @@ mod x86 {
     ) {
         let mut k0 = 0;
         loop {
-            let kc = KC.min(k - k0);
+            let (kcb, ncp) = if m > TALL_ROWS { (KC_TALL, NCP_TALL) } else { (KC, NCP) };
+            let kc = kcb.min(k - k0);
             // The first block overwrites unless accumulating; K = 0 zero-fills.
             let acc = accumulate || k0 > 0;
-            // Column blocks of NCP panels (KC × NCP·NR values, 512 KiB): with many rows, every
-            // row tile re-reads the block, which then comes from L2.
+            // Column blocks of `ncp` panels (KC × NCP·NR values, 512 KiB; see TALL_ROWS): with
+            // many rows, every row tile re-reads the block, which then comes from L2.
             let mut q0 = p0;
             while q0 < p1 {
-                let q1 = (q0 + NCP).min(p1);
+                let q1 = (q0 + ncp).min(p1);
                 match isa {
                     PackedIsa::Avx512 => avx512_block(m, n, k, k0, kc, q0, q1, dst, ldd, acc, lhs, lda, b),
                     PackedIsa::Avx2 => avx2_block(m, n, k, k0, kc, q0, q1, dst, ldd, acc, lhs, lda, b),
@@ -678,9 +688,16 @@ mod tests {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let isas: Vec<PackedIsa> =
             [PackedIsa::Plain, PackedIsa::Avx2, PackedIsa::Avx512].into_iter().filter(|&i| isa_available(i)).collect();
-        for &(m, n, k) in
-            &[(1, 1, 1), (8, 2048, 512), (3, 17, 5), (13, 40, 300), (6, 33, KC), (17, 96, 2 * KC + 3), (2, 15, 0)]
-        {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (8, 2048, 512),
+            (3, 17, 5),
+            (13, 40, 300),
+            (6, 33, KC),
+            (17, 96, 2 * KC + 3),
+            (70, 40, 1030),
+            (2, 15, 0),
+        ] {
             let lda = k + 3;
             let a: Vec<f32> = (0..m * lda).map(|_| rng.next() as f32).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rng.next() as f32).collect();

@@ -32,6 +32,34 @@ pub trait RnnFloat: Float {
     fn sigmoid_inplace(xs: &mut [Self]);
     /// `x = tanh(x)` for every element.
     fn tanh_inplace(xs: &mut [Self]);
+    /// The LSTM cell of one batch row, given its gate pre-activations `i, f, g, o` (each
+    /// `[H]`, replaced by their activations) and `c_prev`: writes `c = σ(f)·c_prev + σ(i)·tanh(g)`,
+    /// `tanh_c = tanh(c)` and `h = σ(o)·tanh_c`. `f32` does it in one vectorised pass.
+    #[allow(clippy::too_many_arguments)]
+    fn lstm_cell(
+        i: &mut [Self],
+        f: &mut [Self],
+        g: &mut [Self],
+        o: &mut [Self],
+        c_prev: &[Self],
+        c: &mut [Self],
+        h: &mut [Self],
+        tanh_c: &mut [Self],
+    ) {
+        Self::sigmoid_inplace(i);
+        Self::sigmoid_inplace(f);
+        Self::tanh_inplace(g);
+        Self::sigmoid_inplace(o);
+        for j in 0..i.len() {
+            let cv = f[j] * c_prev[j] + i[j] * g[j];
+            c[j] = cv;
+            tanh_c[j] = cv;
+        }
+        Self::tanh_inplace(tanh_c);
+        for j in 0..i.len() {
+            h[j] = o[j] * tanh_c[j];
+        }
+    }
 }
 
 /// `tanh` in `f32` without branches: an odd polynomial for `|x| < 0.0625` (relative error
@@ -76,12 +104,57 @@ multiversion! {
     }
 }
 
+/// The per-row arguments of [`lstm_cell_f32`].
+pub struct LstmCellRow<'a> {
+    /// Gate pre-activations in, activations out: `i`, `f`, `g`, `o`, each `[H]`.
+    pub gates: [&'a mut [f32]; 4],
+    /// `c_{t-1}` `[H]`.
+    pub c_prev: &'a [f32],
+    /// `c_t`, `h_t`, `tanh(c_t)` out, each `[H]`.
+    pub out: [&'a mut [f32]; 3],
+}
+
+multiversion! {
+    /// [`RnnFloat::lstm_cell`] for `f32` in a single pass over the row (each element's five
+    /// activations and the state update at once).
+    pub fn lstm_cell_f32(row: LstmCellRow<'_>) {
+        let LstmCellRow { gates: [i, f, g, o], c_prev, out: [c, h, tanh_c] } = row;
+        let n = i.len();
+        let (f, g, o, c_prev) = (&mut f[..n], &mut g[..n], &mut o[..n], &c_prev[..n]);
+        let (c, h, tanh_c) = (&mut c[..n], &mut h[..n], &mut tanh_c[..n]);
+        for j in 0..n {
+            let (iv, fv, gv, ov) = (sigmoid_f32(i[j]), sigmoid_f32(f[j]), tanh_f32(g[j]), sigmoid_f32(o[j]));
+            let cv = fv * c_prev[j] + iv * gv;
+            let tc = tanh_f32(cv);
+            i[j] = iv;
+            f[j] = fv;
+            g[j] = gv;
+            o[j] = ov;
+            c[j] = cv;
+            tanh_c[j] = tc;
+            h[j] = ov * tc;
+        }
+    }
+}
+
 impl RnnFloat for f32 {
     fn sigmoid_inplace(xs: &mut [f32]) {
         sigmoid_f32_inplace(xs)
     }
     fn tanh_inplace(xs: &mut [f32]) {
         tanh_f32_inplace(xs)
+    }
+    fn lstm_cell(
+        i: &mut [f32],
+        f: &mut [f32],
+        g: &mut [f32],
+        o: &mut [f32],
+        c_prev: &[f32],
+        c: &mut [f32],
+        h: &mut [f32],
+        tanh_c: &mut [f32],
+    ) {
+        lstm_cell_f32(LstmCellRow { gates: [i, f, g, o], c_prev, out: [c, h, tanh_c] })
     }
 }
 
@@ -134,21 +207,10 @@ pub fn lstm_step_forward<T: RnnFloat>(
             hr.copy_from_slice(hp);
             continue;
         }
-        T::sigmoid_inplace(&mut g[..2 * hd]);
-        T::tanh_inplace(&mut g[2 * hd..3 * hd]);
-        T::sigmoid_inplace(&mut g[3 * hd..]);
-        let (ig, rest) = g.split_at(hd);
-        let (fg, rest) = rest.split_at(hd);
-        let (gg, og) = rest.split_at(hd);
-        for j in 0..hd {
-            let cv = fg[j] * cp[j] + ig[j] * gg[j];
-            cr[j] = cv;
-            tc[j] = cv;
-        }
-        T::tanh_inplace(tc);
-        for j in 0..hd {
-            hr[j] = og[j] * tc[j];
-        }
+        let (ig, rest) = g.split_at_mut(hd);
+        let (fg, rest) = rest.split_at_mut(hd);
+        let (gg, og) = rest.split_at_mut(hd);
+        T::lstm_cell(ig, fg, gg, og, cp, cr, hr, tc);
     }
 }
 
