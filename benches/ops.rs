@@ -193,9 +193,31 @@ fn bench_packed_step(c: &mut Criterion) {
     g.finish();
 }
 
+/// A Linear layer at inference with few rows (a decoder step): `Linear`'s forward (the general
+/// GEMM, which packs `Wᵀ` on every call) against the same layer packed once
+/// (`Linear::packed`), on the 2 threads of the comparison.
+fn bench_packed_linear(c: &mut Criterion) {
+    use stapes::nn::layers::Linear;
+    use stapes::nn::Forward;
+    init_threads();
+    let (m, k, n) = (8usize, 1024usize, 4096usize);
+    let lin = Linear::new(k, n, true).expect("layer");
+    let packed = lin.packed().expect("packed");
+    let x = randn(13, &[m, k]);
+    let xv = Var::constant(x.clone());
+    let mut g = group(c, "linear_infer_8x1024x4096", 50, 3);
+    g.throughput(Throughput::Elements((2 * m * n * k) as u64)); // FLOPs
+    g.bench_function("linear_forward", |bch| {
+        bch.iter(|| black_box(stapes::autograd::no_grad(|| lin.forward(&xv)).unwrap()))
+    });
+    g.bench_function("packed_linear", |bch| bch.iter(|| black_box(packed.forward(&x).unwrap())));
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_packed_step,
+    bench_packed_linear,
     bench_matmul,
     bench_softmax,
     bench_broadcast_add,

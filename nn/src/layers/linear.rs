@@ -3,7 +3,9 @@
 use crate::init::torch_default_weight_bias;
 use crate::module::{Forward, Module, Param};
 use stapes_autograd::Var;
-use stapes_tensor::{DType, Device, Error, Result};
+use stapes_kernels::cpu::packed::{gemm_packed, PackedRhs};
+use stapes_kernels::cpu::rnn::Strided;
+use stapes_tensor::{DType, Device, Error, Result, Tensor};
 
 /// `y = x Wᵀ + b` for `x` of shape `[*, in]` and `weight` of shape `[out, in]`: the leading
 /// dims are flattened into one GEMM (so the weight gradient is one GEMM too, not a batch of
@@ -73,6 +75,93 @@ impl Linear {
     pub fn out_features(&self) -> usize {
         self.weight.dims()[0]
     }
+
+    /// The layer's current weights packed once for repeated inference on the CPU (see
+    /// [`PackedLinear`]). Later changes to the parameters are not seen by the packed copy.
+    ///
+    /// # Errors
+    /// If the weights are not `f32` on the CPU.
+    pub fn packed(&self) -> Result<PackedLinear> {
+        let w = self.weight.tensor();
+        if w.device() != &Device::Cpu {
+            return Err(Error::invalid(
+                "Linear::packed",
+                format!("packs CPU weights; this layer is on {} (move it to the CPU first)", w.device()),
+            ));
+        }
+        if w.dtype() != DType::F32 {
+            return Err(Error::UnsupportedDType { op: "Linear::packed", dtype: w.dtype(), msg: "packs f32 weights" });
+        }
+        let (out_f, in_f) = (self.out_features(), self.in_features());
+        let wv = w.contiguous()?.to_vec::<f32>()?;
+        // Wᵀ [in, out] from W [out, in] stored row-major.
+        let weight_t = PackedRhs::pack(in_f, out_f, &wv, Strided::rows(0, in_f).t());
+        let bias = self.bias.as_ref().map(|b| b.tensor().contiguous()?.to_vec::<f32>()).transpose()?;
+        Ok(PackedLinear { weight_t, bias, in_features: in_f, out_features: out_f })
+    }
+}
+
+/// A [`Linear`] layer frozen for CPU inference: `Wᵀ` packed once into the panels of
+/// `stapes_kernels::cpu::packed`, so that each call runs the packed micro-kernels instead of
+/// re-packing the weight inside a general GEMM. That is what a few rows per call (a streaming
+/// decoder's frames, an LM's next-token step) want. `f32` only, no autograd.
+#[derive(Debug)]
+pub struct PackedLinear {
+    weight_t: PackedRhs<f32>,
+    bias: Option<Vec<f32>>,
+    in_features: usize,
+    out_features: usize,
+}
+
+impl PackedLinear {
+    /// `in_features`.
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+    /// `out_features`.
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    /// `y = x Wᵀ + b` for a CPU `f32` tensor `x` of shape `[*, in_features]`; `y` is
+    /// `[*, out_features]`, equal to [`Linear`]'s forward up to `f32` rounding.
+    ///
+    /// # Errors
+    /// If `x` is not an `f32` CPU tensor or its last dim is not `in_features`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        const OP: &str = "PackedLinear::forward";
+        if x.device() != &Device::Cpu {
+            return Err(Error::DeviceMismatch { op: OP, lhs: *x.device(), rhs: Device::Cpu });
+        }
+        if x.dtype() != DType::F32 {
+            return Err(Error::UnsupportedDType { op: OP, dtype: x.dtype(), msg: "takes f32 input" });
+        }
+        let xd = x.dims().to_vec();
+        if xd.last() != Some(&self.in_features) {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "input {xd:?} does not match in_features {} (expects [*, {}])",
+                    self.in_features, self.in_features
+                ),
+            ));
+        }
+        let rows: usize = xd[..xd.len() - 1].iter().product();
+        let xv = x.contiguous()?.to_vec::<f32>()?;
+        let n = self.out_features;
+        let mut y = vec![0f32; rows * n];
+        let accumulate = match &self.bias {
+            Some(b) => {
+                y.chunks_exact_mut(n.max(1)).for_each(|r| r.copy_from_slice(b));
+                true
+            }
+            None => false,
+        };
+        gemm_packed(rows, &mut y, n, accumulate, &xv, self.in_features, &self.weight_t, rayon::current_num_threads());
+        let mut out = xd;
+        *out.last_mut().expect("checked non-empty") = n;
+        Tensor::from_vec(y, out, &Device::Cpu)
+    }
 }
 
 impl Module for Linear {
@@ -89,5 +178,43 @@ impl Forward for Linear {
     fn forward(&self, x: &Var) -> Result<Var> {
         let b = self.bias.as_ref().map(|b| b.var());
         linear(x, &self.weight.var(), b.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stapes_tensor::Generator;
+
+    #[test]
+    fn packed_linear_matches_forward_and_rejects_bad_input() {
+        stapes_tensor::manual_seed(3);
+        let mut g = Generator::new(5);
+        for bias in [true, false] {
+            let lin = Linear::new(37, 70, bias).unwrap();
+            let packed = lin.packed().unwrap();
+            assert_eq!((packed.in_features(), packed.out_features()), (37, 70));
+            for shape in [vec![3, 5, 37], vec![1, 37], vec![0, 37], vec![37]] {
+                let x = Tensor::randn_with(&mut g, 0.0, 1.0, shape.as_slice(), DType::F32, &Device::Cpu).unwrap();
+                let want = lin.forward(&Var::constant(x.clone())).unwrap().tensor().clone();
+                let got = packed.forward(&x).unwrap();
+                assert_eq!(got.dims(), want.dims(), "shape {shape:?}");
+                let (a, b) = (got.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+                for (u, v) in a.iter().zip(&b) {
+                    assert!((u - v).abs() <= 1e-5 * (1.0 + v.abs()), "shape {shape:?} bias {bias}: {u} vs {v}");
+                }
+            }
+        }
+        let lin = Linear::new(4, 3, true).unwrap();
+        let packed = lin.packed().unwrap();
+        let wrong_dim = Tensor::zeros([2, 5], DType::F32, &Device::Cpu).unwrap();
+        let msg = packed.forward(&wrong_dim).unwrap_err().to_string();
+        assert!(msg.contains("PackedLinear::forward") && msg.contains("[2, 5]"), "{msg}");
+        let f64_in = Tensor::zeros([2, 4], DType::F64, &Device::Cpu).unwrap();
+        let msg = packed.forward(&f64_in).unwrap_err().to_string();
+        assert!(msg.contains("PackedLinear::forward"), "{msg}");
+        let f64_layer = Linear::new_with(4, 3, true, DType::F64, &Device::Cpu).unwrap();
+        let msg = f64_layer.packed().unwrap_err().to_string();
+        assert!(msg.contains("Linear::packed"), "{msg}");
     }
 }

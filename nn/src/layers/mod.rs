@@ -7,6 +7,7 @@
 //! | stapes | PyTorch |
 //! |---|---|
 //! | [`Linear`], [`linear`] | `nn.Linear`, `F.linear` |
+//! | [`PackedLinear`] (from [`Linear::packed`]) | a frozen `nn.Linear` for CPU inference, weights packed once |
 //! | [`Conv1d`], [`Conv2d`] (config: [`Conv1dConfig`], [`Conv2dConfig`]) | `nn.Conv1d`, `nn.Conv2d` |
 //! | [`MaxPool2d`], [`AvgPool2d`], [`max_pool2d`], [`avg_pool2d`] | `nn.MaxPool2d`, `nn.AvgPool2d`, `F.max_pool2d`, `F.avg_pool2d` |
 //! | [`BatchNorm1d`], [`BatchNorm2d`], [`BatchNorm3d`] | `nn.BatchNorm1d/2d/3d` |
@@ -35,7 +36,7 @@ pub use conv::{Conv1d, Conv1dConfig, Conv2d, Conv2dConfig, ConvPadding, PaddingM
 pub use dropout::{dropout, Dropout};
 pub use embedding::{embedding, Embedding};
 pub use layer_norm::LayerNorm;
-pub use linear::{linear, Linear};
+pub use linear::{linear, Linear, PackedLinear};
 pub use pool::{avg_pool2d, max_pool2d, AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 pub use sequential::Sequential;
 pub use size::Size2;
