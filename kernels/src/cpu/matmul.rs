@@ -5,9 +5,9 @@
 //! parallelism when a single product is large, or in parallel (one thread per product) when the
 //! products are small.
 
+use super::reduce::{downcast_f32, downcast_f32_mut};
 use super::SendPtr;
 use rayon::prelude::*;
-use std::any::TypeId;
 
 /// A strided 2-D operand inside a batch: element `(b, i, j)` is at
 /// `offset + b * batch_stride + i * row_stride + j * col_stride`.
@@ -75,7 +75,7 @@ pub fn gemm_batched<T: Copy + Send + Sync + 'static + num_traits::One>(
     assert!(span(&dst_l, m, n) < dst.len(), "gemm_batched: dst layout out of bounds");
     let work = m * n * k.max(1);
     let threads = rayon::current_num_threads();
-    if let (Some(l), Some(r), Some(d)) = (as_f32(lhs), as_f32(rhs), as_f32_mut(dst)) {
+    if let (Some(l), Some(r), Some(d)) = (downcast_f32(lhs), downcast_f32(rhs), downcast_f32_mut(dst)) {
         if small_m_transposed_rhs(m, n, k, &lhs_l, &rhs_l, &dst_l) {
             for b in 0..batch {
                 small_m_dots(m, n, k, l, lhs_l, r, rhs_l, d, dst_l, b, accumulate);
@@ -226,21 +226,6 @@ mod tests {
         for (g, w) in got2.iter().zip(&want) {
             assert!((g - w).abs() < 1e-12);
         }
-    }
-}
-
-fn as_f32<T: 'static>(xs: &[T]) -> Option<&[f32]> {
-    // SAFETY: T is f32 when the type ids agree.
-    (TypeId::of::<T>() == TypeId::of::<f32>())
-        .then(|| unsafe { std::slice::from_raw_parts(xs.as_ptr() as *const f32, xs.len()) })
-}
-
-fn as_f32_mut<T: 'static>(xs: &mut [T]) -> Option<&mut [f32]> {
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        // SAFETY: T is f32.
-        Some(unsafe { std::slice::from_raw_parts_mut(xs.as_mut_ptr() as *mut f32, xs.len()) })
-    } else {
-        None
     }
 }
 

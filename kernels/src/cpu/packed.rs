@@ -69,8 +69,8 @@ pub fn best_isa() -> PackedIsa {
 
 /// Whether [`PackedRhs::pack`] lays out `T` for a micro-kernel of this CPU (`f32` on a CPU
 /// with AVX2 + FMA); otherwise it only copies the operand for the `gemm` crate.
-pub fn packs_for_kernels<T: 'static>() -> bool {
-    TypeId::of::<T>() == TypeId::of::<f32>() && best_isa() != PackedIsa::Plain
+pub fn packs_for_kernels<T: Float>() -> bool {
+    PackedRhs::<T>::layout_isa(best_isa()) != PackedIsa::Plain
 }
 
 /// Whether `isa`'s kernels can run on this CPU.
@@ -131,12 +131,9 @@ impl<T: Float> PackedRhs<T> {
             let last = layout.offset + (k - 1) * layout.row_stride + (n - 1) * layout.col_stride;
             assert!(last < src.len(), "PackedRhs::pack: operand [{k}, {n}] out of bounds of {} values", src.len());
         }
-        let isa = if TypeId::of::<T>() == TypeId::of::<f32>() { isa } else { PackedIsa::Plain };
+        let isa = Self::layout_isa(isa);
         let at = |i: usize, j: usize| src[layout.offset + i * layout.row_stride + j * layout.col_stride];
-        let len = match isa {
-            PackedIsa::Plain => k * n,
-            _ => n.div_ceil(NR) * k * NR,
-        };
+        let len = Self::packed_len(isa, k, n);
         // Every element is written below, padding included: no zero fill first.
         buf.resize(len, T::zero());
         buf.truncate(len);
@@ -206,6 +203,24 @@ impl<T: Float> PackedRhs<T> {
             }
         }
         PackedRhs { k, n, isa, data: buf }
+    }
+
+    /// The layout `pack_for(isa, ..)` produces for `T`: `isa` for `f32`, plain otherwise.
+    fn layout_isa(isa: PackedIsa) -> PackedIsa {
+        if TypeId::of::<T>() == TypeId::of::<f32>() {
+            isa
+        } else {
+            PackedIsa::Plain
+        }
+    }
+
+    /// How many values `pack_for(isa, k, n, ..)` stores for `T` (the length of
+    /// [`into_vec`](Self::into_vec)), for a caller that recycles buffers of exactly that length.
+    pub fn packed_len(isa: PackedIsa, k: usize, n: usize) -> usize {
+        match Self::layout_isa(isa) {
+            PackedIsa::Plain => k * n,
+            _ => n.div_ceil(NR) * k * NR,
+        }
     }
 
     /// `K`, the rows of `B`.

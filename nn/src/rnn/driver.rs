@@ -16,7 +16,7 @@
 //! row `t + 1` (reverse direction): the previous states of all time steps are then one
 //! contiguous `[T·B, H]` block, the right operand of the `dW_hh` product.
 
-use stapes_kernels::cpu::packed::{best_isa, gemm_packed, packs_for_kernels, PackedIsa, PackedRhs, NR};
+use stapes_kernels::cpu::packed::{best_isa, gemm_packed, packs_for_kernels, PackedRhs};
 use stapes_kernels::cpu::rnn::{
     gemm_strided, gru_step_backward, gru_step_forward, lstm_step_backward, lstm_step_forward, RnnFloat, Strided,
 };
@@ -145,8 +145,7 @@ fn active_rows(active: &mut [bool], lengths: &[usize], t: usize) {
 /// taken from (and, through [`unpack`], returned to) the tensor crate's CPU cache.
 fn pack<T: RnnElem>(k: usize, n: usize, src: &[T], layout: Strided) -> PackedRhs<T> {
     let isa = best_isa();
-    let len = if isa == PackedIsa::Plain { k * n } else { n.div_ceil(NR) * k * NR };
-    PackedRhs::pack_into(take::<T>(len), isa, k, n, src, layout)
+    PackedRhs::pack_into(take::<T>(PackedRhs::<T>::packed_len(isa, k, n)), isa, k, n, src, layout)
 }
 
 fn unpack<T: RnnElem>(p: PackedRhs<T>) {
