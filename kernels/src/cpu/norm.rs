@@ -119,6 +119,7 @@ pub fn layer_norm_forward<T: Float>(
         return;
     }
     let rpt = (PAR_CHUNK / cols).max(1);
+    let stream = vmath::stream_store::worth_it(std::mem::size_of_val(y));
     y.par_chunks_mut(rpt * cols)
         .zip(x.par_chunks(rpt * cols))
         .zip(mean.par_chunks_mut(rpt).zip(rstd.par_chunks_mut(rpt)))
@@ -133,7 +134,14 @@ pub fn layer_norm_forward<T: Float>(
                     let rs = (1.0 / (var + eps).sqrt()) as f32;
                     *m = T::from_f64_lossy(mu as f64);
                     *r = T::from_f64_lossy(rs as f64);
-                    normalise_row_f32(x, mu, rs, wf, bf, y);
+                    if stream {
+                        vmath::stream_store::normalise_row(x, mu, rs, wf, bf, y);
+                    } else {
+                        normalise_row_f32(x, mu, rs, wf, bf, y);
+                    }
+                }
+                if stream {
+                    vmath::stream_store::fence();
                 }
                 return;
             }
@@ -495,6 +503,44 @@ mod tests {
     use super::*;
 
     use crate::cpu::test_rng::Rng;
+
+    #[test]
+    fn streaming_rows_equal_cached_rows_bit_for_bit() {
+        // Every alignment of the output (head of plain stores), lengths with and without a tail
+        // of fewer than 8, with and without weight and bias.
+        let mut rng = Rng(5);
+        let f = |v: Vec<f64>| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let (x, w, b) = (f(rng.vec(300)), f(rng.vec(300)), f(rng.vec(300)));
+        for off in 0..9 {
+            for n in [0, 1, 7, 8, 9, 63, 64, 200, 291] {
+                for (wo, bo) in [(None, None), (Some(&w[..n]), None), (None, Some(&b[..n])), (Some(&w[..n]), Some(&b[..n]))] {
+                    let (mut y1, mut y2) = (vec![0f32; n + off], vec![0f32; n + off]);
+                    normalise_row_f32(&x[..n], 0.3, 1.7, wo, bo, &mut y1[off..]);
+                    vmath::stream_store::normalise_row(&x[..n], 0.3, 1.7, wo, bo, &mut y2[off..]);
+                    vmath::stream_store::fence();
+                    assert_eq!(y1, y2, "offset {off}, length {n}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn large_outputs_take_the_streaming_path_and_match_f64() {
+        // y of 8.4 MiB: at least STREAM_BYTES, so written with streaming stores on AVX2 CPUs.
+        let (rows, cols) = (2050, 1031);
+        assert!(rows * cols * 4 >= vmath::stream_store::STREAM_BYTES);
+        let mut rng = Rng(12);
+        let x64 = rng.vec(rows * cols);
+        let x32: Vec<f32> = x64.iter().map(|&v| v as f32).collect();
+        let (w32, b32): (Vec<f32>, Vec<f32>) = (vec![0.5; cols], vec![-0.25; cols]);
+        let (mut y32, mut m32, mut r32) = (vec![0f32; rows * cols], vec![0f32; rows], vec![0f32; rows]);
+        layer_norm_forward(&x32, rows, cols, Some(&w32), Some(&b32), 1e-5, &mut y32, &mut m32, &mut r32);
+        let xr: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
+        let (mut y, mut m, mut r) = (vec![0f64; rows * cols], vec![0f64; rows], vec![0f64; rows]);
+        layer_norm_forward(&xr, rows, cols, Some(&vec![0.5; cols]), Some(&vec![-0.25; cols]), 1e-5, &mut y, &mut m, &mut r);
+        let up = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        assert_close(&up(&y32), &y, 1e-5, "y");
+    }
 
     #[test]
     fn f32_simd_path_matches_f64_on_long_offset_rows() {

@@ -201,6 +201,98 @@ multiversion! {
     }
 }
 
+/// Non-temporal (streaming) stores for large outputs that the op writes once and does not read.
+///
+/// An ordinary store first reads the destination line into the cache (read-for-ownership), so a
+/// kernel that reads `n` bytes and writes `n` moves `3n` over the memory bus; streaming stores
+/// write whole lines without reading them (`2n`). Worth it only when the output is far larger
+/// than what the caches would keep for its consumer: [`worth_it`] takes outputs of at least
+/// [`STREAM_BYTES`]. Every task that streamed calls [`fence`] before it ends, so its stores are
+/// visible to whoever reads the output next.
+pub mod stream_store {
+    /// Outputs of at least this many bytes are written with streaming stores (the order of
+    /// glibc's `memcpy` threshold for non-temporal copies, a fraction of the last-level cache).
+    pub const STREAM_BYTES: usize = 8 << 20;
+
+    /// Whether an output of `bytes` should be streamed: large enough, on a CPU with AVX2 (the
+    /// 32-byte streaming store used here); `STAPES_CPU_STREAM=0` turns streaming off.
+    pub fn worth_it(bytes: usize) -> bool {
+        use std::sync::LazyLock;
+        static ON: LazyLock<bool> = LazyLock::new(|| {
+            let env = std::env::var("STAPES_CPU_STREAM").map(|v| v != "0").unwrap_or(true);
+            #[cfg(target_arch = "x86_64")]
+            let cpu = std::arch::is_x86_feature_detected!("avx2");
+            #[cfg(not(target_arch = "x86_64"))]
+            let cpu = false;
+            env && cpu
+        });
+        bytes >= STREAM_BYTES && *ON
+    }
+
+    /// Orders this thread's streaming stores before its later stores (`sfence`).
+    pub fn fence() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: sfence has no operands and is available on every x86-64 CPU.
+        unsafe {
+            std::arch::x86_64::_mm_sfence()
+        }
+    }
+
+    /// `y = (x - mean) * rstd * w + b` for one row (`w`, `b` absent: ones and zeros), the same
+    /// operations in the same order as the cached version (bit-identical results), written with
+    /// streaming stores where `y` is 32-byte aligned. Call only when [`worth_it`] said so (it
+    /// checked AVX2); otherwise this falls back to plain stores.
+    pub fn normalise_row(x: &[f32], mean: f32, rstd: f32, w: Option<&[f32]>, b: Option<&[f32]>, y: &mut [f32]) {
+        let n = y.len().min(x.len());
+        assert!(w.is_none_or(|w| w.len() >= n) && b.is_none_or(|b| b.len() >= n), "normalise_row: lengths");
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 checked; every access is within the first n elements of each slice.
+            unsafe { normalise_row_avx2(&x[..n], mean, rstd, w, b, &mut y[..n]) };
+            return;
+        }
+        for i in 0..n {
+            let v = (x[i] - mean) * rstd;
+            let v = if let Some(w) = w { v * w[i] } else { v };
+            y[i] = if let Some(b) = b { v + b[i] } else { v };
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn normalise_row_avx2(x: &[f32], mean: f32, rstd: f32, w: Option<&[f32]>, b: Option<&[f32]>, y: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let n = y.len();
+        let scalar = |i: usize, y: &mut [f32]| {
+            let v = (x[i] - mean) * rstd;
+            let v = if let Some(w) = w { v * w[i] } else { v };
+            y[i] = if let Some(b) = b { v + b[i] } else { v };
+        };
+        // a head of plain stores up to the first 32-byte boundary of y
+        let head = (y.as_ptr().align_offset(32)).min(n);
+        for i in 0..head {
+            scalar(i, y);
+        }
+        let (vm, vr) = (_mm256_set1_ps(mean), _mm256_set1_ps(rstd));
+        let mut i = head;
+        let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+        while i + 8 <= n {
+            let mut v = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xp.add(i)), vm), vr);
+            if let Some(w) = w {
+                v = _mm256_mul_ps(v, _mm256_loadu_ps(w.as_ptr().add(i)));
+            }
+            if let Some(b) = b {
+                v = _mm256_add_ps(v, _mm256_loadu_ps(b.as_ptr().add(i)));
+            }
+            _mm256_stream_ps(yp.add(i), v);
+            i += 8;
+        }
+        for j in i..n {
+            scalar(j, y);
+        }
+    }
+}
+
 /// Pairwise sum of 64 lane accumulators.
 #[inline(always)]
 fn lanes_sum64(acc: &[f32; 64]) -> f32 {

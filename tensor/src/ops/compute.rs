@@ -52,9 +52,13 @@ pub(crate) fn convert_slice<S: WithDType, D: WithDType>(src: &[S]) -> Vec<D> {
     }
     if !S::DTYPE.is_float() && !D::DTYPE.is_float() {
         // integer to integer wraps (two's complement), as in PyTorch: int64 -1 -> uint8 255
-        return src.iter().map(|&x| D::from_i64_wrapping(x.to_i64())).collect();
+        let mut out = crate::alloc::take::<D>(src.len());
+        out.iter_mut().zip(src).for_each(|(o, &x)| *o = D::from_i64_wrapping(x.to_i64()));
+        return out;
     }
-    src.iter().map(|&x| D::from_f64(x.to_f64())).collect()
+    let mut out = crate::alloc::take::<D>(src.len());
+    out.iter_mut().zip(src).for_each(|(o, &x)| *o = D::from_f64(x.to_f64()));
+    out
 }
 
 fn src_bytes<S: WithDType>(src: &[S]) -> &[u8] {
