@@ -513,7 +513,9 @@ mod tests {
         let (x, w, b) = (f(rng.vec(300)), f(rng.vec(300)), f(rng.vec(300)));
         for off in 0..9 {
             for n in [0, 1, 7, 8, 9, 63, 64, 200, 291] {
-                for (wo, bo) in [(None, None), (Some(&w[..n]), None), (None, Some(&b[..n])), (Some(&w[..n]), Some(&b[..n]))] {
+                for (wo, bo) in
+                    [(None, None), (Some(&w[..n]), None), (None, Some(&b[..n])), (Some(&w[..n]), Some(&b[..n]))]
+                {
                     let (mut y1, mut y2) = (vec![0f32; n + off], vec![0f32; n + off]);
                     normalise_row_f32(&x[..n], 0.3, 1.7, wo, bo, &mut y1[off..]);
                     vmath::stream_store::normalise_row(&x[..n], 0.3, 1.7, wo, bo, &mut y2[off..]);
@@ -537,7 +539,17 @@ mod tests {
         layer_norm_forward(&x32, rows, cols, Some(&w32), Some(&b32), 1e-5, &mut y32, &mut m32, &mut r32);
         let xr: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
         let (mut y, mut m, mut r) = (vec![0f64; rows * cols], vec![0f64; rows], vec![0f64; rows]);
-        layer_norm_forward(&xr, rows, cols, Some(&vec![0.5; cols]), Some(&vec![-0.25; cols]), 1e-5, &mut y, &mut m, &mut r);
+        layer_norm_forward(
+            &xr,
+            rows,
+            cols,
+            Some(&vec![0.5; cols]),
+            Some(&vec![-0.25; cols]),
+            1e-5,
+            &mut y,
+            &mut m,
+            &mut r,
+        );
         let up = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
         assert_close(&up(&y32), &y, 1e-5, "y");
     }
