@@ -14,6 +14,8 @@
 //! renamed over the target, so an interrupted save never leaves a truncated checkpoint and
 //! never destroys the previous one.
 
+pub mod hf;
+
 use crate::module::Module;
 use safetensors::tensor::{Dtype, View};
 use stapes_tensor::{DType, Device, Error, Result, Tensor};

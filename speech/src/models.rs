@@ -19,6 +19,8 @@
 //! (`benches/torch/crdnn.py` style: `nn.Sequential` CNN, `nn.LSTM`, `nn.Linear`) exchanges
 //! `state_dict`s with it.
 
+pub mod wav2vec2;
+
 use serde::{Deserialize, Serialize};
 use stapes_autograd::Var;
 use stapes_nn::layers::{

@@ -26,10 +26,11 @@ For each case `<case>` the script writes under `tests/golden/wav2vec2/`:
   output; the last is `last_hidden_state` before the pre-norm stack's final layer norm, whose
   output is `last_hidden_state`), `last_hidden_state`, `extract_features` (the conv stack's
   output, [2, T', C]); and for one fine-tuning step (train mode with every dropout, LayerDrop
-  and SpecAugment off, so it is deterministic): `labels` (padded with -100), `loss` (CTC,
-  transformers' `ctc_loss_reduction` = "sum" default replaced by "mean" as fine-tuning recipes
-  set it), and `grad.<param>` for every parameter that requires a gradient (the feature
-  encoder frozen, as `freeze_feature_encoder()` does).
+  and SpecAugment off, so it is deterministic): `labels` (padded with -100), `loss`
+  (transformers' own CTC loss, f32, with `ctc_loss_reduction = "mean"` as fine-tuning recipes
+  set it), `loss64` (the same step with the model and the loss in f64) and `grad.<param>` (f64),
+  the gradients of `loss64` for every parameter that requires one (the feature encoder frozen,
+  as `freeze_feature_encoder()` does).
 """
 
 import json
@@ -159,10 +160,23 @@ def main():
         model.freeze_feature_encoder()
         model.zero_grad()
         labels = torch.tensor([[5, 6, 4, 7, 8, 9], [10, 11, 5, -100, -100, -100]])
-        loss = model(input_values, attention_mask=mask_arg, labels=labels).loss
-        loss.backward()
+        out = model(input_values, attention_mask=mask_arg, labels=labels)
         tensors["labels"] = labels
-        tensors["loss"] = loss.detach().reshape(1)
+        tensors["loss"] = out.loss.detach().reshape(1)  # transformers' own (f32 CTC)
+        # The gradients: the same model and loss in f64. In f32, transformers' own gradients
+        # differ from f64 ones by up to 4e-3 (base) and 1.7e-2 (lv60) of a tensor's largest
+        # gradient (the q/k projections, whose gradients cancel), and its f32 CTC by 1.3e-3:
+        # rounding, not the model. In f64 both sides agree to rounding of 1e-12.
+        model.double()
+        mask = attention_mask if mask_arg is not None else torch.ones_like(attention_mask)
+        in_len = model._get_feat_extract_output_lengths(mask.sum(-1))
+        tgt_len = (labels >= 0).sum(-1)
+        logits64 = model(input_values.double(), attention_mask=mask_arg).logits
+        lp = torch.log_softmax(logits64, dim=-1).transpose(0, 1)
+        loss64 = torch.nn.functional.ctc_loss(lp, labels[labels >= 0], in_len, tgt_len, blank=config.pad_token_id,
+                                              reduction="mean", zero_infinity=True)
+        loss64.backward()
+        tensors["loss64"] = loss64.detach().reshape(1)
         for name, p in model.named_parameters():
             if p.requires_grad and p.grad is not None:
                 tensors["grad." + name] = p.grad.detach().clone()
