@@ -206,8 +206,9 @@ multiversion! {
 /// An ordinary store first reads the destination line into the cache (read-for-ownership), so a
 /// kernel that reads `n` bytes and writes `n` moves `3n` over the memory bus; streaming stores
 /// write whole lines without reading them (`2n`). Worth it only when the output is far larger
-/// than what the caches would keep for its consumer: [`worth_it`] takes outputs of at least
-/// [`STREAM_BYTES`]. Every task that streamed calls [`fence`] before it ends, so its stores are
+/// than what the caches would keep for its consumer: [`worth_it`](stream_store::worth_it)
+/// takes outputs of at least [`STREAM_BYTES`](stream_store::STREAM_BYTES). Every task that
+/// streamed calls [`fence`](stream_store::fence) before it ends, so its stores are
 /// visible to whoever reads the output next.
 pub mod stream_store {
     /// Outputs of at least this many bytes are written with streaming stores (the order of
