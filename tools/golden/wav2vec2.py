@@ -40,6 +40,7 @@ import sys
 
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from golden_io import write_safetensors  # noqa: E402
@@ -157,6 +158,8 @@ def main():
         for m in model.modules():
             if isinstance(m, torch.nn.Dropout):
                 m.p = 0.0
+            if isinstance(m, Wav2Vec2Attention):
+                m.dropout = 0.0  # a float, not a Dropout module: the attention-probability dropout
         model.freeze_feature_encoder()
         model.zero_grad()
         labels = torch.tensor([[5, 6, 4, 7, 8, 9], [10, 11, 5, -100, -100, -100]])
