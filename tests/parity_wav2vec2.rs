@@ -236,3 +236,51 @@ fn save_pretrained_round_trips_and_bad_directories_are_errors() {
     std::fs::remove_dir_all(&out).unwrap();
     std::fs::remove_dir_all(&legacy).unwrap();
 }
+
+#[test]
+fn pytorch_model_bin_loads_the_same_weights_as_safetensors() {
+    // the legacy directories: pytorch_model.bin (zip + pickle of an OrderedDict with _metadata)
+    // with the hub's weight_g / weight_v spelling
+    for case in ["group_postnorm", "layer_prenorm"] {
+        let (st, _) = Wav2Vec2ForCtc::from_pretrained(golden_dir().join(case), DType::F32, &Device::Cpu).unwrap();
+        let (bin, unexpected) =
+            Wav2Vec2ForCtc::from_pretrained(golden_dir().join(format!("{case}_legacy")), DType::F32, &Device::Cpu)
+                .unwrap();
+        assert!(unexpected.is_empty(), "{case}: {unexpected:?}");
+        let (a, b) = (st.state_dict(), bin.state_dict());
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        for (k, v) in &a {
+            assert_eq!(v.to_vec::<f32>().unwrap(), b[k].to_vec::<f32>().unwrap(), "{case}: {k}");
+        }
+    }
+}
+
+#[test]
+fn a_malicious_pickle_is_refused_and_runs_nothing() {
+    let marker = std::path::Path::new("/tmp/stapes-malicious-checkpoint-ran");
+    let _ = std::fs::remove_file(marker);
+    let e = Wav2Vec2ForCtc::from_pretrained(golden_dir().join("malicious"), DType::F32, &Device::Cpu)
+        .err()
+        .expect("a pickle calling os.system must be refused")
+        .to_string();
+    assert!(e.contains("posix.system") && e.contains("refused") && e.contains("pytorch_model.bin"), "{e}");
+    assert!(!marker.exists(), "the pickle's command ran");
+
+    // truncated and corrupt .bin files are errors, never panics
+    let src = std::fs::read(golden_dir().join("layer_prenorm_legacy/pytorch_model.bin")).unwrap();
+    let dir = std::env::temp_dir().join(format!("stapes-w2v2-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(golden_dir().join("layer_prenorm_legacy/config.json"), dir.join("config.json")).unwrap();
+    for cut in [0, 100, src.len() / 2, src.len() - 30] {
+        std::fs::write(dir.join("pytorch_model.bin"), &src[..cut]).unwrap();
+        let e = Wav2Vec2ForCtc::from_pretrained(&dir, DType::F32, &Device::Cpu).err().expect("truncated").to_string();
+        assert!(e.contains("pytorch_model.bin"), "cut at {cut}: {e}");
+    }
+    let mut flipped = src.clone();
+    for i in (200..flipped.len()).step_by(997) {
+        flipped[i] ^= 0x5a;
+    }
+    std::fs::write(dir.join("pytorch_model.bin"), &flipped).unwrap();
+    assert!(Wav2Vec2ForCtc::from_pretrained(&dir, DType::F32, &Device::Cpu).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -15,6 +15,7 @@
 //! never destroys the previous one.
 
 pub mod hf;
+pub mod torch_pickle;
 
 use crate::module::Module;
 use safetensors::tensor::{Dtype, View};

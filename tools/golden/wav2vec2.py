@@ -18,6 +18,8 @@ For each case `<case>` the script writes under `tests/golden/wav2vec2/`:
 * `<case>_legacy/`: the same model with the hub checkpoints' spelling `weight_g`/`weight_v`, as
   a `pytorch_model.bin` (zip + pickle, `torch.save` of the state dict, as `save_pretrained`
   wrote it before safetensors) and no safetensors file;
+* `malicious/`: a `config.json` and a `pytorch_model.bin` whose pickle calls `os.system` when
+  unpickled (it would create `/tmp/stapes-malicious-checkpoint-ran`);
 * `<case>.safetensors`: the batch and the outputs:
   `audio` [2, 8000] raw samples (the second utterance 6000 long, zero-padded), `audio_lengths`,
   `input_values` and `attention_mask` from `Wav2Vec2FeatureExtractor` (per-utterance
@@ -33,6 +35,7 @@ For each case `<case>` the script writes under `tests/golden/wav2vec2/`:
   as `freeze_feature_encoder()` does).
 """
 
+import collections
 import json
 import os
 import shutil
@@ -88,8 +91,21 @@ def legacy_state_dict(sd):
     return out
 
 
+class Malicious:
+    """Unpickling this runs a shell command: what a hostile checkpoint does."""
+
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/stapes-malicious-checkpoint-ran",))
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    # A checkpoint directory whose pytorch_model.bin would run a command when unpickled.
+    dm = os.path.join(OUT, "malicious")
+    shutil.rmtree(dm, ignore_errors=True)
+    os.makedirs(dm)
+    make_config("group_postnorm").to_json_file(os.path.join(dm, "config.json"))
+    torch.save({"lm_head.weight": Malicious()}, os.path.join(dm, "pytorch_model.bin"))
     for case, c in CASES.items():
         torch.manual_seed(1234)
         config = make_config(case)
@@ -118,7 +134,10 @@ def main():
         shutil.copy(os.path.join(d, "config.json"), dl)
         shutil.copy(os.path.join(d, "preprocessor_config.json"), dl)
         shutil.copy(os.path.join(d, "vocab.json"), dl)
-        torch.save(legacy_state_dict(model.state_dict()), os.path.join(dl, "pytorch_model.bin"))
+        sd = model.state_dict()
+        legacy = collections.OrderedDict(legacy_state_dict(sd))
+        legacy._metadata = sd._metadata  # as a module's state_dict() has it (pickled with BUILD)
+        torch.save(legacy, os.path.join(dl, "pytorch_model.bin"))
         # the legacy directory loads in transformers to the same model
         reloaded = Wav2Vec2ForCTC.from_pretrained(dl)
         for k, v in model.state_dict().items():

@@ -1,5 +1,6 @@
 //! Weights of a Hugging Face checkpoint directory, as `save_pretrained` writes it:
-//! `model.safetensors`, or a sharded `model.safetensors.index.json` with its shards.
+//! `model.safetensors`, a sharded `model.safetensors.index.json` with its shards, or
+//! `pytorch_model.bin` (read by the restricted unpickler of [`super::torch_pickle`]).
 //!
 //! Keys are returned as stored, except weight normalisation, which comes in two spellings:
 //! hub checkpoints saved with `torch.nn.utils.weight_norm` have `<name>_g` / `<name>_v`, newer
@@ -52,16 +53,7 @@ pub fn read_weights(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
     let raw = match find_weights(dir)? {
         WeightFiles::Safetensors => load_safetensors(dir.join("model.safetensors"))?.tensors,
         WeightFiles::ShardedSafetensors => read_sharded(dir)?,
-        WeightFiles::PytorchBin => {
-            return Err(Error::invalid(
-                OP,
-                format!(
-                    "{}: pytorch_model.bin is not readable yet; convert it to model.safetensors (transformers: \
-                     save_pretrained(dir, safe_serialization=True))",
-                    dir.display()
-                ),
-            ))
-        }
+        WeightFiles::PytorchBin => super::torch_pickle::read_torch_state_dict(dir.join("pytorch_model.bin"))?,
     };
     Ok(rename_weight_norm(raw))
 }
