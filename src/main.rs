@@ -139,8 +139,13 @@ enum Command {
     /// VAD and each segment is printed with its times.
     Transcribe {
         /// The run directory of `stapes train`.
+        #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+        run: Option<PathBuf>,
+        /// A Hugging Face wav2vec2 CTC checkpoint directory (`config.json`, `model.safetensors`
+        /// or `pytorch_model.bin`, `vocab.json`, `preprocessor_config.json`), as
+        /// `huggingface-cli download facebook/wav2vec2-base-960h --local-dir <dir>` leaves it.
         #[arg(long)]
-        run: PathBuf,
+        model: Option<PathBuf>,
         /// Audio files (WAV, FLAC, OGG, MP3).
         #[arg(required = true)]
         audio: Vec<PathBuf>,
@@ -191,9 +196,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Train(args) => train(args),
         Command::Eval { run, data, batch_size, verbose, decode } => eval(&run, &data, batch_size, verbose, &decode),
-        Command::Transcribe { run, audio, no_vad, max_segment, decode } => {
-            transcribe(&run, &audio, no_vad, max_segment, &decode)
-        }
+        Command::Transcribe { run, model, audio, no_vad, max_segment, decode } => match (run, model) {
+            (_, Some(dir)) => transcribe_hf(&dir, &audio, no_vad, max_segment, &decode),
+            (Some(run), None) => transcribe(&run, &audio, no_vad, max_segment, &decode),
+            (None, None) => anyhow::bail!("transcribe needs --run or --model"),
+        },
         Command::Info => info(),
         Command::Features { audio, png, kind, n_mels, n_mfcc, sample_rate, n_fft, hop_length } => {
             features(&audio, &png, kind, n_mels, n_mfcc, sample_rate, n_fft, hop_length)
@@ -532,6 +539,51 @@ fn transcribe(
         if segs.len() > 1 {
             for s in &segs {
                 println!("  [{:7.2}s - {:7.2}s] {}", s.start, s.end, s.text.trim());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `transcribe --model <dir>`: a Hugging Face wav2vec2 checkpoint, greedy CTC decoding.
+fn transcribe_hf(
+    dir: &Path,
+    audio: &[PathBuf],
+    no_vad: bool,
+    max_segment: f64,
+    decode: &DecodeArgs,
+) -> anyhow::Result<()> {
+    use stapes::speech::audio::{load_audio, resample};
+    use stapes::speech::infer::plan_segments;
+    use stapes::speech::models::wav2vec2::Wav2Vec2Pipeline;
+    if decode.beam.is_some() || decode.lm.is_some() {
+        anyhow::bail!("--beam and --lm are not supported with --model yet (greedy decoding only)");
+    }
+    let p = Wav2Vec2Pipeline::load(dir, &decode.device)
+        .with_context(|| format!("loading the checkpoint directory {}", dir.display()))?;
+    let opts = SegmentOptions {
+        vad: if no_vad { None } else { SegmentOptions::default().vad },
+        max_segment_s: max_segment,
+        ..SegmentOptions::default()
+    };
+    let sr = p.preprocessor.sampling_rate;
+    for path in audio {
+        let run = || -> anyhow::Result<Vec<(f64, f64, String)>> {
+            let a = load_audio(path, true)?;
+            let samples = if a.sample_rate == sr { a.samples } else { resample(&a.samples, a.sample_rate, sr)? };
+            let mut out = Vec::new();
+            for (s, e) in plan_segments(&samples, sr, &opts)? {
+                let text = p.transcribe_piece(&samples[s..e])?;
+                out.push((s as f64 / sr as f64, e as f64 / sr as f64, text));
+            }
+            Ok(out)
+        };
+        let segs = run().with_context(|| format!("transcribing {}", path.display()))?;
+        let text: Vec<&str> = segs.iter().map(|s| s.2.trim()).filter(|t| !t.is_empty()).collect();
+        println!("{}: {}", path.display(), text.join(" "));
+        if segs.len() > 1 {
+            for (s, e, t) in &segs {
+                println!("  [{s:7.2}s - {e:7.2}s] {}", t.trim());
             }
         }
     }

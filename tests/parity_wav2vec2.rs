@@ -284,3 +284,38 @@ fn a_malicious_pickle_is_refused_and_runs_nothing() {
     assert!(Wav2Vec2ForCtc::from_pretrained(&dir, DType::F32, &Device::Cpu).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn stapes_transcribe_with_a_checkpoint_directory_decodes_transformers_logits() {
+    // utterance 0 of the golden batch (full length, so batching did not pad it) as a WAV file:
+    // `stapes transcribe --model` must print the greedy decoding of transformers' logits
+    for case in ["group_postnorm", "layer_prenorm_legacy"] {
+        let golden_case = case.trim_end_matches("_legacy");
+        let g = load_golden(golden_dir().join(format!("{golden_case}.safetensors"))).tensors;
+        let audio = g["audio"].to_vec::<f32>().unwrap();
+        let n = g["audio"].dims()[1];
+        let wav = std::env::temp_dir().join(format!("stapes-w2v2-{case}-{}.wav", std::process::id()));
+        stapes::speech::audio::write_wav(&wav, &audio[..n], 16000).unwrap();
+        let logits = g["logits"].narrow(0, 0, 1).unwrap();
+        let vocab = CtcVocab::from_json_file(golden_dir().join(golden_case).join("vocab.json"), 0).unwrap();
+        let want = vocab.decode_greedy(&argmax_rows(&logits));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stapes"))
+            .args(["transcribe", "--no-vad", "--model"])
+            .arg(golden_dir().join(case))
+            .arg(&wav)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(stdout.trim(), format!("{}: {want}", wav.display()).trim(), "{case}");
+        std::fs::remove_file(&wav).unwrap();
+    }
+    // a directory that is not a checkpoint is a clear error, not a panic
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stapes"))
+        .args(["transcribe", "--model", "/nonexistent-dir", "x.wav"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent-dir") && !err.contains("panicked"), "{err}");
+}

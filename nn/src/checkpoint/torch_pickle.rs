@@ -469,7 +469,10 @@ pub fn read_torch_state_dict(path: impl AsRef<Path>) -> Result<BTreeMap<String, 
         Ok(buf)
     };
     let pkl = read_entry(&pkl_name)?;
-    let top = unpickle(&pkl).map_err(|e| Error::io(OP, path, e))?;
+    let top = unpickle(&pkl).map_err(|e| match e {
+        Error::InvalidArgument { msg, .. } => Error::io(OP, path, msg),
+        other => other,
+    })?;
     let entries = match top {
         Value::Dict(d) => d,
         other => return Err(Error::io(OP, path, format!("the pickle holds {other:?}, not a state dict"))),

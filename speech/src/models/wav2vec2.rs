@@ -805,7 +805,8 @@ pub struct Wav2Vec2ForCtc {
     /// The encoder (`wav2vec2.*` in the state dict).
     pub wav2vec2: Wav2Vec2Model,
     dropout: Dropout,
-    lm_head: Linear,
+    /// The CTC head.
+    pub lm_head: Linear,
 }
 
 impl Wav2Vec2ForCtc {
@@ -1059,5 +1060,57 @@ impl Wav2Vec2ForCtc {
         });
         let text = serde_json::to_string_pretty(&json).map_err(|e| invalid(format!("config.json: {e}")))?;
         stapes_nn::checkpoint::write_atomic(dir.join("config.json"), text.as_bytes())
+    }
+}
+
+/// A checkpoint directory ready to transcribe: the model, its vocabulary and its preprocessing.
+pub struct Wav2Vec2Pipeline {
+    /// The CTC model (in evaluation mode).
+    pub model: Wav2Vec2ForCtc,
+    /// `vocab.json`.
+    pub vocab: CtcVocab,
+    /// `preprocessor_config.json` (defaults when the directory has none).
+    pub preprocessor: Wav2Vec2Preprocessor,
+}
+
+impl Wav2Vec2Pipeline {
+    /// Loads `config.json`, the weights, `vocab.json` and `preprocessor_config.json` of `dir`.
+    pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Wav2Vec2Pipeline> {
+        let dir = dir.as_ref();
+        let (model, _) = Wav2Vec2ForCtc::from_pretrained(dir, DType::F32, device)?;
+        model.eval();
+        let vocab = CtcVocab::from_json_file(dir.join("vocab.json"), model.config().pad_token_id)?;
+        if vocab.tokens.len() != model.config().vocab_size {
+            return Err(invalid(format!(
+                "{}: vocab.json has {} tokens but config.json's vocab_size is {}",
+                dir.display(),
+                vocab.tokens.len(),
+                model.config().vocab_size
+            )));
+        }
+        let pre_path = dir.join("preprocessor_config.json");
+        let preprocessor = if pre_path.is_file() {
+            let text = std::fs::read_to_string(&pre_path)
+                .map_err(|e| invalid(format!("cannot read {}: {e}", pre_path.display())))?;
+            serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", pre_path.display())))?
+        } else {
+            Wav2Vec2Preprocessor::default()
+        };
+        Ok(Wav2Vec2Pipeline { model, vocab, preprocessor })
+    }
+
+    /// Greedy CTC transcription of one piece of mono audio at the preprocessor's rate.
+    pub fn transcribe_piece(&self, samples: &[f32]) -> Result<String> {
+        let cfg = self.model.config();
+        if cfg.output_frames(samples.len()) == 0 {
+            return Ok(String::new());
+        }
+        let x = if self.preprocessor.do_normalize { normalize_audio(samples) } else { samples.to_vec() };
+        let device = self.model.lm_head.weight.device();
+        let x = Tensor::from_vec(x, [1, samples.len()], &Device::Cpu)?.to_device(&device)?;
+        let logits = stapes_autograd::no_grad(|| self.model.forward(&Var::constant(x), None))?.0;
+        let ids: Vec<usize> =
+            logits.tensor().argmax(2usize, false)?.to_vec::<i64>()?.into_iter().map(|i| i as usize).collect();
+        Ok(self.vocab.decode_greedy(&ids))
     }
 }
