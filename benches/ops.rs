@@ -79,6 +79,33 @@ fn bench_exp(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_gelu(c: &mut Criterion) {
+    init_threads();
+    let x = randn(14, &[16 << 20]);
+    let mut g = group(c, "gelu_16M", 20, 4);
+    g.throughput(Throughput::Bytes((2 * x.elem_count() * F32) as u64));
+    g.bench_function("stapes", |bch| bch.iter(|| black_box(x.gelu().unwrap())));
+    g.finish();
+}
+
+/// A Transformer feed-forward output layer on a 10 s utterance's frames (wav2vec2-base:
+/// `[499, 3072] × Wᵀ`, `W` `[768, 3072]`): the tall product against a transposed weight that
+/// takes the packed path.
+fn bench_linear_tall(c: &mut Criterion) {
+    use stapes::nn::layers::Linear;
+    use stapes::nn::Forward;
+    init_threads();
+    let (m, k, n) = (499usize, 3072usize, 768usize);
+    let lin = Linear::new(k, n, true).expect("layer");
+    let xv = Var::constant(randn(15, &[m, k]));
+    let mut g = group(c, "linear_499x3072x768", 20, 3);
+    g.throughput(Throughput::Elements((2 * m * n * k) as u64)); // FLOPs
+    g.bench_function("linear_forward", |bch| {
+        bch.iter(|| black_box(stapes::autograd::no_grad(|| lin.forward(&xv)).unwrap()))
+    });
+    g.finish();
+}
+
 fn bench_sum_lastdim(c: &mut Criterion) {
     init_threads();
     let x = randn(7, &[4096, 4096]);
@@ -218,6 +245,8 @@ criterion_group!(
     benches,
     bench_packed_step,
     bench_packed_linear,
+    bench_linear_tall,
+    bench_gelu,
     bench_matmul,
     bench_softmax,
     bench_broadcast_add,

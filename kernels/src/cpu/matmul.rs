@@ -82,6 +82,12 @@ pub fn gemm_batched<T: Copy + Send + Sync + 'static + num_traits::One>(
             }
             return;
         }
+        if tall_transposed_rhs(m, n, k, &lhs_l, &rhs_l, &dst_l) {
+            for b in 0..batch {
+                packed_transposed_rhs(m, n, k, l, lhs_l, r, rhs_l, d, dst_l, b, accumulate, threads);
+            }
+            return;
+        }
     }
     let dst_ptr = SendPtr(dst.as_mut_ptr());
     let one = T::one();
@@ -138,17 +144,17 @@ pub fn gemm_batched<T: Copy + Send + Sync + 'static + num_traits::One>(
 mod tests {
     use super::*;
 
-    /// Few rows against a transposed wide operand (the dot-product path): batches with
+    type PathTest = fn(usize, usize, usize, &MatLayout, &MatLayout, &MatLayout) -> bool;
+
+    /// A product against a transposed operand through the path `takes` selects: batches with
     /// offsets, overwrite and accumulate, against an f64 reference.
-    #[test]
-    fn small_m_transposed_rhs_matches_reference() {
+    fn check_transposed_rhs(batch: usize, m: usize, n: usize, k: usize, takes: PathTest) {
         let mut rng = crate::cpu::test_rng::Rng(0x2545_f491_4f6c_dd1d);
-        let (batch, m, n, k) = (2usize, 5usize, 300usize, 70usize);
         let lhs: Vec<f32> = (0..3 + batch * m * k).map(|_| rng.next() as f32).collect();
         let w: Vec<f32> = (0..batch * n * k).map(|_| rng.next() as f32).collect(); // [batch, n, k]
         let lhs_l = MatLayout { offset: 3, batch_stride: m * k, row_stride: k, col_stride: 1 };
         let rhs_l = MatLayout { offset: 0, batch_stride: n * k, row_stride: 1, col_stride: k };
-        assert!(small_m_transposed_rhs(m, n, k, &lhs_l, &rhs_l, &MatLayout::contiguous(m, n)));
+        assert!(takes(m, n, k, &lhs_l, &rhs_l, &MatLayout::contiguous(m, n)));
         for accumulate in [false, true] {
             let init: Vec<f32> = (0..batch * m * n).map(|_| rng.next() as f32).collect();
             let mut dst = init.clone();
@@ -162,7 +168,7 @@ mod tests {
                         let idx = b * m * n + i * n + j;
                         let want = dot + if accumulate { init[idx] as f64 } else { 0.0 };
                         assert!(
-                            (dst[idx] as f64 - want).abs() < 1e-4,
+                            (dst[idx] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
                             "b{b} ({i}, {j}) acc {accumulate}: {} vs {want}",
                             dst[idx]
                         );
@@ -170,6 +176,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Few rows: the dot-product path.
+    #[test]
+    fn small_m_transposed_rhs_matches_reference() {
+        check_transposed_rhs(2, 5, 300, 70, small_m_transposed_rhs);
+    }
+
+    /// Many rows (odd sizes, not multiples of any tile): the packed path, where this CPU has it.
+    #[test]
+    fn tall_transposed_rhs_matches_reference() {
+        if !crate::cpu::packed::packs_for_kernels::<f32>() {
+            eprintln!("no AVX2/AVX-512: the packed path is not taken on this CPU; checking the gemm path");
+            check_transposed_rhs(2, 41, 310, 350, |_, _, _, _, _, _| true);
+            return;
+        }
+        check_transposed_rhs(2, 41, 310, 350, tall_transposed_rhs);
+        // a second call reuses the thread's panel buffer for another shape
+        check_transposed_rhs(1, 100, 97, 1000, tall_transposed_rhs);
     }
 
     fn naive(m: usize, n: usize, k: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
@@ -245,6 +270,73 @@ fn small_m_transposed_rhs(m: usize, n: usize, k: usize, lhs: &MatLayout, rhs: &M
         && lhs.row_stride >= k
         && rhs.col_stride >= k
         && dst.row_stride >= n
+}
+
+/// Whether a product takes the packed path: `f32` (checked by the caller) on a CPU with the
+/// packed micro-kernels, more than 16 rows against a right operand stored transposed
+/// (`row_stride == 1`: `x Wᵀ` of a Linear layer), contiguous rows, and enough work to amortise
+/// packing `Wᵀ` (`m·n·k >= 2^22`). The `gemm` crate reached 93-130 GFLOP/s on such products on
+/// 2 threads of an AMD EPYC (`[499, 3072] × Wᵀ`, `W` `[768, 3072]`: 25 ms), the packed kernels
+/// 181-189 (13 ms) (`benches/RESULTS.md`, issue 17).
+fn tall_transposed_rhs(m: usize, n: usize, k: usize, lhs: &MatLayout, rhs: &MatLayout, dst: &MatLayout) -> bool {
+    m > 16
+        && m * n * k >= 1 << 22
+        && rhs.row_stride == 1
+        && lhs.col_stride == 1
+        && dst.col_stride == 1
+        && lhs.row_stride >= k
+        && rhs.col_stride >= k
+        && dst.row_stride >= n
+        && super::packed::packs_for_kernels::<f32>()
+}
+
+thread_local! {
+    /// The panel buffer of [`packed_transposed_rhs`], kept between calls on this thread (a
+    /// fresh 10 MiB buffer per call costs its page faults every time).
+    static PACK_BUF: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Product `b` of the batch through `PackedRhs`: `Wᵀ` packed into panels (a recycled buffer),
+/// then the packed micro-kernels on `threads` threads.
+#[allow(clippy::too_many_arguments)]
+fn packed_transposed_rhs(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    lhs_l: MatLayout,
+    rhs: &[f32],
+    rhs_l: MatLayout,
+    dst: &mut [f32],
+    dst_l: MatLayout,
+    b: usize,
+    accumulate: bool,
+    threads: usize,
+) {
+    use super::packed::{best_isa, PackedRhs};
+    use super::rnn::Strided;
+    let (lo, ro, d0) = (
+        lhs_l.offset + b * lhs_l.batch_stride,
+        rhs_l.offset + b * rhs_l.batch_stride,
+        dst_l.offset + b * dst_l.batch_stride,
+    );
+    // element (kk, j) of the right operand is at ro + kk + j * col_stride: the transpose of a
+    // row-major [n, k] matrix with row stride col_stride
+    let layout = Strided { offset: ro, row_stride: 1, col_stride: rhs_l.col_stride };
+    let buf = PACK_BUF.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    let packed = PackedRhs::pack_into(buf, best_isa(), k, n, rhs, layout);
+    super::packed::gemm_packed(
+        m,
+        &mut dst[d0..],
+        dst_l.row_stride,
+        accumulate,
+        &lhs[lo..],
+        lhs_l.row_stride,
+        &packed,
+        threads,
+    );
+    let buf = packed.into_vec();
+    PACK_BUF.with(|c| *c.borrow_mut() = buf);
 }
 
 super::vmath::multiversion! {

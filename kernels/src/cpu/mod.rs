@@ -94,6 +94,13 @@ impl<T> SendPtr<T> {
 }
 
 /// Number of rayon tasks to split `n` elements into, for a memory-bound kernel.
+/// `xs` as `&mut [f32]` when `T` is `f32` (for callers outside this crate that dispatch a
+/// generic slice to an `f32` kernel).
+#[inline]
+pub fn as_f32_mut<T: 'static>(xs: &mut [T]) -> Option<&mut [f32]> {
+    reduce::downcast_f32_mut(xs)
+}
+
 #[inline]
 pub(crate) fn n_tasks(n: usize) -> usize {
     n.div_ceil(PAR_CHUNK).clamp(1, rayon::current_num_threads().max(1) * 4)

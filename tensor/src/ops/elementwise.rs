@@ -118,7 +118,36 @@ fn apply_unary<T: ComputeFloat>(src: Cow<'_, [T]>, op: UnaryOp) -> Vec<T> {
             }
         }};
     }
+    // f32 ops with a vectorised slice kernel (compiled for AVX-512/AVX2, chosen at run time):
+    // the same one-pass, chunk-parallel shape as Exp
+    macro_rules! f32_slice {
+        ($f:path) => {{
+            fn on_t<T: 'static>(xs: &mut [T]) {
+                let xs = stapes_kernels::cpu::as_f32_mut(xs).expect("T is f32");
+                $f(xs)
+            }
+            match src {
+                Cow::Owned(mut v) => {
+                    par_chunked(&mut v, on_t::<T>);
+                    v
+                }
+                Cow::Borrowed(s) => {
+                    use rayon::prelude::*;
+                    let mut out = crate::alloc::take::<T>(s.len());
+                    let chunk = stapes_kernels::cpu::PAR_CHUNK;
+                    out.par_chunks_mut(chunk).zip(s.par_chunks(chunk)).for_each(|(o, i)| {
+                        o.copy_from_slice(i);
+                        on_t::<T>(o);
+                    });
+                    out
+                }
+            }
+        }};
+    }
+    let is_f32 = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
     match op {
+        UnaryOp::Gelu if is_f32 => f32_slice!(stapes_kernels::cpu::vmath::gelu_f32_inplace),
+        UnaryOp::GeluGrad if is_f32 => f32_slice!(stapes_kernels::cpu::vmath::gelu_grad_f32_inplace),
         UnaryOp::Neg => map!(|x: T| -x),
         UnaryOp::Exp => match src {
             Cow::Owned(mut v) => {
