@@ -319,3 +319,25 @@ fn stapes_transcribe_with_a_checkpoint_directory_decodes_transformers_logits() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent-dir") && !err.contains("panicked"), "{err}");
 }
+
+/// The small pre-norm model on `cuda:0` (the GPU when there is one, else the CUDA emulator, so
+/// this runs in CI): the same logits as transformers', padding mask included.
+#[test]
+fn layer_norm_pre_norm_checkpoint_on_cuda_matches_transformers() {
+    let Some(dev) = stapes::tensor::cuda::test_device() else {
+        eprintln!("skipped: no GPU and no CUDA emulator in this build");
+        return;
+    };
+    let case = "layer_prenorm";
+    let g = load_golden(golden_dir().join(format!("{case}.safetensors"))).tensors;
+    let (model, _) = Wav2Vec2ForCtc::from_pretrained(golden_dir().join(case), DType::F32, &dev).unwrap();
+    model.eval();
+    let lens = lengths(&g);
+    let x = Var::constant(g["input_values"].to_device(&dev).unwrap());
+    let (logits, out) = model.forward(&x, Some(&lens)).unwrap();
+    let logits = logits.tensor().to_device(&Device::Cpu).unwrap();
+    let last = out.hidden_states.last().unwrap().tensor().to_device(&Device::Cpu).unwrap();
+    assert_close(&last, &g[&format!("hidden.{}", out.hidden_states.len() - 1)], Some(1e-4), Some(1e-4), "cuda hidden");
+    assert_close(&logits, &g["logits"], Some(0.0), Some(1e-4), "cuda logits");
+    assert_eq!(argmax_rows(&logits), argmax_rows(&g["logits"]), "cuda: argmax differs");
+}
