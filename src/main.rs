@@ -121,8 +121,11 @@ enum Command {
     /// deletion and insertion counts.
     Eval {
         /// The run directory of `stapes train`.
+        #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+        run: Option<PathBuf>,
+        /// A Hugging Face wav2vec2 CTC checkpoint directory (greedy decoding).
         #[arg(long)]
-        run: PathBuf,
+        model: Option<PathBuf>,
         /// A manifest or LibriSpeech folder.
         #[arg(long)]
         data: PathBuf,
@@ -195,7 +198,11 @@ fn main() -> anyhow::Result<()> {
             demo(run_dir, train_utterances, dev_utterances, epochs, max_seconds, seed)
         }
         Command::Train(args) => train(args),
-        Command::Eval { run, data, batch_size, verbose, decode } => eval(&run, &data, batch_size, verbose, &decode),
+        Command::Eval { run, model, data, batch_size, verbose, decode } => match (run, model) {
+            (_, Some(dir)) => eval_hf(&dir, &data, batch_size, verbose, &decode),
+            (Some(run), None) => eval(&run, &data, batch_size, verbose, &decode),
+            (None, None) => anyhow::bail!("eval needs --run or --model"),
+        },
         Command::Transcribe { run, model, audio, no_vad, max_segment, decode } => match (run, model) {
             (_, Some(dir)) => transcribe_hf(&dir, &audio, no_vad, max_segment, &decode),
             (Some(run), None) => transcribe(&run, &audio, no_vad, max_segment, &decode),
@@ -502,6 +509,62 @@ fn eval(run: &Path, data: &Path, batch_size: usize, verbose: bool, decode: &Deco
     }
     println!("{n} utterances decoded ({name}) in {:.1}s", t0.elapsed().as_secs_f64());
     for (name, c) in [("WER", &ev.wer), ("CER", &ev.cer)] {
+        println!(
+            "{name} {:.2}% ({} errors / {} reference tokens: {} substitutions, {} deletions, {} insertions)",
+            100.0 * c.rate(),
+            c.errors(),
+            c.reference_len,
+            c.substitutions,
+            c.deletions,
+            c.insertions
+        );
+    }
+    Ok(())
+}
+
+/// `eval --model <dir>`: a Hugging Face wav2vec2 checkpoint on a manifest or LibriSpeech folder,
+/// greedy decoding, in batches of `batch_size` utterances sorted by length.
+fn eval_hf(dir: &Path, data: &Path, batch_size: usize, verbose: bool, decode: &DecodeArgs) -> anyhow::Result<()> {
+    use stapes::speech::audio::resample;
+    use stapes::speech::metrics::corpus_error_rates;
+    use stapes::speech::models::wav2vec2::Wav2Vec2Pipeline;
+    if decode.beam.is_some() || decode.lm.is_some() {
+        bail!("--beam and --lm are not supported with --model yet (greedy decoding only)");
+    }
+    if batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let p = Wav2Vec2Pipeline::load(dir, &decode.device)
+        .with_context(|| format!("loading the checkpoint directory {}", dir.display()))?;
+    let corpus = open_corpus(data).with_context(|| format!("opening {}", data.display()))?;
+    let ds = &corpus.dataset;
+    let upper = p.vocab_is_upper_case();
+    let sr = p.preprocessor.sampling_rate;
+    let t0 = Instant::now();
+    let mut utts = Vec::with_capacity(ds.len());
+    for i in 0..ds.len() {
+        let u = ds.get(i).with_context(|| format!("utterance {i} of {}", data.display()))?;
+        let audio = if u.sample_rate == sr { u.audio } else { resample(&u.audio, u.sample_rate, sr)? };
+        let reference = if upper { u.transcript.to_uppercase() } else { u.transcript };
+        utts.push((audio, reference));
+    }
+    utts.sort_by_key(|(a, _)| a.len());
+    let mut pairs = Vec::with_capacity(utts.len());
+    for chunk in utts.chunks(batch_size) {
+        let audio: Vec<&[f32]> = chunk.iter().map(|(a, _)| a.as_slice()).collect();
+        let hyps = p.transcribe_batch(&audio)?;
+        for ((_, r), h) in chunk.iter().zip(hyps) {
+            pairs.push((r.split_whitespace().collect::<Vec<_>>().join(" "), h));
+        }
+    }
+    if verbose {
+        for (r, h) in &pairs {
+            println!("REF: {r}\nHYP: {h}\n");
+        }
+    }
+    println!("{} utterances decoded (greedy) in {:.1}s", pairs.len(), t0.elapsed().as_secs_f64());
+    let (wer, cer) = corpus_error_rates(pairs.iter().map(|(r, h)| (r.as_str(), h.as_str())));
+    for (name, c) in [("WER", &wer), ("CER", &cer)] {
         println!(
             "{name} {:.2}% ({} errors / {} reference tokens: {} substitutions, {} deletions, {} insertions)",
             100.0 * c.rate(),

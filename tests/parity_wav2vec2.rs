@@ -341,3 +341,44 @@ fn layer_norm_pre_norm_checkpoint_on_cuda_matches_transformers() {
     assert_close(&logits, &g["logits"], Some(0.0), Some(1e-4), "cuda logits");
     assert_eq!(argmax_rows(&logits), argmax_rows(&g["logits"]), "cuda: argmax differs");
 }
+
+#[test]
+fn stapes_eval_with_a_checkpoint_directory_scores_transformers_decodings() {
+    // The golden batch as a manifest whose references are transformers' greedy decodings (each
+    // over its own frames), one of them with an extra word: `stapes eval --model` batches both
+    // utterances (padding mask, as the layer-norm checkpoint asks) and must count exactly that
+    // one deletion.
+    let case = "layer_prenorm";
+    let g = load_golden(golden_dir().join(format!("{case}.safetensors"))).tensors;
+    let cfg = Wav2Vec2Config::from_json_file(golden_dir().join(case).join("config.json")).unwrap();
+    let vocab = CtcVocab::from_json_file(golden_dir().join(case).join("vocab.json"), 0).unwrap();
+    let audio = g["audio"].to_vec::<f32>().unwrap();
+    let (s, lens) = (g["audio"].dims()[1], lengths(&g));
+    let ids = argmax_rows(&g["logits"]);
+    let t = g["logits"].dims()[1];
+    let dir = std::env::temp_dir().join(format!("stapes-w2v2-eval-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut manifest = String::new();
+    for (i, &n) in lens.iter().enumerate() {
+        let wav = dir.join(format!("u{i}.wav"));
+        stapes::speech::audio::write_wav(&wav, &audio[i * s..i * s + n], 16000).unwrap();
+        let mut text = vocab.decode_greedy(&ids[i * t..i * t + cfg.output_frames(n)]);
+        assert!(!text.is_empty());
+        if i == 1 {
+            text.push_str(" EXTRA");
+        }
+        manifest.push_str(&format!("{{\"audio\": {:?}, \"text\": {:?}}}\n", wav.display().to_string(), text));
+    }
+    std::fs::write(dir.join("m.jsonl"), manifest).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stapes"))
+        .args(["eval", "--batch-size", "2", "--model"])
+        .arg(golden_dir().join(case))
+        .arg("--data")
+        .arg(dir.join("m.jsonl"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("0 substitutions, 1 deletions, 0 insertions"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1114,3 +1114,60 @@ impl Wav2Vec2Pipeline {
         Ok(self.vocab.decode_greedy(&ids))
     }
 }
+
+impl Wav2Vec2Pipeline {
+    /// Greedy CTC transcription of a batch of mono utterances at the preprocessor's rate, padded
+    /// to the longest as transformers' feature extractor pads (each normalised over its own
+    /// samples; the padding mask given to the model when `return_attention_mask`, else the
+    /// padded batch run as is). Each item is decoded over its own frames.
+    pub fn transcribe_batch(&self, utterances: &[&[f32]]) -> Result<Vec<String>> {
+        let cfg = self.model.config();
+        let longest = utterances.iter().map(|u| u.len()).max().unwrap_or(0);
+        if utterances.is_empty() || cfg.output_frames(longest) == 0 {
+            return Ok(vec![String::new(); utterances.len()]);
+        }
+        let pad = self.preprocessor.padding_value;
+        let mut x = Vec::with_capacity(utterances.len() * longest);
+        for u in utterances {
+            let v = if self.preprocessor.do_normalize { normalize_audio(u) } else { u.to_vec() };
+            x.extend_from_slice(&v);
+            x.extend(std::iter::repeat_n(pad, longest - u.len()));
+        }
+        let lens: Vec<usize> = utterances.iter().map(|u| u.len()).collect();
+        let device = self.model.lm_head.weight.device();
+        let x = Tensor::from_vec(x, [utterances.len(), longest], &Device::Cpu)?.to_device(&device)?;
+        let mask = self.preprocessor.return_attention_mask.then_some(lens.as_slice());
+        let logits = stapes_autograd::no_grad(|| self.model.forward(&Var::constant(x), mask))?.0;
+        let t = logits.dims()[1];
+        let ids = logits.tensor().argmax(2usize, false)?.to_vec::<i64>()?;
+        Ok(lens
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let frames = cfg.output_frames(n).min(t);
+                let row: Vec<usize> = ids[i * t..i * t + frames].iter().map(|&v| v as usize).collect();
+                self.vocab.decode_greedy(&row)
+            })
+            .collect())
+    }
+
+    /// Whether the vocabulary's letters are all upper case (as in the English CTC checkpoints),
+    /// so references are compared upper-cased.
+    pub fn vocab_is_upper_case(&self) -> bool {
+        let letters = self
+            .vocab
+            .tokens
+            .iter()
+            .filter(|t| !t.starts_with('<'))
+            .flat_map(|t| t.chars())
+            .filter(|c| c.is_alphabetic());
+        let mut any = false;
+        for c in letters {
+            if c.is_lowercase() {
+                return false;
+            }
+            any = true;
+        }
+        any
+    }
+}
