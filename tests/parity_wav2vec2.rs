@@ -112,6 +112,7 @@ fn check_training_step(case: &str) {
     cfg.feat_proj_dropout = 0.0;
     cfg.final_dropout = 0.0;
     cfg.layerdrop = 0.0;
+    cfg.apply_spec_augment = false; // the golden step had no masking
     let pre = preprocessor(case);
     let lens = lengths(&g);
     let labels = g["labels"].to_vec::<i64>().unwrap();
@@ -381,4 +382,45 @@ fn stapes_eval_with_a_checkpoint_directory_scores_transformers_decodings() {
     assert!(out.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("0 substitutions, 1 deletions, 0 insertions"), "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn training_masks_frames_with_masked_spec_embed_and_freezing_leaves_the_encoder_out() {
+    let case = "layer_prenorm";
+    let g = load_golden(golden_dir().join(format!("{case}.safetensors"))).tensors;
+    let dir = golden_dir().join(case);
+    let mut cfg = Wav2Vec2Config::from_json_file(dir.join("config.json")).unwrap();
+    cfg.mask_time_prob = 0.5;
+    cfg.layerdrop = 0.0;
+    let model = Wav2Vec2ForCtc::new(&cfg, DType::F32, &Device::Cpu).unwrap();
+    model.load_state_dict(&read_weights(&dir).unwrap(), true).unwrap();
+    model.train(true);
+    let lens = lengths(&g);
+    let x = Var::constant(g["input_values"].clone());
+    let (_, out) = model.forward(&x, Some(&lens)).unwrap();
+    let mask = out.time_mask.expect("masking in training").to_vec::<u8>().unwrap();
+    let h0 = out.hidden_states[0].tensor().to_vec::<f32>().unwrap();
+    let want = g["hidden.0"].to_vec::<f32>().unwrap();
+    let embed = model.state_dict()["wav2vec2.masked_spec_embed"].to_vec::<f32>().unwrap();
+    let (t, hid) = (g["hidden.0"].dims()[1], 32);
+    let mut masked = 0;
+    for (f, &m) in mask.iter().enumerate() {
+        let row = &h0[f * hid..(f + 1) * hid];
+        if m == 1 {
+            assert_eq!(row, embed.as_slice(), "frame {f}");
+            assert!(f % t < out.frame_lengths[f / t], "a padded frame was masked");
+            masked += 1;
+        } else {
+            for (a, b) in row.iter().zip(&want[f * hid..(f + 1) * hid]) {
+                assert!((a - b).abs() < 1e-4);
+            }
+        }
+    }
+    assert!(masked > 0);
+    // evaluation never masks
+    model.eval();
+    assert!(model.forward(&x, Some(&lens)).unwrap().1.time_mask.is_none());
+    // freezing: everything but the feature encoder's 12 tensors (3 convs with bias, 3 LayerNorms)
+    let all = model.parameters().len();
+    assert_eq!(model.parameters_without_feature_encoder().len(), all - 12);
 }

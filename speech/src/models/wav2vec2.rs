@@ -628,6 +628,43 @@ impl Module for PositionalConvEmbedding {
     }
 }
 
+/// SpecAugment-style time masks as transformers' `_compute_mask_indices` draws them, for items
+/// of `lengths` valid frames out of `frames`: each item gets
+/// `max(min_masks, floor(mask_prob · len / mask_length + u))` spans (`u` uniform in [0, 1)),
+/// at most `len / mask_length` (`floor`), with start frames drawn without replacement from
+/// `0..=len - mask_length` and `mask_length` frames each (spans may overlap). Items shorter than
+/// `mask_length` get none. Returns `[B, frames]` flags, row-major.
+pub fn compute_time_mask(
+    lengths: &[usize],
+    frames: usize,
+    mask_prob: f64,
+    mask_length: usize,
+    min_masks: usize,
+    gen: &mut stapes_tensor::Generator,
+) -> Vec<bool> {
+    let mut mask = vec![false; lengths.len() * frames];
+    if mask_length == 0 || mask_prob <= 0.0 {
+        return mask;
+    }
+    for (b, &len) in lengths.iter().enumerate() {
+        let len = len.min(frames);
+        if len < mask_length {
+            continue;
+        }
+        let want = ((mask_prob * len as f64 / mask_length as f64 + gen.next_f64()).floor() as usize).max(min_masks);
+        let spans = want.min(len / mask_length);
+        // a partial Fisher-Yates shuffle of the candidate start frames
+        let mut starts: Vec<usize> = (0..=len - mask_length).collect();
+        for i in 0..spans.min(starts.len()) {
+            let j = i + (gen.next_u64() % (starts.len() - i) as u64) as usize;
+            starts.swap(i, j);
+            let s0 = starts[i];
+            mask[b * frames + s0..b * frames + s0 + mask_length].fill(true);
+        }
+    }
+    mask
+}
+
 /// What [`Wav2Vec2Model::forward`] returns.
 pub struct Wav2Vec2Output {
     /// `[B, T, hidden_size]`.
@@ -642,6 +679,9 @@ pub struct Wav2Vec2Output {
     pub frame_padding: Option<Tensor>,
     /// Valid frames per item.
     pub frame_lengths: Vec<usize>,
+    /// `[B, T]` u8, set on the frames replaced by `masked_spec_embed` (training with
+    /// `mask_time_prob > 0` only).
+    pub time_mask: Option<Tensor>,
 }
 
 /// The wav2vec2 encoder (`Wav2Vec2Model`).
@@ -740,6 +780,13 @@ impl Wav2Vec2Model {
         self.feature_extractor.parameters()
     }
 
+    /// Every parameter except the feature encoder's: what fine-tuning with the feature encoder
+    /// frozen (transformers' `freeze_feature_encoder()`) hands to the optimizer.
+    pub fn parameters_without_feature_encoder(&self) -> Vec<Param> {
+        let frozen = self.feature_encoder_parameters();
+        self.parameters().into_iter().filter(|p| !frozen.iter().any(|f| f.same(p))).collect()
+    }
+
     /// Runs the model on `input_values` `[B, S]` (normalised audio, see
     /// [`normalize_audio`]). `lengths` gives each item's valid samples: when `Some`, padded
     /// frames are zeroed and masked from attention (transformers' behaviour with an
@@ -781,9 +828,35 @@ impl Wav2Vec2Model {
         };
         let normed = self.feature_projection.layer_norm.forward(&feats)?;
         let h = self.feature_projection.projection.forward(&normed)?;
-        let h = self.feature_projection.dropout.forward(&h)?;
+        let mut h = self.feature_projection.dropout.forward(&h)?;
+        // SpecAugment in training: masked frames become the learned masked_spec_embed
+        let mut time_mask = None;
+        if let (true, true, Some(embed)) =
+            (self.encoder.training.get(), self.config.apply_spec_augment, &self.masked_spec_embed)
+        {
+            let c = &self.config;
+            let m = stapes_tensor::random::with_default_generator(|g| {
+                compute_time_mask(&frame_lengths, t, c.mask_time_prob, c.mask_time_length, c.mask_time_min_masks, g)
+            });
+            if m.iter().any(|&v| v) {
+                let dev = input_values.tensor().device();
+                let m = Tensor::from_vec(m.into_iter().map(u8::from).collect::<Vec<u8>>(), [b, t], &Device::Cpu)?
+                    .to_device(dev)?;
+                let hid = self.config.hidden_size;
+                let e = embed.var().reshape([1, 1, hid])?.to_dtype(h.tensor().dtype())?;
+                h = Var::where_cond(&m.reshape([b, t, 1])?, &e, &h)?;
+                time_mask = Some(m);
+            }
+        }
         let (last_hidden_state, hidden_states) = self.encoder.forward(&h, frame_padding.as_ref())?;
-        Ok(Wav2Vec2Output { last_hidden_state, extract_features: normed, hidden_states, frame_padding, frame_lengths })
+        Ok(Wav2Vec2Output {
+            last_hidden_state,
+            extract_features: normed,
+            hidden_states,
+            frame_padding,
+            frame_lengths,
+            time_mask,
+        })
     }
 }
 
@@ -822,6 +895,13 @@ impl Wav2Vec2ForCtc {
     /// The configuration.
     pub fn config(&self) -> &Wav2Vec2Config {
         &self.wav2vec2.config
+    }
+
+    /// Every parameter except the feature encoder's (fine-tuning with it frozen, as
+    /// transformers' `freeze_feature_encoder()`).
+    pub fn parameters_without_feature_encoder(&self) -> Vec<Param> {
+        let frozen = self.wav2vec2.feature_encoder_parameters();
+        self.parameters().into_iter().filter(|p| !frozen.iter().any(|f| f.same(p))).collect()
     }
 
     /// CTC logits `[B, T, vocab_size]` and the model's other outputs.
@@ -1169,5 +1249,52 @@ impl Wav2Vec2Pipeline {
             any = true;
         }
         any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_masks_follow_transformers_rules() {
+        let mut g = stapes_tensor::Generator::new(3);
+        let (frames, ml) = (120usize, 10usize);
+        let mut masked_total = 0usize;
+        let draws = 400;
+        for d in 0..draws {
+            let lengths = [120usize, 57, 9, 10];
+            let m = compute_time_mask(&lengths, frames, 0.3, ml, 2, &mut g);
+            for (b, &len) in lengths.iter().enumerate() {
+                let row = &m[b * frames..(b + 1) * frames];
+                assert!(row[len.min(frames)..].iter().all(|&v| !v), "draw {d}: mask past the length");
+                // every maximal run is at least one span long (spans may merge)
+                let mut run = 0;
+                for &v in row.iter().chain(std::iter::once(&false)) {
+                    if v {
+                        run += 1;
+                    } else {
+                        assert!(run == 0 || run >= ml, "draw {d}: a run of {run} < {ml}");
+                        run = 0;
+                    }
+                }
+                let count = row.iter().filter(|&&v| v).count();
+                let max_spans = len / ml;
+                if len < ml {
+                    assert_eq!(count, 0);
+                } else {
+                    // min_masks = 2 spans at least (capped by what fits), at most max_spans
+                    assert!(count >= ml && count <= max_spans * ml, "draw {d}: {count} masked of {len}");
+                }
+                if b == 0 {
+                    masked_total += count;
+                }
+            }
+        }
+        // 120 frames, p = 0.3: floor(3.6 + u) = 3 or 4 spans (mean 3.6) of 10 frames, before
+        // overlaps: the masked fraction is a little under 0.36
+        let frac = masked_total as f64 / (draws * frames) as f64;
+        assert!(frac > 0.25 && frac < 0.36, "masked fraction {frac}");
+        assert!(compute_time_mask(&[50], 50, 0.0, 10, 2, &mut g).iter().all(|&v| !v));
     }
 }
