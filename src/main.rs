@@ -9,8 +9,9 @@ use stapes::speech::beam::{beam_search_decode_batch, BeamSearchConfig};
 use stapes::speech::config::RunConfig;
 use stapes::speech::data::{Dataset, Vocab};
 use stapes::speech::decode::greedy_decode_batch;
-use stapes::speech::infer::{transcribe_file, SegmentOptions};
+use stapes::speech::infer::{transcribe_file, SegmentOptions, TranscriptSegment};
 use stapes::speech::lm::NgramLm;
+use stapes::speech::metrics::ErrorCounts;
 use stapes::speech::synth::{SynthConfig, SyntheticDigits, DIGITS};
 use stapes::speech::train::{
     evaluate_with, filter_by_duration, load_run, open_corpus, small_crdnn, split_corpus, train_ctc, TrainEvent,
@@ -52,6 +53,13 @@ struct DecodeArgs {
 type DecodeFn = Box<dyn FnMut(&Tensor, &[usize]) -> TResult<Vec<Vec<usize>>>>;
 
 impl DecodeArgs {
+    /// An error when beam search or an LM was asked for: a `--model` checkpoint decodes greedily.
+    fn greedy_only(&self) -> anyhow::Result<()> {
+        if self.beam.is_some() || self.lm.is_some() {
+            bail!("--beam and --lm are not supported with --model yet (greedy decoding only)");
+        }
+        Ok(())
+    }
     /// The decoder, and its name for the report.
     fn build(&self, vocab: &Vocab) -> anyhow::Result<(DecodeFn, String)> {
         let blank = vocab.blank() as usize;
@@ -508,7 +516,13 @@ fn eval(run: &Path, data: &Path, batch_size: usize, verbose: bool, decode: &Deco
         }
     }
     println!("{n} utterances decoded ({name}) in {:.1}s", t0.elapsed().as_secs_f64());
-    for (name, c) in [("WER", &ev.wer), ("CER", &ev.cer)] {
+    print_error_rates(&ev.wer, &ev.cer);
+    Ok(())
+}
+
+/// The WER and CER lines of `eval`, with their substitution, deletion and insertion counts.
+fn print_error_rates(wer: &ErrorCounts, cer: &ErrorCounts) {
+    for (name, c) in [("WER", wer), ("CER", cer)] {
         println!(
             "{name} {:.2}% ({} errors / {} reference tokens: {} substitutions, {} deletions, {} insertions)",
             100.0 * c.rate(),
@@ -519,7 +533,27 @@ fn eval(run: &Path, data: &Path, batch_size: usize, verbose: bool, decode: &Deco
             c.insertions
         );
     }
-    Ok(())
+}
+
+/// The segments of `transcribe`: the recording's text, then each piece with its times when the
+/// VAD cut it.
+fn print_transcript(path: &Path, segs: &[TranscriptSegment]) {
+    let text: Vec<&str> = segs.iter().map(|s| s.text.trim()).filter(|t| !t.is_empty()).collect();
+    println!("{}: {}", path.display(), text.join(" "));
+    if segs.len() > 1 {
+        for s in segs {
+            println!("  [{:7.2}s - {:7.2}s] {}", s.start, s.end, s.text.trim());
+        }
+    }
+}
+
+/// How `transcribe` cuts recordings.
+fn segment_options(no_vad: bool, max_segment: f64) -> SegmentOptions {
+    SegmentOptions {
+        vad: if no_vad { None } else { SegmentOptions::default().vad },
+        max_segment_s: max_segment,
+        ..SegmentOptions::default()
+    }
 }
 
 /// `eval --model <dir>`: a Hugging Face wav2vec2 checkpoint on a manifest or LibriSpeech folder,
@@ -528,9 +562,7 @@ fn eval_hf(dir: &Path, data: &Path, batch_size: usize, verbose: bool, decode: &D
     use stapes::speech::audio::resample;
     use stapes::speech::metrics::corpus_error_rates;
     use stapes::speech::models::wav2vec2::Wav2Vec2Pipeline;
-    if decode.beam.is_some() || decode.lm.is_some() {
-        bail!("--beam and --lm are not supported with --model yet (greedy decoding only)");
-    }
+    decode.greedy_only()?;
     if batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -564,17 +596,7 @@ fn eval_hf(dir: &Path, data: &Path, batch_size: usize, verbose: bool, decode: &D
     }
     println!("{} utterances decoded (greedy) in {:.1}s", pairs.len(), t0.elapsed().as_secs_f64());
     let (wer, cer) = corpus_error_rates(pairs.iter().map(|(r, h)| (r.as_str(), h.as_str())));
-    for (name, c) in [("WER", &wer), ("CER", &cer)] {
-        println!(
-            "{name} {:.2}% ({} errors / {} reference tokens: {} substitutions, {} deletions, {} insertions)",
-            100.0 * c.rate(),
-            c.errors(),
-            c.reference_len,
-            c.substitutions,
-            c.deletions,
-            c.insertions
-        );
-    }
+    print_error_rates(&wer, &cer);
     Ok(())
 }
 
@@ -587,23 +609,13 @@ fn transcribe(
 ) -> anyhow::Result<()> {
     let loaded = load_run(run).with_context(|| format!("loading the run {}", run.display()))?;
     loaded.model.to_device(&decode.device).context("--device")?;
-    let opts = SegmentOptions {
-        vad: if no_vad { None } else { SegmentOptions::default().vad },
-        max_segment_s: max_segment,
-        ..SegmentOptions::default()
-    };
+    let opts = segment_options(no_vad, max_segment);
     let (mut decoder, _) = decode.build(&loaded.vocab)?;
     for path in audio {
         let segs =
             transcribe_file(&loaded.model, &loaded.vocab, loaded.config.features.n_mels, path, &opts, &mut decoder)
                 .with_context(|| format!("transcribing {}", path.display()))?;
-        let text: Vec<&str> = segs.iter().map(|s| s.text.trim()).filter(|t| !t.is_empty()).collect();
-        println!("{}: {}", path.display(), text.join(" "));
-        if segs.len() > 1 {
-            for s in &segs {
-                println!("  [{:7.2}s - {:7.2}s] {}", s.start, s.end, s.text.trim());
-            }
-        }
+        print_transcript(path, &segs);
     }
     Ok(())
 }
@@ -617,38 +629,20 @@ fn transcribe_hf(
     decode: &DecodeArgs,
 ) -> anyhow::Result<()> {
     use stapes::speech::audio::{load_audio, resample};
-    use stapes::speech::infer::plan_segments;
     use stapes::speech::models::wav2vec2::Wav2Vec2Pipeline;
-    if decode.beam.is_some() || decode.lm.is_some() {
-        anyhow::bail!("--beam and --lm are not supported with --model yet (greedy decoding only)");
-    }
+    decode.greedy_only()?;
     let p = Wav2Vec2Pipeline::load(dir, &decode.device)
         .with_context(|| format!("loading the checkpoint directory {}", dir.display()))?;
-    let opts = SegmentOptions {
-        vad: if no_vad { None } else { SegmentOptions::default().vad },
-        max_segment_s: max_segment,
-        ..SegmentOptions::default()
-    };
+    let opts = segment_options(no_vad, max_segment);
     let sr = p.preprocessor.sampling_rate;
     for path in audio {
-        let run = || -> anyhow::Result<Vec<(f64, f64, String)>> {
+        let run = || -> anyhow::Result<Vec<TranscriptSegment>> {
             let a = load_audio(path, true)?;
             let samples = if a.sample_rate == sr { a.samples } else { resample(&a.samples, a.sample_rate, sr)? };
-            let mut out = Vec::new();
-            for (s, e) in plan_segments(&samples, sr, &opts)? {
-                let text = p.transcribe_piece(&samples[s..e])?;
-                out.push((s as f64 / sr as f64, e as f64 / sr as f64, text));
-            }
-            Ok(out)
+            Ok(p.transcribe_samples(&samples, &opts)?)
         };
         let segs = run().with_context(|| format!("transcribing {}", path.display()))?;
-        let text: Vec<&str> = segs.iter().map(|s| s.2.trim()).filter(|t| !t.is_empty()).collect();
-        println!("{}: {}", path.display(), text.join(" "));
-        if segs.len() > 1 {
-            for (s, e, t) in &segs {
-                println!("  [{s:7.2}s - {e:7.2}s] {}", t.trim());
-            }
-        }
+        print_transcript(path, &segs);
     }
     Ok(())
 }

@@ -73,7 +73,14 @@ fn collect<T: bytemuck::Pod>(b: &[u8]) -> Vec<T> {
     v
 }
 
-fn from_bytes(op: &'static str, path: &Path, name: &str, dtype: Dtype, shape: &[usize], b: &[u8]) -> Result<Tensor> {
+pub(crate) fn from_bytes(
+    op: &'static str,
+    path: &Path,
+    name: &str,
+    dtype: Dtype,
+    shape: &[usize],
+    b: &[u8],
+) -> Result<Tensor> {
     let dev = Device::Cpu;
     let t = match dtype {
         Dtype::F32 => Tensor::from_vec(collect::<f32>(b), shape, &dev),

@@ -28,6 +28,10 @@ impl MatLayout {
     pub fn contiguous(rows: usize, cols: usize) -> Self {
         MatLayout { offset: 0, batch_stride: rows * cols, row_stride: cols, col_stride: 1 }
     }
+    /// Element index of element `(0, 0)` of matrix `b` of the batch.
+    fn start(&self, b: usize) -> usize {
+        self.offset + b * self.batch_stride
+    }
     /// The transpose of this layout (swap row and column strides).
     pub fn t(self) -> Self {
         MatLayout { row_stride: self.col_stride, col_stride: self.row_stride, ..self }
@@ -92,7 +96,7 @@ pub fn gemm_batched<T: Copy + Send + Sync + 'static + num_traits::One>(
     let dst_ptr = SendPtr(dst.as_mut_ptr());
     let one = T::one();
     let run = |b: usize, par: gemm::Parallelism| unsafe {
-        let d = dst_ptr.get().add(dst_l.offset + b * dst_l.batch_stride);
+        let d = dst_ptr.get().add(dst_l.start(b));
         if k == 0 {
             if !accumulate {
                 for i in 0..m {
@@ -112,10 +116,10 @@ pub fn gemm_batched<T: Copy + Send + Sync + 'static + num_traits::One>(
             dst_l.col_stride as isize,
             dst_l.row_stride as isize,
             accumulate,
-            lhs.as_ptr().add(lhs_l.offset + b * lhs_l.batch_stride),
+            lhs.as_ptr().add(lhs_l.start(b)),
             lhs_l.col_stride as isize,
             lhs_l.row_stride as isize,
-            rhs.as_ptr().add(rhs_l.offset + b * rhs_l.batch_stride),
+            rhs.as_ptr().add(rhs_l.start(b)),
             rhs_l.col_stride as isize,
             rhs_l.row_stride as isize,
             one,
@@ -261,10 +265,13 @@ mod tests {
 /// `gemm` crate took 7.7 ms for `[8, 1024] × Wᵀ`, `W` `[4096, 1024]`, on 2 threads of an AMD
 /// EPYC (it packs `Wᵀ` through a strided gather on every call).
 fn small_m_transposed_rhs(m: usize, n: usize, k: usize, lhs: &MatLayout, rhs: &MatLayout, dst: &MatLayout) -> bool {
-    m <= 16
-        && n >= 256
-        && k >= 64
-        && rhs.row_stride == 1
+    m <= 16 && n >= 256 && k >= 64 && rows_against_transposed_rhs(n, k, lhs, rhs, dst)
+}
+
+/// `x Wᵀ` with contiguous rows everywhere: the right operand stored transposed
+/// (`row_stride == 1`), the left operand's and the destination's rows contiguous.
+fn rows_against_transposed_rhs(n: usize, k: usize, lhs: &MatLayout, rhs: &MatLayout, dst: &MatLayout) -> bool {
+    rhs.row_stride == 1
         && lhs.col_stride == 1
         && dst.col_stride == 1
         && lhs.row_stride >= k
@@ -281,12 +288,7 @@ fn small_m_transposed_rhs(m: usize, n: usize, k: usize, lhs: &MatLayout, rhs: &M
 fn tall_transposed_rhs(m: usize, n: usize, k: usize, lhs: &MatLayout, rhs: &MatLayout, dst: &MatLayout) -> bool {
     m > 16
         && m * n * k >= 1 << 22
-        && rhs.row_stride == 1
-        && lhs.col_stride == 1
-        && dst.col_stride == 1
-        && lhs.row_stride >= k
-        && rhs.col_stride >= k
-        && dst.row_stride >= n
+        && rows_against_transposed_rhs(n, k, lhs, rhs, dst)
         && super::packed::packs_for_kernels::<f32>()
 }
 
@@ -315,11 +317,7 @@ fn packed_transposed_rhs(
 ) {
     use super::packed::{best_isa, PackedRhs};
     use super::rnn::Strided;
-    let (lo, ro, d0) = (
-        lhs_l.offset + b * lhs_l.batch_stride,
-        rhs_l.offset + b * rhs_l.batch_stride,
-        dst_l.offset + b * dst_l.batch_stride,
-    );
+    let (lo, ro, d0) = (lhs_l.start(b), rhs_l.start(b), dst_l.start(b));
     // element (kk, j) of the right operand is at ro + kk + j * col_stride: the transpose of a
     // row-major [n, k] matrix with row stride col_stride
     let layout = Strided { offset: ro, row_stride: 1, col_stride: rhs_l.col_stride };
@@ -376,11 +374,7 @@ fn small_m_dots(
     b: usize,
     accumulate: bool,
 ) {
-    let (lo, ro, d0) = (
-        lhs_l.offset + b * lhs_l.batch_stride,
-        rhs_l.offset + b * rhs_l.batch_stride,
-        dst_l.offset + b * dst_l.batch_stride,
-    );
+    let (lo, ro, d0) = (lhs_l.start(b), rhs_l.start(b), dst_l.start(b));
     let (a, ldd) = (&lhs[lo..], dst_l.row_stride);
     let dst_ptr = SendPtr(dst[d0..].as_mut_ptr());
     const COLS: usize = 64;

@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::Path;
 
-use half::{bf16, f16};
-use stapes_tensor::{Device, Error, Result, Tensor};
+use safetensors::Dtype;
+use stapes_tensor::{Error, Result, Tensor};
 
 const OP: &str = "read_torch_pickle";
 
@@ -54,13 +54,23 @@ impl StorageType {
             _ => return None,
         })
     }
-    fn size(self) -> usize {
+    /// The same element type in safetensors' terms, for [`super::from_bytes`].
+    fn dtype(self) -> Dtype {
         match self {
-            StorageType::F32 | StorageType::I32 => 4,
-            StorageType::F64 | StorageType::I64 => 8,
-            StorageType::F16 | StorageType::Bf16 | StorageType::I16 => 2,
-            StorageType::I8 | StorageType::U8 | StorageType::Bool => 1,
+            StorageType::F32 => Dtype::F32,
+            StorageType::F64 => Dtype::F64,
+            StorageType::F16 => Dtype::F16,
+            StorageType::Bf16 => Dtype::BF16,
+            StorageType::I64 => Dtype::I64,
+            StorageType::I32 => Dtype::I32,
+            StorageType::I16 => Dtype::I16,
+            StorageType::I8 => Dtype::I8,
+            StorageType::U8 => Dtype::U8,
+            StorageType::Bool => Dtype::BOOL,
         }
+    }
+    fn size(self) -> usize {
+        self.dtype().bitsize() / 8
     }
 }
 
@@ -498,14 +508,14 @@ pub fn read_torch_state_dict(path: impl AsRef<Path>) -> Result<BTreeMap<String, 
             let bytes = read_entry(&format!("{prefix}data/{}", t.key))?;
             storages.insert(t.key.clone(), bytes);
         }
-        let tensor = materialise(&t, &storages[&t.key]).map_err(|e| Error::io(OP, path, format!("{name}: {e}")))?;
+        let tensor = materialise(&t, &storages[&t.key], path, &name)?;
         out.insert(name, tensor);
     }
     Ok(out)
 }
 
 /// The contiguous tensor a strided view of a storage describes, every index checked.
-fn materialise(t: &TensorRef, bytes: &[u8]) -> std::result::Result<Tensor, String> {
+fn materialise(t: &TensorRef, bytes: &[u8], path: &Path, name: &str) -> Result<Tensor> {
     let es = t.dtype.size();
     let n_storage = bytes.len() / es;
     let count: usize = t.size.iter().product();
@@ -519,18 +529,24 @@ fn materialise(t: &TensorRef, bytes: &[u8]) -> std::result::Result<Tensor, Strin
         match last {
             Some(l) if l < n_storage => {}
             _ => {
-                return Err(format!(
-                    "the view (offset {}, size {:?}, stride {:?}) reaches past its storage of {n_storage} elements",
-                    t.offset, t.size, t.stride
+                return Err(Error::io(
+                    OP,
+                    path,
+                    format!(
+                        "{name}: the view (offset {}, size {:?}, stride {:?}) reaches past its storage of {n_storage} \
+                         elements",
+                        t.offset, t.size, t.stride
+                    ),
                 ))
             }
         }
     }
+    // the view's elements in order, gathered into one contiguous little-endian buffer
     let mut idx = vec![0usize; t.size.len()];
-    let mut elems = Vec::with_capacity(count);
+    let mut gathered = Vec::with_capacity(count * es);
     for _ in 0..count {
         let e = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
-        elems.push(e);
+        gathered.extend_from_slice(&bytes[e * es..(e + 1) * es]);
         for d in (0..idx.len()).rev() {
             idx[d] += 1;
             if idx[d] < t.size[d] {
@@ -539,51 +555,7 @@ fn materialise(t: &TensorRef, bytes: &[u8]) -> std::result::Result<Tensor, Strin
             idx[d] = 0;
         }
     }
-    let at = |e: usize| &bytes[e * es..(e + 1) * es];
-    let dev = &Device::Cpu;
-    let shape = t.size.clone();
-    let r = match t.dtype {
-        StorageType::F32 => Tensor::from_vec(
-            elems.iter().map(|&e| f32::from_le_bytes(at(e).try_into().unwrap())).collect::<Vec<_>>(),
-            shape,
-            dev,
-        ),
-        StorageType::F64 => Tensor::from_vec(
-            elems.iter().map(|&e| f64::from_le_bytes(at(e).try_into().unwrap())).collect::<Vec<_>>(),
-            shape,
-            dev,
-        ),
-        StorageType::F16 => Tensor::from_vec(
-            elems.iter().map(|&e| f16::from_bits(u16::from_le_bytes(at(e).try_into().unwrap()))).collect::<Vec<_>>(),
-            shape,
-            dev,
-        ),
-        StorageType::Bf16 => Tensor::from_vec(
-            elems.iter().map(|&e| bf16::from_bits(u16::from_le_bytes(at(e).try_into().unwrap()))).collect::<Vec<_>>(),
-            shape,
-            dev,
-        ),
-        StorageType::I64 => Tensor::from_vec(
-            elems.iter().map(|&e| i64::from_le_bytes(at(e).try_into().unwrap())).collect::<Vec<_>>(),
-            shape,
-            dev,
-        ),
-        StorageType::I32 => Tensor::from_vec(
-            elems.iter().map(|&e| i32::from_le_bytes(at(e).try_into().unwrap()) as i64).collect::<Vec<_>>(),
-            shape,
-            dev,
-        ),
-        StorageType::I16 => Tensor::from_vec(
-            elems.iter().map(|&e| i16::from_le_bytes(at(e).try_into().unwrap()) as i64).collect::<Vec<_>>(),
-            shape,
-            dev,
-        ),
-        StorageType::I8 => Tensor::from_vec(elems.iter().map(|&e| at(e)[0] as i8).collect::<Vec<_>>(), shape, dev),
-        StorageType::U8 | StorageType::Bool => {
-            Tensor::from_vec(elems.iter().map(|&e| at(e)[0]).collect::<Vec<_>>(), shape, dev)
-        }
-    };
-    r.map_err(|e| e.to_string())
+    super::from_bytes(OP, path, name, t.dtype.dtype(), &t.size, &gathered)
 }
 
 #[cfg(test)]
@@ -618,8 +590,9 @@ mod tests {
     fn strided_views_are_gathered() {
         let bytes: Vec<u8> = (0..6i64).flat_map(|v| v.to_le_bytes()).collect();
         let t = TensorRef { key: "0".into(), dtype: StorageType::I64, offset: 0, size: vec![3, 2], stride: vec![1, 3] };
-        assert_eq!(materialise(&t, &bytes).unwrap().to_vec::<i64>().unwrap(), [0, 3, 1, 4, 2, 5]);
+        let path = Path::new("x.bin");
+        assert_eq!(materialise(&t, &bytes, path, "t").unwrap().to_vec::<i64>().unwrap(), [0, 3, 1, 4, 2, 5]);
         let past = TensorRef { key: "0".into(), dtype: StorageType::I64, offset: 1, size: vec![6], stride: vec![1] };
-        assert!(materialise(&past, &bytes).unwrap_err().contains("past its storage"));
+        assert!(materialise(&past, &bytes, path, "t").unwrap_err().to_string().contains("past its storage"));
     }
 }

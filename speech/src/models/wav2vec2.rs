@@ -780,13 +780,6 @@ impl Wav2Vec2Model {
         self.feature_extractor.parameters()
     }
 
-    /// Every parameter except the feature encoder's: what fine-tuning with the feature encoder
-    /// frozen (transformers' `freeze_feature_encoder()`) hands to the optimizer.
-    pub fn parameters_without_feature_encoder(&self) -> Vec<Param> {
-        let frozen = self.feature_encoder_parameters();
-        self.parameters().into_iter().filter(|p| !frozen.iter().any(|f| f.same(p))).collect()
-    }
-
     /// Runs the model on `input_values` `[B, S]` (normalised audio, see
     /// [`normalize_audio`]). `lengths` gives each item's valid samples: when `Some`, padded
     /// frames are zeroed and masked from attention (transformers' behaviour with an
@@ -1179,23 +1172,28 @@ impl Wav2Vec2Pipeline {
         Ok(Wav2Vec2Pipeline { model, vocab, preprocessor })
     }
 
+    /// Transcribes mono audio at the preprocessor's rate: cut by
+    /// [`plan_segments`](crate::infer::plan_segments), each piece decoded with
+    /// [`transcribe_piece`](Self::transcribe_piece).
+    pub fn transcribe_samples(
+        &self,
+        samples: &[f32],
+        opts: &crate::infer::SegmentOptions,
+    ) -> Result<Vec<crate::infer::TranscriptSegment>> {
+        let sr = self.preprocessor.sampling_rate;
+        let mut out = Vec::new();
+        for (a, b) in crate::infer::plan_segments(samples, sr, opts)? {
+            let text = self.transcribe_piece(&samples[a..b])?;
+            out.push(crate::infer::TranscriptSegment { start: a as f64 / sr as f64, end: b as f64 / sr as f64, text });
+        }
+        Ok(out)
+    }
+
     /// Greedy CTC transcription of one piece of mono audio at the preprocessor's rate.
     pub fn transcribe_piece(&self, samples: &[f32]) -> Result<String> {
-        let cfg = self.model.config();
-        if cfg.output_frames(samples.len()) == 0 {
-            return Ok(String::new());
-        }
-        let x = if self.preprocessor.do_normalize { normalize_audio(samples) } else { samples.to_vec() };
-        let device = self.model.lm_head.weight.device();
-        let x = Tensor::from_vec(x, [1, samples.len()], &Device::Cpu)?.to_device(&device)?;
-        let logits = stapes_autograd::no_grad(|| self.model.forward(&Var::constant(x), None))?.0;
-        let ids: Vec<usize> =
-            logits.tensor().argmax(2usize, false)?.to_vec::<i64>()?.into_iter().map(|i| i as usize).collect();
-        Ok(self.vocab.decode_greedy(&ids))
+        Ok(self.transcribe_batch(&[samples])?.pop().unwrap_or_default())
     }
-}
 
-impl Wav2Vec2Pipeline {
     /// Greedy CTC transcription of a batch of mono utterances at the preprocessor's rate, padded
     /// to the longest as transformers' feature extractor pads (each normalised over its own
     /// samples; the padding mask given to the model when `return_attention_mask`, else the

@@ -100,6 +100,28 @@ fn c<T: Float>(v: f64) -> T {
     T::from_f64_lossy(v)
 }
 
+/// Applies a slice kernel that works in place, in cache-sized chunks in parallel: on owned data
+/// directly; on borrowed data, each chunk copied into the output and transformed there (one
+/// pass over memory).
+fn slice_inplace<T: ComputeFloat>(src: Cow<'_, [T]>, f: impl Fn(&mut [T]) + Sync + Send) -> Vec<T> {
+    match src {
+        Cow::Owned(mut v) => {
+            par_chunked(&mut v, f);
+            v
+        }
+        Cow::Borrowed(s) => {
+            use rayon::prelude::*;
+            let mut out = crate::alloc::take::<T>(s.len());
+            let chunk = stapes_kernels::cpu::PAR_CHUNK;
+            out.par_chunks_mut(chunk).zip(s.par_chunks(chunk)).for_each(|(o, i)| {
+                o.copy_from_slice(i);
+                f(o);
+            });
+            out
+        }
+    }
+}
+
 fn apply_unary<T: ComputeFloat>(src: Cow<'_, [T]>, op: UnaryOp) -> Vec<T> {
     // Ops whose result only depends on x: map either in place (owned data) or into a new buffer.
     macro_rules! map {
@@ -118,54 +140,20 @@ fn apply_unary<T: ComputeFloat>(src: Cow<'_, [T]>, op: UnaryOp) -> Vec<T> {
             }
         }};
     }
-    // f32 ops with a vectorised slice kernel (compiled for AVX-512/AVX2, chosen at run time):
-    // the same one-pass, chunk-parallel shape as Exp
-    macro_rules! f32_slice {
-        ($f:path) => {{
-            fn on_t<T: 'static>(xs: &mut [T]) {
-                let xs = stapes_kernels::cpu::as_f32_mut(xs).expect("T is f32");
-                $f(xs)
-            }
-            match src {
-                Cow::Owned(mut v) => {
-                    par_chunked(&mut v, on_t::<T>);
-                    v
-                }
-                Cow::Borrowed(s) => {
-                    use rayon::prelude::*;
-                    let mut out = crate::alloc::take::<T>(s.len());
-                    let chunk = stapes_kernels::cpu::PAR_CHUNK;
-                    out.par_chunks_mut(chunk).zip(s.par_chunks(chunk)).for_each(|(o, i)| {
-                        o.copy_from_slice(i);
-                        on_t::<T>(o);
-                    });
-                    out
-                }
-            }
-        }};
+    // f32 ops with a vectorised slice kernel (compiled for AVX-512/AVX2, chosen at run time)
+    fn on_f32<T: 'static>(xs: &mut [T], f: fn(&mut [f32])) {
+        f(stapes_kernels::cpu::as_f32_mut(xs).expect("T is f32"))
     }
     let is_f32 = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
     match op {
-        UnaryOp::Gelu if is_f32 => f32_slice!(stapes_kernels::cpu::vmath::gelu_f32_inplace),
-        UnaryOp::GeluGrad if is_f32 => f32_slice!(stapes_kernels::cpu::vmath::gelu_grad_f32_inplace),
+        UnaryOp::Gelu if is_f32 => {
+            slice_inplace(src, |xs: &mut [T]| on_f32(xs, stapes_kernels::cpu::vmath::gelu_f32_inplace))
+        }
+        UnaryOp::GeluGrad if is_f32 => {
+            slice_inplace(src, |xs: &mut [T]| on_f32(xs, stapes_kernels::cpu::vmath::gelu_grad_f32_inplace))
+        }
         UnaryOp::Neg => map!(|x: T| -x),
-        UnaryOp::Exp => match src {
-            Cow::Owned(mut v) => {
-                par_chunked(&mut v, T::exp_slice);
-                v
-            }
-            Cow::Borrowed(s) => {
-                // copy a cache-sized chunk, then exponentiate it in place: one pass over memory
-                use rayon::prelude::*;
-                let mut out = crate::alloc::take::<T>(s.len());
-                let chunk = stapes_kernels::cpu::PAR_CHUNK;
-                out.par_chunks_mut(chunk).zip(s.par_chunks(chunk)).for_each(|(o, i)| {
-                    o.copy_from_slice(i);
-                    T::exp_slice(o);
-                });
-                out
-            }
-        },
+        UnaryOp::Exp => slice_inplace(src, T::exp_slice),
         UnaryOp::Log => map!(|x: T| x.ln()),
         UnaryOp::Sqrt => map!(|x: T| x.sqrt()),
         UnaryOp::Rsqrt => map!(|x: T| T::one() / x.sqrt()),
