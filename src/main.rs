@@ -12,6 +12,7 @@ use stapes::speech::decode::greedy_decode_batch;
 use stapes::speech::infer::{transcribe_file, SegmentOptions, TranscriptSegment};
 use stapes::speech::lm::NgramLm;
 use stapes::speech::metrics::ErrorCounts;
+use stapes::speech::models::wav2vec2::CtcVocab;
 use stapes::speech::synth::{SynthConfig, SyntheticDigits, DIGITS};
 use stapes::speech::train::{
     evaluate_with, filter_by_duration, load_run, open_corpus, small_crdnn, split_corpus, train_ctc, TrainEvent,
@@ -53,12 +54,14 @@ struct DecodeArgs {
 type DecodeFn = Box<dyn FnMut(&Tensor, &[usize]) -> TResult<Vec<Vec<usize>>>>;
 
 impl DecodeArgs {
-    /// An error when beam search or an LM was asked for: a `--model` checkpoint decodes greedily.
-    fn greedy_only(&self) -> anyhow::Result<()> {
-        if self.beam.is_some() || self.lm.is_some() {
-            bail!("--beam and --lm are not supported with --model yet (greedy decoding only)");
+    /// The beam-search decoder for a `--model` checkpoint's vocabulary, when `--beam` or `--lm`
+    /// asks for one (`None`: greedy).
+    fn build_for_checkpoint(&self, vocab: &CtcVocab) -> anyhow::Result<Option<(DecodeFn, String)>> {
+        if self.beam.is_none() && self.lm.is_none() {
+            return Ok(None);
         }
-        Ok(())
+        let (chars, _) = vocab.char_vocab()?;
+        Ok(Some(self.build(&chars)?))
     }
     /// The decoder, and its name for the report.
     fn build(&self, vocab: &Vocab) -> anyhow::Result<(DecodeFn, String)> {
@@ -131,7 +134,7 @@ enum Command {
         /// The run directory of `stapes train`.
         #[arg(long, required_unless_present = "model", conflicts_with = "model")]
         run: Option<PathBuf>,
-        /// A Hugging Face wav2vec2 CTC checkpoint directory (greedy decoding).
+        /// A Hugging Face wav2vec2 CTC checkpoint directory (greedy, or beam search with `--beam`/`--lm`).
         #[arg(long)]
         model: Option<PathBuf>,
         /// A manifest or LibriSpeech folder.
@@ -168,6 +171,18 @@ enum Command {
         max_segment: f64,
         #[command(flatten)]
         decode: DecodeArgs,
+    },
+    /// Export a trained run for another toolkit: `--hf <dir>` writes a wav2vec2 run as a
+    /// Hugging Face checkpoint directory (`config.json`, `model.safetensors`, `vocab.json`,
+    /// `tokenizer_config.json`, `preprocessor_config.json`) that transformers'
+    /// `Wav2Vec2ForCTC.from_pretrained` and `Wav2Vec2Processor.from_pretrained` load.
+    Export {
+        /// The run directory of `stapes train` (its best model is exported).
+        #[arg(long)]
+        run: PathBuf,
+        /// The directory to write (created).
+        #[arg(long)]
+        hf: PathBuf,
     },
     /// Print the build's devices and thread count.
     Info,
@@ -216,6 +231,7 @@ fn main() -> anyhow::Result<()> {
             (Some(run), None) => transcribe(&run, &audio, no_vad, max_segment, &decode),
             (None, None) => anyhow::bail!("transcribe needs --run or --model"),
         },
+        Command::Export { run, hf } => export_hf(&run, &hf),
         Command::Info => info(),
         Command::Features { audio, png, kind, n_mels, n_mfcc, sample_rate, n_fft, hop_length } => {
             features(&audio, &png, kind, n_mels, n_mfcc, sample_rate, n_fft, hop_length)
@@ -509,7 +525,7 @@ fn eval(run: &Path, data: &Path, batch_size: usize, verbose: bool, decode: &Deco
     let (decoder, name) = decode.build(&loaded.vocab)?;
     let t0 = Instant::now();
     let ds: Arc<dyn Dataset> = Arc::new(corpus.dataset);
-    let ev = evaluate_with(&loaded.model, ds, &loaded.vocab, loaded.config.features.n_mels, batch_size, decoder)?;
+    let ev = evaluate_with(&loaded.model, ds, &loaded.vocab, batch_size, decoder)?;
     if verbose {
         for (r, h) in &ev.pairs {
             println!("REF: {r}\nHYP: {h}\n");
@@ -562,12 +578,12 @@ fn eval_hf(dir: &Path, data: &Path, batch_size: usize, verbose: bool, decode: &D
     use stapes::speech::audio::resample;
     use stapes::speech::metrics::corpus_error_rates;
     use stapes::speech::models::wav2vec2::Wav2Vec2Pipeline;
-    decode.greedy_only()?;
     if batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
     let p = Wav2Vec2Pipeline::load(dir, &decode.device)
         .with_context(|| format!("loading the checkpoint directory {}", dir.display()))?;
+    let mut decoder = decode.build_for_checkpoint(&p.vocab)?;
     let corpus = open_corpus(data).with_context(|| format!("opening {}", data.display()))?;
     let ds = &corpus.dataset;
     let upper = p.vocab_is_upper_case();
@@ -584,7 +600,10 @@ fn eval_hf(dir: &Path, data: &Path, batch_size: usize, verbose: bool, decode: &D
     let mut pairs = Vec::with_capacity(utts.len());
     for chunk in utts.chunks(batch_size) {
         let audio: Vec<&[f32]> = chunk.iter().map(|(a, _)| a.as_slice()).collect();
-        let hyps = p.transcribe_batch(&audio)?;
+        let hyps = match decoder.as_mut() {
+            Some((d, _)) => p.transcribe_batch_with(&audio, d)?,
+            None => p.transcribe_batch(&audio)?,
+        };
         for ((_, r), h) in chunk.iter().zip(hyps) {
             pairs.push((r.split_whitespace().collect::<Vec<_>>().join(" "), h));
         }
@@ -594,7 +613,8 @@ fn eval_hf(dir: &Path, data: &Path, batch_size: usize, verbose: bool, decode: &D
             println!("REF: {r}\nHYP: {h}\n");
         }
     }
-    println!("{} utterances decoded (greedy) in {:.1}s", pairs.len(), t0.elapsed().as_secs_f64());
+    let name = decoder.map_or_else(|| "greedy".to_string(), |(_, n)| n);
+    println!("{} utterances decoded ({name}) in {:.1}s", pairs.len(), t0.elapsed().as_secs_f64());
     let (wer, cer) = corpus_error_rates(pairs.iter().map(|(r, h)| (r.as_str(), h.as_str())));
     print_error_rates(&wer, &cer);
     Ok(())
@@ -612,9 +632,8 @@ fn transcribe(
     let opts = segment_options(no_vad, max_segment);
     let (mut decoder, _) = decode.build(&loaded.vocab)?;
     for path in audio {
-        let segs =
-            transcribe_file(&loaded.model, &loaded.vocab, loaded.config.features.n_mels, path, &opts, &mut decoder)
-                .with_context(|| format!("transcribing {}", path.display()))?;
+        let segs = transcribe_file(&loaded.model, &loaded.vocab, path, &opts, &mut decoder)
+            .with_context(|| format!("transcribing {}", path.display()))?;
         print_transcript(path, &segs);
     }
     Ok(())
@@ -630,20 +649,36 @@ fn transcribe_hf(
 ) -> anyhow::Result<()> {
     use stapes::speech::audio::{load_audio, resample};
     use stapes::speech::models::wav2vec2::Wav2Vec2Pipeline;
-    decode.greedy_only()?;
     let p = Wav2Vec2Pipeline::load(dir, &decode.device)
         .with_context(|| format!("loading the checkpoint directory {}", dir.display()))?;
+    let mut decoder = decode.build_for_checkpoint(&p.vocab)?.map(|(d, _)| d);
     let opts = segment_options(no_vad, max_segment);
     let sr = p.preprocessor.sampling_rate;
     for path in audio {
-        let run = || -> anyhow::Result<Vec<TranscriptSegment>> {
+        let mut run = || -> anyhow::Result<Vec<TranscriptSegment>> {
             let a = load_audio(path, true)?;
             let samples = if a.sample_rate == sr { a.samples } else { resample(&a.samples, a.sample_rate, sr)? };
-            Ok(p.transcribe_samples(&samples, &opts)?)
+            Ok(p.transcribe_samples_with(&samples, &opts, decoder.as_mut())?)
         };
         let segs = run().with_context(|| format!("transcribing {}", path.display()))?;
         print_transcript(path, &segs);
     }
+    Ok(())
+}
+
+/// `export --run <run> --hf <dir>`.
+fn export_hf(run: &Path, out: &Path) -> anyhow::Result<()> {
+    use stapes::speech::models::AcousticModel;
+    let loaded = load_run(run).with_context(|| format!("loading the run {}", run.display()))?;
+    let AcousticModel::Wav2Vec2(m) = &loaded.model else {
+        bail!(
+            "--hf exports wav2vec2 runs; {} is a {} run, which has no transformers counterpart",
+            run.display(),
+            loaded.config.model.name()
+        );
+    };
+    m.save_pretrained(&loaded.vocab, out).with_context(|| format!("writing {}", out.display()))?;
+    println!("wrote {} (load it with Wav2Vec2ForCTC.from_pretrained, or stapes transcribe --model)", out.display());
     Ok(())
 }
 
@@ -714,14 +749,9 @@ fn demo(
         let u = dev.get(i)?;
         let wav = ex_dir.join(format!("{}.wav", u.id));
         write_wav(&wav, &u.audio, u.sample_rate)?;
-        let segs = transcribe_file(
-            &loaded.model,
-            &loaded.vocab,
-            loaded.config.features.n_mels,
-            &wav,
-            &SegmentOptions::default(),
-            |lp, l| greedy_decode_batch(lp, l, blank, true),
-        )?;
+        let segs = transcribe_file(&loaded.model, &loaded.vocab, &wav, &SegmentOptions::default(), |lp, l| {
+            greedy_decode_batch(lp, l, blank, true)
+        })?;
         let hyp: Vec<&str> = segs.iter().map(|s| s.text.trim()).collect();
         println!("  {}\n    reference:  {}\n    hypothesis: {}", wav.display(), u.transcript, hyp.join(" "));
     }

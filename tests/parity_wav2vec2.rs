@@ -424,3 +424,45 @@ fn training_masks_frames_with_masked_spec_embed_and_freezing_leaves_the_encoder_
     let all = model.parameters().len();
     assert_eq!(model.parameters_without_feature_encoder().len(), all - 12);
 }
+
+#[test]
+fn beam_search_decodes_checkpoint_vocabularies_in_any_order() {
+    // The beam search works on a character vocabulary with the blank at 0; a checkpoint's
+    // vocabulary has multi-character special tokens and may put the pad token (the blank)
+    // anywhere. Greedy decoding through that mapping must equal the checkpoint's own greedy
+    // decoding, with the blank at 0 and with the blank moved to the end.
+    let case = "layer_prenorm";
+    let g = load_golden(golden_dir().join(format!("{case}.safetensors"))).tensors;
+    let mut p =
+        stapes::speech::models::wav2vec2::Wav2Vec2Pipeline::load(golden_dir().join(case), &Device::Cpu).unwrap();
+    let audio = g["audio"].to_vec::<f32>().unwrap();
+    let (s, lens) = (g["audio"].dims()[1], lengths(&g));
+    let utts: Vec<&[f32]> = lens.iter().enumerate().map(|(i, &n)| &audio[i * s..i * s + n]).collect();
+    let greedy = |lp: &Tensor, l: &[usize]| stapes::speech::decode::greedy_decode_batch(lp, l, 0, true);
+    for blank in [0usize, 11] {
+        p.vocab.blank = blank;
+        let (chars, order) = p.vocab.char_vocab().unwrap();
+        assert_eq!(order[0], blank);
+        assert_eq!(chars.len(), p.vocab.tokens.len());
+        let want = p.transcribe_batch(&utts).unwrap();
+        assert!(want.iter().any(|t| !t.is_empty()));
+        assert_eq!(p.transcribe_batch_with(&utts, greedy).unwrap(), want, "blank {blank}");
+    }
+    // a token of several characters (not a special token) cannot be a beam-search character
+    p.vocab.tokens[5] = "TH".into();
+    let e = p.vocab.char_vocab().unwrap_err().to_string();
+    assert!(e.contains("\"TH\""), "{e}");
+
+    // the CLI: `--beam` with a checkpoint directory decodes and says so
+    let wav = std::env::temp_dir().join(format!("stapes-w2v2-beam-{}.wav", std::process::id()));
+    stapes::speech::audio::write_wav(&wav, utts[0], 16000).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stapes"))
+        .args(["transcribe", "--no-vad", "--beam", "8", "--model"])
+        .arg(golden_dir().join(case))
+        .arg(&wav)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("{}:", wav.display())));
+    std::fs::remove_file(&wav).unwrap();
+}

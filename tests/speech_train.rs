@@ -120,13 +120,13 @@ fn tiny_run_trains_and_writes_its_run_directory() {
     // The last checkpoint's model reloads into a fresh model and decodes like the trained one.
     let fresh = AcousticModel::new(&saved.model).unwrap();
     fresh.load_state_dict(&ck.model, true).unwrap();
-    let a = evaluate(&report.model, dev.clone(), &vocab, 16, 4).unwrap();
-    let b = evaluate(&fresh, dev.clone(), &vocab, 16, 4).unwrap();
+    let a = evaluate(&report.model, dev.clone(), &vocab, 4).unwrap();
+    let b = evaluate(&fresh, dev.clone(), &vocab, 4).unwrap();
     assert_eq!(a, b);
     load_module(dir.join("best_model.safetensors"), &fresh, true).unwrap();
     let run = load_run(&dir).unwrap();
     assert_eq!(run.vocab, vocab);
-    let c = evaluate(&run.model, dev, &vocab, 16, 4).unwrap();
+    let c = evaluate(&run.model, dev, &vocab, 4).unwrap();
     assert_eq!(
         c,
         evaluate(
@@ -141,7 +141,6 @@ fn tiny_run_trains_and_writes_its_run_directory() {
                 .unwrap()
             ),
             &vocab,
-            16,
             4
         )
         .unwrap()
@@ -244,6 +243,6 @@ fn the_readme_configuration_is_valid() {
     cfg.validate().unwrap();
     assert!(matches!(cfg.model, ModelConfig::DeepSpeech2(_)));
     let mut model = cfg.model.clone();
-    model.set_io(cfg.features.n_mels, 29);
+    model.set_io(cfg.features.n_mels, 29).unwrap();
     AcousticModel::new(&model).unwrap();
 }

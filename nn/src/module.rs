@@ -85,15 +85,27 @@ impl Param {
             return Err(Error::DTypeMismatch { op: "Param::set_tensor", lhs: slot.tensor().dtype(), rhs: t.dtype() });
         }
         let grad = slot.grad();
-        let v = Var::leaf(t);
+        let v = Var::new(t, slot.requires_grad());
         v.set_grad(grad);
         *slot = v;
         Ok(())
     }
     /// Replaces the value with `t` of any shape, dtype or device (moving a module; the
-    /// gradient is dropped).
+    /// gradient is dropped, `requires_grad` kept).
     pub fn replace(&self, t: Tensor) {
-        *write(&self.0) = Var::leaf(t);
+        let mut slot = write(&self.0);
+        *slot = Var::new(t, slot.requires_grad());
+    }
+    /// Whether backward computes a gradient for it (true unless frozen).
+    pub fn requires_grad(&self) -> bool {
+        read(&self.0).requires_grad()
+    }
+    /// Freezes (`false`) or unfreezes the parameter, as PyTorch's `requires_grad_`: a frozen
+    /// parameter gets no gradient and backward skips the work of computing one. Its gradient is
+    /// cleared.
+    pub fn set_requires_grad(&self, requires_grad: bool) {
+        let mut slot = write(&self.0);
+        *slot = Var::new(slot.tensor().clone(), requires_grad);
     }
     /// Whether two handles refer to the same parameter.
     pub fn same(&self, other: &Param) -> bool {

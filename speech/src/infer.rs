@@ -4,9 +4,9 @@
 use crate::audio::{load_audio, resample};
 use crate::data::Vocab;
 use crate::models::AcousticModel;
-use crate::train::{batch_log_probs, log_mel_features, mel_frontend};
+use crate::train::batch_log_probs;
 use crate::vad::{detect_speech, VadConfig};
-use stapes_tensor::{Device, Error, Result, Tensor};
+use stapes_tensor::{Error, Result, Tensor};
 use std::path::Path;
 
 /// One decoded stretch of a recording.
@@ -87,27 +87,27 @@ pub fn plan_segments(samples: &[f32], sample_rate: u32, opts: &SegmentOptions) -
     Ok(pieces)
 }
 
-/// Transcribes a mono 16 kHz signal: cut it with [`plan_segments`], decode each piece with
-/// `decode` (log-probabilities `[1, T, C]` and the output length → label sequences).
+/// Transcribes a mono 16 kHz signal: cut it with [`plan_segments`], feed each piece to the model
+/// through its [`Frontend`](crate::train::Frontend), decode it with `decode`
+/// (log-probabilities `[1, T, C]` and the output length → label sequences).
 pub fn transcribe_samples(
     model: &AcousticModel,
     vocab: &Vocab,
-    n_mels: usize,
     samples: &[f32],
     opts: &SegmentOptions,
     mut decode: impl FnMut(&Tensor, &[usize]) -> Result<Vec<Vec<usize>>>,
 ) -> Result<Vec<TranscriptSegment>> {
     const SR: u32 = 16000;
-    let mel = mel_frontend(n_mels)?;
+    let frontend = model.frontend();
     let mut out = Vec::new();
     for (a, b) in plan_segments(samples, SR, opts)? {
-        // At least one window of audio, so that the front end yields a frame.
+        // At least one 25 ms window of audio (also wav2vec2's receptive field), so that the
+        // front end yields a frame.
         let piece = &samples[a..b.max(a + 400).min(samples.len())];
-        let (x, frames) = log_mel_features(&mel, piece)?;
-        if frames == 0 {
+        let (x, frames) = frontend.batch_of_one(piece)?;
+        if frames == 0 || model.output_lengths(&[frames])[0] == 0 {
             continue;
         }
-        let x = Tensor::from_vec(x, [1, frames, n_mels], &Device::Cpu)?;
         let (lp, lens) = batch_log_probs(model, &x, &[frames])?;
         let ids = decode(&lp, &lens)?.into_iter().next().unwrap_or_default();
         let text = vocab.decode(&ids.iter().map(|&i| i as i64).collect::<Vec<_>>())?;
@@ -121,7 +121,6 @@ pub fn transcribe_samples(
 pub fn transcribe_file(
     model: &AcousticModel,
     vocab: &Vocab,
-    n_mels: usize,
     path: &Path,
     opts: &SegmentOptions,
     decode: impl FnMut(&Tensor, &[usize]) -> Result<Vec<Vec<usize>>>,
@@ -129,7 +128,7 @@ pub fn transcribe_file(
     let audio = load_audio(path, true)?;
     let samples =
         if audio.sample_rate == 16000 { audio.samples } else { resample(&audio.samples, audio.sample_rate, 16000)? };
-    transcribe_samples(model, vocab, n_mels, &samples, opts, decode)
+    transcribe_samples(model, vocab, &samples, opts, decode)
 }
 
 #[cfg(test)]

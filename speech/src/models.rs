@@ -11,8 +11,11 @@
 //! clipped ReLU, `Hardtanh(0, 20)`, after each), a stack of bidirectional GRU or LSTM layers and
 //! a linear output layer, after Amodei et al. 2016 and deepspeech.pytorch.
 //!
-//! [`AcousticModel`] holds either, built from a [`ModelConfig`] (the `[model]` table of a run's
-//! TOML configuration, `kind = "crdnn"` or `kind = "deepspeech2"`).
+//! [`wav2vec2::Wav2Vec2ForCtc`]: transformers' wav2vec2 with a CTC head, fed the waveform
+//! itself, usually fine-tuned from a pretrained checkpoint directory ([`Wav2Vec2RunConfig`]).
+//!
+//! [`AcousticModel`] holds any of them, built from a [`ModelConfig`] (the `[model]` table of a
+//! run's TOML configuration, `kind = "crdnn"`, `"deepspeech2"` or `"wav2vec2"`).
 //!
 //! Parameter names follow the module tree (`cnn.0.weight`, `cnn.1.running_mean`,
 //! `rnn.weight_ih_l0_reverse`, `out.weight`), so an equivalent PyTorch model
@@ -21,15 +24,19 @@
 
 pub mod wav2vec2;
 
+use crate::data::Vocab;
 use serde::{Deserialize, Serialize};
 use stapes_autograd::Var;
 use stapes_nn::layers::{
     BatchNorm2d, Conv2d, Conv2dConfig, ConvPadding, Hardtanh, Linear, MaxPool2d, ReLU, Sequential,
 };
 use stapes_nn::rnn::{Gru, Lstm, RnnConfig};
+use stapes_nn::Param;
 use stapes_nn::{Forward, Module};
-use stapes_tensor::{Error, Result};
+use stapes_tensor::{DType, Device, Error, Result};
 use std::fmt;
+use std::path::PathBuf;
+use wav2vec2::{CtcVocab, Wav2Vec2Config, Wav2Vec2ForCtc, Wav2Vec2Preprocessor};
 
 /// The shape of a [`Crdnn`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -373,6 +380,197 @@ impl Module for DeepSpeech2 {
     }
 }
 
+/// A wav2vec2 CTC model in a training run (`[model] kind = "wav2vec2"`): usually fine-tuned
+/// from a checkpoint directory, as a transformers fine-tuning script does it.
+///
+/// ```toml
+/// [model]
+/// kind = "wav2vec2"
+/// pretrained = "models/wav2vec2-base"   # a directory as save_pretrained writes it
+/// freeze_feature_encoder = true         # the default
+/// mask_time_prob = 0.05                 # optional overrides of the checkpoint's config.json
+/// layerdrop = 0.1
+/// ```
+///
+/// The encoder's weights come from `pretrained`; the CTC head is new, one output per character
+/// of the run's vocabulary (blank = 0, as `pad_token_id`). The trainer fills `encoder` (the
+/// checkpoint's `config.json` with the overrides applied) and `preprocessor` (its
+/// `preprocessor_config.json`), so the run's `config.toml` describes the model without the
+/// checkpoint directory; an `encoder` table given without `pretrained` trains that architecture
+/// from random initialisation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Wav2Vec2RunConfig {
+    /// The checkpoint directory the encoder's weights come from.
+    pub pretrained: Option<PathBuf>,
+    /// Keep the convolutional feature encoder fixed (transformers' `freeze_feature_encoder()`).
+    pub freeze_feature_encoder: bool,
+    /// Overrides `mask_time_prob` (SpecAugment time masking, filled with `masked_spec_embed`).
+    pub mask_time_prob: Option<f64>,
+    /// Overrides `mask_time_length`.
+    pub mask_time_length: Option<usize>,
+    /// Overrides `layerdrop`.
+    pub layerdrop: Option<f64>,
+    /// Overrides `hidden_dropout`.
+    pub hidden_dropout: Option<f64>,
+    /// Overrides `activation_dropout`.
+    pub activation_dropout: Option<f64>,
+    /// Overrides `attention_dropout`.
+    pub attention_dropout: Option<f64>,
+    /// Overrides `feat_proj_dropout`.
+    pub feat_proj_dropout: Option<f64>,
+    /// Overrides `final_dropout`.
+    pub final_dropout: Option<f64>,
+    /// The architecture (filled from `pretrained` by the trainer).
+    pub encoder: Option<Wav2Vec2Config>,
+    /// How audio is prepared for it (filled from `pretrained` by the trainer).
+    pub preprocessor: Option<Wav2Vec2Preprocessor>,
+}
+
+impl Default for Wav2Vec2RunConfig {
+    fn default() -> Self {
+        Wav2Vec2RunConfig {
+            pretrained: None,
+            freeze_feature_encoder: true,
+            mask_time_prob: None,
+            mask_time_length: None,
+            layerdrop: None,
+            hidden_dropout: None,
+            activation_dropout: None,
+            attention_dropout: None,
+            feat_proj_dropout: None,
+            final_dropout: None,
+            encoder: None,
+            preprocessor: None,
+        }
+    }
+}
+
+impl Wav2Vec2RunConfig {
+    /// Fills `encoder` and `preprocessor` from the `pretrained` directory when absent, applies
+    /// the overrides and sets the head to `vocab_size` outputs with the blank at 0. Errors name
+    /// the directory or the field.
+    pub fn resolve(&mut self, vocab_size: usize) -> Result<()> {
+        const OP: &str = "Wav2Vec2RunConfig::resolve";
+        if self.encoder.is_none() {
+            let dir = self.pretrained.as_ref().ok_or_else(|| {
+                Error::invalid(
+                    OP,
+                    "[model] kind = \"wav2vec2\" needs `pretrained` (a checkpoint directory) or an `encoder` table",
+                )
+            })?;
+            if !dir.is_dir() {
+                return Err(Error::io(OP, dir, "pretrained: not a directory"));
+            }
+            self.encoder = Some(Wav2Vec2Config::from_json_file(dir.join("config.json"))?);
+            if self.preprocessor.is_none() {
+                self.preprocessor = Some(Wav2Vec2Preprocessor::from_dir(dir)?);
+            }
+        }
+        let pre = self.preprocessor.get_or_insert_with(Wav2Vec2Preprocessor::default);
+        if pre.sampling_rate != 16_000 {
+            return Err(Error::invalid(
+                OP,
+                format!("the checkpoint expects {} Hz audio; stapes trains on 16 kHz", pre.sampling_rate),
+            ));
+        }
+        let e = self.encoder.as_mut().expect("filled above");
+        let probs = [
+            (self.mask_time_prob, &mut e.mask_time_prob),
+            (self.layerdrop, &mut e.layerdrop),
+            (self.hidden_dropout, &mut e.hidden_dropout),
+            (self.activation_dropout, &mut e.activation_dropout),
+            (self.attention_dropout, &mut e.attention_dropout),
+            (self.feat_proj_dropout, &mut e.feat_proj_dropout),
+            (self.final_dropout, &mut e.final_dropout),
+        ];
+        for (over, field) in probs {
+            if let Some(v) = over {
+                *field = v;
+            }
+        }
+        if let Some(l) = self.mask_time_length {
+            e.mask_time_length = l;
+        }
+        e.vocab_size = vocab_size;
+        e.pad_token_id = 0;
+        e.validate().map_err(|m| Error::invalid(OP, format!("[model.encoder]: {m}")))
+    }
+}
+
+/// A wav2vec2 CTC model with its run configuration.
+pub struct Wav2Vec2Acoustic {
+    /// The model (state-dict names as transformers': `wav2vec2.*`, `lm_head.*`).
+    pub model: Wav2Vec2ForCtc,
+    /// The configuration, resolved (`encoder` and `preprocessor` filled).
+    pub config: Wav2Vec2RunConfig,
+}
+
+impl Wav2Vec2Acoustic {
+    fn build(cfg: &Wav2Vec2RunConfig, load_pretrained: bool) -> Result<Wav2Vec2Acoustic> {
+        let enc = cfg.encoder.as_ref().ok_or_else(|| {
+            Error::invalid("AcousticModel::new", "a wav2vec2 model needs its resolved `encoder` configuration")
+        })?;
+        let model = match (&cfg.pretrained, load_pretrained) {
+            (Some(dir), true) => {
+                Wav2Vec2ForCtc::from_pretrained_with_config(dir, enc, true, DType::F32, &Device::Cpu)?.0
+            }
+            _ => Wav2Vec2ForCtc::new(enc, DType::F32, &Device::Cpu)?,
+        };
+        if cfg.freeze_feature_encoder {
+            model.freeze_feature_encoder();
+        }
+        let mut config = cfg.clone();
+        config.preprocessor.get_or_insert_with(Wav2Vec2Preprocessor::default);
+        Ok(Wav2Vec2Acoustic { model, config })
+    }
+
+    /// How audio is prepared for the model.
+    pub fn preprocessor(&self) -> Wav2Vec2Preprocessor {
+        self.config.preprocessor.clone().unwrap_or_default()
+    }
+
+    /// The run's characters as a transformers CTC vocabulary: `<pad>` (the blank) at 0, then
+    /// the characters in id order with the space spelt `|`, the word delimiter.
+    pub fn ctc_vocab(vocab: &Vocab) -> Result<CtcVocab> {
+        let chars = vocab.chars();
+        if chars.contains(&'|') && chars.contains(&' ') {
+            return Err(Error::invalid(
+                "Wav2Vec2Acoustic::ctc_vocab",
+                "the vocabulary has both ' ' and '|', and transformers spells the space '|'",
+            ));
+        }
+        let mut tokens = vec!["<pad>".to_string()];
+        tokens.extend(chars.iter().map(|&c| if c == ' ' { "|".to_string() } else { c.to_string() }));
+        let word_delimiter = tokens.iter().position(|t| t == "|");
+        Ok(CtcVocab { tokens, blank: 0, word_delimiter })
+    }
+
+    /// Writes a checkpoint directory that transformers' `Wav2Vec2ForCTC.from_pretrained` and
+    /// `Wav2Vec2Processor.from_pretrained` load (and [`Wav2Vec2Pipeline::load`]): `config.json`,
+    /// `model.safetensors`, `vocab.json` and `tokenizer_config.json` for `vocab` (see
+    /// [`Wav2Vec2Acoustic::ctc_vocab`]), `preprocessor_config.json`; each file atomically.
+    ///
+    /// [`Wav2Vec2Pipeline::load`]: wav2vec2::Wav2Vec2Pipeline::load
+    pub fn save_pretrained(&self, vocab: &Vocab, dir: impl AsRef<std::path::Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        if vocab.len() != self.model.config().vocab_size {
+            return Err(Error::invalid(
+                "Wav2Vec2Acoustic::save_pretrained",
+                format!(
+                    "{} symbols in the vocabulary, {} outputs in the model",
+                    vocab.len(),
+                    self.model.config().vocab_size
+                ),
+            ));
+        }
+        let ctc = Self::ctc_vocab(vocab)?;
+        self.model.save_pretrained(dir)?;
+        ctc.save(dir)?;
+        self.preprocessor().save(dir)
+    }
+}
+
 /// Which acoustic model to build: the `[model]` table of a run configuration, tagged by `kind`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -382,6 +580,9 @@ pub enum ModelConfig {
     /// A [`DeepSpeech2`].
     #[serde(rename = "deepspeech2")]
     DeepSpeech2(DeepSpeech2Config),
+    /// A wav2vec2 CTC model, see [`Wav2Vec2RunConfig`].
+    #[serde(rename = "wav2vec2")]
+    Wav2Vec2(Wav2Vec2RunConfig),
 }
 
 impl Default for ModelConfig {
@@ -391,64 +592,97 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
-    /// Features per input frame.
+    /// Features per input frame (1 for wav2vec2, which takes the waveform).
     pub fn n_features(&self) -> usize {
         match self {
             ModelConfig::Crdnn(c) => c.n_features,
             ModelConfig::DeepSpeech2(c) => c.n_features,
+            ModelConfig::Wav2Vec2(_) => 1,
         }
     }
-    /// Output classes.
+    /// Output classes (0 for a wav2vec2 configuration not yet resolved).
     pub fn vocab_size(&self) -> usize {
         match self {
             ModelConfig::Crdnn(c) => c.vocab_size,
             ModelConfig::DeepSpeech2(c) => c.vocab_size,
+            ModelConfig::Wav2Vec2(c) => c.encoder.as_ref().map_or(0, |e| e.vocab_size),
         }
     }
-    /// Sets the feature count and the output classes.
-    pub fn set_io(&mut self, n_features: usize, vocab_size: usize) {
+    /// Sets the feature count and the output classes, and for wav2vec2 resolves the
+    /// configuration ([`Wav2Vec2RunConfig::resolve`]: the checkpoint's `config.json` is read).
+    pub fn set_io(&mut self, n_features: usize, vocab_size: usize) -> Result<()> {
         match self {
             ModelConfig::Crdnn(c) => (c.n_features, c.vocab_size) = (n_features, vocab_size),
             ModelConfig::DeepSpeech2(c) => (c.n_features, c.vocab_size) = (n_features, vocab_size),
+            ModelConfig::Wav2Vec2(c) => c.resolve(vocab_size)?,
         }
+        Ok(())
     }
-    /// A short name, `"CRDNN"` or `"DeepSpeech2"`.
+    /// A short name, `"CRDNN"`, `"DeepSpeech2"` or `"wav2vec2"`.
     pub fn name(&self) -> &'static str {
         match self {
             ModelConfig::Crdnn(_) => "CRDNN",
             ModelConfig::DeepSpeech2(_) => "DeepSpeech2",
+            ModelConfig::Wav2Vec2(_) => "wav2vec2",
         }
     }
 }
 
-/// A CTC acoustic model of either architecture.
+/// A CTC acoustic model of any of the architectures.
 pub enum AcousticModel {
     /// A CRDNN.
     Crdnn(Crdnn),
     /// A DeepSpeech2.
     DeepSpeech2(DeepSpeech2),
+    /// A wav2vec2 model with a CTC head.
+    Wav2Vec2(Box<Wav2Vec2Acoustic>),
 }
 
 impl AcousticModel {
-    /// Builds the model a configuration describes.
+    /// Builds the model a configuration describes, randomly initialised (a wav2vec2
+    /// configuration must be resolved; its `pretrained` weights are not read, see
+    /// [`AcousticModel::for_training`]).
     pub fn new(cfg: &ModelConfig) -> Result<AcousticModel> {
         Ok(match cfg {
             ModelConfig::Crdnn(c) => AcousticModel::Crdnn(Crdnn::new(c.clone())?),
             ModelConfig::DeepSpeech2(c) => AcousticModel::DeepSpeech2(DeepSpeech2::new(c.clone())?),
+            ModelConfig::Wav2Vec2(c) => AcousticModel::Wav2Vec2(Box::new(Wav2Vec2Acoustic::build(c, false)?)),
         })
+    }
+    /// The model a new training run starts from: as [`AcousticModel::new`], except that a
+    /// wav2vec2 model takes its encoder's weights from the `pretrained` directory.
+    pub fn for_training(cfg: &ModelConfig) -> Result<AcousticModel> {
+        match cfg {
+            ModelConfig::Wav2Vec2(c) => Ok(AcousticModel::Wav2Vec2(Box::new(Wav2Vec2Acoustic::build(c, true)?))),
+            _ => AcousticModel::new(cfg),
+        }
     }
     /// The configuration it was built from.
     pub fn config(&self) -> ModelConfig {
         match self {
             AcousticModel::Crdnn(m) => ModelConfig::Crdnn(m.config().clone()),
             AcousticModel::DeepSpeech2(m) => ModelConfig::DeepSpeech2(m.config().clone()),
+            AcousticModel::Wav2Vec2(m) => ModelConfig::Wav2Vec2(m.config.clone()),
         }
     }
-    /// Logits `[B, T', vocab]` for features `[B, T, F]`.
+    /// Logits `[B, T', vocab]` for features `[B, T, F]` (for wav2vec2: the prepared waveform
+    /// `[B, S]`, see [`Wav2Vec2Acoustic::preprocessor`]).
     pub fn forward(&self, features: &Var, lengths: &[usize]) -> Result<Var> {
         match self {
             AcousticModel::Crdnn(m) => m.forward(features, lengths),
             AcousticModel::DeepSpeech2(m) => m.forward(features, lengths),
+            AcousticModel::Wav2Vec2(m) => {
+                // padding is masked where the checkpoint's feature extractor gives a mask (layer
+                // norm models); group-norm models see the padded batch as in transformers
+                let mask = m.preprocessor().return_attention_mask.then_some(lengths);
+                if mask.is_none() && lengths.len() != features.dims().first().copied().unwrap_or(0) {
+                    return Err(Error::invalid(
+                        "AcousticModel::forward",
+                        format!("{} lengths for a batch of shape {:?}", lengths.len(), features.dims()),
+                    ));
+                }
+                Ok(m.model.forward(features, mask)?.0)
+            }
         }
     }
     /// Output frames for input frames.
@@ -456,7 +690,13 @@ impl AcousticModel {
         match self {
             AcousticModel::Crdnn(m) => m.output_lengths(input_lengths),
             AcousticModel::DeepSpeech2(m) => m.output_lengths(input_lengths),
+            AcousticModel::Wav2Vec2(m) => input_lengths.iter().map(|&n| m.model.config().output_frames(n)).collect(),
         }
+    }
+    /// The parameters an optimizer updates: all but the frozen ones (a wav2vec2 feature encoder
+    /// with `freeze_feature_encoder`).
+    pub fn trainable_parameters(&self) -> Vec<Param> {
+        self.parameters().into_iter().filter(|p| p.requires_grad()).collect()
     }
 }
 
@@ -465,6 +705,7 @@ impl Module for AcousticModel {
         match self {
             AcousticModel::Crdnn(m) => m.children(),
             AcousticModel::DeepSpeech2(m) => m.children(),
+            AcousticModel::Wav2Vec2(m) => m.model.children(),
         }
     }
 }

@@ -31,6 +31,7 @@ use crate::data::{
 use crate::decode::greedy_decode_batch;
 use crate::features::{MelSpectrogram, MelSpectrogramConfig, SpectrogramConfig};
 use crate::metrics::{corpus_error_rates, ErrorCounts};
+use crate::models::wav2vec2::normalize_audio;
 use crate::models::{AcousticModel, ModelConfig};
 use crate::perturb::speed;
 use crate::plot::{plot_figure, Chart, Series};
@@ -222,12 +223,65 @@ struct Augment {
     spec: Option<SpecAugment>,
 }
 
-fn feature_transform(vocab: Vocab, n_mels: usize, aug: Augment) -> Result<Transform> {
-    let mel = Arc::new(mel_frontend(n_mels)?);
+/// What a model is fed, made from 16 kHz audio.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frontend {
+    /// Log-mel features `[T, n_mels]` ([`mel_frontend`]), each band normalised to zero mean and
+    /// unit variance over the utterance (CRDNN, DeepSpeech2).
+    LogMel {
+        /// Mel bands.
+        n_mels: usize,
+    },
+    /// The waveform itself `[S]` (wav2vec2), normalised to zero mean and unit variance when
+    /// `normalize` (the checkpoint's `do_normalize`).
+    Waveform {
+        /// Per-utterance normalisation.
+        normalize: bool,
+    },
+}
+
+impl Frontend {
+    /// The model input of one utterance: values and frames (`[frames, F]` row-major, or the
+    /// samples).
+    pub fn prepare(&self, audio: &[f32]) -> Result<(Vec<f32>, usize)> {
+        match self {
+            Frontend::LogMel { n_mels } => log_mel_features(&mel_frontend(*n_mels)?, audio),
+            Frontend::Waveform { normalize: true } => Ok((normalize_audio(audio), audio.len())),
+            Frontend::Waveform { normalize: false } => Ok((audio.to_vec(), audio.len())),
+        }
+    }
+
+    /// A batch of one prepared utterance, `[1, frames, F]` or `[1, S]`.
+    pub(crate) fn batch_of_one(&self, audio: &[f32]) -> Result<(Tensor, usize)> {
+        let (x, frames) = self.prepare(audio)?;
+        let t = match self {
+            Frontend::LogMel { n_mels } => Tensor::from_vec(x, [1, frames, *n_mels], &Device::Cpu)?,
+            Frontend::Waveform { .. } => Tensor::from_vec(x, [1, frames], &Device::Cpu)?,
+        };
+        Ok((t, frames))
+    }
+}
+
+impl AcousticModel {
+    /// The front end the model was trained with.
+    pub fn frontend(&self) -> Frontend {
+        match self {
+            AcousticModel::Wav2Vec2(m) => Frontend::Waveform { normalize: m.preprocessor().do_normalize },
+            _ => Frontend::LogMel { n_mels: self.config().n_features() },
+        }
+    }
+}
+
+fn input_transform(vocab: Vocab, frontend: &Frontend, aug: Augment) -> Result<Transform> {
+    let mel = match frontend {
+        Frontend::LogMel { n_mels } => Some((Arc::new(mel_frontend(*n_mels)?), *n_mels)),
+        Frontend::Waveform { .. } => None,
+    };
+    let normalize = matches!(frontend, Frontend::Waveform { normalize: true });
     Ok(Arc::new(move |u: Utterance, g: &mut Generator| -> Result<Item> {
         if u.sample_rate != 16000 {
             return Err(Error::invalid(
-                "feature_transform",
+                "input_transform",
                 format!("{}: sample rate {} (expected 16000; resample first)", u.id, u.sample_rate),
             ));
         }
@@ -237,12 +291,16 @@ fn feature_transform(vocab: Vocab, n_mels: usize, aug: Augment) -> Result<Transf
             let f = aug.speeds[(g.next_u64() % aug.speeds.len() as u64) as usize];
             speed(&u.audio, f)?
         };
-        let (mut x, rows, frames) = normalised_log_mel(&mel, &audio)?;
+        let target = vocab.encode(&u.transcript.to_lowercase())?;
+        let Some((mel, n_mels)) = &mel else {
+            let input = if normalize { normalize_audio(&audio) } else { audio };
+            return Ok(Item { id: u.id, input, feature_dim: None, target });
+        };
+        let (mut x, rows, frames) = normalised_log_mel(mel, &audio)?;
         if let Some(s) = &aug.spec {
             s.apply_slice(&mut x, rows, frames, g)?;
         }
-        let target = vocab.encode(&u.transcript.to_lowercase())?;
-        Ok(Item { id: u.id, input: transpose(&x, rows, frames), feature_dim: Some(n_mels), target })
+        Ok(Item { id: u.id, input: transpose(&x, rows, frames), feature_dim: Some(*n_mels), target })
     }))
 }
 
@@ -273,17 +331,17 @@ pub fn batch_log_probs(model: &AcousticModel, inputs: &Tensor, in_lens: &[usize]
 }
 
 /// Decodes a data set with `decode` (log-probabilities `[B, T', C]`, output lengths → one
-/// label sequence per utterance, blank-free) and scores it. Leaves the model in eval mode.
+/// label sequence per utterance, blank-free) and scores it, feeding the model through its
+/// [`Frontend`]. Leaves the model in eval mode.
 pub fn evaluate_with(
     model: &AcousticModel,
     dataset: Arc<dyn Dataset>,
     vocab: &Vocab,
-    n_mels: usize,
     batch_size: usize,
     mut decode: impl FnMut(&Tensor, &[usize]) -> Result<Vec<Vec<usize>>>,
 ) -> Result<Evaluation> {
     model.eval();
-    let transform = feature_transform(vocab.clone(), n_mels, Augment::default())?;
+    let transform = input_transform(vocab.clone(), &model.frontend(), Augment::default())?;
     let loader = DataLoader::new(
         dataset,
         transform,
@@ -317,11 +375,10 @@ pub fn evaluate(
     model: &AcousticModel,
     dataset: Arc<dyn Dataset>,
     vocab: &Vocab,
-    n_mels: usize,
     batch_size: usize,
 ) -> Result<Evaluation> {
     let blank = vocab.blank() as usize;
-    evaluate_with(model, dataset, vocab, n_mels, batch_size, |lp, lens| greedy_decode_batch(lp, lens, blank, true))
+    evaluate_with(model, dataset, vocab, batch_size, |lp, lens| greedy_decode_batch(lp, lens, blank, true))
 }
 
 /// Where a run stands, kept in the checkpoint's `extra` field.
@@ -494,7 +551,7 @@ pub fn train_ctc(
 ) -> Result<TrainReport> {
     const OP: &str = "train_ctc";
     let mut cfg = cfg.clone();
-    cfg.model.set_io(cfg.features.n_mels, vocab.len());
+    cfg.model.set_io(cfg.features.n_mels, vocab.len())?;
     cfg.validate()?;
     if train.is_empty() || dev.is_empty() {
         return Err(Error::invalid(
@@ -517,11 +574,13 @@ pub fn train_ctc(
 
     let tc = cfg.training.clone();
     stapes_tensor::manual_seed(tc.seed);
-    let model = AcousticModel::new(&cfg.model)?;
+    // a resumed run takes every weight from its checkpoint
+    let model =
+        if resume_from.is_some() { AcousticModel::new(&cfg.model)? } else { AcousticModel::for_training(&cfg.model)? };
     let device = opts.device;
     model.to_device(&device)?;
     let mut sched = cfg.schedule.build()?;
-    let mut opt = cfg.optimizer.build(model.parameters(), sched.lr())?;
+    let mut opt = cfg.optimizer.build(model.trainable_parameters(), sched.lr())?;
     let mut scaler =
         GradScaler::new(GradScalerConfig { enabled: tc.precision == Precision::F16, ..GradScalerConfig::default() })?;
     let mut step = 0u64;
@@ -559,16 +618,25 @@ pub fn train_ctc(
         }
     }
     let aug = &cfg.augment;
+    let frontend = model.frontend();
+    let log_mel = matches!(frontend, Frontend::LogMel { .. });
+    if !log_mel && aug.time_masks + aug.freq_masks > 0 {
+        observer(&TrainEvent::Message(
+            "[augment]'s SpecAugment masks apply to log-mel features: wav2vec2 masks its own encoder \
+             features (mask_time_prob, mask_time_length in [model])"
+                .into(),
+        ));
+    }
     let augment = Augment {
         speeds: if aug.speed_factors.iter().all(|&f| f == 1.0) { vec![] } else { aug.speed_factors.clone() },
-        spec: (aug.time_masks + aug.freq_masks > 0).then(|| SpecAugment {
+        spec: (log_mel && aug.time_masks + aug.freq_masks > 0).then(|| SpecAugment {
             zero_masking: true,
             ..SpecAugment::new(aug.time_masks, aug.time_mask_param, aug.freq_masks, aug.freq_mask_param)
         }),
     };
     let loader = DataLoader::new(
         train,
-        feature_transform(vocab.clone(), cfg.features.n_mels, augment)?,
+        input_transform(vocab.clone(), &frontend, augment)?,
         LoaderConfig {
             batch_size: tc.batch_size,
             order: Order::Bucketed { window_batches: 8 },
@@ -701,7 +769,7 @@ pub fn train_ctc(
             }
         }
         observer(&TrainEvent::Evaluating { epoch });
-        let ev = evaluate(&model, dev.clone(), vocab, cfg.features.n_mels, tc.batch_size)?;
+        let ev = evaluate(&model, dev.clone(), vocab, tc.batch_size)?;
         model.train(true);
         examples = ev.pairs.iter().take(5).cloned().collect();
         let log = EpochLog {

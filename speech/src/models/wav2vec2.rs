@@ -23,7 +23,7 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use stapes_autograd::Var;
 use stapes_nn::layers::{Conv1d, Conv1dConfig, Dropout, LayerNorm, Linear};
 use stapes_nn::{Forward, Module, Param};
@@ -38,7 +38,7 @@ fn invalid(msg: impl Into<String>) -> Error {
 /// The fields of transformers' `Wav2Vec2Config` that the CTC checkpoints use, with its defaults
 /// (wav2vec2-base). Unknown fields of a `config.json` are ignored; options this implementation
 /// does not support are refused by [`Wav2Vec2Config::validate`].
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Wav2Vec2Config {
     /// Must be `"wav2vec2"`.
@@ -897,6 +897,14 @@ impl Wav2Vec2ForCtc {
         self.parameters().into_iter().filter(|p| !frozen.iter().any(|f| f.same(p))).collect()
     }
 
+    /// Freezes the feature encoder (transformers' `freeze_feature_encoder()`): its parameters
+    /// stop requiring gradients, so backward skips the convolutions' weight gradients.
+    pub fn freeze_feature_encoder(&self) {
+        for p in self.wav2vec2.feature_encoder_parameters() {
+            p.set_requires_grad(false);
+        }
+    }
+
     /// CTC logits `[B, T, vocab_size]` and the model's other outputs.
     pub fn forward(&self, input_values: &Var, lengths: Option<&[usize]>) -> Result<(Var, Wav2Vec2Output)> {
         let out = self.wav2vec2.forward(input_values, lengths)?;
@@ -929,7 +937,7 @@ pub fn normalize_audio(samples: &[f32]) -> Vec<f32> {
 }
 
 /// `preprocessor_config.json`'s fields that change what the model is fed.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Wav2Vec2Preprocessor {
     /// Per-utterance zero mean, unit variance ([`normalize_audio`]).
@@ -951,6 +959,36 @@ impl Default for Wav2Vec2Preprocessor {
             return_attention_mask: false,
             padding_value: 0.0,
         }
+    }
+}
+
+impl Wav2Vec2Preprocessor {
+    /// Reads `dir/preprocessor_config.json`; the defaults when the directory has none.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Wav2Vec2Preprocessor> {
+        let path = dir.as_ref().join("preprocessor_config.json");
+        if !path.is_file() {
+            return Ok(Wav2Vec2Preprocessor::default());
+        }
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+        serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))
+    }
+
+    /// Writes `dir/preprocessor_config.json` as `Wav2Vec2FeatureExtractor.save_pretrained` does
+    /// (mono input, right padding), atomically.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let json = serde_json::json!({
+            "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+            "feature_size": 1,
+            "padding_side": "right",
+            "padding_value": self.padding_value,
+            "do_normalize": self.do_normalize,
+            "return_attention_mask": self.return_attention_mask,
+            "sampling_rate": self.sampling_rate,
+        });
+        let text =
+            serde_json::to_string_pretty(&json).map_err(|e| invalid(format!("preprocessor_config.json: {e}")))?;
+        stapes_nn::checkpoint::write_atomic(dir.as_ref().join("preprocessor_config.json"), text.as_bytes())
     }
 }
 
@@ -999,6 +1037,70 @@ impl CtcVocab {
         Ok(CtcVocab { tokens, blank, word_delimiter })
     }
 
+    /// Writes `dir/vocab.json` (token → id) and a `tokenizer_config.json` naming the blank as
+    /// the pad token and `|` as the word delimiter, so `Wav2Vec2CTCTokenizer.from_pretrained`
+    /// (and `Wav2Vec2Processor`) read the vocabulary back; each written atomically.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        let map: serde_json::Map<String, serde_json::Value> =
+            self.tokens.iter().enumerate().map(|(i, t)| (t.clone(), serde_json::Value::from(i))).collect();
+        let text = serde_json::to_string_pretty(&map).map_err(|e| invalid(format!("vocab.json: {e}")))?;
+        stapes_nn::checkpoint::write_atomic(dir.join("vocab.json"), text.as_bytes())?;
+        let special = |t: &str| self.tokens.iter().any(|x| x == t).then(|| t.to_string());
+        let json = serde_json::json!({
+            "tokenizer_class": "Wav2Vec2CTCTokenizer",
+            "pad_token": self.tokens.get(self.blank),
+            "word_delimiter_token": self.word_delimiter.map(|i| self.tokens[i].clone()).unwrap_or_else(|| "|".into()),
+            "unk_token": special("<unk>").unwrap_or_else(|| "<unk>".into()),
+            "bos_token": special("<s>"),
+            "eos_token": special("</s>"),
+            "do_lower_case": false,
+        });
+        let text = serde_json::to_string_pretty(&json).map_err(|e| invalid(format!("tokenizer_config.json: {e}")))?;
+        stapes_nn::checkpoint::write_atomic(dir.join("tokenizer_config.json"), text.as_bytes())
+    }
+
+    /// The vocabulary as the beam search's character [`Vocab`](crate::data::Vocab), with the
+    /// column order that puts the log-probabilities in its id order: `order[i]` is the
+    /// checkpoint's id of the beam vocabulary's id `i` (`order[0]` is the blank). `|` becomes
+    /// the space; special tokens (`<s>`, `<unk>`, …) become private-use characters, which
+    /// [`CtcVocab::decode_chars`] drops. Tokens of more than one character are an error.
+    pub fn char_vocab(&self) -> Result<(crate::data::Vocab, Vec<usize>)> {
+        let mut order = vec![self.blank];
+        let mut chars = String::new();
+        for (id, t) in self.tokens.iter().enumerate() {
+            if id == self.blank {
+                continue;
+            }
+            let c = if Some(id) == self.word_delimiter {
+                ' '
+            } else if t.starts_with('<') && t.ends_with('>') && t.len() > 2 {
+                char::from_u32(0xE000 + id as u32).ok_or_else(|| invalid(format!("token id {id} is too large")))?
+            } else {
+                let mut it = t.chars();
+                match (it.next(), it.next()) {
+                    (Some(c), None) => c,
+                    _ => {
+                        return Err(invalid(format!(
+                            "beam search decodes characters; the vocabulary's token {t:?} (id {id}) is not one"
+                        )))
+                    }
+                }
+            };
+            chars.push(c);
+            order.push(id);
+        }
+        let vocab = crate::data::Vocab::new(&chars).map_err(|e| invalid(format!("vocab.json: {e}")))?;
+        Ok((vocab, order))
+    }
+
+    /// The text of characters from [`CtcVocab::char_vocab`]'s vocabulary: special tokens
+    /// dropped, spaces collapsed and trimmed.
+    pub fn decode_chars(text: &str) -> String {
+        let kept: String = text.chars().filter(|c| !('\u{E000}'..='\u{F8FF}').contains(c)).collect();
+        kept.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
     /// Greedy CTC decoding of per-frame argmax ids: repeats collapsed, blanks dropped, `|` as a
     /// space, special tokens (`<s>`, `</s>`, `<unk>`, other `<…>`) dropped, spaces trimmed.
     pub fn decode_greedy(&self, ids: &[usize]) -> String {
@@ -1032,7 +1134,9 @@ impl Wav2Vec2ForCtc {
         dtype: DType,
         device: &Device,
     ) -> Result<(Wav2Vec2ForCtc, Vec<String>)> {
-        Self::load_dir(dir.as_ref(), None, dtype, device)
+        let dir = dir.as_ref();
+        let cfg = Wav2Vec2Config::from_json_file(dir.join("config.json"))?;
+        Self::from_pretrained_with_config(dir, &cfg, false, dtype, device)
     }
 
     /// The encoder of a checkpoint directory with a new, randomly initialised CTC head of
@@ -1044,36 +1148,42 @@ impl Wav2Vec2ForCtc {
         dtype: DType,
         device: &Device,
     ) -> Result<(Wav2Vec2ForCtc, Vec<String>)> {
-        Self::load_dir(dir.as_ref(), Some(vocab_size), dtype, device)
+        let dir = dir.as_ref();
+        let mut cfg = Wav2Vec2Config::from_json_file(dir.join("config.json"))?;
+        if vocab_size == 0 {
+            return Err(invalid("a new CTC head needs at least one symbol"));
+        }
+        cfg.vocab_size = vocab_size;
+        Self::from_pretrained_with_config(dir, &cfg, true, dtype, device)
     }
 
-    fn load_dir(
-        dir: &Path,
-        new_head: Option<usize>,
+    /// The weights of checkpoint directory `dir` in a model built from `cfg` instead of the
+    /// directory's `config.json` (fine-tuning with other dropouts, LayerDrop or masking). The
+    /// shapes must agree with the weights; with `new_head` the checkpoint's `lm_head` is left out
+    /// and a fresh one of `cfg.vocab_size` symbols made.
+    pub fn from_pretrained_with_config(
+        dir: impl AsRef<Path>,
+        cfg: &Wav2Vec2Config,
+        new_head: bool,
         dtype: DType,
         device: &Device,
     ) -> Result<(Wav2Vec2ForCtc, Vec<String>)> {
         use stapes_nn::StateDictExt;
-        let mut cfg = Wav2Vec2Config::from_json_file(dir.join("config.json"))?;
-        if let Some(v) = new_head {
-            if v == 0 {
-                return Err(invalid("a new CTC head needs at least one symbol"));
-            }
-            cfg.vocab_size = v;
-        }
+        let dir = dir.as_ref();
+        cfg.validate().map_err(|e| invalid(format!("{}: {e}", dir.display())))?;
         let mut state = stapes_nn::checkpoint::hf::read_weights(dir)?;
         if !state.keys().any(|k| k.starts_with("wav2vec2.")) {
             state = state.add_prefix("wav2vec2");
         }
-        if new_head.is_some() {
+        if new_head {
             state.retain(|k, _| !k.starts_with("lm_head."));
         }
-        let model = Wav2Vec2ForCtc::new(&cfg, dtype, device)?;
+        let model = Wav2Vec2ForCtc::new(cfg, dtype, device)?;
         let own: std::collections::BTreeSet<String> = model.state_dict().into_keys().collect();
         let missing: Vec<&String> = own
             .iter()
             .filter(|k| !state.contains_key(*k))
-            .filter(|k| !(new_head.is_some() && k.starts_with("lm_head.")))
+            .filter(|k| !(new_head && k.starts_with("lm_head.")))
             // transformers makes masked_spec_embed whenever masking is configured; checkpoints
             // saved without it load with a fresh one, as there
             .filter(|k| k.as_str() != "wav2vec2.masked_spec_embed")
@@ -1161,14 +1271,7 @@ impl Wav2Vec2Pipeline {
                 model.config().vocab_size
             )));
         }
-        let pre_path = dir.join("preprocessor_config.json");
-        let preprocessor = if pre_path.is_file() {
-            let text = std::fs::read_to_string(&pre_path)
-                .map_err(|e| invalid(format!("cannot read {}: {e}", pre_path.display())))?;
-            serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", pre_path.display())))?
-        } else {
-            Wav2Vec2Preprocessor::default()
-        };
+        let preprocessor = Wav2Vec2Preprocessor::from_dir(dir)?;
         Ok(Wav2Vec2Pipeline { model, vocab, preprocessor })
     }
 
@@ -1180,10 +1283,25 @@ impl Wav2Vec2Pipeline {
         samples: &[f32],
         opts: &crate::infer::SegmentOptions,
     ) -> Result<Vec<crate::infer::TranscriptSegment>> {
+        self.transcribe_samples_with(samples, opts, None::<fn(&Tensor, &[usize]) -> Result<Vec<Vec<usize>>>>)
+    }
+
+    /// [`transcribe_samples`](Self::transcribe_samples) with a decoder as
+    /// [`transcribe_batch_with`](Self::transcribe_batch_with) takes (`None`: greedy).
+    pub fn transcribe_samples_with(
+        &self,
+        samples: &[f32],
+        opts: &crate::infer::SegmentOptions,
+        mut decode: Option<impl FnMut(&Tensor, &[usize]) -> Result<Vec<Vec<usize>>>>,
+    ) -> Result<Vec<crate::infer::TranscriptSegment>> {
         let sr = self.preprocessor.sampling_rate;
         let mut out = Vec::new();
         for (a, b) in crate::infer::plan_segments(samples, sr, opts)? {
-            let text = self.transcribe_piece(&samples[a..b])?;
+            let piece = &samples[a..b];
+            let text = match decode.as_mut() {
+                Some(d) => self.transcribe_batch_with(&[piece], d)?.pop().unwrap_or_default(),
+                None => self.transcribe_piece(piece)?,
+            };
             out.push(crate::infer::TranscriptSegment { start: a as f64 / sr as f64, end: b as f64 / sr as f64, text });
         }
         Ok(out)
@@ -1204,6 +1322,30 @@ impl Wav2Vec2Pipeline {
         if utterances.is_empty() || cfg.output_frames(longest) == 0 {
             return Ok(vec![String::new(); utterances.len()]);
         }
+        let (logits, lens) = self.logits_batch(utterances)?;
+        let t = logits.dims()[1];
+        let ids = logits.argmax(2usize, false)?.to_vec::<i64>()?;
+        Ok(lens
+            .iter()
+            .enumerate()
+            .map(|(i, &frames)| {
+                let row: Vec<usize> = ids[i * t..i * t + frames].iter().map(|&v| v as usize).collect();
+                self.vocab.decode_greedy(&row)
+            })
+            .collect())
+    }
+
+    /// The logits `[B, T, vocab]` of a batch prepared as [`transcribe_batch`](Self::transcribe_batch)
+    /// prepares it, on the CPU, and each item's frames.
+    pub fn logits_batch(&self, utterances: &[&[f32]]) -> Result<(Tensor, Vec<usize>)> {
+        let cfg = self.model.config();
+        let longest = utterances.iter().map(|u| u.len()).max().unwrap_or(0);
+        if utterances.is_empty() || cfg.output_frames(longest) == 0 {
+            return Err(invalid(format!(
+                "logits_batch: {} utterances of at most {longest} samples give no frame",
+                utterances.len()
+            )));
+        }
         let pad = self.preprocessor.padding_value;
         let mut x = Vec::with_capacity(utterances.len() * longest);
         for u in utterances {
@@ -1217,16 +1359,38 @@ impl Wav2Vec2Pipeline {
         let mask = self.preprocessor.return_attention_mask.then_some(lens.as_slice());
         let logits = stapes_autograd::no_grad(|| self.model.forward(&Var::constant(x), mask))?.0;
         let t = logits.dims()[1];
-        let ids = logits.tensor().argmax(2usize, false)?.to_vec::<i64>()?;
-        Ok(lens
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| {
-                let frames = cfg.output_frames(n).min(t);
-                let row: Vec<usize> = ids[i * t..i * t + frames].iter().map(|&v| v as usize).collect();
-                self.vocab.decode_greedy(&row)
+        let logits = logits.tensor().to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+        Ok((logits, lens.iter().map(|&n| cfg.output_frames(n).min(t)).collect()))
+    }
+
+    /// Transcribes a batch with any CTC decoder of the character vocabulary
+    /// [`CtcVocab::char_vocab`] makes (the beam search, with or without an LM): `decode` gets
+    /// log-probabilities `[B, T, C]` with columns in that vocabulary's order and the frame counts,
+    /// and returns each item's labels (blank-free).
+    pub fn transcribe_batch_with(
+        &self,
+        utterances: &[&[f32]],
+        mut decode: impl FnMut(&Tensor, &[usize]) -> Result<Vec<Vec<usize>>>,
+    ) -> Result<Vec<String>> {
+        let longest = utterances.iter().map(|u| u.len()).max().unwrap_or(0);
+        if utterances.is_empty() || self.model.config().output_frames(longest) == 0 {
+            return Ok(vec![String::new(); utterances.len()]);
+        }
+        let (chars, order) = self.vocab.char_vocab()?;
+        let (logits, lens) = self.logits_batch(utterances)?;
+        let mut lp = logits.log_softmax(-1)?;
+        if order.iter().enumerate().any(|(i, &o)| i != o) {
+            let idx =
+                Tensor::from_vec(order.iter().map(|&o| o as i64).collect::<Vec<_>>(), [order.len()], &Device::Cpu)?;
+            lp = lp.index_select(2usize, &idx)?;
+        }
+        decode(&lp, &lens)?
+            .into_iter()
+            .map(|ids| {
+                let ids: Vec<i64> = ids.into_iter().map(|i| i as i64).collect();
+                Ok(CtcVocab::decode_chars(&chars.decode(&ids)?))
             })
-            .collect())
+            .collect()
     }
 
     /// Whether the vocabulary's letters are all upper case (as in the English CTC checkpoints),
