@@ -1,8 +1,8 @@
 //! wav2vec2 parity with transformers (issue 17). `tools/golden/wav2vec2.py` saved two
 //! random-initialised `Wav2Vec2ForCTC` checkpoint directories (`group_postnorm`: the base
 //! layout; `layer_prenorm`: the large/lv60 layout) and, per case, the audio batch, the feature
-//! extractor's `input_values`, the logits, the feature encoder's output, every encoder layer's
-//! output, and the loss and gradients of one fine-tuning step. Here each directory is loaded with
+//! extractor's `input_values`, the logits, the feature encoder's output, the hidden states as
+//! `output_hidden_states` returns them, and the loss and gradients of one fine-tuning step. Here each directory is loaded with
 //! `Wav2Vec2ForCtc::from_pretrained` and every stored tensor is compared.
 
 mod common;
@@ -73,6 +73,8 @@ fn check_forward(case: &str) {
         Some(1e-4),
         &format!("{case} extract_features"),
     );
+    assert_close(out.encoder_input.tensor(), &g["projected"], Some(1e-4), Some(1e-4), &format!("{case} projected"));
+    assert_eq!(out.hidden_states.len(), model.config().num_hidden_layers + 1);
     for (i, h) in out.hidden_states.iter().enumerate() {
         assert_close(h.tensor(), &g[&format!("hidden.{i}")], Some(1e-4), Some(1e-4), &format!("{case} hidden.{i}"));
     }
@@ -399,10 +401,10 @@ fn training_masks_frames_with_masked_spec_embed_and_freezing_leaves_the_encoder_
     let x = Var::constant(g["input_values"].clone());
     let (_, out) = model.forward(&x, Some(&lens)).unwrap();
     let mask = out.time_mask.expect("masking in training").to_vec::<u8>().unwrap();
-    let h0 = out.hidden_states[0].tensor().to_vec::<f32>().unwrap();
-    let want = g["hidden.0"].to_vec::<f32>().unwrap();
+    let h0 = out.encoder_input.tensor().to_vec::<f32>().unwrap();
+    let want = g["projected"].to_vec::<f32>().unwrap();
     let embed = model.state_dict()["wav2vec2.masked_spec_embed"].to_vec::<f32>().unwrap();
-    let (t, hid) = (g["hidden.0"].dims()[1], 32);
+    let (t, hid) = (g["projected"].dims()[1], 32);
     let mut masked = 0;
     for (f, &m) in mask.iter().enumerate() {
         let row = &h0[f * hid..(f + 1) * hid];

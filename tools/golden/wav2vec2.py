@@ -24,9 +24,10 @@ For each case `<case>` the script writes under `tests/golden/wav2vec2/`:
   `audio` [2, 8000] raw samples (the second utterance 6000 long, zero-padded), `audio_lengths`,
   `input_values` and `attention_mask` from `Wav2Vec2FeatureExtractor` (per-utterance
   normalisation), `logits` [2, T', vocab] (eval mode, eager attention), `hidden.<i>` for
-  i = 0..=layers (the encoder's input after the feature projection, then each encoder layer's
-  output; the last is `last_hidden_state` before the pre-norm stack's final layer norm, whose
-  output is `last_hidden_state`), `last_hidden_state`, `extract_features` (the conv stack's
+  i = 0..=layers (transformers' `output_hidden_states`: the first layer's input, after the
+  positional convolution, then every layer's output, before the pre-norm stack's final layer
+  norm), `projected` (the feature projection's
+  output, the encoder's input), `last_hidden_state`, `extract_features` (the conv stack's
   output, [2, T', C]); and for one fine-tuning step (train mode with every dropout, LayerDrop
   and SpecAugment off, so it is deterministic): `labels` (padded with -100), `loss`
   (transformers' own CTC loss, f32, with `ctc_loss_reduction = "mean"` as fine-tuning recipes
@@ -149,26 +150,22 @@ def main():
         input_values, attention_mask = feats["input_values"].float(), feats["attention_mask"].long()
         mask_arg = attention_mask if c["return_attention_mask"] else None
 
-        hidden = []
-        hooks = [model.wav2vec2.encoder.layers[i].register_forward_hook(
-            lambda m, i, o: hidden.append((o[0] if isinstance(o, tuple) else o).detach().clone()))
-            for i in range(config.num_hidden_layers)]
         proj = []
-        hooks.append(model.wav2vec2.feature_projection.register_forward_hook(
-            lambda m, i, o: proj.append(o[0].detach().clone())))
+        hooks = [model.wav2vec2.feature_projection.register_forward_hook(
+            lambda m, i, o: proj.append(o[0].detach().clone()))]
         with torch.no_grad():
             out = model(input_values, attention_mask=mask_arg)
-            base = model.wav2vec2(input_values, attention_mask=mask_arg)
+            base = model.wav2vec2(input_values, attention_mask=mask_arg, output_hidden_states=True)
         for h in hooks:
             h.remove()
         tensors = {
             "audio": audio, "audio_lengths": lengths.long(), "input_values": input_values,
             "attention_mask": attention_mask, "logits": out.logits.float(),
             "last_hidden_state": base.last_hidden_state, "extract_features": base.extract_features,
-            "hidden.0": proj[0],
+            "projected": proj[0],
         }
-        for i in range(config.num_hidden_layers):
-            tensors[f"hidden.{i + 1}"] = hidden[i]
+        for i, h in enumerate(base.hidden_states):
+            tensors[f"hidden.{i}"] = h
 
         # one fine-tuning step, deterministic: dropout, LayerDrop and SpecAugment off
         model.config.mask_time_prob = 0.0

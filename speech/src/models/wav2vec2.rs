@@ -571,11 +571,13 @@ struct Encoder {
 
 impl Encoder {
     /// `h` `[B, T, H]`; `frame_pad` `[B, T]` u8 set on padded frames. Returns the last hidden
-    /// state and the encoder's input followed by every layer's output.
+    /// state and the hidden states as transformers (5.x) `output_hidden_states` gives them: the
+    /// first layer's input (after the positional convolution, and the layer norm in the
+    /// post-norm stack), then every layer's output (before the pre-norm stack's final layer
+    /// norm).
     fn forward(&self, h: &Var, frame_pad: Option<&Tensor>) -> Result<(Var, Vec<Var>)> {
         let (b, t) = (h.dims()[0], h.dims()[1]);
-        let mut outputs = Vec::with_capacity(self.layers.len() + 1);
-        outputs.push(h.clone());
+        let mut states = Vec::with_capacity(self.layers.len() + 1);
         let (h, key_pad) = match frame_pad {
             Some(m) => (h.masked_fill(&m.reshape([b, t, 1])?, 0.0)?, Some(m.reshape([b, 1, 1, t])?)),
             None => (h.clone(), None),
@@ -585,6 +587,7 @@ impl Encoder {
             h = self.layer_norm.forward(&h)?;
         }
         h = self.dropout.forward(&h)?;
+        states.push(h.clone());
         for layer in self.layers.iter() {
             let skip = self.training.get()
                 && self.layerdrop > 0.0
@@ -592,12 +595,12 @@ impl Encoder {
             if !skip {
                 h = layer.forward(&h, key_pad.as_ref())?;
             }
-            outputs.push(h.clone());
+            states.push(h.clone());
         }
         if self.pre_norm {
             h = self.layer_norm.forward(&h)?;
         }
-        Ok((h, outputs))
+        Ok((h, states))
     }
 }
 
@@ -672,9 +675,14 @@ pub struct Wav2Vec2Output {
     /// The feature encoder's output after the feature projection's LayerNorm,
     /// `[B, T, conv_dim[-1]]` (what transformers returns as `extract_features`).
     pub extract_features: Var,
-    /// The encoder's input (the feature projection's output) followed by
-    /// each encoder layer's output (before the pre-norm stack's final LayerNorm).
+    /// `num_hidden_layers + 1` states, as transformers' (5.x) `output_hidden_states` returns
+    /// them: the first encoder layer's input (after the positional convolution, and its
+    /// LayerNorm in the post-norm stack), then every layer's output (before the pre-norm
+    /// stack's final LayerNorm, which gives `last_hidden_state`).
     pub hidden_states: Vec<Var>,
+    /// The encoder's input `[B, T, hidden_size]`: the feature projection's output, with the
+    /// frames SpecAugment masks replaced by `masked_spec_embed` in training.
+    pub encoder_input: Var,
     /// `[B, T]` u8, set on padded frames (when an attention mask was given).
     pub frame_padding: Option<Tensor>,
     /// Valid frames per item.
@@ -842,10 +850,12 @@ impl Wav2Vec2Model {
             }
         }
         let (last_hidden_state, hidden_states) = self.encoder.forward(&h, frame_padding.as_ref())?;
+        let encoder_input = h;
         Ok(Wav2Vec2Output {
             last_hidden_state,
             extract_features: normed,
             hidden_states,
+            encoder_input,
             frame_padding,
             frame_lengths,
             time_mask,
