@@ -124,9 +124,10 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Train a CTC recogniser (CRDNN or DeepSpeech2, from a TOML configuration) on a JSONL/CSV
-    /// manifest (audio, text[, duration]) or a LibriSpeech-layout folder; evaluates greedy
-    /// CER/WER on a dev set after every epoch. `--resume` continues an interrupted run.
+    /// Train a CTC recogniser (CRDNN, DeepSpeech2, or a fine-tuned wav2vec2 checkpoint
+    /// directory; from a TOML configuration) on a JSONL/CSV manifest (audio, text[, duration])
+    /// or a LibriSpeech-layout folder; evaluates greedy CER/WER on a dev set after every epoch.
+    /// `--resume` continues an interrupted run.
     Train(TrainArgs),
     /// Decode a data set with a trained run and report WER and CER with their substitution,
     /// deletion and insertion counts.

@@ -233,16 +233,29 @@ fn mixed_precision_runs_train_and_keep_the_loss_scale() {
     }
 }
 
-/// The configuration shown in the README parses, validates and builds its model.
+/// The configurations shown in the README parse, validate and build their models (the wav2vec2
+/// one with the golden checkpoint directory in place of the README's download).
 #[test]
-fn the_readme_configuration_is_valid() {
+fn the_readme_configurations_are_valid() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let start = readme.find("```toml\n").expect("a toml block in the README") + 8;
-    let end = start + readme[start..].find("```").unwrap();
-    let cfg = RunConfig::from_toml_str(&readme[start..end]).unwrap();
-    cfg.validate().unwrap();
-    assert!(matches!(cfg.model, ModelConfig::DeepSpeech2(_)));
-    let mut model = cfg.model.clone();
-    model.set_io(cfg.features.n_mels, 29).unwrap();
-    AcousticModel::new(&model).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| &b[..b.find("```").expect("a closed block")])
+        .filter(|b| b.contains("[model]"))
+        .collect();
+    assert_eq!(blocks.len(), 2, "the README's run configurations");
+    let mut kinds = Vec::new();
+    for block in blocks {
+        let mut cfg = RunConfig::from_toml_str(block).unwrap();
+        cfg.validate().unwrap();
+        kinds.push(cfg.model.name());
+        if let ModelConfig::Wav2Vec2(w) = &mut cfg.model {
+            w.pretrained = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/wav2vec2/group_postnorm").into());
+        }
+        let mut model = cfg.model.clone();
+        model.set_io(cfg.features.n_mels, 29).unwrap();
+        AcousticModel::for_training(&model).unwrap();
+    }
+    assert_eq!(kinds, ["wav2vec2", "DeepSpeech2"]);
 }

@@ -26,13 +26,13 @@ fn pretrained() -> PathBuf {
 
 fn config(epochs: usize) -> RunConfig {
     let mut cfg = RunConfig {
-        model: ModelConfig::Wav2Vec2(Wav2Vec2RunConfig {
+        model: ModelConfig::Wav2Vec2(Box::new(Wav2Vec2RunConfig {
             pretrained: Some(pretrained()),
             mask_time_prob: Some(0.3),
             mask_time_length: Some(3),
             layerdrop: Some(0.2),
             ..Wav2Vec2RunConfig::default()
-        }),
+        })),
         ..RunConfig::default()
     };
     cfg.training.batch_size = 4;
@@ -159,24 +159,26 @@ fn bad_wav2vec2_runs_are_errors() {
     let dir = tmp("bad");
     // neither a checkpoint directory nor an architecture
     let mut cfg = config(1);
-    cfg.model = ModelConfig::Wav2Vec2(Wav2Vec2RunConfig::default());
+    cfg.model = ModelConfig::Wav2Vec2(Box::default());
     let e = train_ctc(&cfg, train.clone(), dev.clone(), &vocab, &dir, &TrainOptions::default(), |_| {})
         .err()
         .expect("an error");
     assert!(e.to_string().contains("pretrained"), "{e}");
     // a directory that is not there
-    cfg.model =
-        ModelConfig::Wav2Vec2(Wav2Vec2RunConfig { pretrained: Some("/nonexistent/w2v2".into()), ..Default::default() });
+    cfg.model = ModelConfig::Wav2Vec2(Box::new(Wav2Vec2RunConfig {
+        pretrained: Some("/nonexistent/w2v2".into()),
+        ..Default::default()
+    }));
     let e = train_ctc(&cfg, train.clone(), dev.clone(), &vocab, &dir, &TrainOptions::default(), |_| {})
         .err()
         .expect("an error");
     assert!(e.to_string().contains("/nonexistent/w2v2"), "{e}");
     // an override out of range names the field
-    cfg.model = ModelConfig::Wav2Vec2(Wav2Vec2RunConfig {
+    cfg.model = ModelConfig::Wav2Vec2(Box::new(Wav2Vec2RunConfig {
         pretrained: Some(pretrained()),
         mask_time_prob: Some(1.5),
         ..Default::default()
-    });
+    }));
     let e = train_ctc(&cfg, train, dev, &vocab, &dir, &TrainOptions::default(), |_| {}).err().expect("an error");
     assert!(e.to_string().contains("mask_time_prob"), "{e}");
     // the TOML form parses, and unknown keys are refused
@@ -245,4 +247,50 @@ fn the_cli_fine_tunes_exports_and_transcribes() {
     let (ok, log) = stapes(&[os("export"), os("--run"), dir.join("nope").as_os_str(), os("--hf"), hf.as_os_str()]);
     assert!(!ok && log.contains("nope"), "{log}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Mixed precision (f16 autocast with the GradScaler, and bf16 autocast) through the same loop,
+/// on the CPU and on `cuda:0` (the emulator in CI): finite losses, the loss scale reported, and
+/// a model that still evaluates.
+#[test]
+fn mixed_precision_fine_tuning_runs_on_cpu_and_cuda() {
+    use stapes::speech::config::Precision;
+    use stapes::speech::train::TrainEvent;
+    let words = DIGITS.join(" ");
+    let vocab = Vocab::from_transcripts([words.as_str()]);
+    let synth = |seed, n| -> Arc<dyn Dataset> {
+        Arc::new(
+            SyntheticDigits::new(SynthConfig { seed, num_utterances: n, max_words: 1, ..SynthConfig::default() })
+                .unwrap(),
+        )
+    };
+    let (train, dev) = (synth(31, 4), synth(32, 2));
+    let mut devices = vec![Device::Cpu];
+    devices.extend(stapes::tensor::cuda::test_device());
+    for device in devices {
+        for precision in [Precision::F16, Precision::Bf16] {
+            let mut cfg = config(1);
+            cfg.training.precision = precision;
+            let dir = tmp(&format!("amp-{device:?}-{precision:?}"));
+            let mut scales = Vec::new();
+            let report = train_ctc(
+                &cfg,
+                train.clone(),
+                dev.clone(),
+                &vocab,
+                &dir,
+                &TrainOptions { device, ..TrainOptions::default() },
+                |e| {
+                    if let TrainEvent::Step { loss_scale, .. } = e {
+                        scales.push(*loss_scale);
+                    }
+                },
+            )
+            .unwrap_or_else(|e| panic!("{device:?} {precision:?}: {e}"));
+            assert!(report.epochs[0].train_loss.is_finite(), "{device:?} {precision:?}: {:?}", report.epochs);
+            assert!(!scales.is_empty());
+            assert!(scales.iter().all(|s| s.is_some() == (precision == Precision::F16)), "{scales:?}");
+            std::fs::remove_dir_all(&dir).ok();
+        }
+    }
 }

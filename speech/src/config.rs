@@ -7,7 +7,7 @@
 //!
 //! ```toml
 //! [model]
-//! kind = "crdnn"                 # or "deepspeech2"
+//! kind = "crdnn"                 # or "deepspeech2", "wav2vec2" (see models::Wav2Vec2RunConfig)
 //! conv_channels = [64, 128, 256]
 //! time_pool = [2, 1, 1]
 //! rnn_hidden = 512

@@ -582,7 +582,7 @@ pub enum ModelConfig {
     DeepSpeech2(DeepSpeech2Config),
     /// A wav2vec2 CTC model, see [`Wav2Vec2RunConfig`].
     #[serde(rename = "wav2vec2")]
-    Wav2Vec2(Wav2Vec2RunConfig),
+    Wav2Vec2(Box<Wav2Vec2RunConfig>),
 }
 
 impl Default for ModelConfig {
@@ -662,7 +662,7 @@ impl AcousticModel {
         match self {
             AcousticModel::Crdnn(m) => ModelConfig::Crdnn(m.config().clone()),
             AcousticModel::DeepSpeech2(m) => ModelConfig::DeepSpeech2(m.config().clone()),
-            AcousticModel::Wav2Vec2(m) => ModelConfig::Wav2Vec2(m.config.clone()),
+            AcousticModel::Wav2Vec2(m) => ModelConfig::Wav2Vec2(Box::new(m.config.clone())),
         }
     }
     /// Logits `[B, T', vocab]` for features `[B, T, F]` (for wav2vec2: the prepared waveform

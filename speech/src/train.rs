@@ -1,8 +1,10 @@
 //! Training a CTC recogniser: the loop behind `stapes train` and `stapes demo`.
 //!
-//! [`train_ctc`] trains an [`AcousticModel`] (CRDNN or DeepSpeech2) described by a
-//! [`RunConfig`] on any [`Dataset`]: on-the-fly log-mel features (per-utterance mean/variance
-//! normalised) with speed perturbation and SpecAugment for training utterances, CTC over
+//! [`train_ctc`] trains an [`AcousticModel`] (CRDNN, DeepSpeech2, or wav2vec2 fine-tuned from a
+//! checkpoint directory) described by a [`RunConfig`] on any [`Dataset`]: on-the-fly inputs
+//! from the model's [`Frontend`] (log-mel features, per-utterance mean/variance normalised, or
+//! the waveform for wav2vec2) with speed perturbation and SpecAugment (log-mel only; wav2vec2
+//! masks its own encoder features) for training utterances, CTC over
 //! characters, the configured optimizer and LR schedule (stepped per optimizer step), gradient
 //! clipping, optional mixed precision (autocast, with a GradScaler for f16), greedy CER/WER on
 //! a dev set after every epoch, and a run directory:
