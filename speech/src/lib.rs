@@ -43,6 +43,7 @@ pub mod infer;
 pub mod lm;
 pub mod metrics;
 pub mod models;
+pub mod nnlm;
 pub mod perturb;
 pub mod plot;
 pub mod synth;
