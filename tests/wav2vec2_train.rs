@@ -20,6 +20,14 @@ use stapes::speech::synth::{SynthConfig, SyntheticDigits, DIGITS};
 use stapes::speech::train::{evaluate, load_run, train_ctc, TrainOptions};
 use stapes::tensor::{Device, Tensor};
 
+/// Training draws from the process-wide default generator (as PyTorch's does), so the tests of
+/// this binary that train run one at a time: a concurrent run would take numbers from the
+/// stream of another and break its exact-resume check.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn pretrained() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/wav2vec2/layer_prenorm")
 }
@@ -70,6 +78,7 @@ fn logits(model: &AcousticModel, audio: &[f32]) -> Vec<f32> {
 
 #[test]
 fn a_checkpoint_directory_fine_tunes_resumes_and_exports() {
+    let _serial = serial();
     let (train, dev, vocab) = corpus();
     let dir = tmp("run");
     let report = train_ctc(&config(2), train.clone(), dev.clone(), &vocab, &dir, &TrainOptions::default(), |_| {})
@@ -155,6 +164,7 @@ fn a_checkpoint_directory_fine_tunes_resumes_and_exports() {
 
 #[test]
 fn bad_wav2vec2_runs_are_errors() {
+    let _serial = serial();
     let (train, dev, vocab) = corpus();
     let dir = tmp("bad");
     // neither a checkpoint directory nor an architecture
@@ -198,6 +208,7 @@ fn stapes(args: &[&std::ffi::OsStr]) -> (bool, String) {
 
 #[test]
 fn the_cli_fine_tunes_exports_and_transcribes() {
+    let _serial = serial();
     let dir = tmp("cli");
     std::fs::create_dir_all(&dir).unwrap();
     let synth =
@@ -254,6 +265,7 @@ fn the_cli_fine_tunes_exports_and_transcribes() {
 /// a model that still evaluates.
 #[test]
 fn mixed_precision_fine_tuning_runs_on_cpu_and_cuda() {
+    let _serial = serial();
     use stapes::speech::config::Precision;
     use stapes::speech::train::TrainEvent;
     let words = DIGITS.join(" ");

@@ -29,7 +29,7 @@
 //! weight_decay = 0.0
 //!
 //! [schedule]
-//! kind = "cyclic"                # "constant", "step", "exponential", "cosine", "onecycle"
+//! kind = "cyclic"                # "constant", "step", "exponential", "cosine", "onecycle", "noam"
 //! base_lr = 1e-5
 //! max_lr = 1e-4
 //! step_size_up = 2000
@@ -306,6 +306,17 @@ pub enum ScheduleConfig {
         #[serde(default = "pct_start")]
         pct_start: f64,
     },
+    /// The Transformer schedule (`Noam`): `factor * d_model^-0.5 * min(n^-0.5, n * warmup^-1.5)`
+    /// at step `n`, rising linearly for `warmup` steps, then decaying as `n^-0.5`.
+    Noam {
+        /// Scale.
+        #[serde(default = "one")]
+        factor: f64,
+        /// The model width the rate is scaled by.
+        d_model: usize,
+        /// Warm-up steps.
+        warmup: usize,
+    },
 }
 
 fn one() -> f64 {
@@ -351,6 +362,9 @@ impl ScheduleConfig {
                 .map_err(err)?,
             ),
             ScheduleConfig::Constant { lr } => Box::new(StepLR::new(lr, usize::MAX, 1.0).map_err(err)?),
+            ScheduleConfig::Noam { factor, d_model, warmup } => {
+                Box::new(stapes_nn::schedule::Noam::new(factor, d_model, warmup).map_err(err)?)
+            }
             ScheduleConfig::Step { lr, step_size, gamma } => Box::new(StepLR::new(lr, step_size, gamma).map_err(err)?),
             ScheduleConfig::Exponential { lr, gamma } => Box::new(ExponentialLR::new(lr, gamma).map_err(err)?),
             ScheduleConfig::Cosine { lr, t_max, eta_min } => {

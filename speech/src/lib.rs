@@ -41,6 +41,7 @@ pub mod decode;
 pub mod features;
 pub mod infer;
 pub mod lm;
+pub mod lm_train;
 pub mod metrics;
 pub mod models;
 pub mod nnlm;
