@@ -5,12 +5,13 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use stapes::nn::Module;
 use stapes::speech::audio::write_wav;
-use stapes::speech::beam::{beam_search_decode_batch, BeamSearchConfig};
+use stapes::speech::beam::{beam_search_decode_batch, BeamSearchConfig, NeuralLm};
 use stapes::speech::config::RunConfig;
 use stapes::speech::data::{Dataset, Vocab};
 use stapes::speech::decode::greedy_decode_batch;
 use stapes::speech::infer::{transcribe_file, SegmentOptions, TranscriptSegment};
 use stapes::speech::lm::NgramLm;
+use stapes::speech::lm_train::{load_lm_run, LmEvent, LmRunConfig, LmTrainOptions};
 use stapes::speech::metrics::ErrorCounts;
 use stapes::speech::models::wav2vec2::CtcVocab;
 use stapes::speech::synth::{SynthConfig, SyntheticDigits, DIGITS};
@@ -46,6 +47,20 @@ struct DecodeArgs {
     /// Word insertion bonus.
     #[arg(long, default_value_t = 1.5)]
     beta: f64,
+    /// A character Transformer LM, the run directory of `stapes lm train`: fused into the beam
+    /// search (shallow fusion), or with `--rescore` used to rescore its n-best list. Combines
+    /// with `--lm`; implies a beam of 100.
+    #[arg(long)]
+    nnlm: Option<PathBuf>,
+    /// Weight of the Transformer LM's log-probabilities.
+    #[arg(long, default_value_t = 0.5)]
+    nnlm_weight: f64,
+    /// Bonus per word with the Transformer LM.
+    #[arg(long, default_value_t = 1.0)]
+    nnlm_bonus: f64,
+    /// Rescore the beam's n-best hypotheses with `--nnlm` instead of fusing it into the search.
+    #[arg(long, requires = "nnlm")]
+    rescore: bool,
     /// Where the acoustic model runs: `cpu`, `cuda`, `cuda:N` or `auto` (decoding is on the CPU).
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     device: Device,
@@ -57,7 +72,7 @@ impl DecodeArgs {
     /// The beam-search decoder for a `--model` checkpoint's vocabulary, when `--beam` or `--lm`
     /// asks for one (`None`: greedy).
     fn build_for_checkpoint(&self, vocab: &CtcVocab) -> anyhow::Result<Option<(DecodeFn, String)>> {
-        if self.beam.is_none() && self.lm.is_none() {
+        if self.beam.is_none() && self.lm.is_none() && self.nnlm.is_none() {
             return Ok(None);
         }
         let (chars, _) = vocab.char_vocab()?;
@@ -66,9 +81,23 @@ impl DecodeArgs {
     /// The decoder, and its name for the report.
     fn build(&self, vocab: &Vocab) -> anyhow::Result<(DecodeFn, String)> {
         let blank = vocab.blank() as usize;
-        if self.beam.is_none() && self.lm.is_none() {
+        if self.beam.is_none() && self.lm.is_none() && self.nnlm.is_none() {
             return Ok((Box::new(move |lp, l| greedy_decode_batch(lp, l, blank, true)), "greedy".into()));
         }
+        let nnlm = match &self.nnlm {
+            Some(dir) => {
+                let run = load_lm_run(dir).with_context(|| format!("loading the LM run {}", dir.display()))?;
+                let n = NeuralLm {
+                    model: Arc::new(run.model),
+                    tokenizer: Arc::new(run.tokenizer),
+                    weight: self.nnlm_weight,
+                    word_bonus: self.nnlm_bonus,
+                };
+                n.class_ids(vocab)?; // refuse an LM that cannot spell the model's characters now
+                Some(Arc::new(n))
+            }
+            None => None,
+        };
         let lm = match &self.lm {
             Some(p) => Some(Arc::new(NgramLm::from_arpa_file(p).with_context(|| format!("loading {}", p.display()))?)),
             None => None,
@@ -78,26 +107,98 @@ impl DecodeArgs {
             alpha: self.alpha,
             beta: self.beta,
             lm,
+            nnlm: if self.rescore { None } else { nnlm.clone() },
             ..BeamSearchConfig::default()
         };
         cfg.validate()?;
-        let name = match &self.lm {
+        let mut name = match &self.lm {
             Some(p) => {
                 format!("beam {} with LM {} (alpha {}, beta {})", cfg.beam_width, p.display(), self.alpha, self.beta)
             }
             None => format!("beam {}", cfg.beam_width),
         };
+        if let Some(p) = &self.nnlm {
+            let how = if self.rescore { "rescoring the n-best" } else { "fused" };
+            name += &format!(
+                ", Transformer LM {} {how} (weight {}, word bonus {})",
+                p.display(),
+                self.nnlm_weight,
+                self.nnlm_bonus
+            );
+        }
+        let rescorer = if self.rescore { nnlm } else { None };
         let vocab = vocab.clone();
         Ok((
             Box::new(move |lp, l| {
-                Ok(beam_search_decode_batch(lp, l, true, &vocab, &cfg)?
-                    .into_iter()
-                    .map(|n| n.into_iter().next().map(|h| h.tokens).unwrap_or_default())
-                    .collect())
+                let mut nbest = beam_search_decode_batch(lp, l, true, &vocab, &cfg)?;
+                if let Some(r) = &rescorer {
+                    for n in &mut nbest {
+                        r.rescore(n)?;
+                    }
+                }
+                Ok(nbest.into_iter().map(|n| n.into_iter().next().map(|h| h.tokens).unwrap_or_default()).collect())
             }),
             name,
         ))
     }
+}
+
+#[derive(Subcommand)]
+enum LmCommand {
+    /// Train a causal Transformer LM on text files (one sentence per line, streamed): a
+    /// character tokenizer, packed blocks, AdamW with the Noam schedule by default, held-out
+    /// perplexity each epoch, a run directory with `--resume`.
+    Train {
+        /// Text files.
+        #[arg(long, required = true, num_args = 1..)]
+        text: Vec<PathBuf>,
+        /// A TOML configuration (`[model]`, `[tokenizer]`, `[training]`, `[optimizer]`,
+        /// `[schedule]`, `[logging]`; see `stapes_speech::lm_train`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The run directory.
+        #[arg(long)]
+        run_dir: PathBuf,
+        /// Continue the run in `--run-dir` from its checkpoint (with its own config.toml).
+        #[arg(long)]
+        resume: bool,
+        /// Override the number of epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Where it trains: `cpu`, `cuda`, `cuda:N`, `auto`.
+        #[arg(long, default_value = "cpu", value_parser = parse_device)]
+        device: Device,
+    },
+    /// The perplexity of a trained LM on text files (every line).
+    Eval {
+        /// The run directory of `stapes lm train`.
+        #[arg(long)]
+        run: PathBuf,
+        /// Text files.
+        #[arg(long, required = true, num_args = 1..)]
+        text: Vec<PathBuf>,
+    },
+    /// Generate text with a trained LM (the KV cache: no recomputation of the prefix).
+    Sample {
+        /// The run directory of `stapes lm train`.
+        #[arg(long)]
+        run: PathBuf,
+        /// The start of the text.
+        #[arg(long, default_value = "")]
+        prompt: String,
+        /// Most tokens generated per sample.
+        #[arg(long, default_value_t = 100)]
+        max_tokens: usize,
+        /// Sampling temperature (0: greedy).
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Samples.
+        #[arg(long, default_value_t = 1)]
+        n: usize,
+        /// Random seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -185,6 +286,9 @@ enum Command {
         #[arg(long)]
         hf: PathBuf,
     },
+    /// The Transformer language model: `train` on text, `eval` (perplexity), `sample`.
+    #[command(subcommand)]
+    Lm(LmCommand),
     /// Print the build's devices and thread count.
     Info,
     /// Compute the features of an audio file and draw them as a PNG image (a heat map with
@@ -233,6 +337,7 @@ fn main() -> anyhow::Result<()> {
             (None, None) => anyhow::bail!("transcribe needs --run or --model"),
         },
         Command::Export { run, hf } => export_hf(&run, &hf),
+        Command::Lm(c) => lm_command(c),
         Command::Info => info(),
         Command::Features { audio, png, kind, n_mels, n_mfcc, sample_rate, n_fft, hop_length } => {
             features(&audio, &png, kind, n_mels, n_mfcc, sample_rate, n_fft, hop_length)
@@ -665,6 +770,73 @@ fn transcribe_hf(
         print_transcript(path, &segs);
     }
     Ok(())
+}
+
+fn lm_command(c: LmCommand) -> anyhow::Result<()> {
+    match c {
+        LmCommand::Train { text, config, run_dir, resume, epochs, device } => {
+            let mut cfg = if resume {
+                if config.is_some() {
+                    bail!("--resume continues with the run's own config.toml; leave out --config");
+                }
+                LmRunConfig::from_toml_file(run_dir.join("config.toml"))
+                    .with_context(|| format!("resuming {}", run_dir.display()))?
+            } else {
+                match &config {
+                    Some(p) => LmRunConfig::from_toml_file(p)?,
+                    None => LmRunConfig::default(),
+                }
+            };
+            if let Some(e) = epochs {
+                cfg.training.epochs = e;
+            }
+            println!("stapes lm train: {} text file(s), run directory {}", text.len(), run_dir.display());
+            let opts = LmTrainOptions { resume, device };
+            let report = stapes::speech::lm_train::train_lm(&cfg, &text, &run_dir, &opts, |e| match e {
+                LmEvent::Start { parameters, vocab_size, resumed } => {
+                    println!("  model: Transformer LM with {parameters} parameters, {vocab_size} token ids");
+                    if let Some((epoch, batches, step)) = resumed {
+                        println!("  resuming at epoch {epoch}, after batch {batches} of it (step {step})");
+                    }
+                }
+                LmEvent::Step { epoch, step, loss, lr, tokens_per_s } if step % 50 == 0 => {
+                    println!("  epoch {epoch} step {step} loss {loss:.3} lr {lr:.2e} {tokens_per_s:.0} tokens/s");
+                }
+                LmEvent::EpochEnd(l) => println!(
+                    "  epoch {}: train loss {:.3}, held-out perplexity {:.3}, {:.0} tokens/s ({:.0}s)",
+                    l.epoch, l.train_loss, l.dev_perplexity, l.tokens_per_s, l.elapsed_s
+                ),
+                _ => {}
+            })?;
+            let last = report.epochs.last().context("no epoch ran")?;
+            println!("held-out perplexity {:.3}; outputs in {}", last.dev_perplexity, run_dir.display());
+            Ok(())
+        }
+        LmCommand::Eval { run, text } => {
+            let lm = load_lm_run(&run).with_context(|| format!("loading the LM run {}", run.display()))?;
+            let t = &lm.config.training;
+            let (ppl, n) =
+                stapes::speech::lm_train::perplexity(&lm.model, &lm.tokenizer, &text, None, t.seq_len, t.batch_size)?;
+            println!("perplexity {ppl:.4} over {n} tokens");
+            Ok(())
+        }
+        LmCommand::Sample { run, prompt, max_tokens, temperature, n, seed } => {
+            let lm = load_lm_run(&run).with_context(|| format!("loading the LM run {}", run.display()))?;
+            let mut g = stapes::tensor::Generator::new(seed);
+            for _ in 0..n {
+                let ids = stapes::speech::lm_train::sample(
+                    &lm.model,
+                    &lm.tokenizer,
+                    &prompt,
+                    max_tokens,
+                    temperature,
+                    &mut g,
+                )?;
+                println!("{prompt}{}", lm.tokenizer.decode(&ids));
+            }
+            Ok(())
+        }
+    }
 }
 
 /// `export --run <run> --hf <dir>`.

@@ -75,17 +75,22 @@ fn the_lm_learns_resumes_loads_and_generates() {
     let dir = tmp("train");
     let text = corpus(&dir, 1500);
     let run = dir.join("run");
-    let report = train_lm(&config(3), &[text.clone()], &run, &LmTrainOptions::default(), |_| {}).unwrap();
+    let report = train_lm(&config(3), std::slice::from_ref(&text), &run, &LmTrainOptions::default(), |_| {}).unwrap();
     let ppl: Vec<f64> = report.epochs.iter().map(|e| e.dev_perplexity).collect();
     let uniform = report.tokenizer.vocab_size() as f64;
     assert!(ppl[2] < ppl[1] && ppl[1] < ppl[0] && ppl[2] < 3.0, "held-out perplexity {ppl:?} (uniform {uniform})");
 
     // interrupted after 2 epochs, resumed to 3: the same weights as straight through
     let run2 = dir.join("run2");
-    train_lm(&config(2), &[text.clone()], &run2, &LmTrainOptions::default(), |_| {}).unwrap();
-    let resumed =
-        train_lm(&config(3), &[text.clone()], &run2, &LmTrainOptions { resume: true, ..Default::default() }, |_| {})
-            .unwrap();
+    train_lm(&config(2), std::slice::from_ref(&text), &run2, &LmTrainOptions::default(), |_| {}).unwrap();
+    let resumed = train_lm(
+        &config(3),
+        std::slice::from_ref(&text),
+        &run2,
+        &LmTrainOptions { resume: true, ..Default::default() },
+        |_| {},
+    )
+    .unwrap();
     let (a, b) = (report.model.state_dict(), resumed.model.state_dict());
     for (k, v) in &a {
         assert_eq!(v.to_vec::<f32>().unwrap(), b[k].to_vec::<f32>().unwrap(), "{k} differs after resuming");
@@ -144,5 +149,85 @@ fn bad_lm_input_is_a_clear_error() {
     cfg.training.seq_len = 100;
     let e = cfg.validate().err().unwrap();
     assert!(e.to_string().contains("seq_len"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn stapes(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stapes")).args(args).output().unwrap();
+    (
+        out.status.success(),
+        format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[test]
+fn the_cli_trains_evaluates_samples_and_decodes_with_the_lm() {
+    let dir = tmp("cli");
+    // words of the golden wav2vec2 checkpoint's letters (E T A O N I H), so that the LM can
+    // spell what that model emits
+    let words = ["tea", "hat", "eat", "neat", "oath", "tin", "hot", "ant", "the", "thin", "ten", "note"];
+    let mut g = Generator::new(3);
+    let text: Vec<String> = (0..400)
+        .map(|_| (0..3).map(|_| words[(g.next_u64() % words.len() as u64) as usize]).collect::<Vec<_>>().join(" "))
+        .collect();
+    std::fs::write(dir.join("text.txt"), text.join("\n")).unwrap();
+    std::fs::write(
+        dir.join("lm.toml"),
+        "[model]\nd_model = 32\nnhead = 2\nnum_layers = 1\ndim_feedforward = 64\nmax_len = 64\n\n\
+         [training]\nbatch_size = 8\nseq_len = 32\nepochs = 2\n\n[schedule]\nkind = \"constant\"\nlr = 3e-3\n\n\
+         [logging]\ntensorboard = false\n",
+    )
+    .unwrap();
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let run = dir.join("lm");
+    let (ok, log) = stapes(&[
+        os("lm"),
+        os("train"),
+        os("--text"),
+        dir.join("text.txt").as_os_str(),
+        os("--config"),
+        dir.join("lm.toml").as_os_str(),
+        os("--run-dir"),
+        run.as_os_str(),
+    ]);
+    assert!(ok && log.contains("held-out perplexity"), "{log}");
+    let (ok, log) =
+        stapes(&[os("lm"), os("eval"), os("--run"), run.as_os_str(), os("--text"), dir.join("text.txt").as_os_str()]);
+    assert!(ok && log.starts_with("perplexity "), "{log}");
+    let (ok, log) =
+        stapes(&[os("lm"), os("sample"), os("--run"), run.as_os_str(), os("--prompt"), os("the"), os("--n"), os("2")]);
+    assert!(ok && log.lines().take(2).all(|l| l.starts_with("the")), "{log}");
+
+    // decoding a checkpoint directory with the LM fused, and rescoring
+    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/wav2vec2/layer_prenorm");
+    let audio: Vec<f32> = (0..8000).map(|i| 0.3 * ((i as f32) * 0.05).sin() * ((i as f32) * 0.0007).sin()).collect();
+    let wav = dir.join("a.wav");
+    stapes::speech::audio::write_wav(&wav, &audio, 16000).unwrap();
+    std::fs::write(
+        dir.join("m.jsonl"),
+        format!("{{\"audio\": {:?}, \"text\": \"THE HAT\"}}\n", wav.display().to_string()),
+    )
+    .unwrap();
+    for extra in [None, Some("--rescore")] {
+        let mut args = vec![os("eval"), os("--model"), golden.as_os_str(), os("--data")];
+        let m = dir.join("m.jsonl");
+        args.push(m.as_os_str());
+        args.extend([os("--beam"), os("4"), os("--nnlm"), run.as_os_str()]);
+        args.extend(extra.map(os));
+        let (ok, log) = stapes(&args);
+        assert!(ok, "{log}");
+        let want = if extra.is_some() { "rescoring the n-best" } else { "fused" };
+        assert!(log.contains(want) && log.contains("WER"), "{log}");
+    }
+    // an LM run directory that is not one
+    let (ok, log) = stapes(&[
+        os("lm"),
+        os("eval"),
+        os("--run"),
+        dir.join("nope").as_os_str(),
+        os("--text"),
+        dir.join("text.txt").as_os_str(),
+    ]);
+    assert!(!ok && log.contains("nope") && !log.contains("panicked"), "{log}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -59,8 +59,8 @@ fn logits_log_probs_and_gradients_match_pytorch() {
         let (b, t, v) = (3, 7, 20);
         let got = logits.tensor().to_vec::<f64>().unwrap();
         let want = g["logits"].to_vec::<f64>().unwrap();
-        for i in 0..b {
-            for k in 0..lens[i] {
+        for (i, &len) in lens.iter().enumerate() {
+            for k in 0..len {
                 for c in 0..v {
                     let at = (i * t + k) * v + c;
                     assert!(
@@ -84,8 +84,8 @@ fn logits_log_probs_and_gradients_match_pytorch() {
         let mut targets = vec![0i64; b * t];
         let mut weights = vec![0f64; b * t];
         let n_valid: usize = lens.iter().map(|l| l - 1).sum();
-        for i in 0..b {
-            for k in 0..lens[i] - 1 {
+        for (i, &len) in lens.iter().enumerate() {
+            for k in 0..len - 1 {
                 targets[i * t + k] = all[i * t + k + 1];
                 weights[i * t + k] = 1.0 / n_valid as f64;
             }
@@ -140,4 +140,53 @@ fn cached_steps_equal_the_full_forward() {
             }
         }
     }
+}
+
+#[test]
+fn sequences_longer_than_the_context_are_scored_in_half_overlapping_windows() {
+    let cfg = TransformerLmConfig {
+        vocab_size: 9,
+        d_model: 8,
+        nhead: 2,
+        num_layers: 1,
+        dim_feedforward: 16,
+        dropout: 0.0,
+        max_len: 8,
+        ..TransformerLmConfig::default()
+    };
+    let m = TransformerLm::new(&cfg).unwrap();
+    m.eval();
+    let seq: Vec<i64> = (0..19).map(|i| (i * 7 + 3) % 9).collect();
+    let lp_of = |window: &[i64]| {
+        let x = Tensor::from_vec(window.to_vec(), [1, window.len()], &stapes::tensor::Device::Cpu).unwrap();
+        stapes::autograd::no_grad(|| m.forward(&x, None))
+            .unwrap()
+            .tensor()
+            .log_softmax(-1)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    // windows [0, 8), [4, 12), [8, 16), [12, 19): each scores the positions past the previous
+    let mut want = 0f64;
+    let mut scored = 1;
+    for start in [0usize, 4, 8, 12] {
+        let end = (start + 8).min(seq.len());
+        let lp = lp_of(&seq[start..end]);
+        for pos in scored.max(start + 1)..end {
+            want += f64::from(lp[(pos - start - 1) * 9 + seq[pos] as usize]);
+        }
+        scored = end;
+    }
+    let got = m.sequence_log_probs(&[seq.clone(), seq[..5].to_vec()]).unwrap();
+    assert!((got[0] - want).abs() < 1e-5, "{} vs {want}", got[0]);
+    let short = lp_of(&seq[..5]);
+    let want_short: f64 = (1..5).map(|p| f64::from(short[(p - 1) * 9 + seq[p] as usize])).sum();
+    assert!((got[1] - want_short).abs() < 1e-5);
+    // the cached step refuses to go past max_len
+    let mut st = m.empty_state();
+    for &t in &seq[..8] {
+        st = m.step(&[&st], &[t]).unwrap().1.pop().unwrap();
+    }
+    assert!(m.step(&[&st], &[1]).unwrap_err().to_string().contains("max_len"));
 }

@@ -52,6 +52,8 @@ use stapes_tensor::{DType, Device, Error, Result, Tensor};
 
 use crate::data::Vocab;
 use crate::lm::{NgramLm, WordId, WordPrefixTrie, BOS, EOS};
+use crate::lm_train::LmTokenizer;
+use crate::nnlm::{LmState, TransformerLm};
 
 /// Characters past which a partial word unknown to the LM costs proportionally more
 /// (pyctcdecode's `AVG_TOKEN_LEN`).
@@ -89,6 +91,88 @@ pub struct BeamSearchConfig {
     /// The character that separates words (default ' '). A vocabulary without it decodes as
     /// one word.
     pub word_delimiter: char,
+    /// A neural character LM fused into the search (shallow fusion), beside or instead of the
+    /// n-gram `lm`; `None` by default.
+    pub nnlm: Option<Arc<NeuralLm>>,
+}
+
+/// A Transformer LM over characters for shallow fusion: every extension of a prefix by a
+/// character `c` adds `weight * ln p_lm(c | prefix)`, every completed word `word_bonus`, and
+/// the end of the transcript `weight * ln p_lm(</s> | transcript)`. The LM sees the transcript
+/// as the search builds it (`<s>`, then the characters with single spaces between words).
+/// Per frame, the prefixes that survive pruning and are new are fed to the LM in one batched
+/// [`TransformerLm::step`] over cached keys and values. A prefix as long as the LM's `max_len`
+/// continues from its last `max_len / 2` characters.
+pub struct NeuralLm {
+    /// The model (eval mode).
+    pub model: Arc<TransformerLm>,
+    /// Its tokenizer; it must have every character of the acoustic vocabulary.
+    pub tokenizer: Arc<LmTokenizer>,
+    /// Weight of the LM's natural-log probabilities.
+    pub weight: f64,
+    /// Bonus per word.
+    pub word_bonus: f64,
+}
+
+impl std::fmt::Debug for NeuralLm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NeuralLm {{ weight: {}, word_bonus: {} }}", self.weight, self.word_bonus)
+    }
+}
+
+impl NeuralLm {
+    /// The LM id of each acoustic class (index 0, the blank, unused); an error naming the
+    /// first character the LM's tokenizer cannot express.
+    pub fn class_ids(&self, vocab: &Vocab) -> Result<Vec<i64>> {
+        let mut ids = vec![-1];
+        for &c in vocab.chars() {
+            // a checkpoint's special tokens (private-use characters of `CtcVocab::char_vocab`)
+            // are the LM's unknown token
+            if ('\u{E000}'..='\u{F8FF}').contains(&c) {
+                ids.push(crate::lm_train::UNK);
+                continue;
+            }
+            let id = self.tokenizer.id(c).ok_or_else(|| {
+                Error::invalid(
+                    "NeuralLm",
+                    format!(
+                        "the LM's vocabulary cannot express the acoustic model's symbol {c:?} (LM characters {:?})",
+                        self.tokenizer.chars
+                    ),
+                )
+            })?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Rescores an n-best list: each hypothesis' `lm_score` gains `weight * ln p_lm(<s> text
+    /// </s>) + word_bonus * words`, and `score = acoustic_score + lm_score`; re-sorted best
+    /// first. One batched LM pass.
+    pub fn rescore(&self, hyps: &mut [Hypothesis]) -> Result<()> {
+        if hyps.is_empty() {
+            return Ok(());
+        }
+        let seqs: Vec<Vec<i64>> = hyps.iter().map(|h| self.tokenizer.encode_sentence(&h.text)).collect();
+        let lp = self.model.sequence_log_probs(&seqs)?;
+        for (h, l) in hyps.iter_mut().zip(lp) {
+            let words = h.text.split_whitespace().count() as f64;
+            h.lm_score += self.weight * l + self.word_bonus * words;
+            h.score = h.acoustic_score + h.lm_score;
+        }
+        hyps.sort_by(|a, b| b.score.total_cmp(&a.score));
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !self.weight.is_finite() || !self.word_bonus.is_finite() {
+            return Err(Error::invalid(
+                "NeuralLm",
+                format!("weight ({}) and word_bonus ({}) must be finite", self.weight, self.word_bonus),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for BeamSearchConfig {
@@ -104,6 +188,7 @@ impl Default for BeamSearchConfig {
             unk_score_offset: -10.0,
             score_boundary: true,
             word_delimiter: ' ',
+            nnlm: None,
         }
     }
 }
@@ -127,6 +212,9 @@ impl BeamSearchConfig {
             if v.is_nan() {
                 return Err(Error::invalid(OP, format!("{name} is NaN")));
             }
+        }
+        if let Some(n) = &self.nnlm {
+            n.validate()?;
         }
         if !self.alpha.is_finite() || !self.beta.is_finite() || !self.unk_score_offset.is_finite() {
             return Err(Error::invalid(
@@ -182,13 +270,14 @@ pub fn beam_search_decode(
         return Err(Error::invalid(OP, format!("log-prob {} at frame {}, class {}", log_probs[i], i / c, i % c)));
     }
     let mut search = Search::new(vocab, config);
+    search.start_nn(vocab)?;
     let mut beams = vec![Beam { node: ROOT, p_b: 0.0, p_nb: f64::NEG_INFINITY, score: 0.0, lm_score: 0.0 }];
     let mut candidates = Vec::with_capacity(c);
     for frame in log_probs.chunks_exact(c) {
         candidates.clear();
         let argmax = (0..c).fold(0, |best, i| if frame[i] > frame[best] { i } else { best });
         candidates.extend((0..c).filter(|&i| i == argmax || f64::from(frame[i]) >= config.token_min_logp));
-        beams = search.step(&beams, frame, &candidates);
+        beams = search.step(&beams, frame, &candidates)?;
     }
     Ok(search.finish(&beams))
 }
@@ -270,6 +359,20 @@ struct Node {
     partial_trie: Option<u32>,
     /// The penalty of the partial word (0 or the unknown-prefix penalty).
     partial_score: f64,
+    /// The neural LM's score of the prefix (0 without one).
+    nn_score: f64,
+    /// The neural LM's entry of the prefix in `Search::nn` (`NO_ENTRY` until computed).
+    nn: u32,
+}
+
+const NO_ENTRY: u32 = u32::MAX;
+
+/// The neural LM's view of a prefix: its next-character log-probabilities and, while the
+/// prefix is in the beam, its cached keys and values.
+struct NnEntry {
+    node: u32,
+    logp: Vec<f32>,
+    state: Option<LmState>,
 }
 
 struct Search<'a> {
@@ -283,6 +386,10 @@ struct Search<'a> {
     /// Per node: the frame stamp and the index of its beam in the frame being built.
     slot: Vec<(u32, u32)>,
     stamp: u32,
+    nnlm: Option<&'a NeuralLm>,
+    /// LM ids of the acoustic classes.
+    nn_ids: Vec<i64>,
+    nn: Vec<NnEntry>,
 }
 
 impl<'a> Search<'a> {
@@ -303,6 +410,8 @@ impl<'a> Search<'a> {
             partial_len: 0,
             partial_trie: Some(WordPrefixTrie::ROOT),
             partial_score: 0.0,
+            nn_score: 0.0,
+            nn: NO_ENTRY,
         };
         Search {
             config,
@@ -313,7 +422,84 @@ impl<'a> Search<'a> {
             contexts: vec![start_context],
             slot: vec![],
             stamp: 0,
+            nnlm: config.nnlm.as_deref(),
+            nn_ids: vec![],
+            nn: vec![],
         }
+    }
+
+    /// Maps the classes to the neural LM's ids and feeds it `<s>` (the root's distribution).
+    fn start_nn(&mut self, vocab: &Vocab) -> Result<()> {
+        let Some(n) = self.nnlm else { return Ok(()) };
+        self.nn_ids = n.class_ids(vocab)?;
+        let (lp, mut st) = n.model.step(&[&n.model.empty_state()], &[crate::lm_train::BOS])?;
+        self.nn.push(NnEntry { node: ROOT, logp: lp.to_vec::<f32>()?, state: st.pop() });
+        self.nodes[ROOT as usize].nn = 0;
+        Ok(())
+    }
+
+    /// The cached state of `node`'s prefix, rebuilt from the nearest ancestor that still has one
+    /// when it was dropped (the node left the beam and came back).
+    fn nn_state(&mut self, node: u32) -> Result<LmState> {
+        let n = self.nnlm.expect("a neural LM");
+        let e = self.nodes[node as usize].nn;
+        if let Some(s) = self.nn.get(e as usize).and_then(|e| e.state.clone()) {
+            return Ok(s);
+        }
+        let parent = self.nodes[node as usize].parent;
+        let ps = self.nn_state(parent)?;
+        let tok = self.nn_ids[self.nodes[node as usize].token as usize];
+        let (_, mut st) = n.model.step(&[&ps], &[tok])?;
+        Ok(st.pop().expect("one state"))
+    }
+
+    /// The LM state of the last `window` characters of `node`'s prefix alone (without `<s>`):
+    /// the context kept when a prefix outgrows the LM's `max_len`.
+    fn window_state(&self, node: u32, window: usize) -> Result<LmState> {
+        let n = self.nnlm.expect("a neural LM");
+        let tokens = self.tokens(node);
+        let mut st = n.model.empty_state();
+        for &t in &tokens[tokens.len().saturating_sub(window.max(1))..] {
+            st = n.model.step(&[&st], &[self.nn_ids[t]])?.1.pop().expect("one state");
+        }
+        Ok(st)
+    }
+
+    /// Gives every kept prefix its LM distribution (one batched step for the new ones), and
+    /// drops the cached keys and values of prefixes that left the beam.
+    fn update_nn(&mut self, kept: &[Beam]) -> Result<()> {
+        let Some(n) = self.nnlm else { return Ok(()) };
+        let mut need: Vec<u32> =
+            kept.iter().map(|b| b.node).filter(|&b| self.nodes[b as usize].nn == NO_ENTRY).collect();
+        need.sort_unstable();
+        need.dedup();
+        if !need.is_empty() {
+            let max_len = n.model.config().max_len;
+            let mut parents: Vec<LmState> =
+                need.iter().map(|&b| self.nn_state(self.nodes[b as usize].parent)).collect::<Result<_>>()?;
+            // a prefix as long as the LM's context continues from its last max_len / 2 tokens
+            for (p, &b) in parents.iter_mut().zip(&need) {
+                if p.len() + 1 >= max_len {
+                    *p = self.window_state(self.nodes[b as usize].parent, max_len / 2)?;
+                }
+            }
+            let toks: Vec<i64> = need.iter().map(|&b| self.nn_ids[self.nodes[b as usize].token as usize]).collect();
+            let refs: Vec<&LmState> = parents.iter().collect();
+            let (lp, states) = n.model.step(&refs, &toks)?;
+            let lp = lp.to_vec::<f32>()?;
+            let v = lp.len() / need.len();
+            for (k, (&b, st)) in need.iter().zip(states).enumerate() {
+                self.nodes[b as usize].nn = self.nn.len() as u32;
+                self.nn.push(NnEntry { node: b, logp: lp[k * v..(k + 1) * v].to_vec(), state: Some(st) });
+            }
+        }
+        let keep: std::collections::HashSet<u32> = kept.iter().map(|b| b.node).collect();
+        for e in &mut self.nn {
+            if e.node != ROOT && !keep.contains(&e.node) {
+                e.state = None;
+            }
+        }
+        Ok(())
     }
 
     /// `alpha * ln(10) * log10_prob`, with `alpha = 0` giving 0 even for a -inf probability.
@@ -345,6 +531,17 @@ impl<'a> Search<'a> {
         if let Some(&(_, n)) = p.children.iter().find(|&&(tok, _)| tok == token) {
             return n;
         }
+        let nn_score = match self.nnlm {
+            Some(n) => {
+                let lp = self
+                    .nn
+                    .get(p.nn as usize)
+                    .map_or(f32::NEG_INFINITY, |e| e.logp[self.nn_ids[token as usize] as usize]);
+                let bonus = if Some(token) == self.delimiter { n.word_bonus } else { 0.0 };
+                p.nn_score + n.weight * f64::from(lp) + bonus
+            }
+            None => 0.0,
+        };
         let mut node = Node {
             parent,
             token,
@@ -354,6 +551,8 @@ impl<'a> Search<'a> {
             partial_len: p.partial_len,
             partial_trie: p.partial_trie,
             partial_score: p.partial_score,
+            nn_score,
+            nn: NO_ENTRY,
         };
         if let Some(lm) = self.lm {
             if Some(token) == self.delimiter {
@@ -406,7 +605,7 @@ impl<'a> Search<'a> {
     }
 
     /// One frame: extends every beam by every candidate class, then ranks and prunes.
-    fn step(&mut self, beams: &[Beam], frame: &[f32], candidates: &[usize]) -> Vec<Beam> {
+    fn step(&mut self, beams: &[Beam], frame: &[f32], candidates: &[usize]) -> Result<Vec<Beam>> {
         self.stamp = self.stamp.wrapping_add(1);
         let mut next = Vec::with_capacity(beams.len() * 2);
         for b in beams {
@@ -435,7 +634,7 @@ impl<'a> Search<'a> {
         }
         for b in &mut next {
             let n = &self.nodes[b.node as usize];
-            b.score = log_add(b.p_b, b.p_nb) + n.words_score + n.partial_score;
+            b.score = log_add(b.p_b, b.p_nb) + n.words_score + n.partial_score + n.nn_score;
         }
         let mut kept = self.prune(next);
         if self.config.prune_history {
@@ -443,7 +642,8 @@ impl<'a> Search<'a> {
             let mut seen = std::collections::HashSet::new();
             kept.retain(|b| seen.insert(self.history_key(b.node, n)));
         }
-        kept
+        self.update_nn(&kept)?;
+        Ok(kept)
     }
 
     /// Drops beams more than `-beam_prune_logp` below the best, sorts best first (ties by
@@ -523,6 +723,15 @@ impl<'a> Search<'a> {
                 }
                 if self.config.score_boundary && lm.contains(EOS) {
                     lm_score += self.weighted(f64::from(lm.log10_prob_ids(&context, lm.word_id(EOS))));
+                }
+            }
+            if let Some(nl) = self.nnlm {
+                lm_score += n.nn_score;
+                if b.node != ROOT {
+                    lm_score += nl.word_bonus; // the last word, ended by the end of the transcript
+                }
+                if let Some(e) = self.nn.get(n.nn as usize) {
+                    lm_score += nl.weight * f64::from(e.logp[crate::lm_train::EOS as usize]);
                 }
             }
             b.score = b.p_b + lm_score;

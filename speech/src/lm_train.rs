@@ -131,11 +131,15 @@ pub struct TokenizerConfig {
     pub kind: String,
     /// Lower-case the text.
     pub lowercase: bool,
+    /// The characters, when given (for instance the acoustic model's, so that the LM can score
+    /// every transcript it makes); by default those of the training text. Characters of the
+    /// text outside it become `<unk>`.
+    pub chars: Option<String>,
 }
 
 impl Default for TokenizerConfig {
     fn default() -> Self {
-        TokenizerConfig { kind: "chars".into(), lowercase: true }
+        TokenizerConfig { kind: "chars".into(), lowercase: true, chars: None }
     }
 }
 
@@ -284,9 +288,24 @@ fn dev_every(fraction: f64) -> usize {
     ((1.0 / fraction).round() as usize).max(2)
 }
 
-/// The tokenizer of the training lines' characters (one streaming pass).
+/// The tokenizer of the configured characters, or of the training lines' characters (one
+/// streaming pass); an error when the text has no line.
 pub fn build_tokenizer(files: &[PathBuf], cfg: &TokenizerConfig) -> Result<LmTokenizer> {
     let mut set = BTreeSet::new();
+    if let Some(chars) = &cfg.chars {
+        let mut any = false;
+        for_each_line(files, |_, _| {
+            any = true;
+            Ok(false)
+        })?;
+        if !any {
+            return Err(Error::invalid("build_tokenizer", format!("no text in {files:?} (only empty lines)")));
+        }
+        let mut cs: BTreeSet<char> =
+            chars.chars().map(|c| if cfg.lowercase { c.to_lowercase().next().unwrap_or(c) } else { c }).collect();
+        cs.insert(' ');
+        return LmTokenizer::chars(&cs.into_iter().collect::<String>(), cfg.lowercase);
+    }
     let mut lines = 0usize;
     for_each_line(files, |_, line| {
         let l = if cfg.lowercase { line.to_lowercase() } else { line.to_string() };

@@ -230,30 +230,54 @@ impl TransformerLm {
 
     /// The log-probability (natural log) of each token sequence: `ln p(s_1 … s_n)` summed over
     /// the predictions of `s_1 … s_n` from `s_0 … s_{n-1}` (callers put `<s>` first and `</s>`
-    /// last). Without autograd; sequences of one token score 0.
+    /// last). Without autograd; sequences of one token score 0. A sequence longer than
+    /// `max_len` is scored in windows of `max_len` tokens that advance by `max_len / 2`: each
+    /// token is predicted from at least the `max_len / 2` tokens before it.
     pub fn sequence_log_probs(&self, sequences: &[Vec<i64>]) -> Result<Vec<f64>> {
-        if sequences.is_empty() {
-            return Ok(vec![]);
-        }
-        let t = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
         if sequences.iter().any(|s| s.is_empty()) {
             return Err(Error::invalid(OP, "sequence_log_probs: an empty sequence (it needs at least <s>)"));
         }
-        let b = sequences.len();
-        let mut ids = vec![0i64; b * t];
+        let max = self.config.max_len;
+        let hop = (max / 2).max(1);
+        // (sequence, window start, first position scored in it)
+        let mut windows: Vec<(usize, usize, usize)> = Vec::new();
         for (i, s) in sequences.iter().enumerate() {
-            ids[i * t..i * t + s.len()].copy_from_slice(s);
+            let mut start = 0;
+            let mut scored_to = 1; // positions < scored_to are scored already (0 never is)
+            loop {
+                let end = (start + max).min(s.len());
+                windows.push((i, start, scored_to));
+                scored_to = end;
+                if end == s.len() {
+                    break;
+                }
+                start += hop;
+            }
         }
-        let lens: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
-        let ids = Tensor::from_vec(ids, [b, t], &Device::Cpu)?;
-        let lp = no_grad(|| self.forward(&ids, Some(&lens)))?.tensor().log_softmax(-1)?.to_device(&Device::Cpu)?;
-        let lp = lp.to_dtype(DType::F32)?.to_vec::<f32>()?;
+        let mut out = vec![0f64; sequences.len()];
         let v = self.config.vocab_size;
-        Ok(sequences
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (1..s.len()).map(|k| f64::from(lp[(i * t + k - 1) * v + s[k] as usize])).sum())
-            .collect())
+        for chunk in windows.chunks(64) {
+            let t = chunk.iter().map(|&(i, st, _)| (sequences[i].len() - st).min(max)).max().unwrap_or(1);
+            let b = chunk.len();
+            let mut ids = vec![0i64; b * t];
+            let mut lens = Vec::with_capacity(b);
+            for (r, &(i, st, _)) in chunk.iter().enumerate() {
+                let w = &sequences[i][st..(st + max).min(sequences[i].len())];
+                ids[r * t..r * t + w.len()].copy_from_slice(w);
+                lens.push(w.len());
+            }
+            let x = Tensor::from_vec(ids, [b, t], &Device::Cpu)?;
+            let lp = no_grad(|| self.forward(&x, Some(&lens)))?.tensor().log_softmax(-1)?.to_device(&Device::Cpu)?;
+            let lp = lp.to_dtype(DType::F32)?.to_vec::<f32>()?;
+            for (r, &(i, st, first)) in chunk.iter().enumerate() {
+                let s = &sequences[i];
+                for pos in first.max(st + 1)..st + lens[r] {
+                    let k = pos - st; // predicted from window position k - 1
+                    out[i] += f64::from(lp[(r * t + k - 1) * v + s[pos] as usize]);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The state of an empty prefix (no token seen).
