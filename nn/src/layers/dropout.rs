@@ -2,8 +2,12 @@
 //! `1/(1-p)`; the identity in evaluation.
 
 use crate::module::{Forward, Module, TrainingFlag};
+use rayon::prelude::*;
 use stapes_autograd::Var;
 use stapes_tensor::{with_default_generator, DType, Error, Result, Tensor};
+
+/// Elements per independently seeded chunk of a dropout mask.
+const DROPOUT_CHUNK: usize = 1 << 16;
 
 /// Functional dropout (`F.dropout`): with `training` false or `p == 0` it returns `x`.
 /// The mask comes from the default generator (seeded by `manual_seed`).
@@ -23,20 +27,22 @@ pub fn dropout(x: &Var, p: f64, training: bool) -> Result<Var> {
     }
     let n = t.elem_count();
     let scale = (1.0 / (1.0 - p)) as f32;
-    // Keep an element when its 24-bit uniform draw is >= p.
+    // Keep an element when its 24-bit uniform draw is >= p. The mask is drawn in fixed chunks,
+    // in parallel, each from its own generator seeded by one draw of the default generator and
+    // the chunk's index: the same mask whatever the thread count, and one draw of the default
+    // stream per call (so checkpoints that save it resume exactly).
     let threshold = (p * (1u64 << 24) as f64).ceil() as u64;
-    let mask: Vec<f32> = with_default_generator(|g| {
-        let mut m = Vec::with_capacity(n);
-        while m.len() < n {
+    let seed = with_default_generator(|g| g.next_u64());
+    let mut mask: Vec<f32> = stapes_tensor::alloc::take(n);
+    mask.par_chunks_mut(DROPOUT_CHUNK).enumerate().for_each(|(k, chunk)| {
+        let mut g = stapes_tensor::Generator::new(seed ^ (k as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        for pair in chunk.chunks_mut(2) {
             let r = g.next_u64();
-            for k in 0..2 {
-                if m.len() < n {
-                    let u = (r >> (k * 32 + 8)) & 0xFF_FFFF;
-                    m.push(if u >= threshold { scale } else { 0.0 });
-                }
+            for (j, m) in pair.iter_mut().enumerate() {
+                let u = (r >> (j * 32 + 8)) & 0xFF_FFFF;
+                *m = if u >= threshold { scale } else { 0.0 };
             }
         }
-        m
     });
     let mask = Tensor::from_vec(mask, t.shape().clone(), t.device())?;
     let mask = if t.dtype() == DType::F32 { mask } else { mask.to_dtype(t.dtype())? };
