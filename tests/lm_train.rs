@@ -231,3 +231,55 @@ fn the_cli_trains_evaluates_samples_and_decodes_with_the_lm() {
     assert!(!ok && log.contains("nope") && !log.contains("panicked"), "{log}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The LM trains and generates on `cuda:0` (the GPU, or the CUDA emulator in CI) as on the CPU:
+/// the same losses within f32 rounding, and the cached step gives the CPU's distribution.
+#[test]
+fn the_lm_trains_and_steps_on_cuda() {
+    let _serial = serial();
+    let Some(dev) = stapes::tensor::cuda::test_device() else {
+        eprintln!("skipped: no GPU and no CUDA emulator in this build");
+        return;
+    };
+    let dir = tmp("cuda");
+    let text = corpus(&dir, 60);
+    let mut cfg = config(1);
+    cfg.model = TransformerLmConfig {
+        d_model: 16,
+        nhead: 2,
+        num_layers: 1,
+        dim_feedforward: 32,
+        dropout: 0.0,
+        max_len: 32,
+        ..TransformerLmConfig::default()
+    };
+    cfg.training.batch_size = 4;
+    cfg.training.seq_len = 16;
+    let mut losses = Vec::new();
+    for device in [Device::Cpu, dev] {
+        let mut l = Vec::new();
+        let report = train_lm(
+            &cfg,
+            std::slice::from_ref(&text),
+            &dir.join(format!("{device:?}")),
+            &LmTrainOptions { device, ..Default::default() },
+            |e| {
+                if let stapes::speech::lm_train::LmEvent::Step { loss, .. } = e {
+                    l.push(*loss);
+                }
+            },
+        )
+        .unwrap();
+        let (lp, _) = report.model.step(&[&report.model.empty_state()], &[BOS]).unwrap();
+        losses.push((l, lp.to_vec::<f32>().unwrap()));
+    }
+    let ((cpu_l, cpu_lp), (gpu_l, gpu_lp)) = (&losses[0], &losses[1]);
+    assert_eq!(cpu_l.len(), gpu_l.len());
+    for (a, b) in cpu_l.iter().zip(gpu_l) {
+        assert!((a - b).abs() < 1e-3 * a.abs().max(1.0), "loss {a} on the CPU, {b} on cuda");
+    }
+    for (a, b) in cpu_lp.iter().zip(gpu_lp) {
+        assert!((a - b).abs() < 1e-3, "log-prob {a} on the CPU, {b} on cuda");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -16,7 +16,7 @@ use stapes_nn::transformer::{
     sinusoidal_table, Activation, TransformerEncoder, TransformerEncoderLayer, TransformerLayerConfig,
 };
 use stapes_nn::{Forward, Module, Param};
-use stapes_tensor::{DType, Device, Error, PadMode, Result, Tensor};
+use stapes_tensor::{DType, Device, Error, Result, Tensor};
 
 const OP: &str = "TransformerLm";
 
@@ -119,12 +119,12 @@ pub struct TransformerLm {
     out: Output,
 }
 
-/// The cached keys and values of one prefix: per layer `[t, d_model]` keys and values, the
-/// prefix length `t`.
+/// The cached keys and values of one prefix: per layer `[t, d_model]` keys and values (f32, on
+/// the host), and the prefix length `t`.
 #[derive(Clone, Debug)]
 pub struct LmState {
-    keys: Vec<Tensor>,
-    values: Vec<Tensor>,
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
     len: usize,
 }
 
@@ -337,27 +337,28 @@ impl TransformerLm {
                 let q = qkv.narrow(1, 0, e)?;
                 let k = qkv.narrow(1, e, e)?;
                 let v = qkv.narrow(1, 2 * e, e)?;
-                // every prefix's keys and values with the new one appended, padded to t_max
-                let mut ks = Vec::with_capacity(n);
-                let mut vs = Vec::with_capacity(n);
+                // every prefix's keys and values with the new one appended (kept on the host:
+                // one copy per prefix instead of a chain of small tensor ops), then the batch
+                // padded to t_max and sent to the model's device in one piece
+                let k_new = k.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()?;
+                let v_new = v.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()?;
+                let mut kbuf = vec![0f32; n * t_max * e];
+                let mut vbuf = vec![0f32; n * t_max * e];
                 for (i, s) in states.iter().enumerate() {
-                    let (ki, vi) = (k.narrow(0, i, 1)?, v.narrow(0, i, 1)?);
-                    let (kc, vc) = match (s.keys.get(l), s.values.get(l)) {
-                        (Some(kp), Some(vp)) => (Tensor::cat(&[kp, &ki], 0)?, Tensor::cat(&[vp, &vi], 0)?),
-                        _ => (ki, vi),
-                    };
-                    let fill = t_max - kc.dims()[0];
-                    ks.push(kc.pad(&[0, 0, 0, fill], PadMode::Constant, 0.0)?);
-                    vs.push(vc.pad(&[0, 0, 0, fill], PadMode::Constant, 0.0)?);
+                    let mut kc = s.keys.get(l).cloned().unwrap_or_default();
+                    let mut vc = s.values.get(l).cloned().unwrap_or_default();
+                    kc.extend_from_slice(&k_new[i * e..(i + 1) * e]);
+                    vc.extend_from_slice(&v_new[i * e..(i + 1) * e]);
+                    kbuf[i * t_max * e..i * t_max * e + kc.len()].copy_from_slice(&kc);
+                    vbuf[i * t_max * e..i * t_max * e + vc.len()].copy_from_slice(&vc);
                     new_states[i].keys.push(kc);
                     new_states[i].values.push(vc);
                 }
-                let kb = Tensor::stack(&ks.iter().collect::<Vec<_>>(), 0)?
-                    .reshape([n, t_max, h, dh])?
-                    .permute(&[0, 2, 3, 1])?; // [N,H,dh,T]
-                let vb = Tensor::stack(&vs.iter().collect::<Vec<_>>(), 0)?
-                    .reshape([n, t_max, h, dh])?
-                    .permute(&[0, 2, 1, 3])?; // [N,H,T,dh]
+                let upload = |b: Vec<f32>| -> Result<Tensor> {
+                    Tensor::from_vec(b, [n, t_max, h, dh], &Device::Cpu)?.to_device(&dev)?.to_dtype(x.dtype())
+                };
+                let kb = upload(kbuf)?.permute(&[0, 2, 3, 1])?; // [N,H,dh,T]
+                let vb = upload(vbuf)?.permute(&[0, 2, 1, 3])?; // [N,H,T,dh]
                 let qb = q.reshape([n, h, 1, dh])?.mul_scalar(1.0 / (dh as f64).sqrt())?;
                 let scores = qb.matmul(&kb)?.add(&pad)?; // [N,H,1,T], broadcast over heads
                 let att = scores.softmax(-1)?.matmul(&vb)?.reshape([n, e])?; // [N,E]
