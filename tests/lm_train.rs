@@ -283,3 +283,53 @@ fn the_lm_trains_and_steps_on_cuda() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A subword LM: a BPE model trained on the text (the `tokenizers` crate), the LM trained over
+/// its units, the tokenizer saved as `tokenizers`' own `tokenizer.json` and read back; it scores
+/// sentences (rescoring) and refuses shallow fusion with a character beam search by name.
+#[cfg(feature = "bpe")]
+#[test]
+fn a_bpe_lm_trains_loads_and_rescores() {
+    use stapes::speech::beam::{beam_search_decode, BeamSearchConfig, NeuralLm};
+    use stapes::speech::data::Vocab;
+    use std::sync::Arc;
+    let _serial = serial();
+    let dir = tmp("bpe");
+    let text = corpus(&dir, 800);
+    let mut cfg = config(2);
+    cfg.tokenizer.kind = "bpe".into();
+    cfg.tokenizer.vocab_size = 60;
+    let run = dir.join("run");
+    let report = train_lm(&cfg, std::slice::from_ref(&text), &run, &LmTrainOptions::default(), |_| {}).unwrap();
+    let tok = &report.tokenizer;
+    assert_eq!(tok.kind, "bpe");
+    assert!(tok.vocab_size() <= 60 && tok.vocab_size() > 30, "{}", tok.vocab_size());
+    // subword units: a word is fewer ids than characters, and decoding restores the text
+    let ids = tok.encode("seven eight nine");
+    assert!(ids.len() < "seven eight nine".len(), "{ids:?}");
+    assert_eq!(tok.decode(&ids), "seven eight nine");
+    let ppl = report.epochs.last().unwrap().dev_perplexity;
+    assert!(ppl.is_finite() && ppl < tok.vocab_size() as f64, "{ppl}");
+    // tokenizer.json is the tokenizers library's file, and it loads back the same
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("tokenizer.json")).unwrap()).unwrap();
+    assert_eq!(saved["model"]["type"], "BPE");
+    let lm = load_lm_run(&run).unwrap();
+    assert_eq!(lm.tokenizer.encode("seven eight nine"), ids);
+    // in order is likelier than shuffled
+    let nn = NeuralLm { model: Arc::new(lm.model), tokenizer: Arc::new(lm.tokenizer), weight: 1.0, word_bonus: 0.0 };
+    let lp = nn
+        .model
+        .sequence_log_probs(&[
+            nn.tokenizer.encode_sentence("two three four"),
+            nn.tokenizer.encode_sentence("four two three"),
+        ])
+        .unwrap();
+    assert!(lp[0] > lp[1], "{lp:?}");
+    // fusion needs characters
+    let vocab = Vocab::new(" eot").unwrap();
+    let cfg = BeamSearchConfig { nnlm: Some(Arc::new(nn)), ..Default::default() };
+    let e = beam_search_decode(&[0.0; 5], 1, 5, &vocab, &cfg).unwrap_err().to_string();
+    assert!(e.contains("character"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -124,6 +124,16 @@ impl NeuralLm {
     /// The LM id of each acoustic class (index 0, the blank, unused); an error naming the
     /// first character the LM's tokenizer cannot express.
     pub fn class_ids(&self, vocab: &Vocab) -> Result<Vec<i64>> {
+        if !self.tokenizer.is_chars() {
+            return Err(Error::invalid(
+                "NeuralLm",
+                format!(
+                    "shallow fusion scores the beam's characters and needs a character LM; this one is {:?} (use it \
+                     to rescore the n-best list)",
+                    self.tokenizer.kind
+                ),
+            ));
+        }
         let mut ids = vec![-1];
         for &c in vocab.chars() {
             // a checkpoint's special tokens (private-use characters of `CtcVocab::char_vocab`)

@@ -42,18 +42,40 @@ pub const EOS: i64 = 2;
 pub const UNK: i64 = 3;
 const SPECIALS: i64 = 4;
 
-/// A character tokenizer: `<pad>`, `<s>`, `</s>`, `<unk>`, then one id per character of the
-/// training text (lower-cased when `lowercase`), in sorted order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The LM's tokenizer: `<pad>`, `<s>`, `</s>`, `<unk>` at ids 0-3, then either one id per
+/// character (`kind = "chars"`: those of the training text, or the configured ones, lower-cased
+/// when `lowercase`, in sorted order) or the subword units of a BPE model trained on the text
+/// (`kind = "bpe"`, the `tokenizers` crate; saved as its `tokenizer.json`, which Hugging Face's
+/// `tokenizers` library loads).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LmTokenizer {
-    /// `"chars"`.
+    /// `"chars"` or `"bpe"`.
     pub kind: String,
-    /// The characters, ids 4, 5, ….
+    /// The characters, ids 4, 5, … (`"chars"`).
     pub chars: String,
     /// Text is lower-cased before encoding.
     pub lowercase: bool,
     #[serde(skip)]
     ids: HashMap<char, i64>,
+    #[cfg(feature = "bpe")]
+    #[serde(skip)]
+    bpe: Option<std::sync::Arc<tokenizers::Tokenizer>>,
+}
+
+impl PartialEq for LmTokenizer {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.chars == other.chars && self.lowercase == other.lowercase && {
+            #[cfg(feature = "bpe")]
+            {
+                self.bpe.as_ref().map(|b| b.to_string(false).ok())
+                    == other.bpe.as_ref().map(|b| b.to_string(false).ok())
+            }
+            #[cfg(not(feature = "bpe"))]
+            {
+                true
+            }
+        }
+    }
 }
 
 impl LmTokenizer {
@@ -65,12 +87,29 @@ impl LmTokenizer {
                 return Err(Error::invalid("LmTokenizer", format!("character {c:?} appears twice")));
             }
         }
-        Ok(LmTokenizer { kind: "chars".into(), chars: chars.to_string(), lowercase, ids })
+        Ok(LmTokenizer {
+            kind: "chars".into(),
+            chars: chars.to_string(),
+            lowercase,
+            ids,
+            #[cfg(feature = "bpe")]
+            bpe: None,
+        })
     }
 
     /// Ids, the four special ones included.
     pub fn vocab_size(&self) -> usize {
+        #[cfg(feature = "bpe")]
+        if let Some(b) = &self.bpe {
+            return b.get_vocab_size(true);
+        }
         SPECIALS as usize + self.ids.len()
+    }
+
+    /// Whether the units are characters (what shallow fusion with the character beam search
+    /// needs).
+    pub fn is_chars(&self) -> bool {
+        self.kind == "chars"
     }
 
     fn norm(&self, text: &str) -> String {
@@ -78,8 +117,12 @@ impl LmTokenizer {
         t.split_whitespace().collect::<Vec<_>>().join(" ")
     }
 
-    /// The id of one character (after lower-casing), if the tokenizer has it.
+    /// The id of one character (after lower-casing), if the tokenizer has it (`None` for a
+    /// subword tokenizer).
     pub fn id(&self, c: char) -> Option<i64> {
+        if !self.is_chars() {
+            return None;
+        }
         let c = if self.lowercase { c.to_lowercase().next().unwrap_or(c) } else { c };
         self.ids.get(&c).copied()
     }
@@ -87,6 +130,13 @@ impl LmTokenizer {
     /// Ids of `text` (whitespace runs become one space; unknown characters `<unk>`), without
     /// `<s>`/`</s>`.
     pub fn encode(&self, text: &str) -> Vec<i64> {
+        #[cfg(feature = "bpe")]
+        if let Some(b) = &self.bpe {
+            return match b.encode(self.norm(text), false) {
+                Ok(e) => e.get_ids().iter().map(|&i| i64::from(i)).collect(),
+                Err(_) => vec![UNK],
+            };
+        }
         self.norm(text).chars().map(|c| self.ids.get(&c).copied().unwrap_or(UNK)).collect()
     }
 
@@ -100,26 +150,112 @@ impl LmTokenizer {
 
     /// The text of ids (special ids dropped).
     pub fn decode(&self, ids: &[i64]) -> String {
+        #[cfg(feature = "bpe")]
+        if let Some(b) = &self.bpe {
+            let ids: Vec<u32> = ids.iter().filter(|&&i| i >= SPECIALS).map(|&i| i as u32).collect();
+            return b.decode(&ids, true).unwrap_or_default();
+        }
         let chars: Vec<char> = self.chars.chars().collect();
         ids.iter().filter_map(|&i| (i >= SPECIALS).then(|| chars.get((i - SPECIALS) as usize)).flatten()).collect()
     }
 
-    /// Writes `tokenizer.json` atomically.
+    /// Writes `tokenizer.json` atomically (for BPE, the `tokenizers` library's own file).
     pub fn save(&self, path: &Path) -> Result<()> {
+        #[cfg(feature = "bpe")]
+        if let Some(b) = &self.bpe {
+            let text = b.to_string(true).map_err(|e| Error::invalid("LmTokenizer::save", e.to_string()))?;
+            return write_atomic(path, text.as_bytes());
+        }
         let text =
             serde_json::to_string_pretty(self).map_err(|e| Error::invalid("LmTokenizer::save", e.to_string()))?;
         write_atomic(path, text.as_bytes())
     }
 
-    /// Reads `tokenizer.json`.
+    /// Reads `tokenizer.json` (a character tokenizer, or a `tokenizers` BPE file).
     pub fn load(path: &Path) -> Result<LmTokenizer> {
         const OP: &str = "LmTokenizer::load";
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(OP, path, e))?;
-        let t: LmTokenizer = serde_json::from_str(&text).map_err(|e| Error::io(OP, path, format!("corrupt: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::io(OP, path, format!("corrupt: {e}")))?;
+        if v.get("kind").is_none() && v.get("model").is_some() {
+            return Self::load_bpe(path, &text);
+        }
+        let t: LmTokenizer = serde_json::from_value(v).map_err(|e| Error::io(OP, path, format!("corrupt: {e}")))?;
         if t.kind != "chars" {
-            return Err(Error::io(OP, path, format!("tokenizer kind {:?} (this build reads \"chars\")", t.kind)));
+            return Err(Error::io(OP, path, format!("tokenizer kind {:?} (expected \"chars\")", t.kind)));
         }
         LmTokenizer::chars(&t.chars, t.lowercase).map_err(|e| Error::io(OP, path, e.to_string()))
+    }
+
+    #[cfg(feature = "bpe")]
+    fn load_bpe(path: &Path, text: &str) -> Result<LmTokenizer> {
+        let tk: tokenizers::Tokenizer =
+            text.parse().map_err(|e| Error::io("LmTokenizer::load", path, format!("not a tokenizer: {e}")))?;
+        Self::from_bpe(tk).map_err(|e| Error::io("LmTokenizer::load", path, e.to_string()))
+    }
+
+    #[cfg(not(feature = "bpe"))]
+    fn load_bpe(path: &Path, _text: &str) -> Result<LmTokenizer> {
+        Err(Error::io("LmTokenizer::load", path, "a BPE tokenizer: this build has no `bpe` feature"))
+    }
+
+    #[cfg(feature = "bpe")]
+    fn from_bpe(tk: tokenizers::Tokenizer) -> Result<LmTokenizer> {
+        for (name, id) in [("<pad>", PAD), ("<s>", BOS), ("</s>", EOS), ("<unk>", UNK)] {
+            if tk.token_to_id(name).map(i64::from) != Some(id) {
+                return Err(Error::invalid("LmTokenizer", format!("the BPE model must have {name} at id {id}")));
+            }
+        }
+        Ok(LmTokenizer {
+            kind: "bpe".into(),
+            chars: String::new(),
+            lowercase: false,
+            ids: HashMap::new(),
+            bpe: Some(std::sync::Arc::new(tk)),
+        })
+    }
+
+    /// A BPE model of `vocab_size` units trained on the lines of `files` (Metaspace
+    /// pre-tokenization, as sentencepiece's `▁`; lower-cased first when `lowercase`).
+    #[cfg(feature = "bpe")]
+    pub fn train_bpe(files: &[PathBuf], vocab_size: usize, min_frequency: u64, lowercase: bool) -> Result<LmTokenizer> {
+        use tokenizers::decoders::DecoderWrapper;
+        use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+        use tokenizers::normalizers::{Lowercase, NormalizerWrapper};
+        use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+        use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+        use tokenizers::processors::PostProcessorWrapper;
+        use tokenizers::{AddedToken, TokenizerBuilder};
+        const OP: &str = "LmTokenizer::train_bpe";
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| Error::invalid(OP, e.to_string());
+        let model = BPE::builder().unk_token("<unk>".into()).build().map_err(err)?;
+        let meta = Metaspace::new('▁', PrependScheme::Always, true);
+        let mut tk = TokenizerBuilder::<
+            BPE,
+            NormalizerWrapper,
+            PreTokenizerWrapper,
+            PostProcessorWrapper,
+            DecoderWrapper,
+        >::default()
+        .with_model(model)
+        .with_normalizer(lowercase.then_some(NormalizerWrapper::Lowercase(Lowercase)))
+        .with_pre_tokenizer(Some(PreTokenizerWrapper::Metaspace(meta.clone())))
+        .with_decoder(Some(DecoderWrapper::Metaspace(meta)))
+        .build()
+        .map_err(err)?;
+        let specials =
+            ["<pad>", "<s>", "</s>", "<unk>"].iter().map(|t| AddedToken::from(t.to_string(), true)).collect();
+        let mut trainer = BpeTrainerBuilder::new()
+            .vocab_size(vocab_size)
+            .min_frequency(min_frequency)
+            .show_progress(false)
+            .special_tokens(specials)
+            .build();
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        tk.train_from_files(&mut trainer, names).map_err(err)?;
+        let json = tk.to_string(false).map_err(err)?;
+        let tk: tokenizers::Tokenizer = json.parse().map_err(err)?;
+        Self::from_bpe(tk)
     }
 }
 
@@ -127,10 +263,14 @@ impl LmTokenizer {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TokenizerConfig {
-    /// `"chars"`.
+    /// `"chars"` or `"bpe"` (a BPE model trained on the text; needs the `bpe` feature).
     pub kind: String,
     /// Lower-case the text.
     pub lowercase: bool,
+    /// BPE units, the four special tokens included.
+    pub vocab_size: usize,
+    /// BPE: pairs seen fewer times are not merged.
+    pub min_frequency: u64,
     /// The characters, when given (for instance the acoustic model's, so that the LM can score
     /// every transcript it makes); by default those of the training text. Characters of the
     /// text outside it become `<unk>`.
@@ -139,7 +279,7 @@ pub struct TokenizerConfig {
 
 impl Default for TokenizerConfig {
     fn default() -> Self {
-        TokenizerConfig { kind: "chars".into(), lowercase: true, chars: None }
+        TokenizerConfig { kind: "chars".into(), lowercase: true, vocab_size: 1000, min_frequency: 2, chars: None }
     }
 }
 
@@ -252,11 +392,22 @@ impl LmRunConfig {
         if !(t.clip_norm >= 0.0 && t.clip_norm.is_finite()) {
             return Err(Error::invalid(OP, format!("clip_norm must be finite and >= 0, got {}", t.clip_norm)));
         }
-        if self.tokenizer.kind != "chars" {
-            return Err(Error::invalid(
-                OP,
-                format!("tokenizer.kind {:?} is not supported (\"chars\")", self.tokenizer.kind),
-            ));
+        match self.tokenizer.kind.as_str() {
+            "chars" => {}
+            "bpe" if cfg!(feature = "bpe") => {
+                if self.tokenizer.vocab_size < 8 {
+                    return Err(Error::invalid(
+                        OP,
+                        format!("tokenizer.vocab_size {} is too small", self.tokenizer.vocab_size),
+                    ));
+                }
+            }
+            k => {
+                return Err(Error::invalid(
+                    OP,
+                    format!("tokenizer.kind {k:?} is not supported (\"chars\", or \"bpe\" with the `bpe` feature)"),
+                ))
+            }
         }
         self.schedule.build()?;
         Ok(())
@@ -292,6 +443,20 @@ fn dev_every(fraction: f64) -> usize {
 /// streaming pass); an error when the text has no line.
 pub fn build_tokenizer(files: &[PathBuf], cfg: &TokenizerConfig) -> Result<LmTokenizer> {
     let mut set = BTreeSet::new();
+    if cfg.kind == "bpe" {
+        let mut any = false;
+        for_each_line(files, |_, _| {
+            any = true;
+            Ok(false)
+        })?;
+        if !any {
+            return Err(Error::invalid("build_tokenizer", format!("no text in {files:?} (only empty lines)")));
+        }
+        #[cfg(feature = "bpe")]
+        return LmTokenizer::train_bpe(files, cfg.vocab_size, cfg.min_frequency, cfg.lowercase);
+        #[cfg(not(feature = "bpe"))]
+        return Err(Error::invalid("build_tokenizer", "tokenizer.kind = \"bpe\" needs the `bpe` feature"));
+    }
     if let Some(chars) = &cfg.chars {
         let mut any = false;
         for_each_line(files, |_, _| {
