@@ -210,6 +210,55 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// The whole training state: the model's `state_dict`, the optimizer's, the schedule's and
+    /// the GradScaler's states, the step, the default generator's state, and `extra`.
+    pub fn capture(
+        model: &dyn Module,
+        optimizer: &dyn crate::optim::Optimizer,
+        scheduler: &dyn crate::schedule::LrSchedule,
+        scaler: &crate::amp::GradScaler,
+        step: u64,
+        extra: serde_json::Value,
+    ) -> Result<Checkpoint> {
+        let (optimizer_tensors, optimizer_state) = optimizer.state_dict()?;
+        Ok(Checkpoint {
+            model: model.state_dict(),
+            optimizer_tensors,
+            optimizer: optimizer_state,
+            scheduler: scheduler.state_dict(),
+            scaler: scaler.state_dict(),
+            step,
+            rng: Some(stapes_tensor::default_generator_state()),
+            extra,
+        })
+    }
+
+    /// Puts the state [`capture`](Self::capture) took back into a freshly built model,
+    /// optimizer, schedule and scaler, and the default generator; errors name `path` (where the
+    /// checkpoint came from) and the part that did not fit.
+    pub fn restore(
+        &self,
+        path: &Path,
+        model: &dyn Module,
+        optimizer: &mut dyn crate::optim::Optimizer,
+        scheduler: &mut dyn crate::schedule::LrSchedule,
+        scaler: &mut crate::amp::GradScaler,
+    ) -> Result<()> {
+        const OP: &str = "Checkpoint::restore";
+        model.load_state_dict(&self.model, true).map_err(|e| Error::io(OP, path, format!("model: {e}")))?;
+        optimizer
+            .load_state_dict(&self.optimizer_tensors, &self.optimizer)
+            .map_err(|e| Error::io(OP, path, format!("optimizer: {e}")))?;
+        scheduler.load_state_dict(&self.scheduler).map_err(|e| Error::io(OP, path, format!("schedule: {e}")))?;
+        if !self.scaler.is_null() {
+            scaler.load_state_dict(&self.scaler).map_err(|e| Error::io(OP, path, format!("scaler: {e}")))?;
+        }
+        if let Some(r) = self.rng {
+            stapes_tensor::set_default_generator_state(r).map_err(|e| Error::io(OP, path, format!("rng: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Writes the checkpoint to `path`, atomically.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let mut tensors = BTreeMap::new();

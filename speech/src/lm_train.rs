@@ -439,33 +439,33 @@ fn dev_every(fraction: f64) -> usize {
     ((1.0 / fraction).round() as usize).max(2)
 }
 
+/// An error when `files` hold no non-empty line.
+fn require_text(files: &[PathBuf]) -> Result<()> {
+    let mut any = false;
+    for_each_line(files, |_, _| {
+        any = true;
+        Ok(false)
+    })?;
+    if any {
+        Ok(())
+    } else {
+        Err(Error::invalid("build_tokenizer", format!("no text in {files:?} (only empty lines)")))
+    }
+}
+
 /// The tokenizer of the configured characters, or of the training lines' characters (one
 /// streaming pass); an error when the text has no line.
 pub fn build_tokenizer(files: &[PathBuf], cfg: &TokenizerConfig) -> Result<LmTokenizer> {
     let mut set = BTreeSet::new();
     if cfg.kind == "bpe" {
-        let mut any = false;
-        for_each_line(files, |_, _| {
-            any = true;
-            Ok(false)
-        })?;
-        if !any {
-            return Err(Error::invalid("build_tokenizer", format!("no text in {files:?} (only empty lines)")));
-        }
+        require_text(files)?;
         #[cfg(feature = "bpe")]
         return LmTokenizer::train_bpe(files, cfg.vocab_size, cfg.min_frequency, cfg.lowercase);
         #[cfg(not(feature = "bpe"))]
         return Err(Error::invalid("build_tokenizer", "tokenizer.kind = \"bpe\" needs the `bpe` feature"));
     }
     if let Some(chars) = &cfg.chars {
-        let mut any = false;
-        for_each_line(files, |_, _| {
-            any = true;
-            Ok(false)
-        })?;
-        if !any {
-            return Err(Error::invalid("build_tokenizer", format!("no text in {files:?} (only empty lines)")));
-        }
+        require_text(files)?;
         let mut cs: BTreeSet<char> =
             chars.chars().map(|c| if cfg.lowercase { c.to_lowercase().next().unwrap_or(c) } else { c }).collect();
         cs.insert(' ');
@@ -735,16 +735,7 @@ pub fn train_lm(
     let mut step = 0u64;
     let mut pos = LmPosition { epoch: 1, ..LmPosition::default() };
     if let Some(ck) = &resume_from {
-        model.load_state_dict(&ck.model, true).map_err(|e| Error::io(OP, &ck_path, format!("model: {e}")))?;
-        opt.load_state_dict(&ck.optimizer_tensors, &ck.optimizer)
-            .map_err(|e| Error::io(OP, &ck_path, format!("optimizer: {e}")))?;
-        sched.load_state_dict(&ck.scheduler).map_err(|e| Error::io(OP, &ck_path, format!("schedule: {e}")))?;
-        if !ck.scaler.is_null() {
-            scaler.load_state_dict(&ck.scaler).map_err(|e| Error::io(OP, &ck_path, format!("scaler: {e}")))?;
-        }
-        if let Some(r) = ck.rng {
-            stapes_tensor::set_default_generator_state(r).map_err(|e| Error::io(OP, &ck_path, format!("rng: {e}")))?;
-        }
+        ck.restore(&ck_path, &model, opt.as_mut(), sched.as_mut(), &mut scaler)?;
         step = ck.step;
         pos = serde_json::from_value(ck.extra.clone())
             .map_err(|e| Error::io(OP, &ck_path, format!("corrupt position: {e}")))?;
@@ -777,18 +768,8 @@ pub fn train_lm(
                 sched: &dyn stapes_nn::schedule::LrSchedule,
                 scaler: &GradScaler|
      -> Result<()> {
-        let (optimizer_tensors, optimizer) = opt.state_dict()?;
-        Checkpoint {
-            model: model.state_dict(),
-            optimizer_tensors,
-            optimizer,
-            scheduler: sched.state_dict(),
-            scaler: scaler.state_dict(),
-            step,
-            rng: Some(stapes_tensor::default_generator_state()),
-            extra: serde_json::to_value(pos).map_err(|e| Error::invalid(OP, e.to_string()))?,
-        }
-        .save(&ck_path)
+        let extra = serde_json::to_value(pos).map_err(|e| Error::invalid(OP, e.to_string()))?;
+        Checkpoint::capture(&model, opt, sched, scaler, step, extra)?.save(&ck_path)
     };
     while pos.epoch <= tc.epochs {
         let epoch = pos.epoch;

@@ -588,16 +588,7 @@ pub fn train_ctc(
     let mut step = 0u64;
     let mut pos = Position { epoch: 1, history_every: 1, ..Position::default() };
     if let Some(ck) = &resume_from {
-        model.load_state_dict(&ck.model, true).map_err(|e| Error::io(OP, &ck_path, format!("model: {e}")))?;
-        opt.load_state_dict(&ck.optimizer_tensors, &ck.optimizer)
-            .map_err(|e| Error::io(OP, &ck_path, format!("optimizer: {e}")))?;
-        sched.load_state_dict(&ck.scheduler).map_err(|e| Error::io(OP, &ck_path, format!("schedule: {e}")))?;
-        if !ck.scaler.is_null() {
-            scaler.load_state_dict(&ck.scaler).map_err(|e| Error::io(OP, &ck_path, format!("scaler: {e}")))?;
-        }
-        if let Some(r) = ck.rng {
-            stapes_tensor::set_default_generator_state(r).map_err(|e| Error::io(OP, &ck_path, format!("rng: {e}")))?;
-        }
+        ck.restore(&ck_path, &model, opt.as_mut(), sched.as_mut(), &mut scaler)?;
         step = ck.step;
         pos = serde_json::from_value(ck.extra.clone())
             .map_err(|e| Error::io(OP, &ck_path, format!("corrupt position: {e}")))?;
@@ -664,18 +655,8 @@ pub fn train_ctc(
     let mut examples = Vec::new();
     let save =
         |pos: &Position, step: u64, opt: &dyn Optimizer, sched: &dyn LrSchedule, scaler: &GradScaler| -> Result<()> {
-            let (optimizer_tensors, optimizer) = opt.state_dict()?;
-            Checkpoint {
-                model: model.state_dict(),
-                optimizer_tensors,
-                optimizer,
-                scheduler: sched.state_dict(),
-                scaler: scaler.state_dict(),
-                step,
-                rng: Some(stapes_tensor::default_generator_state()),
-                extra: serde_json::to_value(pos).map_err(|e| Error::invalid(OP, e.to_string()))?,
-            }
-            .save(&ck_path)
+            let extra = serde_json::to_value(pos).map_err(|e| Error::invalid(OP, e.to_string()))?;
+            Checkpoint::capture(&model, opt, sched, scaler, step, extra)?.save(&ck_path)
         };
     while pos.epoch <= tc.epochs {
         let epoch = pos.epoch;
