@@ -100,8 +100,9 @@ pub struct BeamSearchConfig {
 /// character `c` adds `weight * ln p_lm(c | prefix)`, every completed word `word_bonus`, and
 /// the end of the transcript `weight * ln p_lm(</s> | transcript)`. The LM sees the transcript
 /// as the search builds it (`<s>`, then the characters with single spaces between words).
-/// Per frame, the prefixes that survive pruning and are new are fed to the LM in one batched
-/// [`TransformerLm::step`] over cached keys and values. A prefix as long as the LM's `max_len`
+/// The prefixes that survived pruning and are new are fed to the LM in one batched
+/// [`TransformerLm::step`] over cached keys and values, on the next frame where some prefix may
+/// grow (frames where only the blank is a candidate need no LM step). A prefix as long as the LM's `max_len`
 /// continues from its last `max_len / 2` characters.
 pub struct NeuralLm {
     /// The model (eval mode).
@@ -289,7 +290,7 @@ pub fn beam_search_decode(
         candidates.extend((0..c).filter(|&i| i == argmax || f64::from(frame[i]) >= config.token_min_logp));
         beams = search.step(&beams, frame, &candidates)?;
     }
-    Ok(search.finish(&beams))
+    search.finish(&beams)
 }
 
 /// Beam search over a batch `[B, T, C]` (batch-first) or `[T, B, C]` of log-probabilities with
@@ -616,6 +617,12 @@ impl<'a> Search<'a> {
 
     /// One frame: extends every beam by every candidate class, then ranks and prunes.
     fn step(&mut self, beams: &[Beam], frame: &[f32], candidates: &[usize]) -> Result<Vec<Beam>> {
+        // The neural LM is asked only when a prefix may grow: on frames where the blank is the
+        // only candidate (most CTC frames) nothing is extended and no LM step runs; the prefixes
+        // that appeared since the last call are then fed to it together.
+        if candidates.iter().any(|&c| c != 0) {
+            self.update_nn(beams)?;
+        }
         self.stamp = self.stamp.wrapping_add(1);
         let mut next = Vec::with_capacity(beams.len() * 2);
         for b in beams {
@@ -652,7 +659,6 @@ impl<'a> Search<'a> {
             let mut seen = std::collections::HashSet::new();
             kept.retain(|b| seen.insert(self.history_key(b.node, n)));
         }
-        self.update_nn(&kept)?;
         Ok(kept)
     }
 
@@ -705,7 +711,7 @@ impl<'a> Search<'a> {
 
     /// Merges each prefix ending in a delimiter with the same prefix without it (the same
     /// words), scores the last partial word and `</s>`, ranks and builds the hypotheses.
-    fn finish(&mut self, beams: &[Beam]) -> Vec<Hypothesis> {
+    fn finish(&mut self, beams: &[Beam]) -> Result<Vec<Hypothesis>> {
         let mut merged: Vec<Beam> = Vec::with_capacity(beams.len());
         let mut at: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
         for b in beams {
@@ -720,6 +726,7 @@ impl<'a> Search<'a> {
                 }
             }
         }
+        self.update_nn(&merged)?; // the distributions that score </s>
         for b in &mut merged {
             let n = &self.nodes[b.node as usize];
             let mut lm_score = n.words_score;
@@ -748,7 +755,8 @@ impl<'a> Search<'a> {
             b.lm_score = lm_score;
         }
         let kept = self.prune(merged);
-        kept.iter()
+        Ok(kept
+            .iter()
             .map(|b| {
                 let tokens = self.tokens(b.node);
                 Hypothesis {
@@ -759,7 +767,7 @@ impl<'a> Search<'a> {
                     lm_score: b.lm_score,
                 }
             })
-            .collect()
+            .collect())
     }
 
     /// The labels of `node`'s prefix, first to last.
