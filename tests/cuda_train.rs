@@ -36,13 +36,7 @@ fn crdnn_trains_on_cuda_as_on_the_cpu() {
     cfg.training.workers = 1;
     cfg.training.seed = 5;
     cfg.schedule = ScheduleConfig::Constant { lr: 3e-3 };
-    cfg.augment = AugmentConfig {
-        speed_factors: vec![1.0],
-        time_masks: 0,
-        time_mask_param: 0,
-        freq_masks: 0,
-        freq_mask_param: 0,
-    };
+    cfg.augment = AugmentConfig { speed_factors: vec![1.0], ..AugmentConfig::none() };
     cfg.logging.tensorboard = false;
     cfg.logging.plots = false;
     let words = DIGITS.join(" ");

@@ -27,6 +27,10 @@ fn tiny_config(model: ModelConfig) -> RunConfig {
         time_mask_param: 5,
         freq_masks: 1,
         freq_mask_param: 3,
+        mask_p: 0.3,
+        vtlp: vec![0.9, 1.1],
+        noise_snr_db: vec![15.0, 30.0],
+        noise_prob: 0.5,
     };
     cfg.logging.tensorboard = false;
     cfg.logging.plots = false;

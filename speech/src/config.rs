@@ -400,6 +400,18 @@ pub struct AugmentConfig {
     pub freq_masks: usize,
     /// Maximum width of a frequency mask, in mel bands.
     pub freq_mask_param: usize,
+    /// No mask covers more than this fraction of its axis (torchaudio's SpecAugment `p`): on a
+    /// 0.5 s word of 50 frames, `mask_p = 0.2` caps a time mask at 10 frames whatever
+    /// `time_mask_param` says. 1 leaves only `*_mask_param`.
+    pub mask_p: f64,
+    /// Vocal-tract-length perturbation: each training utterance's mel filterbank is warped by
+    /// a factor drawn uniformly from `[lo, hi]` (e.g. `[0.9, 1.1]`); empty disables it.
+    pub vtlp: Vec<f64>,
+    /// Additive white noise at an SNR (dB) drawn uniformly from `[lo, hi]`, on a fraction
+    /// `noise_prob` of the training utterances; empty disables it.
+    pub noise_snr_db: Vec<f64>,
+    /// The share of training utterances that get noise.
+    pub noise_prob: f64,
 }
 
 impl Default for AugmentConfig {
@@ -412,6 +424,10 @@ impl Default for AugmentConfig {
             time_mask_param: 40,
             freq_masks: 2,
             freq_mask_param: 15,
+            mask_p: 1.0,
+            vtlp: vec![],
+            noise_snr_db: vec![],
+            noise_prob: 0.5,
         }
     }
 }
@@ -419,7 +435,17 @@ impl Default for AugmentConfig {
 impl AugmentConfig {
     /// No augmentation at all.
     pub fn none() -> Self {
-        AugmentConfig { speed_factors: vec![], time_masks: 0, time_mask_param: 0, freq_masks: 0, freq_mask_param: 0 }
+        AugmentConfig {
+            speed_factors: vec![],
+            time_masks: 0,
+            time_mask_param: 0,
+            freq_masks: 0,
+            freq_mask_param: 0,
+            mask_p: 1.0,
+            vtlp: vec![],
+            noise_snr_db: vec![],
+            noise_prob: 0.0,
+        }
     }
 }
 
@@ -481,8 +507,26 @@ impl RunConfig {
         if self.features.n_mels == 0 {
             return Err(Error::invalid(OP, "features.n_mels must be >= 1"));
         }
-        if let Some(f) = self.augment.speed_factors.iter().find(|f| !(**f >= 0.5 && **f <= 2.0)) {
+        let a = &self.augment;
+        if let Some(f) = a.speed_factors.iter().find(|f| !(**f >= 0.5 && **f <= 2.0)) {
             return Err(Error::invalid(OP, format!("speed factor {f} is outside [0.5, 2]")));
+        }
+        if !(0.0..=1.0).contains(&a.mask_p) || !(0.0..=1.0).contains(&a.noise_prob) {
+            return Err(Error::invalid(
+                OP,
+                format!("augment.mask_p ({}) and noise_prob ({}) must be in [0, 1]", a.mask_p, a.noise_prob),
+            ));
+        }
+        let range_ok =
+            |r: &[f64], lo: f64, hi: f64| r.is_empty() || (r.len() == 2 && r[0] <= r[1] && r[0] > lo && r[1] < hi);
+        if !range_ok(&a.vtlp, 0.5, 2.0) {
+            return Err(Error::invalid(OP, format!("augment.vtlp must be [lo, hi] within (0.5, 2), got {:?}", a.vtlp)));
+        }
+        if !range_ok(&a.noise_snr_db, -50.0, 100.0) {
+            return Err(Error::invalid(
+                OP,
+                format!("augment.noise_snr_db must be [lo, hi] in dB, got {:?}", a.noise_snr_db),
+            ));
         }
         self.schedule.build()?;
         Ok(())

@@ -223,6 +223,14 @@ pub fn mel_frontend(n_mels: usize) -> Result<MelSpectrogram> {
 struct Augment {
     speeds: Vec<f64>,
     spec: Option<SpecAugment>,
+    /// VTLP warp factor range.
+    vtlp: Option<(f64, f64)>,
+    /// White noise: SNR range in dB and the probability of adding it.
+    noise: Option<(f64, f64, f64)>,
+}
+
+fn uniform(g: &mut Generator, lo: f64, hi: f64) -> f64 {
+    lo + (hi - lo) * g.next_f64()
 }
 
 /// What a model is fed, made from 16 kHz audio.
@@ -287,18 +295,27 @@ fn input_transform(vocab: Vocab, frontend: &Frontend, aug: Augment) -> Result<Tr
                 format!("{}: sample rate {} (expected 16000; resample first)", u.id, u.sample_rate),
             ));
         }
-        let audio = if aug.speeds.is_empty() {
+        let mut audio = if aug.speeds.is_empty() {
             u.audio
         } else {
             let f = aug.speeds[(g.next_u64() % aug.speeds.len() as u64) as usize];
             speed(&u.audio, f)?
         };
+        if let Some((lo, hi, prob)) = aug.noise {
+            if g.next_f64() < prob {
+                let snr = uniform(g, lo, hi);
+                audio = crate::perturb::add_white_noise(&audio, snr, g)?;
+            }
+        }
         let target = vocab.encode(&u.transcript.to_lowercase())?;
         let Some((mel, n_mels)) = &mel else {
             let input = if normalize { normalize_audio(&audio) } else { audio };
             return Ok(Item { id: u.id, input, feature_dim: None, target });
         };
-        let (mut x, rows, frames) = normalised_log_mel(mel, &audio)?;
+        let (mut x, rows, frames) = match aug.vtlp {
+            Some((lo, hi)) => normalised_log_mel(&mel.vtlp(uniform(g, lo, hi))?, &audio)?,
+            None => normalised_log_mel(mel, &audio)?,
+        };
         if let Some(s) = &aug.spec {
             s.apply_slice(&mut x, rows, frames, g)?;
         }
@@ -624,8 +641,12 @@ pub fn train_ctc(
         speeds: if aug.speed_factors.iter().all(|&f| f == 1.0) { vec![] } else { aug.speed_factors.clone() },
         spec: (log_mel && aug.time_masks + aug.freq_masks > 0).then(|| SpecAugment {
             zero_masking: true,
+            p: aug.mask_p,
             ..SpecAugment::new(aug.time_masks, aug.time_mask_param, aug.freq_masks, aug.freq_mask_param)
         }),
+        vtlp: (log_mel && aug.vtlp.len() == 2).then(|| (aug.vtlp[0], aug.vtlp[1])),
+        noise: (aug.noise_snr_db.len() == 2 && aug.noise_prob > 0.0)
+            .then(|| (aug.noise_snr_db[0], aug.noise_snr_db[1], aug.noise_prob)),
     };
     let loader = DataLoader::new(
         train,

@@ -142,8 +142,62 @@ pub fn melscale_fbanks(
     norm: MelNorm,
     mel_scale: MelScaleKind,
 ) -> Result<Vec<f32>> {
+    fbanks(n_freqs, f_min, f_max, n_mels, sample_rate, norm, mel_scale, None)
+}
+
+/// Vocal-tract-length perturbation's frequency warp (Jaitly & Hinton 2013, the piecewise linear
+/// map of Kaldi's VTLN): `f * alpha` up to `f_hi * min(alpha, 1) / alpha`, then the straight line
+/// that takes the rest of the band onto itself, so 0 and `nyquist` stay fixed and the map is
+/// increasing.
+pub fn vtlp_warp(f: f64, alpha: f64, f_hi: f64, nyquist: f64) -> f64 {
+    let boundary = f_hi * alpha.min(1.0) / alpha;
+    if f <= boundary {
+        f * alpha
+    } else {
+        let top = f_hi * alpha.min(1.0);
+        nyquist - (nyquist - top) / (nyquist - boundary) * (nyquist - f)
+    }
+}
+
+/// The filterbank of [`melscale_fbanks`] with the FFT bins' frequencies warped by
+/// [`vtlp_warp`] with factor `alpha` (the upper boundary at 0.6 of Nyquist, 4.8 kHz at 16 kHz):
+/// VTLP, a new "speaker" per utterance. `alpha = 1` is the unwarped filterbank.
+#[allow(clippy::too_many_arguments)]
+pub fn vtlp_fbanks(
+    n_freqs: usize,
+    f_min: f64,
+    f_max: f64,
+    n_mels: usize,
+    sample_rate: u32,
+    norm: MelNorm,
+    mel_scale: MelScaleKind,
+    alpha: f64,
+) -> Result<Vec<f32>> {
+    if !(alpha > 0.5 && alpha < 2.0) {
+        return Err(Error::invalid("vtlp_fbanks", format!("warp factor {alpha} is outside (0.5, 2)")));
+    }
+    fbanks(n_freqs, f_min, f_max, n_mels, sample_rate, norm, mel_scale, Some(alpha))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fbanks(
+    n_freqs: usize,
+    f_min: f64,
+    f_max: f64,
+    n_mels: usize,
+    sample_rate: u32,
+    norm: MelNorm,
+    mel_scale: MelScaleKind,
+    warp: Option<f64>,
+) -> Result<Vec<f32>> {
     check_mel("melscale_fbanks", n_freqs, f_min, f_max, n_mels, sample_rate)?;
-    let all_freqs = linspace_f32(0.0, (sample_rate / 2) as f32, n_freqs);
+    let mut all_freqs = linspace_f32(0.0, (sample_rate / 2) as f32, n_freqs);
+    if let Some(alpha) = warp.filter(|&a| a != 1.0) {
+        let nyquist = f64::from(sample_rate / 2);
+        for f in &mut all_freqs {
+            *f = vtlp_warp(f64::from(*f), alpha, 0.6 * nyquist, nyquist) as f32;
+        }
+    }
     let m_pts = linspace_f32(hz_to_mel(f_min, mel_scale) as f32, hz_to_mel(f_max, mel_scale) as f32, n_mels + 2);
     let f_pts: Vec<f32> = m_pts.iter().map(|&m| mel_to_hz_f32(m, mel_scale)).collect();
     let mut fb = vec![0.0f32; n_freqs * n_mels];
@@ -437,6 +491,16 @@ impl MelSpectrogram {
             mel_scale: config.mel_scale,
         })?;
         Ok(MelSpectrogram { spectrogram, mel, f32_fft: true })
+    }
+
+    /// The same front end with its filterbank warped by VTLP factor `alpha` ([`vtlp_fbanks`]).
+    pub fn vtlp(&self, alpha: f64) -> Result<MelSpectrogram> {
+        let c = &self.mel.config;
+        let f_max = c.f_max.unwrap_or(f64::from(c.sample_rate / 2));
+        let dense = vtlp_fbanks(c.n_stft, c.f_min, f_max, c.n_mels, c.sample_rate, c.norm, c.mel_scale, alpha)?;
+        let fb = SparseFilterbank::from_dense(&dense, c.n_stft, c.n_mels);
+        let mel = MelScale { config: c.clone(), dense, fb };
+        Ok(MelSpectrogram { spectrogram: self.spectrogram.clone(), mel, f32_fft: self.f32_fft })
     }
 
     /// The STFT part.

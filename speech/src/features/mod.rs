@@ -26,8 +26,8 @@ mod stft;
 pub use cmvn::{Cmvn, CmvnState, GlobalCmvn};
 pub use deltas::{compute_deltas, ComputeDeltas};
 pub use mel::{
-    hz_to_mel, mel_to_hz, melscale_fbanks, MelNorm, MelScale, MelScaleConfig, MelScaleKind, MelSpectrogram,
-    MelSpectrogramConfig,
+    hz_to_mel, mel_to_hz, melscale_fbanks, vtlp_fbanks, vtlp_warp, MelNorm, MelScale, MelScaleConfig, MelScaleKind,
+    MelSpectrogram, MelSpectrogramConfig,
 };
 pub use mfcc::{amplitude_to_db, create_dct, AmplitudeToDB, DctNorm, Mfcc, MfccConfig, SType};
 pub use stft::{PadMode, SpecNorm, Spectrogram, SpectrogramConfig, Window};

@@ -1,0 +1,89 @@
+//! Augmentation for short inputs and new speakers (issue 16): SpecAugment masks never exceed
+//! their cap (`mask_p` of the axis, torchaudio's `p`), VTLP's frequency warp is a monotone map of
+//! the band onto itself that moves the mel filters, and bad augmentation settings are errors
+//! naming the field.
+
+use proptest::prelude::*;
+use stapes::speech::augment::SpecAugment;
+use stapes::speech::config::RunConfig;
+use stapes::speech::features::{melscale_fbanks, vtlp_fbanks, vtlp_warp, MelNorm, MelScaleKind};
+use stapes::tensor::random::Generator;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_mask_exceeds_its_cap(
+        frames in 1usize..120,
+        freqs in 1usize..48,
+        time_param in 0usize..60,
+        freq_param in 0usize..30,
+        masks in 0usize..4,
+        p in 0.0f64..=1.0,
+        seed in any::<u64>(),
+    ) {
+        let s = SpecAugment { p, zero_masking: true, ..SpecAugment::new(masks, time_param, masks, freq_param) };
+        let mut data = vec![1.0f32; freqs * frames];
+        let mut g = Generator::new(seed);
+        let applied = s.apply_slice(&mut data, freqs, frames, &mut g).unwrap();
+        let cap = |len: usize, param: usize| param.min((len as f64 * p) as usize);
+        for spans in &applied.time {
+            for span in spans {
+                prop_assert!(span.width() <= cap(frames, time_param), "time mask {} > cap {}", span.width(), cap(frames, time_param));
+                prop_assert!(span.end <= frames);
+            }
+        }
+        for spans in &applied.freq {
+            for span in spans {
+                prop_assert!(span.width() <= cap(freqs, freq_param));
+                prop_assert!(span.end <= freqs);
+            }
+        }
+        // the masked values are exactly the spans' (zero masking)
+        let zeros = data.iter().filter(|&&v| v == 0.0).count();
+        prop_assert!(zeros <= masks * (cap(frames, time_param) * freqs + cap(freqs, freq_param) * frames));
+    }
+
+    #[test]
+    fn the_vtlp_warp_maps_the_band_onto_itself(alpha in 0.8f64..1.25, a in 0.0f64..8000.0, b in 0.0f64..8000.0) {
+        let (f_hi, ny) = (4800.0, 8000.0);
+        prop_assert!(vtlp_warp(0.0, alpha, f_hi, ny).abs() < 1e-9);
+        prop_assert!((vtlp_warp(ny, alpha, f_hi, ny) - ny).abs() < 1e-6);
+        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+        prop_assert!(vtlp_warp(lo, alpha, f_hi, ny) <= vtlp_warp(hi, alpha, f_hi, ny) + 1e-9);
+    }
+}
+
+#[test]
+fn vtlp_moves_the_mel_filters_and_leaves_them_at_one() {
+    let plain = melscale_fbanks(201, 0.0, 8000.0, 40, 16000, MelNorm::None, MelScaleKind::Htk).unwrap();
+    let same = vtlp_fbanks(201, 0.0, 8000.0, 40, 16000, MelNorm::None, MelScaleKind::Htk, 1.0).unwrap();
+    assert_eq!(plain, same);
+    // the peak bin of filter m: a factor above 1 stretches the spectrum, so each filter listens
+    // lower down; below 1, higher up
+    let peak = |fb: &[f32], m: usize| (0..201).max_by(|&a, &b| fb[a * 40 + m].total_cmp(&fb[b * 40 + m])).unwrap();
+    let up = vtlp_fbanks(201, 0.0, 8000.0, 40, 16000, MelNorm::None, MelScaleKind::Htk, 1.1).unwrap();
+    let down = vtlp_fbanks(201, 0.0, 8000.0, 40, 16000, MelNorm::None, MelScaleKind::Htk, 0.9).unwrap();
+    for m in [10, 20, 30] {
+        assert!(peak(&up, m) < peak(&plain, m), "filter {m}: {} vs {}", peak(&up, m), peak(&plain, m));
+        assert!(peak(&down, m) > peak(&plain, m), "filter {m}");
+    }
+    assert!(vtlp_fbanks(201, 0.0, 8000.0, 40, 16000, MelNorm::None, MelScaleKind::Htk, 3.0).is_err());
+}
+
+#[test]
+fn bad_augmentation_settings_name_the_field() {
+    for (toml, field) in [
+        ("[augment]\nmask_p = 1.5\n", "mask_p"),
+        ("[augment]\nvtlp = [1.1, 0.9]\n", "vtlp"),
+        ("[augment]\nvtlp = [0.9]\n", "vtlp"),
+        ("[augment]\nnoise_snr_db = [10.0]\n", "noise_snr_db"),
+        ("[augment]\nnoise_prob = -0.1\n", "noise_prob"),
+    ] {
+        let e = RunConfig::from_toml_str(toml).unwrap().validate().unwrap_err().to_string();
+        assert!(e.contains(field), "{toml}: {e}");
+    }
+    let ok =
+        RunConfig::from_toml_str("[augment]\nmask_p = 0.2\nvtlp = [0.9, 1.1]\nnoise_snr_db = [5.0, 20.0]\n").unwrap();
+    ok.validate().unwrap();
+}
