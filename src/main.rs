@@ -16,8 +16,8 @@ use stapes::speech::metrics::ErrorCounts;
 use stapes::speech::models::wav2vec2::CtcVocab;
 use stapes::speech::synth::{SynthConfig, SyntheticDigits, DIGITS};
 use stapes::speech::train::{
-    evaluate_with, filter_by_duration, load_run, open_corpus, small_crdnn, split_corpus, train_ctc, TrainEvent,
-    TrainOptions,
+    evaluate_with, filter_by_duration, load_run, open_corpus, small_crdnn, split_by_speakers, split_corpus, train_ctc,
+    TrainEvent, TrainOptions,
 };
 use stapes::tensor::{Device, Result as TResult, Tensor};
 use std::path::{Path, PathBuf};
@@ -460,6 +460,11 @@ struct TrainArgs {
     /// Dev data (same forms); without it, a fraction of the training data is held out.
     #[arg(long)]
     dev: Option<PathBuf>,
+    /// Without `--dev`: hold out these many whole speakers (named by the manifest's `speaker`
+    /// field or the LibriSpeech layout) instead of every k-th utterance, so that the dev error
+    /// rates are those of unseen voices.
+    #[arg(long, conflicts_with = "dev")]
+    dev_speakers: Option<usize>,
     /// The run directory.
     #[arg(long)]
     run_dir: PathBuf,
@@ -511,6 +516,8 @@ fn parse_device(s: &str) -> std::result::Result<Device, String> {
 struct RunData {
     data: PathBuf,
     dev: Option<PathBuf>,
+    #[serde(default)]
+    dev_speakers: Option<usize>,
 }
 
 fn train(a: TrainArgs) -> anyhow::Result<()> {
@@ -519,6 +526,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         Tensor::zeros([1], stapes::tensor::DType::F32, &a.device).context("--device")?;
     }
     let run_json = a.run_dir.join("run.json");
+    let mut dev_speakers = a.dev_speakers;
     let (mut cfg, data, dev) = if a.resume {
         if a.config.is_some() || a.small || a.no_augment {
             bail!("--resume continues with the run's own config.toml; leave out --config, --small and --no-augment");
@@ -531,6 +539,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             .transpose()
             .with_context(|| format!("reading {}", run_json.display()))?;
         let data = a.data.clone().or_else(|| saved.as_ref().map(|s| s.data.clone()));
+        dev_speakers = dev_speakers.or_else(|| saved.as_ref().and_then(|s| s.dev_speakers));
         let dev = a.dev.clone().or_else(|| saved.and_then(|s| s.dev));
         let data = data.with_context(|| format!("no --data given and no {} to take it from", run_json.display()))?;
         (cfg, data, dev)
@@ -571,10 +580,23 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
                 corpus.dataset.entries().iter().chain(dv.dataset.entries()).map(|e| e.transcript.clone()).collect();
             (corpus.dataset, dv.dataset, Vocab::from_transcripts(all.iter().map(|s| s.as_str())))
         }
-        None => {
-            let (t, d) = split_corpus(&corpus.dataset, cfg.training.dev_fraction)?;
-            (t, d, corpus.vocab)
-        }
+        None => match dev_speakers {
+            Some(n) => {
+                let (t, d, held) = split_by_speakers(&corpus.dataset, n, cfg.training.seed)?;
+                println!("dev: {} utterances of {n} held-out speaker(s) ({})", d.len(), held.join(", "));
+                (t, d, corpus.vocab)
+            }
+            None => {
+                let (t, d) = split_corpus(&corpus.dataset, cfg.training.dev_fraction)?;
+                println!(
+                    "dev: every {}-th utterance ({}; its speakers are training speakers too, so the dev error \
+                     rates overstate accuracy on new voices: --dev-speakers N holds out whole speakers)",
+                    (1.0 / cfg.training.dev_fraction).round(),
+                    d.len()
+                );
+                (t, d, corpus.vocab)
+            }
+        },
     };
     let vocab = if a.resume {
         let saved = stapes::speech::train::load_vocab(&a.run_dir)?;
@@ -591,7 +613,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     };
     let train_set = filter_by_duration(train_set, cfg.training.max_duration_s);
     std::fs::create_dir_all(&a.run_dir).with_context(|| format!("creating {}", a.run_dir.display()))?;
-    let rd = serde_json::to_string_pretty(&RunData { data: abs(&data), dev: dev.as_deref().map(abs) })?;
+    let rd = serde_json::to_string_pretty(&RunData { data: abs(&data), dev: dev.as_deref().map(abs), dev_speakers })?;
     stapes::nn::checkpoint::write_atomic(&run_json, rd.as_bytes())?;
     println!(
         "stapes train: {} training and {} dev utterances, {} output classes; run directory {}",
@@ -628,6 +650,7 @@ fn eval(run: &Path, data: &Path, batch_size: usize, verbose: bool, decode: &Deco
         bail!("the data's transcripts use characters the model cannot emit: {missing:?}");
     }
     let n = corpus.dataset.len();
+    let speakers: Vec<Option<String>> = corpus.dataset.entries().iter().map(|e| e.speaker.clone()).collect();
     let (decoder, name) = decode.build(&loaded.vocab)?;
     let t0 = Instant::now();
     let ds: Arc<dyn Dataset> = Arc::new(corpus.dataset);
@@ -639,7 +662,22 @@ fn eval(run: &Path, data: &Path, batch_size: usize, verbose: bool, decode: &Deco
     }
     println!("{n} utterances decoded ({name}) in {:.1}s", t0.elapsed().as_secs_f64());
     print_error_rates(&ev.wer, &ev.cer);
+    print_by_speaker(speakers.iter().zip(&ev.pairs).map(|(s, (r, h))| (s.as_deref(), r.as_str(), h.as_str())));
     Ok(())
+}
+
+/// WER and CER per speaker, when every utterance names one.
+fn print_by_speaker<'a>(triples: impl Iterator<Item = (Option<&'a str>, &'a str, &'a str)>) {
+    let triples: Option<Vec<(&str, &str, &str)>> = triples.map(|(s, r, h)| s.map(|s| (s, r, h))).collect();
+    let Some(triples) = triples else { return };
+    let by = stapes::speech::metrics::error_rates_by_speaker(triples);
+    if by.len() < 2 {
+        return;
+    }
+    println!("by speaker:");
+    for (s, (w, c)) in &by {
+        println!("  {s}: WER {:.2}% ({} words), CER {:.2}%", 100.0 * w.rate(), w.reference_len, 100.0 * c.rate());
+    }
 }
 
 /// The WER and CER lines of `eval`, with their substitution, deletion and insertion counts.
@@ -700,17 +738,19 @@ fn eval_hf(dir: &Path, data: &Path, batch_size: usize, verbose: bool, decode: &D
         let u = ds.get(i).with_context(|| format!("utterance {i} of {}", data.display()))?;
         let audio = if u.sample_rate == sr { u.audio } else { resample(&u.audio, u.sample_rate, sr)? };
         let reference = if upper { u.transcript.to_uppercase() } else { u.transcript };
-        utts.push((audio, reference));
+        utts.push((audio, reference, ds.entries()[i].speaker.clone()));
     }
-    utts.sort_by_key(|(a, _)| a.len());
+    utts.sort_by_key(|(a, _, _)| a.len());
     let mut pairs = Vec::with_capacity(utts.len());
+    let mut speakers = Vec::with_capacity(utts.len());
     for chunk in utts.chunks(batch_size) {
-        let audio: Vec<&[f32]> = chunk.iter().map(|(a, _)| a.as_slice()).collect();
+        speakers.extend(chunk.iter().map(|(_, _, s)| s.clone()));
+        let audio: Vec<&[f32]> = chunk.iter().map(|(a, _, _)| a.as_slice()).collect();
         let hyps = match decoder.as_mut() {
             Some((d, _)) => p.transcribe_batch_with(&audio, d)?,
             None => p.transcribe_batch(&audio)?,
         };
-        for ((_, r), h) in chunk.iter().zip(hyps) {
+        for ((_, r, _), h) in chunk.iter().zip(hyps) {
             pairs.push((r.split_whitespace().collect::<Vec<_>>().join(" "), h));
         }
     }
@@ -723,6 +763,7 @@ fn eval_hf(dir: &Path, data: &Path, batch_size: usize, verbose: bool, decode: &D
     println!("{} utterances decoded ({name}) in {:.1}s", pairs.len(), t0.elapsed().as_secs_f64());
     let (wer, cer) = corpus_error_rates(pairs.iter().map(|(r, h)| (r.as_str(), h.as_str())));
     print_error_rates(&wer, &cer);
+    print_by_speaker(speakers.iter().zip(&pairs).map(|(s, (r, h))| (s.as_deref(), r.as_str(), h.as_str())));
     Ok(())
 }
 

@@ -93,6 +93,20 @@ pub fn char_errors(reference: &str, hyp: &str) -> ErrorCounts {
     edit_counts(&norm(reference), &norm(hyp))
 }
 
+/// [`corpus_error_rates`] per speaker: `(speaker, reference, hypothesis)` triples in, word and
+/// character counts per speaker out, by speaker id.
+pub fn error_rates_by_speaker<'a>(
+    triples: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+) -> std::collections::BTreeMap<String, (ErrorCounts, ErrorCounts)> {
+    let mut out: std::collections::BTreeMap<String, (ErrorCounts, ErrorCounts)> = Default::default();
+    for (s, r, h) in triples {
+        let e = out.entry(s.to_string()).or_default();
+        e.0 += word_errors(r, h);
+        e.1 += char_errors(r, h);
+    }
+    out
+}
+
 /// Corpus-level WER and CER over pairs `(reference, hypothesis)`.
 pub fn corpus_error_rates<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> (ErrorCounts, ErrorCounts) {
     let (mut w, mut c) = (ErrorCounts::default(), ErrorCounts::default());

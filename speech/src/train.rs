@@ -878,6 +878,49 @@ pub fn split_corpus(corpus: &ManifestDataset, fraction: f64) -> Result<(Manifest
     ))
 }
 
+/// Splits a corpus by speaker: `n` whole speakers, chosen by a shuffle of the sorted speaker
+/// ids seeded with `seed`, go to the held-out part, so that dev accuracy is measured on voices
+/// the model never heard (a random utterance split overstates it). Returns the two parts and
+/// the held-out speakers. Entries without a speaker, or `n` not below the number of speakers,
+/// are errors.
+pub fn split_by_speakers(
+    corpus: &ManifestDataset,
+    n: usize,
+    seed: u64,
+) -> Result<(ManifestDataset, ManifestDataset, Vec<String>)> {
+    const OP: &str = "split_by_speakers";
+    let entries = corpus.entries();
+    if let Some(e) = entries.iter().find(|e| e.speaker.is_none()) {
+        return Err(Error::invalid(
+            OP,
+            format!("utterance {:?} names no speaker (a `speaker` field, or a LibriSpeech layout)", e.id),
+        ));
+    }
+    let mut speakers: Vec<String> = entries.iter().filter_map(|e| e.speaker.clone()).collect();
+    speakers.sort();
+    speakers.dedup();
+    if n == 0 || n >= speakers.len() {
+        return Err(Error::invalid(
+            OP,
+            format!("cannot hold out {n} of {} speakers (at least 1, and one left to train on)", speakers.len()),
+        ));
+    }
+    let mut g = Generator::new(seed ^ 0x5EED_5EED);
+    for i in (1..speakers.len()).rev() {
+        let j = (g.next_u64() % (i as u64 + 1)) as usize;
+        speakers.swap(i, j);
+    }
+    let mut held: Vec<String> = speakers[..n].to_vec();
+    held.sort();
+    let (dev, train): (Vec<ManifestEntry>, Vec<ManifestEntry>) =
+        entries.iter().cloned().partition(|e| e.speaker.as_ref().is_some_and(|s| held.contains(s)));
+    Ok((
+        ManifestDataset::from_entries(train).with_sample_rate(16000),
+        ManifestDataset::from_entries(dev).with_sample_rate(16000),
+        held,
+    ))
+}
+
 /// Keeps the entries no longer than `max_s` seconds (entries without a known duration stay).
 pub fn filter_by_duration(corpus: ManifestDataset, max_s: Option<f64>) -> ManifestDataset {
     match max_s {

@@ -55,6 +55,9 @@ pub struct ManifestEntry {
     pub transcript: String,
     /// The duration in seconds, when the manifest gives it.
     pub duration: Option<f64>,
+    /// The speaker, when the manifest names one (`speaker`, `speaker_id` or `spk_id`; the
+    /// speaker folder of a LibriSpeech layout).
+    pub speaker: Option<String>,
 }
 
 /// A corpus listed in a manifest file.
@@ -75,7 +78,9 @@ pub struct ManifestDataset {
 
 const AUDIO_KEYS: [&str; 4] = ["audio", "audio_filepath", "path", "wav"];
 const TEXT_KEYS: [&str; 2] = ["text", "transcript"];
+const SPEAKER_KEYS: [&str; 3] = ["speaker", "speaker_id", "spk_id"];
 
+#[allow(clippy::too_many_arguments)]
 fn make_entry(
     op: &'static str,
     manifest: &Path,
@@ -84,6 +89,7 @@ fn make_entry(
     text: Option<String>,
     duration: Option<f64>,
     id: Option<String>,
+    speaker: Option<String>,
 ) -> Result<ManifestEntry> {
     let audio =
         audio.ok_or_else(|| Error::io(op, manifest, format!("line {line}: no audio path (one of {AUDIO_KEYS:?})")))?;
@@ -97,7 +103,7 @@ fn make_entry(
     let rel = PathBuf::from(&audio);
     let path = if rel.is_absolute() { rel } else { manifest.parent().unwrap_or(Path::new(".")).join(rel) };
     let id = id.unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or(audio));
-    Ok(ManifestEntry { id, audio: path, transcript, duration })
+    Ok(ManifestEntry { id, audio: path, transcript, duration, speaker })
 }
 
 /// Splits one CSV line into fields (RFC 4180 quoting; no newlines inside fields).
@@ -166,6 +172,12 @@ impl ManifestDataset {
                 serde_json::from_str(line).map_err(|e| Error::io(OP, path, format!("line {}: {e}", k + 1)))?;
             let obj = v.as_object().ok_or_else(|| Error::io(OP, path, format!("line {}: not a JSON object", k + 1)))?;
             let string = |keys: &[&str]| keys.iter().find_map(|key| obj.get(*key)?.as_str().map(str::to_string));
+            // a speaker id may be a number (LibriSpeech's are)
+            let speaker = SPEAKER_KEYS.iter().find_map(|key| match obj.get(*key)? {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            });
             let duration = match obj.get("duration") {
                 None | Some(serde_json::Value::Null) => None,
                 Some(d) => Some(
@@ -181,6 +193,7 @@ impl ManifestDataset {
                 string(&TEXT_KEYS),
                 duration,
                 string(&["id"]),
+                speaker,
             )?);
         }
         Ok(ManifestDataset { entries, sample_rate: None })
@@ -197,7 +210,7 @@ impl ManifestDataset {
             split_csv(header.trim_end_matches('\r')).map_err(|e| Error::io(OP, path, format!("line 1: {e}")))?;
         let col = |keys: &[&str]| header.iter().position(|h| keys.contains(&h.trim()));
         let (audio_col, text_col) = (col(&AUDIO_KEYS), col(&TEXT_KEYS));
-        let (dur_col, id_col) = (col(&["duration"]), col(&["id"]));
+        let (dur_col, id_col, spk_col) = (col(&["duration"]), col(&["id"]), col(&SPEAKER_KEYS));
         if audio_col.is_none() || text_col.is_none() {
             return Err(Error::io(OP, path, format!("the header {header:?} needs an audio and a text column")));
         }
@@ -222,7 +235,7 @@ impl ManifestDataset {
                 ),
             };
             let text = text_col.map(|c| f[c].clone());
-            entries.push(make_entry(OP, path, k + 1, get(audio_col), text, duration, get(id_col))?);
+            entries.push(make_entry(OP, path, k + 1, get(audio_col), text, duration, get(id_col), get(spk_col))?);
         }
         Ok(ManifestDataset { entries, sample_rate: None })
     }
@@ -329,6 +342,7 @@ impl LibriSpeech {
                             audio,
                             transcript: words.to_string(),
                             duration: None,
+                            speaker: speaker.file_name().map(|n| n.to_string_lossy().into_owned()),
                         });
                     }
                 }
