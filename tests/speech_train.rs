@@ -263,3 +263,30 @@ fn the_readme_configurations_are_valid() {
     }
     assert_eq!(kinds, ["wav2vec2", "DeepSpeech2"]);
 }
+
+/// A schedule whose warm-up outlasts the run is reported (the reference recipe's 2000-step
+/// CyclicLR rise on a small corpus never reaches its peak rate).
+#[test]
+fn a_warm_up_longer_than_the_run_is_reported() {
+    let (train, dev, vocab) = corpus();
+    let mut cfg = tiny_config(ModelConfig::Crdnn(CrdnnConfig {
+        conv_channels: vec![4],
+        time_pool: vec![2],
+        rnn_hidden: 8,
+        rnn_layers: 1,
+        rnn_dropout: 0.0,
+        ..CrdnnConfig::default()
+    }));
+    cfg.training.epochs = 1;
+    cfg.schedule = ScheduleConfig::default(); // CyclicLR, step_size_up 2000
+    let dir = std::env::temp_dir().join(format!("stapes-warmup-{}", std::process::id()));
+    let mut messages = Vec::new();
+    train_ctc(&cfg, train, dev, &vocab, &dir, &TrainOptions::default(), |e| {
+        if let TrainEvent::Message(m) = e {
+            messages.push(m.clone());
+        }
+    })
+    .unwrap();
+    assert!(messages.iter().any(|m| m.contains("2000 steps") && m.contains("never gets there")), "{messages:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}

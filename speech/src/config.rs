@@ -341,6 +341,17 @@ impl Default for ScheduleConfig {
 }
 
 impl ScheduleConfig {
+    /// Steps the rate takes to reach its peak: CyclicLR's `step_size_up`, Noam's `warmup`,
+    /// OneCycleLR's `pct_start * total_steps`; `None` for schedules that start at their peak.
+    pub fn warmup_steps(&self) -> Option<usize> {
+        match *self {
+            ScheduleConfig::Cyclic { step_size_up, .. } => Some(step_size_up),
+            ScheduleConfig::Noam { warmup, .. } => Some(warmup),
+            ScheduleConfig::OneCycle { total_steps, pct_start, .. } => Some((pct_start * total_steps as f64) as usize),
+            _ => None,
+        }
+    }
+
     /// Builds the schedule.
     pub fn build(&self) -> Result<Box<dyn LrSchedule>> {
         let err = |e: stapes_nn::schedule::ScheduleError| Error::invalid("ScheduleConfig::build", e.to_string());

@@ -613,6 +613,17 @@ pub fn train_ctc(
             pos = pos.next_epoch();
         }
     }
+    let batches_per_epoch = train.len().div_ceil(tc.batch_size.max(1));
+    let total_steps = batches_per_epoch * tc.epochs;
+    if let Some(w) = cfg.schedule.warmup_steps().filter(|&w| w > total_steps) {
+        observer(&TrainEvent::Message(format!(
+            "warning: the schedule takes {w} steps to reach its peak learning rate, but the run has {total_steps} \
+             ({} epochs of {batches_per_epoch} batches): the rate never gets there. Shorten the warm-up (for \
+             instance to {}) or train longer",
+            tc.epochs,
+            (total_steps / 4).max(1)
+        )));
+    }
     observer(&TrainEvent::Start {
         model: cfg.model.name(),
         parameters: model.num_parameters(),
