@@ -654,7 +654,7 @@ fn eval(run: &Path, data: &Path, batch_size: usize, verbose: bool, decode: &Deco
     let (decoder, name) = decode.build(&loaded.vocab)?;
     let t0 = Instant::now();
     let ds: Arc<dyn Dataset> = Arc::new(corpus.dataset);
-    let ev = evaluate_with(&loaded.model, ds, &loaded.vocab, batch_size, decoder)?;
+    let ev = evaluate_with(&loaded.model, &loaded.frontend(), ds, &loaded.vocab, batch_size, decoder)?;
     if verbose {
         for (r, h) in &ev.pairs {
             println!("REF: {r}\nHYP: {h}\n");
@@ -779,7 +779,7 @@ fn transcribe(
     let opts = segment_options(no_vad, max_segment);
     let (mut decoder, _) = decode.build(&loaded.vocab)?;
     for path in audio {
-        let segs = transcribe_file(&loaded.model, &loaded.vocab, path, &opts, &mut decoder)
+        let segs = transcribe_file(&loaded.model, &loaded.frontend(), &loaded.vocab, path, &opts, &mut decoder)
             .with_context(|| format!("transcribing {}", path.display()))?;
         print_transcript(path, &segs);
     }
@@ -963,9 +963,14 @@ fn demo(
         let u = dev.get(i)?;
         let wav = ex_dir.join(format!("{}.wav", u.id));
         write_wav(&wav, &u.audio, u.sample_rate)?;
-        let segs = transcribe_file(&loaded.model, &loaded.vocab, &wav, &SegmentOptions::default(), |lp, l| {
-            greedy_decode_batch(lp, l, blank, true)
-        })?;
+        let segs = transcribe_file(
+            &loaded.model,
+            &loaded.frontend(),
+            &loaded.vocab,
+            &wav,
+            &SegmentOptions::default(),
+            |lp, l| greedy_decode_batch(lp, l, blank, true),
+        )?;
         let hyp: Vec<&str> = segs.iter().map(|s| s.text.trim()).collect();
         println!("  {}\n    reference:  {}\n    hypothesis: {}", wav.display(), u.transcript, hyp.join(" "));
     }

@@ -87,3 +87,26 @@ fn bad_augmentation_settings_name_the_field() {
         RunConfig::from_toml_str("[augment]\nmask_p = 0.2\nvtlp = [0.9, 1.1]\nnoise_snr_db = [5.0, 20.0]\n").unwrap();
     ok.validate().unwrap();
 }
+
+#[test]
+fn a_band_limited_front_end_ignores_what_lies_above_f_max() {
+    use stapes::speech::train::Frontend;
+    // no band of a 4 kHz bank reaches above 4 kHz, where 8 kHz recordings resampled to 16 kHz
+    // hold only resampler noise
+    let fb = melscale_fbanks(201, 0.0, 4000.0, 40, 16000, MelNorm::None, MelScaleKind::Htk).unwrap();
+    for k in 101..201 {
+        assert!((0..40).all(|m| fb[k * 40 + m] == 0.0), "bin {k} ({} Hz) is in a band", k * 40);
+    }
+    // the front end: same frames, other features, with f_max and with pre-emphasis
+    let x: Vec<f32> = (0..8000).map(|i| 0.3 * (i as f32 * 0.37).sin() + 0.2 * (i as f32 * 2.1).sin()).collect();
+    let full = Frontend::LogMel { n_mels: 40, f_max: None, preemphasis: 0.0 }.prepare(&x).unwrap();
+    let low = Frontend::LogMel { n_mels: 40, f_max: Some(4000.0), preemphasis: 0.0 }.prepare(&x).unwrap();
+    let pre = Frontend::LogMel { n_mels: 40, f_max: None, preemphasis: 0.97 }.prepare(&x).unwrap();
+    assert_eq!((full.1, full.0.len()), (low.1, low.0.len()));
+    assert_ne!(full.0, low.0);
+    assert_ne!(full.0, pre.0);
+    let e = RunConfig::from_toml_str("[features]\nf_max = 9000.0\n").unwrap().validate().unwrap_err().to_string();
+    assert!(e.contains("f_max"), "{e}");
+    let e = RunConfig::from_toml_str("[features]\npreemphasis = 1.2\n").unwrap().validate().unwrap_err().to_string();
+    assert!(e.contains("preemphasis"), "{e}");
+}

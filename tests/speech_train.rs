@@ -59,6 +59,10 @@ fn tiny_run_trains_and_writes_its_run_directory() {
     let mut cfg = cfg;
     cfg.logging.tensorboard = true;
     cfg.logging.plots = true;
+    // a band-limited, pre-emphasised, dithered front end: evaluation must use the same one
+    cfg.features.f_max = Some(7000.0);
+    cfg.features.preemphasis = 0.97;
+    cfg.features.dither = 1e-4;
     let dir = std::env::temp_dir().join(format!("stapes-train-{}", std::process::id()));
     let mut steps = 0;
     let report = train_ctc(&cfg, train, dev.clone(), &vocab, &dir, &TrainOptions::default(), |e| {
@@ -124,17 +128,19 @@ fn tiny_run_trains_and_writes_its_run_directory() {
     // The last checkpoint's model reloads into a fresh model and decodes like the trained one.
     let fresh = AcousticModel::new(&saved.model).unwrap();
     fresh.load_state_dict(&ck.model, true).unwrap();
-    let a = evaluate(&report.model, dev.clone(), &vocab, 4).unwrap();
-    let b = evaluate(&fresh, dev.clone(), &vocab, 4).unwrap();
+    let frontend = saved.frontend();
+    let a = evaluate(&report.model, &frontend, dev.clone(), &vocab, 4).unwrap();
+    let b = evaluate(&fresh, &frontend, dev.clone(), &vocab, 4).unwrap();
     assert_eq!(a, b);
     load_module(dir.join("best_model.safetensors"), &fresh, true).unwrap();
     let run = load_run(&dir).unwrap();
     assert_eq!(run.vocab, vocab);
-    let c = evaluate(&run.model, dev, &vocab, 4).unwrap();
+    let c = evaluate(&run.model, &run.frontend(), dev, &vocab, 4).unwrap();
     assert_eq!(
         c,
         evaluate(
             &fresh,
+            &frontend,
             Arc::new(
                 SyntheticDigits::new(SynthConfig {
                     seed: 2,

@@ -137,7 +137,7 @@ fn a_checkpoint_directory_fine_tunes_resumes_and_exports() {
     assert!(matches!(run.model, AcousticModel::Wav2Vec2(_)));
     let u = dev.get(0).unwrap();
     let want = logits(&run.model, &u.audio);
-    let ev = evaluate(&run.model, dev.clone(), &vocab, 2).unwrap();
+    let ev = evaluate(&run.model, &run.frontend(), dev.clone(), &vocab, 2).unwrap();
     assert_eq!(ev.pairs.len(), dev.len());
 
     // exported as a Hugging Face directory: the pipeline loads it and gives the same logits

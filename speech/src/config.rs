@@ -89,11 +89,20 @@ pub struct RunConfig {
 pub struct FeatureConfig {
     /// Mel bands (the model's input features).
     pub n_mels: usize,
+    /// The top of the mel bands in Hz (default: 8 kHz, Nyquist of 16 kHz). For recordings made
+    /// at 8 kHz, 4000: their upper half, after resampling to 16 kHz, holds only resampler
+    /// noise, which per-band normalisation would amplify.
+    pub f_max: Option<f64>,
+    /// Pre-emphasis `y[n] = x[n] - c x[n-1]` of the waveform (Kaldi's 0.97; 0: none).
+    pub preemphasis: f64,
+    /// Gaussian dither added to training waveforms, as a standard deviation in sample units
+    /// (Kaldi's `dither`; 0: none). Dev and eval audio is never dithered.
+    pub dither: f64,
 }
 
 impl Default for FeatureConfig {
     fn default() -> Self {
-        FeatureConfig { n_mels: 80 }
+        FeatureConfig { n_mels: 80, f_max: None, preemphasis: 0.0, dither: 0.0 }
     }
 }
 
@@ -515,8 +524,18 @@ impl RunConfig {
         if !(t.dev_fraction > 0.0 && t.dev_fraction < 1.0) {
             return Err(Error::invalid(OP, format!("dev_fraction must be in (0, 1), got {}", t.dev_fraction)));
         }
-        if self.features.n_mels == 0 {
+        let f = &self.features;
+        if f.n_mels == 0 {
             return Err(Error::invalid(OP, "features.n_mels must be >= 1"));
+        }
+        if f.f_max.is_some_and(|m| !(m > 0.0 && m <= 8000.0)) {
+            return Err(Error::invalid(OP, format!("features.f_max must be in (0, 8000] Hz, got {:?}", f.f_max)));
+        }
+        if !((0.0..1.0).contains(&f.preemphasis) && f.dither >= 0.0 && f.dither.is_finite()) {
+            return Err(Error::invalid(
+                OP,
+                format!("features.preemphasis ({}) must be in [0, 1) and dither ({}) >= 0", f.preemphasis, f.dither),
+            ));
         }
         let a = &self.augment;
         if let Some(f) = a.speed_factors.iter().find(|f| !(**f >= 0.5 && **f <= 2.0)) {

@@ -4,7 +4,7 @@
 use crate::audio::{load_audio, resample};
 use crate::data::Vocab;
 use crate::models::AcousticModel;
-use crate::train::batch_log_probs;
+use crate::train::{batch_log_probs, Frontend};
 use crate::vad::{detect_speech, VadConfig};
 use stapes_tensor::{Error, Result, Tensor};
 use std::path::Path;
@@ -88,17 +88,17 @@ pub fn plan_segments(samples: &[f32], sample_rate: u32, opts: &SegmentOptions) -
 }
 
 /// Transcribes a mono 16 kHz signal: cut it with [`plan_segments`], feed each piece to the model
-/// through its [`Frontend`](crate::train::Frontend), decode it with `decode`
+/// through `frontend` (the run's, [`crate::train::LoadedRun::frontend`]), decode it with `decode`
 /// (log-probabilities `[1, T, C]` and the output length → label sequences).
 pub fn transcribe_samples(
     model: &AcousticModel,
+    frontend: &Frontend,
     vocab: &Vocab,
     samples: &[f32],
     opts: &SegmentOptions,
     mut decode: impl FnMut(&Tensor, &[usize]) -> Result<Vec<Vec<usize>>>,
 ) -> Result<Vec<TranscriptSegment>> {
     const SR: u32 = 16000;
-    let frontend = model.frontend();
     let mut out = Vec::new();
     for (a, b) in plan_segments(samples, SR, opts)? {
         // At least one 25 ms window of audio (also wav2vec2's receptive field), so that the
@@ -120,6 +120,7 @@ pub fn transcribe_samples(
 /// 16 kHz, and transcribes it with [`transcribe_samples`].
 pub fn transcribe_file(
     model: &AcousticModel,
+    frontend: &Frontend,
     vocab: &Vocab,
     path: &Path,
     opts: &SegmentOptions,
@@ -128,7 +129,7 @@ pub fn transcribe_file(
     let audio = load_audio(path, true)?;
     let samples =
         if audio.sample_rate == 16000 { audio.samples } else { resample(&audio.samples, audio.sample_rate, 16000)? };
-    transcribe_samples(model, vocab, &samples, opts, decode)
+    transcribe_samples(model, frontend, vocab, &samples, opts, decode)
 }
 
 #[cfg(test)]

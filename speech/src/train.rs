@@ -210,12 +210,30 @@ pub fn log_mel_features(mel: &MelSpectrogram, audio: &[f32]) -> Result<(Vec<f32>
 
 /// The mel front end used for training: 16 kHz, 25 ms windows (n_fft 400), 10 ms hop.
 pub fn mel_frontend(n_mels: usize) -> Result<MelSpectrogram> {
+    mel_frontend_to(n_mels, None)
+}
+
+/// [`mel_frontend`] with the mel bands ending at `f_max` Hz (all of 0-8 kHz when `None`).
+pub fn mel_frontend_to(n_mels: usize, f_max: Option<f64>) -> Result<MelSpectrogram> {
     MelSpectrogram::new(MelSpectrogramConfig {
         sample_rate: 16000,
         spectrogram: SpectrogramConfig { n_fft: 400, hop_length: Some(160), ..SpectrogramConfig::default() },
         n_mels,
+        f_max,
         ..MelSpectrogramConfig::default()
     })
+}
+
+/// `y[n] = x[n] - coef * x[n - 1]` over the whole signal (`y[0] = x[0]`).
+fn preemphasize(x: &[f32], coef: f64) -> Vec<f32> {
+    let c = coef as f32;
+    let mut out = Vec::with_capacity(x.len());
+    let mut prev = 0.0f32;
+    for (i, &v) in x.iter().enumerate() {
+        out.push(if i == 0 { v } else { v - c * prev });
+        prev = v;
+    }
+    out
 }
 
 /// Training-time augmentation applied inside the loader's transform.
@@ -227,6 +245,8 @@ struct Augment {
     vtlp: Option<(f64, f64)>,
     /// White noise: SNR range in dB and the probability of adding it.
     noise: Option<(f64, f64, f64)>,
+    /// Standard deviation of the Gaussian dither added to the samples.
+    dither: f64,
 }
 
 fn uniform(g: &mut Generator, lo: f64, hi: f64) -> f64 {
@@ -241,6 +261,11 @@ pub enum Frontend {
     LogMel {
         /// Mel bands.
         n_mels: usize,
+        /// The top of the mel bands in Hz (`None`: 8 kHz). Below 8 kHz for audio recorded at
+        /// less than 16 kHz, whose upper bands hold only resampling noise.
+        f_max: Option<f64>,
+        /// Pre-emphasis coefficient (0: none), applied to the waveform.
+        preemphasis: f64,
     },
     /// The waveform itself `[S]` (wav2vec2), normalised to zero mean and unit variance when
     /// `normalize` (the checkpoint's `do_normalize`).
@@ -255,7 +280,14 @@ impl Frontend {
     /// samples).
     pub fn prepare(&self, audio: &[f32]) -> Result<(Vec<f32>, usize)> {
         match self {
-            Frontend::LogMel { n_mels } => log_mel_features(&mel_frontend(*n_mels)?, audio),
+            Frontend::LogMel { n_mels, f_max, preemphasis } => {
+                let mel = mel_frontend_to(*n_mels, *f_max)?;
+                if *preemphasis > 0.0 {
+                    log_mel_features(&mel, &preemphasize(audio, *preemphasis))
+                } else {
+                    log_mel_features(&mel, audio)
+                }
+            }
             Frontend::Waveform { normalize: true } => Ok((normalize_audio(audio), audio.len())),
             Frontend::Waveform { normalize: false } => Ok((audio.to_vec(), audio.len())),
         }
@@ -265,27 +297,36 @@ impl Frontend {
     pub(crate) fn batch_of_one(&self, audio: &[f32]) -> Result<(Tensor, usize)> {
         let (x, frames) = self.prepare(audio)?;
         let t = match self {
-            Frontend::LogMel { n_mels } => Tensor::from_vec(x, [1, frames, *n_mels], &Device::Cpu)?,
+            Frontend::LogMel { n_mels, .. } => Tensor::from_vec(x, [1, frames, *n_mels], &Device::Cpu)?,
             Frontend::Waveform { .. } => Tensor::from_vec(x, [1, frames], &Device::Cpu)?,
         };
         Ok((t, frames))
     }
 }
 
-impl AcousticModel {
-    /// The front end the model was trained with.
+impl RunConfig {
+    /// The front end a run's model is fed through: `[features]` for log-mel models, the
+    /// checkpoint's preprocessing for wav2vec2.
     pub fn frontend(&self) -> Frontend {
-        match self {
-            AcousticModel::Wav2Vec2(m) => Frontend::Waveform { normalize: m.preprocessor().do_normalize },
-            _ => Frontend::LogMel { n_mels: self.config().n_features() },
+        match &self.model {
+            ModelConfig::Wav2Vec2(w) => {
+                Frontend::Waveform { normalize: w.preprocessor.as_ref().is_none_or(|p| p.do_normalize) }
+            }
+            _ => Frontend::LogMel {
+                n_mels: self.features.n_mels,
+                f_max: self.features.f_max,
+                preemphasis: self.features.preemphasis,
+            },
         }
     }
 }
 
 fn input_transform(vocab: Vocab, frontend: &Frontend, aug: Augment) -> Result<Transform> {
-    let mel = match frontend {
-        Frontend::LogMel { n_mels } => Some((Arc::new(mel_frontend(*n_mels)?), *n_mels)),
-        Frontend::Waveform { .. } => None,
+    let (mel, preemphasis) = match frontend {
+        Frontend::LogMel { n_mels, f_max, preemphasis } => {
+            (Some((Arc::new(mel_frontend_to(*n_mels, *f_max)?), *n_mels)), *preemphasis)
+        }
+        Frontend::Waveform { .. } => (None, 0.0),
     };
     let normalize = matches!(frontend, Frontend::Waveform { normalize: true });
     Ok(Arc::new(move |u: Utterance, g: &mut Generator| -> Result<Item> {
@@ -307,11 +348,19 @@ fn input_transform(vocab: Vocab, frontend: &Frontend, aug: Augment) -> Result<Tr
                 audio = crate::perturb::add_white_noise(&audio, snr, g)?;
             }
         }
+        if aug.dither > 0.0 {
+            for v in &mut audio {
+                *v += (aug.dither * g.next_normal()) as f32;
+            }
+        }
         let target = vocab.encode(&u.transcript.to_lowercase())?;
         let Some((mel, n_mels)) = &mel else {
             let input = if normalize { normalize_audio(&audio) } else { audio };
             return Ok(Item { id: u.id, input, feature_dim: None, target });
         };
+        if preemphasis > 0.0 {
+            audio = preemphasize(&audio, preemphasis);
+        }
         let (mut x, rows, frames) = match aug.vtlp {
             Some((lo, hi)) => normalised_log_mel(&mel.vtlp(uniform(g, lo, hi))?, &audio)?,
             None => normalised_log_mel(mel, &audio)?,
@@ -354,13 +403,14 @@ pub fn batch_log_probs(model: &AcousticModel, inputs: &Tensor, in_lens: &[usize]
 /// [`Frontend`]. Leaves the model in eval mode.
 pub fn evaluate_with(
     model: &AcousticModel,
+    frontend: &Frontend,
     dataset: Arc<dyn Dataset>,
     vocab: &Vocab,
     batch_size: usize,
     mut decode: impl FnMut(&Tensor, &[usize]) -> Result<Vec<Vec<usize>>>,
 ) -> Result<Evaluation> {
     model.eval();
-    let transform = input_transform(vocab.clone(), &model.frontend(), Augment::default())?;
+    let transform = input_transform(vocab.clone(), frontend, Augment::default())?;
     let loader = DataLoader::new(
         dataset,
         transform,
@@ -392,12 +442,13 @@ pub fn evaluate_with(
 /// Greedy-decodes a data set and scores it. Leaves the model in eval mode.
 pub fn evaluate(
     model: &AcousticModel,
+    frontend: &Frontend,
     dataset: Arc<dyn Dataset>,
     vocab: &Vocab,
     batch_size: usize,
 ) -> Result<Evaluation> {
     let blank = vocab.blank() as usize;
-    evaluate_with(model, dataset, vocab, batch_size, |lp, lens| greedy_decode_batch(lp, lens, blank, true))
+    evaluate_with(model, frontend, dataset, vocab, batch_size, |lp, lens| greedy_decode_batch(lp, lens, blank, true))
 }
 
 /// Where a run stands, kept in the checkpoint's `extra` field.
@@ -525,6 +576,13 @@ pub struct LoadedRun {
     pub model: AcousticModel,
 }
 
+impl LoadedRun {
+    /// The front end its model was trained with.
+    pub fn frontend(&self) -> Frontend {
+        self.config.frontend()
+    }
+}
+
 /// Loads `config.toml`, `vocab.json` and the best model (or, failing that, the last
 /// checkpoint's) from a run directory.
 pub fn load_run(run_dir: &Path) -> Result<LoadedRun> {
@@ -639,7 +697,7 @@ pub fn train_ctc(
         }
     }
     let aug = &cfg.augment;
-    let frontend = model.frontend();
+    let frontend = cfg.frontend();
     let log_mel = matches!(frontend, Frontend::LogMel { .. });
     if !log_mel && aug.time_masks + aug.freq_masks > 0 {
         observer(&TrainEvent::Message(
@@ -658,6 +716,7 @@ pub fn train_ctc(
         vtlp: (log_mel && aug.vtlp.len() == 2).then(|| (aug.vtlp[0], aug.vtlp[1])),
         noise: (aug.noise_snr_db.len() == 2 && aug.noise_prob > 0.0)
             .then(|| (aug.noise_snr_db[0], aug.noise_snr_db[1], aug.noise_prob)),
+        dither: if log_mel { cfg.features.dither } else { 0.0 },
     };
     let loader = DataLoader::new(
         train,
@@ -784,7 +843,7 @@ pub fn train_ctc(
             }
         }
         observer(&TrainEvent::Evaluating { epoch });
-        let ev = evaluate(&model, dev.clone(), vocab, tc.batch_size)?;
+        let ev = evaluate(&model, &frontend, dev.clone(), vocab, tc.batch_size)?;
         model.train(true);
         examples = ev.pairs.iter().take(5).cloned().collect();
         let log = EpochLog {
