@@ -16,6 +16,9 @@
 //!
 //! [features]
 //! n_mels = 80
+//! f_max = 8000.0                 # the top mel band (4000 for recordings made at 8 kHz)
+//! preemphasis = 0.0              # Kaldi's 0.97 to turn it on
+//! dither = 0.0                   # Gaussian dither of training audio (std, sample units)
 //!
 //! [training]
 //! batch_size = 16
@@ -41,6 +44,10 @@
 //! time_mask_param = 40
 //! freq_masks = 2
 //! freq_mask_param = 15
+//! mask_p = 1.0                   # no mask wider than this fraction of its axis
+//! vtlp = []                      # e.g. [0.9, 1.1]: vocal-tract-length perturbation
+//! noise_snr_db = []              # e.g. [5.0, 30.0]: white noise at a random SNR,
+//! noise_prob = 0.5               #   on this share of the training utterances
 //!
 //! [logging]
 //! tensorboard = true
