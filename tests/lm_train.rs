@@ -333,3 +333,40 @@ fn a_bpe_lm_trains_loads_and_rescores() {
     assert!(e.contains("character"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Mixed precision: bf16 autocast, and f16 with the GradScaler, train the LM with finite
+/// losses close to f32's on the same batches.
+#[test]
+fn the_lm_trains_in_mixed_precision() {
+    use stapes::speech::config::Precision;
+    let _serial = serial();
+    let dir = tmp("amp");
+    let text = corpus(&dir, 300);
+    let mut last = Vec::new();
+    for precision in [Precision::F32, Precision::Bf16, Precision::F16] {
+        let mut cfg = config(1);
+        cfg.model.dropout = 0.0;
+        cfg.training.precision = precision;
+        let mut losses = Vec::new();
+        train_lm(
+            &cfg,
+            std::slice::from_ref(&text),
+            &dir.join(format!("{precision:?}")),
+            &LmTrainOptions::default(),
+            |e| {
+                if let stapes::speech::lm_train::LmEvent::Step { loss, .. } = e {
+                    losses.push(*loss);
+                }
+            },
+        )
+        .unwrap();
+        assert!(losses.iter().all(|l| l.is_finite()), "{precision:?}: {losses:?}");
+        last.push(losses);
+    }
+    // the first step's loss (the same initial weights and batch) agrees within half-precision
+    // rounding
+    for (p, l) in [("bf16", &last[1]), ("f16", &last[2])] {
+        assert!((l[0] - last[0][0]).abs() < 0.05 * last[0][0], "{p}: {} vs f32 {}", l[0], last[0][0]);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
