@@ -66,7 +66,7 @@ use stapes_nn::schedule::{
     OneCycleLRConfig, StepLR,
 };
 use stapes_nn::Param;
-use stapes_tensor::{Error, Result};
+use stapes_tensor::{DType, Error, Result};
 use std::path::Path;
 
 /// A whole run: model, features, training loop, optimizer, schedule, augmentation, logging.
@@ -124,6 +124,17 @@ pub enum Precision {
     Bf16,
     /// Autocast to f16 with a dynamic loss scale (GradScaler).
     F16,
+}
+
+impl Precision {
+    /// The dtype autocast runs matmuls and convolutions in (`None`: plain f32).
+    pub fn autocast_dtype(self) -> Option<DType> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(DType::BF16),
+            Precision::F16 => Some(DType::F16),
+        }
+    }
 }
 
 /// The training loop.

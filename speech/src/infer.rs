@@ -99,12 +99,13 @@ pub fn transcribe_samples(
     mut decode: impl FnMut(&Tensor, &[usize]) -> Result<Vec<Vec<usize>>>,
 ) -> Result<Vec<TranscriptSegment>> {
     const SR: u32 = 16000;
+    let front = frontend.build()?;
     let mut out = Vec::new();
     for (a, b) in plan_segments(samples, SR, opts)? {
         // At least one 25 ms window of audio (also wav2vec2's receptive field), so that the
         // front end yields a frame.
         let piece = &samples[a..b.max(a + 400).min(samples.len())];
-        let (x, frames) = frontend.batch_of_one(piece)?;
+        let (x, frames) = front.batch_of_one(piece)?;
         if frames == 0 || model.output_lengths(&[frames])[0] == 0 {
             continue;
         }

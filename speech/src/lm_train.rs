@@ -23,7 +23,6 @@ use serde::{Deserialize, Serialize};
 use stapes_autograd::{autocast, no_grad, Var};
 use stapes_nn::amp::{GradScaler, GradScalerConfig};
 use stapes_nn::checkpoint::{save_module, write_atomic, Checkpoint};
-use stapes_nn::clip::clip_grad_norm;
 use stapes_nn::loss::{cross_entropy, CrossEntropyOptions};
 use stapes_nn::Module;
 use stapes_tensor::{DType, Device, Error, Generator, Result, Tensor};
@@ -755,11 +754,7 @@ pub fn train_lm(
         resumed: resume_from.as_ref().map(|_| (pos.epoch, pos.batches_done, step)),
     });
     let mut tb = if cfg.logging.tensorboard { Some(SummaryWriter::new(&run_dir.join("tensorboard"))?) } else { None };
-    let amp = match tc.precision {
-        Precision::F32 => None,
-        Precision::Bf16 => Some(DType::BF16),
-        Precision::F16 => Some(DType::F16),
-    };
+    let amp = tc.precision.autocast_dtype();
     let every = dev_every(tc.dev_fraction);
     let session = Instant::now();
     let save = |pos: &LmPosition,
@@ -804,16 +799,8 @@ pub fn train_lm(
                 failure = Some(Error::invalid(OP, format!("the loss became {l} at step {step} (epoch {epoch})")));
                 return Ok(false);
             }
-            scaler.scale(&loss)?.backward()?;
-            scaler.unscale(opt.params())?;
-            let max_norm = if tc.clip_norm > 0.0 { tc.clip_norm } else { f64::INFINITY };
-            clip_grad_norm(opt.params(), max_norm, 2.0, false)?;
-            opt.apply_schedule(sched.as_ref());
-            let lr = opt.lr();
-            let params = opt.params().to_vec();
-            scaler.step(&params, || opt.step())?;
-            scaler.update()?;
-            sched.step();
+            let (lr, _) =
+                crate::train::backward_and_step(&loss, opt.as_mut(), sched.as_mut(), &mut scaler, tc.clip_norm)?;
             step += 1;
             pos.batches_done += 1;
             if l.is_finite() {

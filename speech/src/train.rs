@@ -48,7 +48,7 @@ use stapes_nn::loss::Reduction;
 use stapes_nn::optim::Optimizer;
 use stapes_nn::schedule::LrSchedule;
 use stapes_nn::Module;
-use stapes_tensor::{DType, Device, Error, Generator, Result, Tensor};
+use stapes_tensor::{Device, Error, Generator, Result, Tensor};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -276,29 +276,73 @@ pub enum Frontend {
 }
 
 impl Frontend {
+    /// The front end with its STFT and mel filterbank built, for many utterances.
+    pub(crate) fn build(&self) -> Result<BuiltFrontend> {
+        Ok(match self {
+            Frontend::LogMel { n_mels, f_max, preemphasis } => BuiltFrontend {
+                mel: Some((Arc::new(mel_frontend_to(*n_mels, *f_max)?), *n_mels)),
+                preemphasis: *preemphasis,
+                normalize: false,
+            },
+            Frontend::Waveform { normalize } => BuiltFrontend { mel: None, preemphasis: 0.0, normalize: *normalize },
+        })
+    }
+
     /// The model input of one utterance: values and frames (`[frames, F]` row-major, or the
     /// samples).
     pub fn prepare(&self, audio: &[f32]) -> Result<(Vec<f32>, usize)> {
-        match self {
-            Frontend::LogMel { n_mels, f_max, preemphasis } => {
-                let mel = mel_frontend_to(*n_mels, *f_max)?;
-                if *preemphasis > 0.0 {
-                    log_mel_features(&mel, &preemphasize(audio, *preemphasis))
-                } else {
-                    log_mel_features(&mel, audio)
-                }
-            }
-            Frontend::Waveform { normalize: true } => Ok((normalize_audio(audio), audio.len())),
-            Frontend::Waveform { normalize: false } => Ok((audio.to_vec(), audio.len())),
+        self.build()?.prepare(audio)
+    }
+}
+
+/// A [`Frontend`] ready to run: the mel front end built once (training transforms and
+/// transcription feed it many utterances).
+pub(crate) struct BuiltFrontend {
+    mel: Option<(Arc<MelSpectrogram>, usize)>,
+    preemphasis: f64,
+    normalize: bool,
+}
+
+impl BuiltFrontend {
+    /// Mel bands, or `None` for the waveform front end.
+    fn n_mels(&self) -> Option<usize> {
+        self.mel.as_ref().map(|(_, n)| *n)
+    }
+
+    /// Per-band normalised log-mel features `[n_mels, frames]` (pre-emphasis applied, the
+    /// filterbank warped by VTLP factor `vtlp` when given), with rows and frames; an error for
+    /// the waveform front end.
+    fn log_mel_rows(&self, audio: &[f32], vtlp: Option<f64>) -> Result<(Vec<f32>, usize, usize)> {
+        let (mel, _) = self.mel.as_ref().ok_or_else(|| Error::invalid("Frontend", "not a log-mel front end"))?;
+        let emphasised;
+        let audio = if self.preemphasis > 0.0 {
+            emphasised = preemphasize(audio, self.preemphasis);
+            &emphasised
+        } else {
+            audio
+        };
+        match vtlp {
+            Some(alpha) => normalised_log_mel(&mel.vtlp(alpha)?, audio),
+            None => normalised_log_mel(mel, audio),
         }
+    }
+
+    /// The model input of one utterance (see [`Frontend::prepare`]).
+    fn prepare(&self, audio: &[f32]) -> Result<(Vec<f32>, usize)> {
+        if self.mel.is_none() {
+            let x = if self.normalize { normalize_audio(audio) } else { audio.to_vec() };
+            return Ok((x, audio.len()));
+        }
+        let (x, rows, frames) = self.log_mel_rows(audio, None)?;
+        Ok((transpose(&x, rows, frames), frames))
     }
 
     /// A batch of one prepared utterance, `[1, frames, F]` or `[1, S]`.
     pub(crate) fn batch_of_one(&self, audio: &[f32]) -> Result<(Tensor, usize)> {
         let (x, frames) = self.prepare(audio)?;
-        let t = match self {
-            Frontend::LogMel { n_mels, .. } => Tensor::from_vec(x, [1, frames, *n_mels], &Device::Cpu)?,
-            Frontend::Waveform { .. } => Tensor::from_vec(x, [1, frames], &Device::Cpu)?,
+        let t = match self.n_mels() {
+            Some(n_mels) => Tensor::from_vec(x, [1, frames, n_mels], &Device::Cpu)?,
+            None => Tensor::from_vec(x, [1, frames], &Device::Cpu)?,
         };
         Ok((t, frames))
     }
@@ -322,13 +366,7 @@ impl RunConfig {
 }
 
 fn input_transform(vocab: Vocab, frontend: &Frontend, aug: Augment) -> Result<Transform> {
-    let (mel, preemphasis) = match frontend {
-        Frontend::LogMel { n_mels, f_max, preemphasis } => {
-            (Some((Arc::new(mel_frontend_to(*n_mels, *f_max)?), *n_mels)), *preemphasis)
-        }
-        Frontend::Waveform { .. } => (None, 0.0),
-    };
-    let normalize = matches!(frontend, Frontend::Waveform { normalize: true });
+    let front = frontend.build()?;
     Ok(Arc::new(move |u: Utterance, g: &mut Generator| -> Result<Item> {
         if u.sample_rate != 16000 {
             return Err(Error::invalid(
@@ -354,26 +392,45 @@ fn input_transform(vocab: Vocab, frontend: &Frontend, aug: Augment) -> Result<Tr
             }
         }
         let target = vocab.encode(&u.transcript.to_lowercase())?;
-        let Some((mel, n_mels)) = &mel else {
-            let input = if normalize { normalize_audio(&audio) } else { audio };
+        let Some(n_mels) = front.n_mels() else {
+            let (input, _) = front.prepare(&audio)?;
             return Ok(Item { id: u.id, input, feature_dim: None, target });
         };
-        if preemphasis > 0.0 {
-            audio = preemphasize(&audio, preemphasis);
-        }
-        let (mut x, rows, frames) = match aug.vtlp {
-            Some((lo, hi)) => normalised_log_mel(&mel.vtlp(uniform(g, lo, hi))?, &audio)?,
-            None => normalised_log_mel(mel, &audio)?,
-        };
+        let alpha = aug.vtlp.map(|(lo, hi)| uniform(g, lo, hi));
+        let (mut x, rows, frames) = front.log_mel_rows(&audio, alpha)?;
         if let Some(s) = &aug.spec {
             s.apply_slice(&mut x, rows, frames, g)?;
         }
-        Ok(Item { id: u.id, input: transpose(&x, rows, frames), feature_dim: Some(*n_mels), target })
+        Ok(Item { id: u.id, input: transpose(&x, rows, frames), feature_dim: Some(n_mels), target })
     }))
 }
 
 fn lengths(t: &Tensor) -> Result<Vec<usize>> {
     Ok(t.to_vec::<i64>()?.into_iter().map(|v| v.max(0) as usize).collect())
+}
+
+/// One optimizer step of a training loop: backward of the (scaled) loss, unscaling, clipping at
+/// `clip_norm` (0: the norm is measured, nothing clipped), the scheduled rate, the GradScaler's
+/// step and update, then the schedule's step. Returns the rate used and the gradient norm before
+/// clipping.
+pub(crate) fn backward_and_step(
+    loss: &Var,
+    opt: &mut dyn Optimizer,
+    sched: &mut dyn LrSchedule,
+    scaler: &mut GradScaler,
+    clip_norm: f64,
+) -> Result<(f64, f64)> {
+    scaler.scale(loss)?.backward()?;
+    scaler.unscale(opt.params())?;
+    let max_norm = if clip_norm > 0.0 { clip_norm } else { f64::INFINITY };
+    let grad_norm = clip_grad_norm(opt.params(), max_norm, 2.0, false)?;
+    opt.apply_schedule(sched);
+    let lr = opt.lr();
+    let params = opt.params().to_vec();
+    scaler.step(&params, || opt.step())?;
+    scaler.update()?;
+    sched.step();
+    Ok((lr, grad_norm))
 }
 
 /// The result of [`evaluate`].
@@ -736,11 +793,7 @@ pub fn train_ctc(
         zero_infinity: true,
         batch_first: true,
     };
-    let amp_dtype = match tc.precision {
-        Precision::F32 => None,
-        Precision::Bf16 => Some(DType::BF16),
-        Precision::F16 => Some(DType::F16),
-    };
+    let amp_dtype = tc.precision.autocast_dtype();
     let session_start = Instant::now();
     let max_seconds = opts.max_seconds.or(tc.max_seconds).unwrap_or(f64::INFINITY);
     let mut examples = Vec::new();
@@ -777,17 +830,7 @@ pub fn train_ctc(
                     format!("the loss became {l} at step {step} (epoch {epoch}, batch {})", pos.batches_done + 1),
                 ));
             }
-            scaler.scale(&loss)?.backward()?;
-            scaler.unscale(opt.params())?;
-            // clip_norm 0 turns clipping off; the norm is still measured for the logs.
-            let max_norm = if tc.clip_norm > 0.0 { tc.clip_norm } else { f64::INFINITY };
-            let grad_norm = clip_grad_norm(opt.params(), max_norm, 2.0, false)?;
-            opt.apply_schedule(sched.as_ref());
-            let lr = opt.lr();
-            let params = opt.params().to_vec();
-            scaler.step(&params, || opt.step())?;
-            scaler.update()?;
-            sched.step();
+            let (lr, grad_norm) = backward_and_step(&loss, opt.as_mut(), sched.as_mut(), &mut scaler, tc.clip_norm)?;
             step += 1;
             pos.batches_done += 1;
             if l.is_finite() {
