@@ -105,6 +105,8 @@ fn logits_log_probs_and_gradients_match_pytorch() {
     }
 }
 
+/// The cached step against the full forward pass: in f64 (the step as tensor ops) and in f32
+/// on the CPU (the packed host step), three prefixes of different lengths extended together.
 #[test]
 fn cached_steps_equal_the_full_forward() {
     for case in ["prenorm_gelu", "postnorm_relu_tied"] {
@@ -113,7 +115,7 @@ fn cached_steps_equal_the_full_forward() {
         let all = g["ids"].to_vec::<i64>().unwrap();
         let lens: Vec<usize> = g["lengths"].to_vec::<i64>().unwrap().iter().map(|&n| n as usize).collect();
         let seqs: Vec<Vec<i64>> = (0..3).map(|i| all[i * 7..i * 7 + lens[i]].to_vec()).collect();
-        // the full forward's next-token log-probabilities at every position
+        // the full forward's next-token log-probabilities at every position (f64)
         let full: Vec<Vec<f64>> = seqs
             .iter()
             .map(|s| {
@@ -122,22 +124,66 @@ fn cached_steps_equal_the_full_forward() {
                 lp.to_vec::<f64>().unwrap()
             })
             .collect();
-        // the three prefixes extended together, one token per step (they end at different times)
-        let mut states: Vec<_> = (0..3).map(|_| m.empty_state()).collect();
-        for k in 0..7 {
-            let live: Vec<usize> = (0..3).filter(|&i| k < lens[i]).collect();
-            let refs: Vec<_> = live.iter().map(|&i| &states[i]).collect();
-            let toks: Vec<i64> = live.iter().map(|&i| seqs[i][k]).collect();
-            let (lp, next) = m.step(&refs, &toks).unwrap();
-            let lp = lp.to_vec::<f32>().unwrap();
-            for (j, (&i, st)) in live.iter().zip(next).enumerate() {
-                for c in 0..20 {
-                    let (a, w) = (lp[j * 20 + c] as f64, full[i][k * 20 + c]);
-                    assert!((a - w).abs() < 1e-5, "{case}: seq {i} pos {k} class {c}: {a} vs {w}");
+        for (dtype, tol) in [(DType::F64, 1e-5), (DType::F32, 2e-5)] {
+            m.to_dtype(dtype).unwrap();
+            // the three prefixes extended together, one token per step (they end at different
+            // times)
+            let mut states: Vec<_> = (0..3).map(|_| m.empty_state()).collect();
+            for k in 0..7 {
+                let live: Vec<usize> = (0..3).filter(|&i| k < lens[i]).collect();
+                let refs: Vec<_> = live.iter().map(|&i| &states[i]).collect();
+                let toks: Vec<i64> = live.iter().map(|&i| seqs[i][k]).collect();
+                let (lp, next) = m.step(&refs, &toks).unwrap();
+                let lp = lp.to_vec::<f32>().unwrap();
+                for (j, (&i, st)) in live.iter().zip(next).enumerate() {
+                    for c in 0..20 {
+                        let (a, w) = (lp[j * 20 + c] as f64, full[i][k * 20 + c]);
+                        assert!((a - w).abs() < tol, "{case} {dtype:?}: seq {i} pos {k} class {c}: {a} vs {w}");
+                    }
+                    assert_eq!(st.len(), k + 1);
+                    states[i] = st;
                 }
-                assert_eq!(st.len(), k + 1);
-                states[i] = st;
             }
+            // one prefix branching into two continuations shares its cache: both branches
+            // score as their own full sequences
+            let (_, mut st) = m.step(&[&states[0]], &[3]).unwrap();
+            let branch = st.pop().unwrap();
+            let (lp, _) = m.step(&[&branch, &branch], &[5, 7]).unwrap();
+            let lp = lp.to_vec::<f32>().unwrap();
+            for (r, tok) in [5i64, 7].into_iter().enumerate() {
+                let mut s = seqs[0].clone();
+                s.extend([3, tok]);
+                let ids = Tensor::from_vec(s.clone(), [1, s.len()], &stapes::tensor::Device::Cpu).unwrap();
+                let want = stapes::autograd::no_grad(|| m.forward(&ids, None))
+                    .unwrap()
+                    .tensor()
+                    .log_softmax(-1)
+                    .unwrap()
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .to_vec::<f64>()
+                    .unwrap();
+                let last = &want[(s.len() - 1) * 20..];
+                for c in 0..20 {
+                    assert!((f64::from(lp[r * 20 + c]) - last[c]).abs() < tol, "{case} {dtype:?} branch {tok}");
+                }
+            }
+            // a state of another model is refused, not misread
+            let other = TransformerLm::new(&TransformerLmConfig {
+                vocab_size: 20,
+                d_model: 8,
+                nhead: 2,
+                num_layers: 1,
+                dim_feedforward: 8,
+                dropout: 0.0,
+                max_len: 16,
+                ..TransformerLmConfig::default()
+            })
+            .unwrap();
+            let (_, foreign) = other.step(&[&other.empty_state()], &[1]).unwrap();
+            let msg = m.step(&[&foreign[0]], &[1]).unwrap_err().to_string();
+            assert!(msg.contains("another model"), "{msg}");
+            m.to_dtype(DType::F64).unwrap();
         }
     }
 }

@@ -269,28 +269,56 @@ pub fn beam_search_decode(
     vocab: &Vocab,
     config: &BeamSearchConfig,
 ) -> Result<Vec<Hypothesis>> {
+    search_utterance(log_probs, t, c, vocab, config, NN_KEEP_UPDATES).map(|(h, _)| h)
+}
+
+/// [`beam_search_decode`] with the neural LM's caches kept `nn_keep` updates after their
+/// prefixes leave the beam; also returns how many caches had to be rebuilt.
+fn search_utterance(
+    log_probs: &[f32],
+    t: usize,
+    c: usize,
+    vocab: &Vocab,
+    config: &BeamSearchConfig,
+    nn_keep: u32,
+) -> Result<(Vec<Hypothesis>, usize)> {
     const OP: &str = "beam_search_decode";
     config.validate()?;
-    if c != vocab.len() {
-        return Err(Error::invalid(OP, format!("{c} classes for a vocabulary of {}", vocab.len())));
-    }
-    if t.checked_mul(c) != Some(log_probs.len()) {
-        return Err(Error::shape(OP, format!("{} log-probs are not [T={t}, C={c}]", log_probs.len())));
-    }
-    if let Some(i) = log_probs.iter().position(|v| v.is_nan() || *v == f32::INFINITY) {
-        return Err(Error::invalid(OP, format!("log-prob {} at frame {}, class {}", log_probs[i], i / c, i % c)));
-    }
+    check_log_probs(OP, log_probs, t, c, vocab)?;
     let mut search = Search::new(vocab, config);
+    search.nn_keep = nn_keep;
     search.start_nn(vocab)?;
-    let mut beams = vec![Beam { node: ROOT, p_b: 0.0, p_nb: f64::NEG_INFINITY, score: 0.0, lm_score: 0.0 }];
+    let mut beams = vec![Search::root_beam()];
     let mut candidates = Vec::with_capacity(c);
     for frame in log_probs.chunks_exact(c) {
-        candidates.clear();
-        let argmax = (0..c).fold(0, |best, i| if frame[i] > frame[best] { i } else { best });
-        candidates.extend((0..c).filter(|&i| i == argmax || f64::from(frame[i]) >= config.token_min_logp));
+        frame_candidates(frame, config, &mut candidates);
         beams = search.step(&beams, frame, &candidates)?;
     }
-    search.finish(&beams)
+    Ok((search.finish(&beams)?, search.nn_rebuilt))
+}
+
+/// Checks one utterance's `[t, c]` log-probabilities against the vocabulary: sizes, no NaN, no
+/// `+inf`.
+fn check_log_probs(op: &'static str, log_probs: &[f32], t: usize, c: usize, vocab: &Vocab) -> Result<()> {
+    if c != vocab.len() {
+        return Err(Error::invalid(op, format!("{c} classes for a vocabulary of {}", vocab.len())));
+    }
+    if t.checked_mul(c) != Some(log_probs.len()) {
+        return Err(Error::shape(op, format!("{} log-probs are not [T={t}, C={c}]", log_probs.len())));
+    }
+    if let Some(i) = log_probs.iter().position(|v| v.is_nan() || *v == f32::INFINITY) {
+        return Err(Error::invalid(op, format!("log-prob {} at frame {}, class {}", log_probs[i], i / c, i % c)));
+    }
+    Ok(())
+}
+
+/// The classes a frame may extend the beams with: the most probable one and every class at
+/// least `token_min_logp`.
+fn frame_candidates(frame: &[f32], config: &BeamSearchConfig, candidates: &mut Vec<usize>) {
+    candidates.clear();
+    let c = frame.len();
+    let argmax = (0..c).fold(0, |best, i| if frame[i] > frame[best] { i } else { best });
+    candidates.extend((0..c).filter(|&i| i == argmax || f64::from(frame[i]) >= config.token_min_logp));
 }
 
 /// Beam search over a batch `[B, T, C]` (batch-first) or `[T, B, C]` of log-probabilities with
@@ -317,13 +345,8 @@ pub fn beam_search_decode_batch(
         return Err(Error::invalid(OP, format!("length {l} of utterance {i} exceeds the {t} frames")));
     }
     let data = bt.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.to_vec::<f32>()?;
-    (0..b)
-        .into_par_iter()
-        .map(|i| {
-            let start = i * t * c;
-            beam_search_decode(&data[start..start + lengths[i] * c], lengths[i], c, vocab, config)
-        })
-        .collect()
+    let utt = |i: usize| &data[i * t * c..i * t * c + lengths[i] * c];
+    (0..b).into_par_iter().map(|i| beam_search_decode(utt(i), lengths[i], c, vocab, config)).collect()
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -379,12 +402,22 @@ struct Node {
 const NO_ENTRY: u32 = u32::MAX;
 
 /// The neural LM's view of a prefix: its next-character log-probabilities and, while the
-/// prefix is in the beam, its cached keys and values.
+/// prefix is in the beam or left it recently, its cached keys and values.
 struct NnEntry {
     node: u32,
     logp: Vec<f32>,
     state: Option<LmState>,
+    /// The LM update at which the prefix was last in the beam.
+    seen: u32,
 }
+
+/// LM updates (frames on which some prefix may grow) for which a prefix that left the beam
+/// keeps its cached keys and values. Prefixes often come back within a few frames (an
+/// alignment of the same labels overtakes again); each that comes back without its cache
+/// must have it rebuilt, one token at a time. A state costs little (its keys and values are
+/// shared with the prefixes it was extended from, and it adds one token's), so keeping it a
+/// while is cheaper than rebuilding it.
+const NN_KEEP_UPDATES: u32 = 32;
 
 struct Search<'a> {
     config: &'a BeamSearchConfig,
@@ -401,6 +434,14 @@ struct Search<'a> {
     /// LM ids of the acoustic classes.
     nn_ids: Vec<i64>,
     nn: Vec<NnEntry>,
+    /// The entries that still hold a state.
+    nn_live: Vec<u32>,
+    /// LM updates so far.
+    nn_updates: u32,
+    /// LM updates for which a prefix out of the beam keeps its cache.
+    nn_keep: u32,
+    /// Caches rebuilt (prefixes that came back after theirs was dropped).
+    nn_rebuilt: usize,
 }
 
 impl<'a> Search<'a> {
@@ -436,7 +477,16 @@ impl<'a> Search<'a> {
             nnlm: config.nnlm.as_deref(),
             nn_ids: vec![],
             nn: vec![],
+            nn_live: vec![],
+            nn_updates: 0,
+            nn_keep: NN_KEEP_UPDATES,
+            nn_rebuilt: 0,
         }
+    }
+
+    /// The beam of the empty prefix.
+    fn root_beam() -> Beam {
+        Beam { node: ROOT, p_b: 0.0, p_nb: f64::NEG_INFINITY, score: 0.0, lm_score: 0.0 }
     }
 
     /// Maps the classes to the neural LM's ids and feeds it `<s>` (the root's distribution).
@@ -444,7 +494,7 @@ impl<'a> Search<'a> {
         let Some(n) = self.nnlm else { return Ok(()) };
         self.nn_ids = n.class_ids(vocab)?;
         let (lp, mut st) = n.model.step(&[&n.model.empty_state()], &[crate::lm_train::BOS])?;
-        self.nn.push(NnEntry { node: ROOT, logp: lp.to_vec::<f32>()?, state: st.pop() });
+        self.nn.push(NnEntry { node: ROOT, logp: lp.to_vec::<f32>()?, state: st.pop(), seen: 0 });
         self.nodes[ROOT as usize].nn = 0;
         Ok(())
     }
@@ -461,7 +511,14 @@ impl<'a> Search<'a> {
         let ps = self.nn_state(parent)?;
         let tok = self.nn_ids[self.nodes[node as usize].token as usize];
         let (_, mut st) = n.model.step(&[&ps], &[tok])?;
-        Ok(st.pop().expect("one state"))
+        let st = st.pop().expect("one state");
+        self.nn_rebuilt += 1;
+        if let Some(entry) = self.nn.get_mut(e as usize) {
+            entry.state = Some(st.clone());
+            entry.seen = self.nn_updates;
+            self.nn_live.push(e);
+        }
+        Ok(st)
     }
 
     /// The LM state of the last `window` characters of `node`'s prefix alone (without `<s>`):
@@ -480,37 +537,64 @@ impl<'a> Search<'a> {
     /// drops the cached keys and values of prefixes that left the beam.
     fn update_nn(&mut self, kept: &[Beam]) -> Result<()> {
         let Some(n) = self.nnlm else { return Ok(()) };
+        let need = self.nn_requests(kept)?;
+        if !need.is_empty() {
+            let refs: Vec<&LmState> = need.iter().map(|r| &r.1).collect();
+            let toks: Vec<i64> = need.iter().map(|r| r.2).collect();
+            let (lp, states) = n.model.step(&refs, &toks)?;
+            let lp = lp.to_vec::<f32>()?;
+            let v = lp.len() / need.len();
+            for (k, (r, st)) in need.iter().zip(states).enumerate() {
+                self.nn_store(r.0, lp[k * v..(k + 1) * v].to_vec(), st);
+            }
+        }
+        // the caches of prefixes out of the beam for NN_KEEP_UPDATES updates are dropped
+        self.nn_updates += 1;
+        let now = self.nn_updates;
+        for b in kept {
+            if let Some(e) = self.nn.get_mut(self.nodes[b.node as usize].nn as usize) {
+                e.seen = now;
+            }
+        }
+        let nn = &mut self.nn;
+        self.nn_live.retain(|&i| {
+            let e = &mut nn[i as usize];
+            let keep = e.node == ROOT || now - e.seen <= self.nn_keep;
+            if !keep {
+                e.state = None;
+            }
+            keep
+        });
+        Ok(())
+    }
+
+    /// What the LM must compute for the kept prefixes that have no distribution yet: each one's
+    /// node, its parent's state and its last token (sorted by node, without repeats).
+    fn nn_requests(&mut self, kept: &[Beam]) -> Result<Vec<(u32, LmState, i64)>> {
+        let Some(n) = self.nnlm else { return Ok(vec![]) };
         let mut need: Vec<u32> =
             kept.iter().map(|b| b.node).filter(|&b| self.nodes[b as usize].nn == NO_ENTRY).collect();
         need.sort_unstable();
         need.dedup();
-        if !need.is_empty() {
-            let max_len = n.model.config().max_len;
-            let mut parents: Vec<LmState> =
-                need.iter().map(|&b| self.nn_state(self.nodes[b as usize].parent)).collect::<Result<_>>()?;
-            // a prefix as long as the LM's context continues from its last max_len / 2 tokens
-            for (p, &b) in parents.iter_mut().zip(&need) {
+        let max_len = n.model.config().max_len;
+        need.into_iter()
+            .map(|b| {
+                let parent = self.nodes[b as usize].parent;
+                let mut p = self.nn_state(parent)?;
+                // a prefix as long as the LM's context continues from its last max_len / 2 tokens
                 if p.len() + 1 >= max_len {
-                    *p = self.window_state(self.nodes[b as usize].parent, max_len / 2)?;
+                    p = self.window_state(parent, max_len / 2)?;
                 }
-            }
-            let toks: Vec<i64> = need.iter().map(|&b| self.nn_ids[self.nodes[b as usize].token as usize]).collect();
-            let refs: Vec<&LmState> = parents.iter().collect();
-            let (lp, states) = n.model.step(&refs, &toks)?;
-            let lp = lp.to_vec::<f32>()?;
-            let v = lp.len() / need.len();
-            for (k, (&b, st)) in need.iter().zip(states).enumerate() {
-                self.nodes[b as usize].nn = self.nn.len() as u32;
-                self.nn.push(NnEntry { node: b, logp: lp[k * v..(k + 1) * v].to_vec(), state: Some(st) });
-            }
-        }
-        let keep: std::collections::HashSet<u32> = kept.iter().map(|b| b.node).collect();
-        for e in &mut self.nn {
-            if e.node != ROOT && !keep.contains(&e.node) {
-                e.state = None;
-            }
-        }
-        Ok(())
+                Ok((b, p, self.nn_ids[self.nodes[b as usize].token as usize]))
+            })
+            .collect()
+    }
+
+    /// Records the LM's next-token log-probabilities and state for `node`'s prefix.
+    fn nn_store(&mut self, node: u32, logp: Vec<f32>, state: LmState) {
+        self.nodes[node as usize].nn = self.nn.len() as u32;
+        self.nn_live.push(self.nn.len() as u32);
+        self.nn.push(NnEntry { node, logp, state: Some(state), seen: self.nn_updates });
     }
 
     /// `alpha * ln(10) * log10_prob`, with `alpha = 0` giving 0 even for a -inf probability.
@@ -807,6 +891,54 @@ mod tests {
 
     fn ln(p: &[[f64; 4]]) -> Vec<f32> {
         p.iter().flatten().map(|&v| v.ln() as f32).collect()
+    }
+
+    /// Dropping the LM caches of prefixes that left the beam at once (and rebuilding them when
+    /// a prefix comes back) finds the same hypotheses as never dropping them.
+    #[test]
+    fn dropped_lm_caches_are_rebuilt_to_the_same_search() {
+        use crate::lm_train::LmTokenizer;
+        use crate::nnlm::{TransformerLm, TransformerLmConfig};
+        stapes_tensor::manual_seed(11);
+        let tokenizer = LmTokenizer::chars(" ab", false).unwrap();
+        let model = TransformerLm::new(&TransformerLmConfig {
+            vocab_size: tokenizer.vocab_size(),
+            d_model: 16,
+            nhead: 2,
+            num_layers: 1,
+            dim_feedforward: 16,
+            dropout: 0.0,
+            max_len: 64,
+            ..TransformerLmConfig::default()
+        })
+        .unwrap();
+        stapes_nn::Module::eval(&model);
+        let nnlm = NeuralLm { model: Arc::new(model), tokenizer: Arc::new(tokenizer), weight: 1.0, word_bonus: 0.5 };
+        let cfg = BeamSearchConfig {
+            beam_width: 16,
+            beam_prune_logp: f64::NEG_INFINITY,
+            token_min_logp: f64::NEG_INFINITY,
+            nnlm: Some(Arc::new(nnlm)),
+            ..Default::default()
+        };
+        // 60 frames of random posteriors over {blank, ' ', a, b} (a case where prefixes come
+        // back to the beam after leaving it)
+        let mut g = stapes_tensor::Generator::new(1);
+        let mut lp = Vec::new();
+        for _ in 0..60 {
+            let w: Vec<f64> = (0..4).map(|k| g.next_f64() + if k == 0 { 0.0 } else { 0.05 }).collect();
+            let z: f64 = w.iter().sum();
+            lp.extend(w.iter().map(|v| (v / z).ln() as f32));
+        }
+        let (kept, none) = search_utterance(&lp, 60, 4, &vocab(), &cfg, u32::MAX).unwrap();
+        let (dropped, rebuilt) = search_utterance(&lp, 60, 4, &vocab(), &cfg, 0).unwrap();
+        assert_eq!(none, 0);
+        assert!(rebuilt > 0, "no cache was rebuilt: the test does not test it");
+        assert_eq!(kept.len(), dropped.len());
+        for (a, b) in kept.iter().zip(&dropped) {
+            assert_eq!(a.text, b.text);
+            assert!((a.score - b.score).abs() < 1e-4 && (a.lm_score - b.lm_score).abs() < 1e-4, "{a:?} vs {b:?}");
+        }
     }
 
     #[test]

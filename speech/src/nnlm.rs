@@ -9,14 +9,19 @@
 //! [`TransformerLm::step`] extends many prefixes by one token each with cached keys and values
 //! (generation, shallow fusion in the beam search), without recomputing the earlier positions.
 
+use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use stapes_autograd::{no_grad, Var};
-use stapes_nn::layers::{Embedding, LayerNorm, Linear};
+use stapes_kernels::cpu::attention::attend_cached;
+use stapes_kernels::cpu::norm::layer_norm_forward;
+use stapes_nn::layers::{Embedding, LayerNorm, Linear, PackedLinear};
 use stapes_nn::transformer::{
     sinusoidal_table, Activation, TransformerEncoder, TransformerEncoderLayer, TransformerLayerConfig,
 };
 use stapes_nn::{Forward, Module, Param};
-use stapes_tensor::{DType, Device, Error, Result, Tensor};
+use stapes_tensor::{DType, Device, Error, Result, Tensor, TensorId};
 
 const OP: &str = "TransformerLm";
 
@@ -117,15 +122,45 @@ pub struct TransformerLm {
     dropout: stapes_nn::layers::Dropout,
     encoder: TransformerEncoder,
     out: Output,
+    /// The weights packed for [`step`](Self::step) on the CPU, built on first use and rebuilt
+    /// when a parameter has changed since (parameters are immutable tensors: a change is a new
+    /// tensor id).
+    host: Mutex<Option<Arc<HostDecoder>>>,
 }
 
-/// The cached keys and values of one prefix: per layer `[t, d_model]` keys and values (f32, on
-/// the host), and the prefix length `t`.
-#[derive(Clone, Debug)]
+/// One token of a prefix: its keys and values in every layer (`[layer][keys E | values E]`,
+/// f32), linked to the token before it. Prefixes that share a beginning (the beams of a search)
+/// share its nodes, so extending a prefix costs one node, not a copy of its cache.
+struct KvNode {
+    parent: Option<Arc<KvNode>>,
+    kv: Box<[f32]>,
+}
+
+impl Drop for KvNode {
+    /// Frees a chain iteratively (a recursive drop of a long chain could exhaust the stack).
+    fn drop(&mut self) {
+        let mut next = self.parent.take();
+        while let Some(node) = next {
+            match Arc::try_unwrap(node) {
+                Ok(mut n) => next = n.parent.take(),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// The cached keys and values of one prefix (on the host, shared with the prefixes it was
+/// extended from) and its length. Cloning is cheap.
+#[derive(Clone)]
 pub struct LmState {
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    last: Option<Arc<KvNode>>,
     len: usize,
+}
+
+impl std::fmt::Debug for LmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LmState {{ len: {} }}", self.len)
+    }
 }
 
 impl LmState {
@@ -136,6 +171,23 @@ impl LmState {
     /// Whether no token has been seen.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The prefix's tokens' nodes, first to last.
+    fn nodes(&self) -> Vec<&KvNode> {
+        let mut v = Vec::with_capacity(self.len);
+        let mut at = self.last.as_deref();
+        while let Some(n) = at {
+            v.push(n);
+            at = n.parent.as_deref();
+        }
+        v.reverse();
+        v
+    }
+
+    /// This prefix extended by a token whose keys and values are `kv`.
+    fn push(&self, kv: Vec<f32>) -> LmState {
+        LmState { last: Some(Arc::new(KvNode { parent: self.last.clone(), kv: kv.into() })), len: self.len + 1 }
     }
 }
 
@@ -162,6 +214,7 @@ impl TransformerLm {
             dropout: stapes_nn::layers::Dropout::new(config.dropout)?,
             encoder: TransformerEncoder::from_layers(layers, norm),
             out,
+            host: Mutex::new(None),
         })
     }
 
@@ -282,13 +335,18 @@ impl TransformerLm {
 
     /// The state of an empty prefix (no token seen).
     pub fn empty_state(&self) -> LmState {
-        LmState { keys: vec![], values: vec![], len: 0 }
+        LmState { last: None, len: 0 }
     }
 
     /// Feeds one token to each of `states` (its prefix so far) in one batched pass over cached
     /// keys and values: returns the next-token log-probabilities `[N, vocab]` (f32, on the CPU)
     /// and each prefix's extended state. The same numbers as [`forward`](Self::forward) on the
     /// whole prefixes, without their `T×T` recomputation. Evaluation mode is assumed (no dropout).
+    ///
+    /// An f32 model on the CPU runs the step on the host with its weights packed once (see
+    /// [`PackedLinear`]): four packed GEMMs per layer for the batch, attention over each
+    /// prefix's cache in place, no tensor ops. Other models (CUDA, f16/bf16, f64) run it as
+    /// tensor ops on their device.
     pub fn step(&self, states: &[&LmState], tokens: &[i64]) -> Result<(Tensor, Vec<LmState>)> {
         if states.len() != tokens.len() || states.is_empty() {
             return Err(Error::invalid(
@@ -296,7 +354,6 @@ impl TransformerLm {
                 format!("step: {} states for {} tokens (need as many, at least one)", states.len(), tokens.len()),
             ));
         }
-        let n = states.len();
         let cfg = &self.config;
         if let Some(s) = states.iter().find(|s| s.len >= cfg.max_len) {
             return Err(Error::invalid(
@@ -304,8 +361,52 @@ impl TransformerLm {
                 format!("step: a prefix of {} tokens reached max_len {}", s.len, cfg.max_len),
             ));
         }
+        let v = cfg.vocab_size as i64;
+        if let Some(bad) = tokens.iter().find(|&&i| i < 0 || i >= v) {
+            return Err(Error::invalid(OP, format!("token id {bad} is outside the vocabulary of {v}")));
+        }
+        let width = cfg.num_layers * 2 * cfg.d_model;
+        if let Some(s) = states.iter().find(|s| s.last.as_ref().is_some_and(|n| n.kv.len() != width)) {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "step: a state of {} tokens comes from another model (its cache rows hold {} values, this \
+                     model's {width})",
+                    s.len,
+                    s.last.as_ref().map_or(0, |n| n.kv.len())
+                ),
+            ));
+        }
+        match self.host_decoder()? {
+            Some(d) => d.step(states, tokens),
+            None => self.step_tensors(states, tokens),
+        }
+    }
+
+    /// The packed host decoder of an f32 CPU model (`None` for other models), rebuilt when a
+    /// parameter changed since it was built.
+    fn host_decoder(&self) -> Result<Option<Arc<HostDecoder>>> {
+        if self.device() != Device::Cpu || self.embed.weight.tensor().dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let mut slot = self.host.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = slot.as_ref().filter(|d| d.handles.iter().zip(&d.ids).all(|(p, &id)| p.tensor().id() == id)) {
+            return Ok(Some(d.clone()));
+        }
+        let handles = self.parameters();
+        if handles.iter().any(|p| p.tensor().dtype() != DType::F32 || p.tensor().device() != &Device::Cpu) {
+            return Ok(None);
+        }
+        let d = Arc::new(HostDecoder::new(self, handles)?);
+        *slot = Some(d.clone());
+        Ok(Some(d))
+    }
+
+    /// [`step`](Self::step) as tensor ops on the model's device and dtype.
+    fn step_tensors(&self, states: &[&LmState], tokens: &[i64]) -> Result<(Tensor, Vec<LmState>)> {
+        let n = states.len();
+        let cfg = &self.config;
         let ids = Tensor::from_vec(tokens.to_vec(), [n], &Device::Cpu)?;
-        self.check_ids(&ids)?;
         no_grad(|| {
             let dev = self.device();
             let (e, h) = (cfg.d_model, cfg.nhead);
@@ -321,8 +422,8 @@ impl TransformerLm {
                 pad[i * t_max + s.len + 1..(i + 1) * t_max].fill(f32::NEG_INFINITY);
             }
             let pad = Tensor::from_vec(pad, [n, 1, 1, t_max], &Device::Cpu)?.to_device(&dev)?.to_dtype(x.dtype())?;
-            let mut new_states: Vec<LmState> =
-                states.iter().map(|s| LmState { keys: vec![], values: vec![], len: s.len + 1 }).collect();
+            let chains: Vec<Vec<&KvNode>> = states.iter().map(|s| s.nodes()).collect();
+            let mut new_kv = vec![vec![0f32; cfg.num_layers * 2 * e]; n];
             for (l, layer) in self.encoder.layers.iter().enumerate() {
                 let attn_in = if layer.norm_first {
                     layer.norm1.forward(&Var::constant(x.clone()))?.tensor().clone()
@@ -337,22 +438,24 @@ impl TransformerLm {
                 let q = qkv.narrow(1, 0, e)?;
                 let k = qkv.narrow(1, e, e)?;
                 let v = qkv.narrow(1, 2 * e, e)?;
-                // every prefix's keys and values with the new one appended (kept on the host:
-                // one copy per prefix instead of a chain of small tensor ops), then the batch
-                // padded to t_max and sent to the model's device in one piece
+                // every prefix's cached keys and values with the new ones appended, gathered on
+                // the host and sent to the model's device in one piece
                 let k_new = k.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()?;
                 let v_new = v.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()?;
                 let mut kbuf = vec![0f32; n * t_max * e];
                 let mut vbuf = vec![0f32; n * t_max * e];
-                for (i, s) in states.iter().enumerate() {
-                    let mut kc = s.keys.get(l).cloned().unwrap_or_default();
-                    let mut vc = s.values.get(l).cloned().unwrap_or_default();
-                    kc.extend_from_slice(&k_new[i * e..(i + 1) * e]);
-                    vc.extend_from_slice(&v_new[i * e..(i + 1) * e]);
-                    kbuf[i * t_max * e..i * t_max * e + kc.len()].copy_from_slice(&kc);
-                    vbuf[i * t_max * e..i * t_max * e + vc.len()].copy_from_slice(&vc);
-                    new_states[i].keys.push(kc);
-                    new_states[i].values.push(vc);
+                let at = l * 2 * e;
+                for (i, chain) in chains.iter().enumerate() {
+                    for (j, node) in chain.iter().enumerate() {
+                        let r = (i * t_max + j) * e;
+                        kbuf[r..r + e].copy_from_slice(&node.kv[at..at + e]);
+                        vbuf[r..r + e].copy_from_slice(&node.kv[at + e..at + 2 * e]);
+                    }
+                    let r = (i * t_max + chain.len()) * e;
+                    kbuf[r..r + e].copy_from_slice(&k_new[i * e..(i + 1) * e]);
+                    vbuf[r..r + e].copy_from_slice(&v_new[i * e..(i + 1) * e]);
+                    new_kv[i][at..at + e].copy_from_slice(&k_new[i * e..(i + 1) * e]);
+                    new_kv[i][at + e..at + 2 * e].copy_from_slice(&v_new[i * e..(i + 1) * e]);
                 }
                 let upload = |b: Vec<f32>| -> Result<Tensor> {
                     Tensor::from_vec(b, [n, t_max, h, dh], &Device::Cpu)?.to_device(&dev)?.to_dtype(x.dtype())
@@ -378,6 +481,7 @@ impl TransformerLm {
                 hv = norm.forward(&hv)?;
             }
             let lp = self.output(&hv)?.tensor().log_softmax(-1)?.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+            let new_states = states.iter().zip(new_kv).map(|(s, kv)| s.push(kv)).collect();
             Ok((lp, new_states))
         })
     }
@@ -387,6 +491,199 @@ fn feed_forward(layer: &TransformerEncoderLayer, x: &Tensor) -> Result<Tensor> {
     let h = layer.linear1.forward(&Var::constant(x.clone()))?;
     let h = layer.activation.apply(&h)?;
     Ok(layer.linear2.forward(&h)?.tensor().clone())
+}
+
+/// A LayerNorm's parameters on the host.
+struct HostNorm {
+    weight: Option<Vec<f32>>,
+    bias: Option<Vec<f32>>,
+    eps: f64,
+}
+
+impl HostNorm {
+    fn new(ln: &LayerNorm) -> Result<HostNorm> {
+        let host = |p: &Option<Param>| p.as_ref().map(|p| p.tensor().contiguous()?.to_vec::<f32>()).transpose();
+        Ok(HostNorm { weight: host(&ln.weight)?, bias: host(&ln.bias)?, eps: ln.eps })
+    }
+
+    /// Normalises each row of `e` values of `x` (the engine's CPU layer norm).
+    fn apply(&self, x: &[f32], e: usize) -> Vec<f32> {
+        let rows = x.len() / e;
+        let mut y = vec![0f32; x.len()];
+        let (mut mean, mut rstd) = (vec![0f32; rows], vec![0f32; rows]);
+        layer_norm_forward(
+            x,
+            rows,
+            e,
+            self.weight.as_deref(),
+            self.bias.as_deref(),
+            self.eps,
+            &mut y,
+            &mut mean,
+            &mut rstd,
+        );
+        y
+    }
+}
+
+/// One encoder layer's weights, packed for the host step.
+struct HostLayer {
+    norm_first: bool,
+    norm1: HostNorm,
+    norm2: HostNorm,
+    in_proj: PackedLinear,
+    out_proj: PackedLinear,
+    linear1: PackedLinear,
+    linear2: PackedLinear,
+    gelu: bool,
+}
+
+impl HostLayer {
+    fn feed_forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let mut h = self.linear1.forward_rows(x, rows)?;
+        if self.gelu {
+            stapes_kernels::cpu::vmath::gelu_f32_inplace(&mut h);
+        } else {
+            h.iter_mut().for_each(|a| *a = a.max(0.0));
+        }
+        self.linear2.forward_rows(&h, rows)
+    }
+}
+
+/// A [`TransformerLm`]'s weights frozen for the host step: the embedding, the position table,
+/// every projection packed once ([`PackedLinear`]) and the norms, with the parameter ids they
+/// were taken from.
+struct HostDecoder {
+    /// The parameters, and the ids of the tensors they held when this was built.
+    handles: Vec<Param>,
+    ids: Vec<TensorId>,
+    embed: Vec<f32>,
+    pe: Vec<f32>,
+    layers: Vec<HostLayer>,
+    norm: Option<HostNorm>,
+    out: PackedLinear,
+    d_model: usize,
+    nhead: usize,
+    vocab: usize,
+}
+
+impl HostDecoder {
+    fn new(m: &TransformerLm, handles: Vec<Param>) -> Result<HostDecoder> {
+        let ids = handles.iter().map(|p| p.tensor().id()).collect();
+        let layers = m
+            .encoder
+            .layers
+            .iter()
+            .map(|l| {
+                let mha = &l.self_attn;
+                let bias = mha.in_proj_bias.as_ref().map(|b| b.tensor());
+                Ok(HostLayer {
+                    norm_first: l.norm_first,
+                    norm1: HostNorm::new(&l.norm1)?,
+                    norm2: HostNorm::new(&l.norm2)?,
+                    in_proj: PackedLinear::from_weight(&mha.in_proj_weight.tensor(), bias.as_ref())?,
+                    out_proj: mha.out_proj.packed()?,
+                    linear1: l.linear1.packed()?,
+                    linear2: l.linear2.packed()?,
+                    gelu: matches!(l.activation, Activation::Gelu),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out_w = match &m.out.weight {
+            Some(w) => w.tensor(),
+            None => m.embed.weight.tensor(),
+        };
+        Ok(HostDecoder {
+            handles,
+            ids,
+            embed: m.embed.weight.tensor().contiguous()?.to_vec::<f32>()?,
+            pe: m.pe.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()?,
+            layers,
+            norm: m.encoder.norm.as_ref().map(HostNorm::new).transpose()?,
+            out: PackedLinear::from_weight(&out_w, Some(&m.out.bias.tensor()))?,
+            d_model: m.config.d_model,
+            nhead: m.config.nhead,
+            vocab: m.config.vocab_size,
+        })
+    }
+
+    /// [`TransformerLm::step`] on the host (states and tokens checked by the caller).
+    fn step(&self, states: &[&LmState], tokens: &[i64]) -> Result<(Tensor, Vec<LmState>)> {
+        let (n, e) = (states.len(), self.d_model);
+        let dh = e / self.nhead;
+        let emb_scale = (e as f64).sqrt() as f32;
+        let mut x = vec![0f32; n * e];
+        for (i, (s, &t)) in states.iter().zip(tokens).enumerate() {
+            let row = &self.embed[t as usize * e..(t as usize + 1) * e];
+            let pe = &self.pe[s.len * e..(s.len + 1) * e];
+            for ((o, &a), &p) in x[i * e..(i + 1) * e].iter_mut().zip(row).zip(pe) {
+                *o = a * emb_scale + p;
+            }
+        }
+        let chains: Vec<Vec<&KvNode>> = states.iter().map(|s| s.nodes()).collect();
+        let mut new_kv = vec![vec![0f32; self.layers.len() * 2 * e]; n];
+        let q_scale = 1.0 / (dh as f32).sqrt();
+        let total_keys: usize = chains.iter().map(|c| c.len() + 1).sum();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let normed;
+            let attn_in = if layer.norm_first {
+                normed = layer.norm1.apply(&x, e);
+                &normed
+            } else {
+                &x
+            };
+            let qkv = layer.in_proj.forward_rows(attn_in, n)?;
+            let at = l * 2 * e;
+            for (i, kv) in new_kv.iter_mut().enumerate() {
+                kv[at..at + 2 * e].copy_from_slice(&qkv[i * 3 * e + e..(i + 1) * 3 * e]);
+            }
+            let mut att = vec![0f32; n * e];
+            let attend = |(keys, values, scores): &mut (Vec<_>, Vec<_>, Vec<f32>), (i, out): (usize, &mut [f32])| {
+                let row = &qkv[i * 3 * e..(i + 1) * 3 * e];
+                keys.clear();
+                values.clear();
+                for node in &chains[i] {
+                    keys.push(&node.kv[at..at + e]);
+                    values.push(&node.kv[at + e..at + 2 * e]);
+                }
+                keys.push(&row[e..2 * e]);
+                values.push(&row[2 * e..3 * e]);
+                scores.resize(keys.len(), 0.0);
+                attend_cached(&row[..e], keys, values, self.nhead, q_scale, scores, out);
+            };
+            let scratch = || (Vec::new(), Vec::new(), Vec::new());
+            // Parallel over prefixes only when the caches are long enough to pay for it.
+            if total_keys * e >= 1 << 16 {
+                att.par_chunks_mut(e).enumerate().for_each_init(scratch, attend);
+            } else {
+                let mut s = scratch();
+                att.chunks_mut(e).enumerate().for_each(|r| attend(&mut s, r));
+            }
+            let o = layer.out_proj.forward_rows(&att, n)?;
+            if layer.norm_first {
+                x.iter_mut().zip(&o).for_each(|(a, &b)| *a += b);
+                let f = layer.feed_forward(&layer.norm2.apply(&x, e), n)?;
+                x.iter_mut().zip(&f).for_each(|(a, &b)| *a += b);
+            } else {
+                x.iter_mut().zip(&o).for_each(|(a, &b)| *a += b);
+                let x1 = layer.norm1.apply(&x, e);
+                let mut f = layer.feed_forward(&x1, n)?;
+                f.iter_mut().zip(&x1).for_each(|(a, &b)| *a += b);
+                x = layer.norm2.apply(&f, e);
+            }
+        }
+        if let Some(norm) = &self.norm {
+            x = norm.apply(&x, e);
+        }
+        let mut logits = self.out.forward_rows(&x, n)?;
+        for row in logits.chunks_exact_mut(self.vocab) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
+            let lse = f64::from(max) + row.iter().map(|&a| f64::from(a - max).exp()).sum::<f64>().ln();
+            row.iter_mut().for_each(|a| *a = (f64::from(*a) - lse) as f32);
+        }
+        let new_states = states.iter().zip(new_kv).map(|(s, kv)| s.push(kv)).collect();
+        Ok((Tensor::from_vec(logits, [n, self.vocab], &Device::Cpu)?, new_states))
+    }
 }
 
 impl Module for TransformerLm {

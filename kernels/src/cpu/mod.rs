@@ -4,6 +4,7 @@
 //! splits its work into chunks large enough (see [`PAR_CHUNK`]) that small inputs run on the
 //! calling thread only.
 
+pub mod attention;
 pub mod binary;
 pub mod conv;
 pub mod copy;

@@ -82,22 +82,8 @@ impl Linear {
     /// # Errors
     /// If the weights are not `f32` on the CPU.
     pub fn packed(&self) -> Result<PackedLinear> {
-        let w = self.weight.tensor();
-        if w.device() != &Device::Cpu {
-            return Err(Error::invalid(
-                "Linear::packed",
-                format!("packs CPU weights; this layer is on {} (move it to the CPU first)", w.device()),
-            ));
-        }
-        if w.dtype() != DType::F32 {
-            return Err(Error::UnsupportedDType { op: "Linear::packed", dtype: w.dtype(), msg: "packs f32 weights" });
-        }
-        let (out_f, in_f) = (self.out_features(), self.in_features());
-        let wv = w.contiguous()?.to_vec::<f32>()?;
-        // Wᵀ [in, out] from W [out, in] stored row-major.
-        let weight_t = PackedRhs::pack(in_f, out_f, &wv, Strided::rows(0, in_f).t());
-        let bias = self.bias.as_ref().map(|b| b.tensor().contiguous()?.to_vec::<f32>()).transpose()?;
-        Ok(PackedLinear { weight_t, bias, in_features: in_f, out_features: out_f })
+        let bias = self.bias.as_ref().map(|b| b.tensor());
+        PackedLinear::from_weight(&self.weight.tensor(), bias.as_ref())
     }
 }
 
@@ -114,6 +100,70 @@ pub struct PackedLinear {
 }
 
 impl PackedLinear {
+    /// Packs `y = x Wᵀ + b` from a weight `[out, in]` and an optional bias `[out]`, both `f32`
+    /// on the CPU (for layers that hold their projection as raw parameters, such as
+    /// `MultiheadAttention`'s `in_proj_weight`).
+    ///
+    /// # Errors
+    /// If the weight is not a CPU `f32` matrix or the bias does not match it.
+    pub fn from_weight(weight: &Tensor, bias: Option<&Tensor>) -> Result<PackedLinear> {
+        const OP: &str = "PackedLinear::from_weight";
+        for t in std::iter::once(weight).chain(bias) {
+            if t.device() != &Device::Cpu {
+                return Err(Error::invalid(
+                    OP,
+                    format!("packs CPU weights; this one is on {} (move it to the CPU first)", t.device()),
+                ));
+            }
+            if t.dtype() != DType::F32 {
+                return Err(Error::UnsupportedDType { op: OP, dtype: t.dtype(), msg: "packs f32 weights" });
+            }
+        }
+        let wd = weight.dims();
+        if wd.len() != 2 {
+            return Err(Error::shape(OP, format!("the weight must be [out, in], got {wd:?}")));
+        }
+        let (out_f, in_f) = (wd[0], wd[1]);
+        if let Some(b) = bias {
+            if b.dims() != [out_f] {
+                return Err(Error::shape(OP, format!("bias {:?} does not match weight {wd:?}", b.dims())));
+            }
+        }
+        let wv = weight.contiguous()?.to_vec::<f32>()?;
+        // Wᵀ [in, out] from W [out, in] stored row-major.
+        let weight_t = PackedRhs::pack(in_f, out_f, &wv, Strided::rows(0, in_f).t());
+        let bias = bias.map(|b| b.contiguous()?.to_vec::<f32>()).transpose()?;
+        Ok(PackedLinear { weight_t, bias, in_features: in_f, out_features: out_f })
+    }
+
+    /// `y = x Wᵀ + b` on host rows: `x` holds `rows` rows of `in_features`, the result `rows`
+    /// rows of `out_features`. Runs on the calling thread when the product is small (a few
+    /// rows of a small layer: splitting it would cost more than it saves), else on the rayon
+    /// pool.
+    ///
+    /// # Errors
+    /// If `x` does not hold `rows × in_features` values.
+    pub fn forward_rows(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        if x.len() != rows * self.in_features {
+            return Err(Error::shape(
+                "PackedLinear::forward_rows",
+                format!("{} values are not {rows} rows of in_features {}", x.len(), self.in_features),
+            ));
+        }
+        let n = self.out_features;
+        let mut y = vec![0f32; rows * n];
+        let accumulate = match &self.bias {
+            Some(b) => {
+                y.chunks_exact_mut(n.max(1)).for_each(|r| r.copy_from_slice(b));
+                true
+            }
+            None => false,
+        };
+        let threads = if rows * n * self.in_features < 1 << 18 { 1 } else { rayon::current_num_threads() };
+        gemm_packed(rows, &mut y, n, accumulate, x, self.in_features, &self.weight_t, threads);
+        Ok(y)
+    }
+
     /// `in_features`.
     pub fn in_features(&self) -> usize {
         self.in_features
@@ -147,19 +197,9 @@ impl PackedLinear {
             ));
         }
         let rows: usize = xd[..xd.len() - 1].iter().product();
-        let xv = x.contiguous()?.to_vec::<f32>()?;
-        let n = self.out_features;
-        let mut y = vec![0f32; rows * n];
-        let accumulate = match &self.bias {
-            Some(b) => {
-                y.chunks_exact_mut(n.max(1)).for_each(|r| r.copy_from_slice(b));
-                true
-            }
-            None => false,
-        };
-        gemm_packed(rows, &mut y, n, accumulate, &xv, self.in_features, &self.weight_t, rayon::current_num_threads());
+        let y = self.forward_rows(&x.contiguous()?.to_vec::<f32>()?, rows)?;
         let mut out = xd;
-        *out.last_mut().expect("checked non-empty") = n;
+        *out.last_mut().expect("checked non-empty") = self.out_features;
         Tensor::from_vec(y, out, &Device::Cpu)
     }
 }
@@ -215,6 +255,15 @@ mod tests {
         assert!(msg.contains("PackedLinear::forward"), "{msg}");
         let f64_layer = Linear::new_with(4, 3, true, DType::F64, &Device::Cpu).unwrap();
         let msg = f64_layer.packed().unwrap_err().to_string();
-        assert!(msg.contains("Linear::packed"), "{msg}");
+        assert!(msg.contains("PackedLinear::from_weight") && msg.contains("F64"), "{msg}");
+        let msg = packed.forward_rows(&[0.0; 7], 2).unwrap_err().to_string();
+        assert!(msg.contains("forward_rows") && msg.contains("7 values"), "{msg}");
+        let msg = PackedLinear::from_weight(
+            &lin.weight.tensor(),
+            Some(&Tensor::zeros([4], DType::F32, &Device::Cpu).unwrap()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("bias [4]"), "{msg}");
     }
 }
