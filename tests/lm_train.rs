@@ -290,19 +290,31 @@ fn the_lm_trains_and_steps_on_cuda() {
 #[cfg(feature = "bpe")]
 #[test]
 fn a_bpe_lm_trains_loads_and_rescores() {
+    subword_lm("bpe", "BPE");
+}
+
+/// The same with sentencepiece's unigram LM model (the `tokenizers` crate's `UnigramTrainer`).
+#[cfg(feature = "bpe")]
+#[test]
+fn a_unigram_lm_trains_loads_and_rescores() {
+    subword_lm("unigram", "Unigram");
+}
+
+#[cfg(feature = "bpe")]
+fn subword_lm(kind: &str, model_type: &str) {
     use stapes::speech::beam::{beam_search_decode, BeamSearchConfig, NeuralLm};
     use stapes::speech::data::Vocab;
     use std::sync::Arc;
     let _serial = serial();
-    let dir = tmp("bpe");
+    let dir = tmp(kind);
     let text = corpus(&dir, 800);
     let mut cfg = config(2);
-    cfg.tokenizer.kind = "bpe".into();
+    cfg.tokenizer.kind = kind.into();
     cfg.tokenizer.vocab_size = 60;
     let run = dir.join("run");
     let report = train_lm(&cfg, std::slice::from_ref(&text), &run, &LmTrainOptions::default(), |_| {}).unwrap();
     let tok = &report.tokenizer;
-    assert_eq!(tok.kind, "bpe");
+    assert_eq!(tok.kind, kind);
     assert!(tok.vocab_size() <= 60 && tok.vocab_size() > 30, "{}", tok.vocab_size());
     // subword units: a word is fewer ids than characters, and decoding restores the text
     let ids = tok.encode("seven eight nine");
@@ -313,7 +325,7 @@ fn a_bpe_lm_trains_loads_and_rescores() {
     // tokenizer.json is the tokenizers library's file, and it loads back the same
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("tokenizer.json")).unwrap()).unwrap();
-    assert_eq!(saved["model"]["type"], "BPE");
+    assert_eq!(saved["model"]["type"], model_type);
     let lm = load_lm_run(&run).unwrap();
     assert_eq!(lm.tokenizer.encode("seven eight nine"), ids);
     // in order is likelier than shuffled

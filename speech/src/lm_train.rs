@@ -43,12 +43,13 @@ const SPECIALS: i64 = 4;
 
 /// The LM's tokenizer: `<pad>`, `<s>`, `</s>`, `<unk>` at ids 0-3, then either one id per
 /// character (`kind = "chars"`: those of the training text, or the configured ones, lower-cased
-/// when `lowercase`, in sorted order) or the subword units of a BPE model trained on the text
-/// (`kind = "bpe"`, the `tokenizers` crate; saved as its `tokenizer.json`, which Hugging Face's
-/// `tokenizers` library loads).
+/// when `lowercase`, in sorted order) or the subword units of a model trained on the text with
+/// the `tokenizers` crate: byte-pair encoding (`kind = "bpe"`) or sentencepiece's unigram LM
+/// (`kind = "unigram"`). Subword tokenizers are saved as the crate's `tokenizer.json`, which
+/// Hugging Face's `tokenizers` library loads.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LmTokenizer {
-    /// `"chars"` or `"bpe"`.
+    /// `"chars"`, `"bpe"` or `"unigram"`.
     pub kind: String,
     /// The characters, ids 4, 5, … (`"chars"`).
     pub chars: String,
@@ -200,13 +201,29 @@ impl LmTokenizer {
 
     #[cfg(feature = "bpe")]
     fn from_bpe(tk: tokenizers::Tokenizer) -> Result<LmTokenizer> {
+        use tokenizers::models::ModelWrapper;
+        let kind = match tk.get_model() {
+            ModelWrapper::BPE(_) => "bpe",
+            ModelWrapper::Unigram(_) => "unigram",
+            other => {
+                let name = match other {
+                    ModelWrapper::WordPiece(_) => "WordPiece",
+                    ModelWrapper::WordLevel(_) => "WordLevel",
+                    _ => "unknown",
+                };
+                return Err(Error::invalid(
+                    "LmTokenizer",
+                    format!("a {name} tokenizer model (BPE and Unigram ones are supported)"),
+                ));
+            }
+        };
         for (name, id) in [("<pad>", PAD), ("<s>", BOS), ("</s>", EOS), ("<unk>", UNK)] {
             if tk.token_to_id(name).map(i64::from) != Some(id) {
-                return Err(Error::invalid("LmTokenizer", format!("the BPE model must have {name} at id {id}")));
+                return Err(Error::invalid("LmTokenizer", format!("the {kind} model must have {name} at id {id}")));
             }
         }
         Ok(LmTokenizer {
-            kind: "bpe".into(),
+            kind: kind.into(),
             chars: String::new(),
             lowercase: false,
             ids: HashMap::new(),
@@ -218,19 +235,62 @@ impl LmTokenizer {
     /// pre-tokenization, as sentencepiece's `▁`; lower-cased first when `lowercase`).
     #[cfg(feature = "bpe")]
     pub fn train_bpe(files: &[PathBuf], vocab_size: usize, min_frequency: u64, lowercase: bool) -> Result<LmTokenizer> {
+        Self::train_subword("bpe", files, vocab_size, min_frequency, lowercase)
+    }
+
+    /// A unigram LM model (sentencepiece's default algorithm) of `vocab_size` units trained on
+    /// the lines of `files`: EM over a large seed vocabulary, pruned to the pieces whose removal
+    /// costs the likelihood least (Metaspace pre-tokenization; lower-cased first when
+    /// `lowercase`).
+    #[cfg(feature = "bpe")]
+    pub fn train_unigram(files: &[PathBuf], vocab_size: usize, lowercase: bool) -> Result<LmTokenizer> {
+        Self::train_subword("unigram", files, vocab_size, 0, lowercase)
+    }
+
+    #[cfg(feature = "bpe")]
+    fn train_subword(
+        kind: &str,
+        files: &[PathBuf],
+        vocab_size: usize,
+        min_frequency: u64,
+        lowercase: bool,
+    ) -> Result<LmTokenizer> {
         use tokenizers::decoders::DecoderWrapper;
         use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+        use tokenizers::models::unigram::{Unigram, UnigramTrainer};
+        use tokenizers::models::{ModelWrapper, TrainerWrapper};
         use tokenizers::normalizers::{Lowercase, NormalizerWrapper};
         use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
         use tokenizers::pre_tokenizers::PreTokenizerWrapper;
         use tokenizers::processors::PostProcessorWrapper;
         use tokenizers::{AddedToken, TokenizerBuilder};
-        const OP: &str = "LmTokenizer::train_bpe";
-        let err = |e: Box<dyn std::error::Error + Send + Sync>| Error::invalid(OP, e.to_string());
-        let model = BPE::builder().unk_token("<unk>".into()).build().map_err(err)?;
+        let op = if kind == "bpe" { "LmTokenizer::train_bpe" } else { "LmTokenizer::train_unigram" };
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| Error::invalid(op, e.to_string());
+        let specials: Vec<AddedToken> =
+            ["<pad>", "<s>", "</s>", "<unk>"].iter().map(|t| AddedToken::from(t.to_string(), true)).collect();
+        let vocab = u32::try_from(vocab_size).map_err(|_| Error::invalid(op, format!("vocab_size {vocab_size}")))?;
+        let (model, mut trainer) = if kind == "bpe" {
+            let model = BPE::builder().unk_token("<unk>".into()).build().map_err(err)?;
+            let trainer = BpeTrainerBuilder::new()
+                .vocab_size(vocab_size)
+                .min_frequency(min_frequency)
+                .show_progress(false)
+                .special_tokens(specials)
+                .build();
+            (ModelWrapper::BPE(model), TrainerWrapper::BpeTrainer(trainer))
+        } else {
+            let trainer = UnigramTrainer::builder()
+                .vocab_size(vocab)
+                .show_progress(false)
+                .special_tokens(specials)
+                .unk_token(Some("<unk>".into()))
+                .build()
+                .map_err(|e| Error::invalid(op, e.to_string()))?;
+            (ModelWrapper::Unigram(Unigram::default()), TrainerWrapper::UnigramTrainer(trainer))
+        };
         let meta = Metaspace::new('▁', PrependScheme::Always, true);
         let mut tk = TokenizerBuilder::<
-            BPE,
+            ModelWrapper,
             NormalizerWrapper,
             PreTokenizerWrapper,
             PostProcessorWrapper,
@@ -242,14 +302,6 @@ impl LmTokenizer {
         .with_decoder(Some(DecoderWrapper::Metaspace(meta)))
         .build()
         .map_err(err)?;
-        let specials =
-            ["<pad>", "<s>", "</s>", "<unk>"].iter().map(|t| AddedToken::from(t.to_string(), true)).collect();
-        let mut trainer = BpeTrainerBuilder::new()
-            .vocab_size(vocab_size)
-            .min_frequency(min_frequency)
-            .show_progress(false)
-            .special_tokens(specials)
-            .build();
         let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         tk.train_from_files(&mut trainer, names).map_err(err)?;
         let json = tk.to_string(false).map_err(err)?;
@@ -262,13 +314,14 @@ impl LmTokenizer {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TokenizerConfig {
-    /// `"chars"` or `"bpe"` (a BPE model trained on the text; needs the `bpe` feature).
+    /// `"chars"`, `"bpe"` (byte-pair encoding) or `"unigram"` (sentencepiece's unigram LM):
+    /// subword models trained on the text, which need the `bpe` feature.
     pub kind: String,
     /// Lower-case the text.
     pub lowercase: bool,
-    /// BPE units, the four special tokens included.
+    /// Subword units, the four special tokens included.
     pub vocab_size: usize,
-    /// BPE: pairs seen fewer times are not merged.
+    /// BPE: pairs seen fewer times are not merged (unigram: unused).
     pub min_frequency: u64,
     /// The characters, when given (for instance the acoustic model's, so that the LM can score
     /// every transcript it makes); by default those of the training text. Characters of the
@@ -393,7 +446,7 @@ impl LmRunConfig {
         }
         match self.tokenizer.kind.as_str() {
             "chars" => {}
-            "bpe" if cfg!(feature = "bpe") => {
+            "bpe" | "unigram" if cfg!(feature = "bpe") => {
                 if self.tokenizer.vocab_size < 8 {
                     return Err(Error::invalid(
                         OP,
@@ -404,7 +457,10 @@ impl LmRunConfig {
             k => {
                 return Err(Error::invalid(
                     OP,
-                    format!("tokenizer.kind {k:?} is not supported (\"chars\", or \"bpe\" with the `bpe` feature)"),
+                    format!(
+                        "tokenizer.kind {k:?} is not supported (\"chars\", or \"bpe\" and \"unigram\" with the `bpe` \
+                         feature)"
+                    ),
                 ))
             }
         }
@@ -456,12 +512,19 @@ fn require_text(files: &[PathBuf]) -> Result<()> {
 /// streaming pass); an error when the text has no line.
 pub fn build_tokenizer(files: &[PathBuf], cfg: &TokenizerConfig) -> Result<LmTokenizer> {
     let mut set = BTreeSet::new();
-    if cfg.kind == "bpe" {
+    if cfg.kind == "bpe" || cfg.kind == "unigram" {
         require_text(files)?;
         #[cfg(feature = "bpe")]
-        return LmTokenizer::train_bpe(files, cfg.vocab_size, cfg.min_frequency, cfg.lowercase);
+        return if cfg.kind == "bpe" {
+            LmTokenizer::train_bpe(files, cfg.vocab_size, cfg.min_frequency, cfg.lowercase)
+        } else {
+            LmTokenizer::train_unigram(files, cfg.vocab_size, cfg.lowercase)
+        };
         #[cfg(not(feature = "bpe"))]
-        return Err(Error::invalid("build_tokenizer", "tokenizer.kind = \"bpe\" needs the `bpe` feature"));
+        return Err(Error::invalid(
+            "build_tokenizer",
+            format!("tokenizer.kind = {:?} needs the `bpe` feature", cfg.kind),
+        ));
     }
     if let Some(chars) = &cfg.chars {
         require_text(files)?;
