@@ -14,6 +14,7 @@ pub mod matmul;
 pub mod norm;
 pub mod packed;
 pub mod pool;
+pub mod qgemm;
 pub mod reduce;
 pub mod rnn;
 pub mod softmax;
