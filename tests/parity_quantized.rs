@@ -85,3 +85,97 @@ fn quantized_lstm_matches_pytorch() {
         assert!(worst < 1e-4, "lstm {name}: max |stapes - PyTorch| {worst}");
     }
 }
+
+/// A packed batch (lengths 7, 4, 5): padded frames are not projected or quantized, the reverse
+/// direction starts at each sequence's end, as PyTorch's quantized LSTM on a `PackedSequence`.
+#[test]
+fn quantized_lstm_with_lengths_matches_pytorch_packed() {
+    let g = golden();
+    let cfg = RnnConfig { num_layers: 2, bidirectional: true, batch_first: true, ..RnnConfig::new(12, 10) };
+    let mut cells = Vec::new();
+    for key in ["l0", "l0_reverse", "l1", "l1_reverse"] {
+        let at = |k: &str| &g[&format!("lstm.{key}.{k}")];
+        let lin = |w: &str, b: &str| {
+            let t = at(&format!("{w}_q"));
+            let (o, i) = (t.dims()[0], t.dims()[1]);
+            QuantizedLinear::from_parts(i8s(t), f32s(at(&format!("{w}_scale"))), Some(f32s(at(b))), o, i).unwrap()
+        };
+        cells.push((lin("w_ih", "b_ih"), lin("w_hh", "b_hh")));
+    }
+    let lstm = QuantizedLstm::from_parts(cfg, cells).unwrap();
+    let lens: Vec<usize> = g["lstm.lengths"].to_vec::<i64>().unwrap().iter().map(|&n| n as usize).collect();
+    let (y, h, c) = lstm.forward_with(&g["lstm.x"], Some(&lens)).unwrap();
+    for (name, got, want) in
+        [("y", &y, "lstm.y_packed"), ("h_n", &h, "lstm.h_n_packed"), ("c_n", &c, "lstm.c_n_packed")]
+    {
+        let (a, b) = (f32s(got), f32s(&g[want]));
+        let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        eprintln!("packed lstm {name}: max |stapes - PyTorch| {worst:e}");
+        assert!(worst < 1e-4, "packed lstm {name}: max |stapes - PyTorch| {worst}");
+    }
+    let e = lstm.forward_with(&g["lstm.x"], Some(&[7, 0, 5])).unwrap_err().to_string();
+    assert!(e.contains("lengths"), "{e}");
+}
+
+/// `quantize_dynamic` on a model: every Linear and LSTM converted in place, sizes reported,
+/// outputs close to the float model's; the quantized state saves and loads into a fresh model
+/// with identical outputs; quantizing twice, a model with nothing to quantize and a corrupted
+/// scale are clear errors.
+#[test]
+fn quantize_dynamic_converts_saves_and_loads_a_model() {
+    use stapes::autograd::Var;
+    use stapes::nn::layers::{LayerNorm, Linear, Sequential};
+    use stapes::nn::quantized::{is_quantized, load_quantized_state_dict, quantize_dynamic, quantized_state_dict};
+    use stapes::nn::rnn::Lstm;
+    use stapes::nn::{Forward, Module};
+    use stapes::tensor::{DType, Device, Generator};
+    let build = |seed: u64| {
+        stapes::tensor::manual_seed(seed);
+        let mut m = Sequential::new();
+        m.push(Lstm::new(RnnConfig { bidirectional: true, batch_first: true, ..RnnConfig::new(16, 32) }).unwrap());
+        m.push(Linear::new(64, 48, true).unwrap());
+        m
+    };
+    let m = build(1);
+    m.eval();
+    let mut g = Generator::new(4);
+    let x = Var::constant(Tensor::randn_with(&mut g, 0.0, 1.0, &[2, 9, 16][..], DType::F32, &Device::Cpu).unwrap());
+    let float = f32s(m.forward(&x).unwrap().tensor());
+    let report = quantize_dynamic(&m, QScheme::PerChannel).unwrap();
+    assert_eq!(report.layers, vec!["0".to_string(), "1".to_string()]);
+    // int8 weights (a quarter of f32) plus one f32 scale per output channel: 2 × (128 + 128)
+    // for the LSTM's two directions, 48 for the Linear
+    assert_eq!(report.int8_bytes, report.f32_bytes / 4 + 4 * (2 * 256 + 48), "{report:?}");
+    assert!(is_quantized(&m));
+    let quant = f32s(m.forward(&x).unwrap().tensor());
+    let worst = float.iter().zip(&quant).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let scale = float.iter().fold(0f32, |a, b| a.max(b.abs()));
+    assert!(worst > 0.0 && worst < 0.02 * scale, "quantized vs float: {worst} (outputs up to {scale})");
+    let e = quantize_dynamic(&m, QScheme::PerChannel).unwrap_err().to_string();
+    assert!(e.contains("already quantized: 0, 1"), "{e}");
+    let e = quantize_dynamic(&LayerNorm::new(&[4]).unwrap(), QScheme::PerTensor).unwrap_err().to_string();
+    assert!(e.contains("no quantizable layers"), "{e}");
+
+    // save, load into a fresh model of other weights: the same outputs, bit for bit
+    let state = quantized_state_dict(&m).unwrap();
+    assert!(state.contains_key("0.weight_ih_l0_int8") && state.contains_key("1.weight_scale"));
+    assert!(!state.contains_key("1.weight") && state.contains_key("1.bias"));
+    let fresh = build(2);
+    fresh.eval();
+    assert_eq!(load_quantized_state_dict(&fresh, &state).unwrap(), vec!["0".to_string(), "1".to_string()]);
+    assert_eq!(f32s(fresh.forward(&x).unwrap().tensor()), quant);
+
+    // a corrupted scale, a missing key: errors naming them, the model left as it was
+    let mut bad = state.clone();
+    bad.insert("1.weight_scale".into(), Tensor::from_vec(vec![f32::NAN; 48], [48], &Device::Cpu).unwrap());
+    let other = build(3);
+    let e = load_quantized_state_dict(&other, &bad).unwrap_err().to_string();
+    assert!(e.contains("layer 1") && e.contains("weight_scale holds NaN"), "{e}");
+    assert!(!is_quantized(&other));
+    let mut bad = state.clone();
+    bad.remove("1.bias");
+    let e = load_quantized_state_dict(&other, &bad).unwrap_err().to_string();
+    assert!(e.contains("missing keys") && e.contains("1.bias"), "{e}");
+    let e = load_quantized_state_dict(&other, &other.state_dict()).unwrap_err().to_string();
+    assert!(e.contains("no int8 weights"), "{e}");
+}

@@ -221,7 +221,7 @@ impl MultiheadAttention {
             batch_first: cfg.batch_first,
             in_proj_weight,
             in_proj_bias,
-            out_proj: Linear { weight: Param::new(w), bias: out_bias },
+            out_proj: Linear::from_params(Param::new(w), out_bias),
             training: TrainingFlag::default(),
         })
     }
@@ -500,7 +500,7 @@ mod tests {
             batch_first: true,
             in_proj_weight: m.in_proj_weight.clone(),
             in_proj_bias: m.in_proj_bias.clone(),
-            out_proj: Linear { weight: m.out_proj.weight.clone(), bias: m.out_proj.bias.clone() },
+            out_proj: Linear::from_params(m.out_proj.weight.clone(), m.out_proj.bias.clone()),
             training: TrainingFlag::default(),
             ..mha(8, 4)
         };

@@ -202,6 +202,11 @@ pub trait Module: Send + Sync {
     }
     /// Sets this module's own mode flag, if it has one (children are handled by `train`).
     fn set_local_training(&self, _training: bool) {}
+    /// This module as a layer that dynamic int8 quantization can convert (`Linear`, `Lstm`);
+    /// see [`crate::quantized::quantize_dynamic`].
+    fn as_quantizable(&self) -> Option<&dyn crate::quantized::Quantizable> {
+        None
+    }
 
     /// All parameters with dotted names, as in `model.named_parameters()`.
     fn named_parameters(&self) -> Vec<(String, Param)> {

@@ -13,6 +13,8 @@
 //! activation parameters for the whole sequence) and each step's `h_{t-1} W_hhᵀ` another; the
 //! gate math stays in `f32`.
 
+use std::collections::BTreeMap;
+
 use crate::layers::Linear;
 use crate::module::Module;
 use crate::rnn::{Lstm, RnnConfig};
@@ -358,6 +360,19 @@ impl QuantizedLstm {
     /// # Errors
     /// If `x` is not 3-D with `input_size` features, or holds a NaN or an infinity.
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        self.forward_with(x, None)
+    }
+
+    /// [`forward`](Self::forward) for sequences of `lengths[b]` frames (each in `1..=T`;
+    /// `None`: all `T`), as PyTorch runs a `PackedSequence`: the valid frames' input projection
+    /// is quantized at once (padded frames never take part), each time step quantizes the
+    /// hidden states of the sequences that reach it, the reverse direction starts at each
+    /// sequence's own last frame, and the outputs at padded positions are zero. The results
+    /// come back on `x`'s device.
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward), and for lengths that do not fit the batch.
+    pub fn forward_with(&self, x: &Tensor, lengths: Option<&[usize]>) -> Result<(Tensor, Tensor, Tensor)> {
         const OP: &str = "QuantizedLstm::forward";
         let d = x.dims().to_vec();
         if d.len() != 3 || d[2] != self.cfg.input_size {
@@ -367,33 +382,65 @@ impl QuantizedLstm {
             ));
         }
         let xt = if self.cfg.batch_first { x.transpose(0usize, 1usize)? } else { x.clone() };
-        let (t, b) = (d[if self.cfg.batch_first { 1 } else { 0 }], d[if self.cfg.batch_first { 0 } else { 1 }]);
+        let (t, b) = (xt.dims()[0], xt.dims()[1]);
+        let lens: Vec<usize> = match lengths {
+            None => vec![t; b],
+            Some(l) => {
+                if l.len() != b || l.iter().any(|&n| n == 0 || n > t) {
+                    return Err(Error::invalid(
+                        OP,
+                        format!("lengths {l:?} do not fit a batch of {b} sequences of {t} frames"),
+                    ));
+                }
+                l.to_vec()
+            }
+        };
         let mut input = xt.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()?;
         let h = self.cfg.hidden_size;
         let dirs = if self.cfg.bidirectional { 2 } else { 1 };
+        // As PyTorch's quantized LSTM runs a PackedSequence: the input projection of every valid
+        // frame in one product (one quantization; padded frames never take part), then per
+        // time step the hidden states of the sequences that reach it. A plain batch is the
+        // case of every frame valid.
+        let lens_ref = &lens;
+        let valid: Vec<usize> =
+            (0..t).flat_map(|s| (0..b).filter(move |&r| s < lens_ref[r]).map(move |r| s * b + r)).collect();
         let (mut h_n, mut c_n) = (Vec::new(), Vec::new());
         for l in 0..self.cfg.num_layers {
-            let width = dirs * h;
+            let (width, in_w) = (dirs * h, input.len() / (t * b).max(1));
             let mut out = vec![0f32; t * b * width];
             for dir in 0..dirs {
                 let (ih, hh) = &self.cells[l * dirs + dir];
-                // every step's input projection in one product (one quantization of the sequence)
-                let gx = ih.forward_rows(&input, t * b)?;
+                let packed: Vec<f32> =
+                    valid.iter().flat_map(|&p| input[p * in_w..(p + 1) * in_w].iter().copied()).collect();
+                let gx_valid = ih.forward_rows(&packed, valid.len())?;
+                let mut gx = vec![0f32; t * b * 4 * h];
+                for (k, &p) in valid.iter().enumerate() {
+                    gx[p * 4 * h..(p + 1) * 4 * h].copy_from_slice(&gx_valid[k * 4 * h..(k + 1) * 4 * h]);
+                }
                 let (mut hs, mut cs) = (vec![0f32; b * h], vec![0f32; b * h]);
                 for s in 0..t {
-                    let step = if dir == 0 { s } else { t - 1 - s };
-                    let gh = hh.forward_rows(&hs, b)?;
-                    for r in 0..b {
-                        let gxr = &gx[(step * b + r) * 4 * h..(step * b + r + 1) * 4 * h];
-                        let ghr = &gh[r * 4 * h..(r + 1) * 4 * h];
+                    // the time index: forward, or from the end (each sequence's reverse pass
+                    // starts at its own last frame and joins when the time reaches it)
+                    let i = if dir == 0 { s } else { t - 1 - s };
+                    let active: Vec<usize> = (0..b).filter(|&r| i < lens[r]).collect();
+                    if active.is_empty() {
+                        continue;
+                    }
+                    let h_act: Vec<f32> = active.iter().flat_map(|&r| hs[r * h..(r + 1) * h].iter().copied()).collect();
+                    let gh = hh.forward_rows(&h_act, active.len())?;
+                    for (k, &r) in active.iter().enumerate() {
+                        let gxr = &gx[(i * b + r) * 4 * h..(i * b + r + 1) * 4 * h];
+                        let ghr = &gh[k * 4 * h..(k + 1) * 4 * h];
                         for j in 0..h {
-                            let gate = |k: usize| gxr[k * h + j] + ghr[k * h + j];
-                            let (i, f, g, o) = (sigmoid(gate(0)), sigmoid(gate(1)), gate(2).tanh(), sigmoid(gate(3)));
-                            let c = f * cs[r * h + j] + i * g;
+                            let gate = |q: usize| gxr[q * h + j] + ghr[q * h + j];
+                            let (ig, fg, gg, og) =
+                                (sigmoid(gate(0)), sigmoid(gate(1)), gate(2).tanh(), sigmoid(gate(3)));
+                            let c = fg * cs[r * h + j] + ig * gg;
                             cs[r * h + j] = c;
-                            hs[r * h + j] = o * c.tanh();
+                            hs[r * h + j] = og * c.tanh();
                         }
-                        let at = (step * b + r) * width + dir * h;
+                        let at = (i * b + r) * width + dir * h;
                         out[at..at + h].copy_from_slice(&hs[r * h..(r + 1) * h]);
                     }
                 }
@@ -403,15 +450,334 @@ impl QuantizedLstm {
             input = out;
         }
         let ld = self.cfg.num_layers * dirs;
+        let dev = x.device();
         let y = Tensor::from_vec(input, [t, b, dirs * h], &Device::Cpu)?;
         let y = if self.cfg.batch_first { y.transpose(0usize, 1usize)?.contiguous()? } else { y };
-        Ok((y, Tensor::from_vec(h_n, [ld, b, h], &Device::Cpu)?, Tensor::from_vec(c_n, [ld, b, h], &Device::Cpu)?))
+        Ok((
+            y.to_device(dev)?,
+            Tensor::from_vec(h_n, [ld, b, h], &Device::Cpu)?.to_device(dev)?,
+            Tensor::from_vec(c_n, [ld, b, h], &Device::Cpu)?.to_device(dev)?,
+        ))
     }
 
     /// Bytes of the quantized layers' data.
     pub fn bytes(&self) -> usize {
         self.cells.iter().map(|(a, b)| a.bytes() + b.bytes()).sum()
     }
+}
+
+/// Where a layer keeps its quantized form (empty until quantized).
+pub struct QuantizedSlot<T>(std::sync::RwLock<Option<std::sync::Arc<T>>>);
+
+impl<T> Default for QuantizedSlot<T> {
+    fn default() -> Self {
+        QuantizedSlot(std::sync::RwLock::new(None))
+    }
+}
+
+impl<T> QuantizedSlot<T> {
+    /// The quantized form, if any.
+    pub fn get(&self) -> Option<std::sync::Arc<T>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    /// Sets or clears it.
+    pub fn set(&self, v: Option<T>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = v.map(std::sync::Arc::new);
+    }
+}
+
+/// A layer that dynamic quantization converts (`Linear`, `Lstm`).
+pub trait Quantizable {
+    /// Quantizes the current float weights; the forward pass then runs in int8.
+    fn quantize(&self, scheme: QScheme) -> Result<()>;
+    /// Goes back to the float weights.
+    fn dequantize(&self);
+    /// Whether the layer runs quantized.
+    fn is_quantized(&self) -> bool;
+    /// The local names of the float parameters its quantized form replaces.
+    fn replaced_params(&self) -> Vec<String>;
+    /// The quantized state by local name: `<weight>_int8` (`I8`) and `<weight>_scale` (`F32`,
+    /// one value or one per output channel) for each replaced weight.
+    fn quantized_state(&self) -> Result<Vec<(String, Tensor)>>;
+    /// Loads such a state (local names); biases come from the layer's float parameters.
+    fn load_quantized(&self, state: &BTreeMap<String, Tensor>) -> Result<()>;
+    /// Bytes of the replaced float weights (as `f32`) and of the quantized data.
+    fn sizes(&self) -> (usize, usize);
+}
+
+fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
+    t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()
+}
+
+/// The int8 weight and scales of `name` in a quantized state, checked.
+fn int8_weight(state: &BTreeMap<String, Tensor>, name: &str, rows: usize, cols: usize) -> Result<(Vec<i8>, Vec<f32>)> {
+    const OP: &str = "load_quantized";
+    let get = |k: String| state.get(&k).ok_or_else(|| Error::invalid(OP, format!("missing {k}")));
+    let (w, s) = (get(format!("{name}_int8"))?, get(format!("{name}_scale"))?);
+    if w.dtype() != DType::I8 || w.dims() != [rows, cols] {
+        return Err(Error::invalid(
+            OP,
+            format!("{name}_int8 is {:?} {:?} (expected I8 [{rows}, {cols}])", w.dtype(), w.dims()),
+        ));
+    }
+    if s.dtype() != DType::F32 || s.rank() != 1 || (s.dims()[0] != 1 && s.dims()[0] != rows) {
+        return Err(Error::invalid(
+            OP,
+            format!("{name}_scale is {:?} {:?} (expected F32 [1] or [{rows}])", s.dtype(), s.dims()),
+        ));
+    }
+    let scales = s.to_vec::<f32>()?;
+    if let Some(v) = scales.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+        return Err(Error::invalid(OP, format!("{name}_scale holds {v} (scales must be positive and finite)")));
+    }
+    Ok((w.to_vec::<i8>()?, scales))
+}
+
+fn scale_tensor(scales: &[f32]) -> Result<Tensor> {
+    Tensor::from_vec(scales.to_vec(), [scales.len()], &Device::Cpu)
+}
+
+impl Quantizable for Linear {
+    fn quantize(&self, scheme: QScheme) -> Result<()> {
+        self.quantized.set(Some(QuantizedLinear::from_linear(self, scheme)?));
+        Ok(())
+    }
+    fn dequantize(&self) {
+        self.quantized.set(None)
+    }
+    fn is_quantized(&self) -> bool {
+        self.quantized.get().is_some()
+    }
+    fn replaced_params(&self) -> Vec<String> {
+        vec!["weight".into()]
+    }
+    fn quantized_state(&self) -> Result<Vec<(String, Tensor)>> {
+        let q = self.quantized.get().ok_or_else(|| Error::invalid("quantized_state", "the Linear is not quantized"))?;
+        Ok(vec![
+            ("weight_int8".into(), Tensor::from_vec(q.weight.clone(), [q.out_features, q.in_features], &Device::Cpu)?),
+            ("weight_scale".into(), scale_tensor(&q.scales)?),
+        ])
+    }
+    fn load_quantized(&self, state: &BTreeMap<String, Tensor>) -> Result<()> {
+        let (w, scales) = int8_weight(state, "weight", self.out_features(), self.in_features())?;
+        let bias = self.bias.as_ref().map(|b| host_f32(&b.tensor())).transpose()?;
+        self.quantized.set(Some(QuantizedLinear::from_parts(
+            w,
+            scales,
+            bias,
+            self.out_features(),
+            self.in_features(),
+        )?));
+        Ok(())
+    }
+    fn sizes(&self) -> (usize, usize) {
+        let f = 4 * self.weight.elem_count();
+        (f, self.quantized.get().map_or(0, |q| q.weight.len() + 4 * q.scales.len()))
+    }
+}
+
+impl Quantizable for Lstm {
+    fn quantize(&self, scheme: QScheme) -> Result<()> {
+        self.quantized.set(Some(QuantizedLstm::from_lstm(self, scheme)?));
+        Ok(())
+    }
+    fn dequantize(&self) {
+        self.quantized.set(None)
+    }
+    fn is_quantized(&self) -> bool {
+        self.quantized.get().is_some()
+    }
+    fn replaced_params(&self) -> Vec<String> {
+        self.named_parameters().into_iter().map(|(n, _)| n).filter(|n| n.starts_with("weight_")).collect()
+    }
+    fn quantized_state(&self) -> Result<Vec<(String, Tensor)>> {
+        let q = self.quantized.get().ok_or_else(|| Error::invalid("quantized_state", "the LSTM is not quantized"))?;
+        let dirs = if q.cfg.bidirectional { 2 } else { 1 };
+        let mut out = Vec::new();
+        for (i, (ih, hh)) in q.cells.iter().enumerate() {
+            let sfx = format!("l{}{}", i / dirs, if i % dirs == 1 { "_reverse" } else { "" });
+            for (name, lin) in [("weight_ih", ih), ("weight_hh", hh)] {
+                out.push((
+                    format!("{name}_{sfx}_int8"),
+                    Tensor::from_vec(lin.weight.clone(), [lin.out_features, lin.in_features], &Device::Cpu)?,
+                ));
+                out.push((format!("{name}_{sfx}_scale"), scale_tensor(&lin.scales)?));
+            }
+        }
+        Ok(out)
+    }
+    fn load_quantized(&self, state: &BTreeMap<String, Tensor>) -> Result<()> {
+        let cfg = self.config().clone();
+        let params: BTreeMap<String, crate::module::Param> = self.named_parameters().into_iter().collect();
+        let dirs = if cfg.bidirectional { 2 } else { 1 };
+        let mut cells = Vec::new();
+        for i in 0..cfg.num_layers * dirs {
+            let sfx = format!("l{}{}", i / dirs, if i % dirs == 1 { "_reverse" } else { "" });
+            let lin = |w: &str, b: &str| -> Result<QuantizedLinear> {
+                let name = format!("{w}_{sfx}");
+                let dims = params
+                    .get(&name)
+                    .map(|p| p.dims().to_vec())
+                    .ok_or_else(|| Error::invalid("load_quantized", format!("the LSTM has no {name}")))?;
+                let (q, scales) = int8_weight(state, &name, dims[0], dims[1])?;
+                let bias = params.get(&format!("{b}_{sfx}")).map(|p| host_f32(&p.tensor())).transpose()?;
+                QuantizedLinear::from_parts(q, scales, bias, dims[0], dims[1])
+            };
+            cells.push((lin("weight_ih", "bias_ih")?, lin("weight_hh", "bias_hh")?));
+        }
+        self.quantized.set(Some(QuantizedLstm::from_parts(cfg, cells)?));
+        Ok(())
+    }
+    fn sizes(&self) -> (usize, usize) {
+        let f = self
+            .named_parameters()
+            .iter()
+            .filter(|(n, _)| n.starts_with("weight_"))
+            .map(|(_, p)| 4 * p.elem_count())
+            .sum();
+        let q = self.quantized.get().map_or(0, |q| {
+            q.cells.iter().map(|(a, b)| a.weight.len() + 4 * a.scales.len() + b.weight.len() + 4 * b.scales.len()).sum()
+        });
+        (f, q)
+    }
+}
+
+/// Every quantizable layer of `m` with its dotted path.
+fn quantizables<'a>(m: &'a dyn Module, prefix: &str, out: &mut Vec<(String, &'a dyn Quantizable)>) {
+    if let Some(q) = m.as_quantizable() {
+        out.push((prefix.to_string(), q));
+    }
+    for (n, c) in m.children() {
+        let p = if prefix.is_empty() { n } else { format!("{prefix}.{n}") };
+        quantizables(c, &p, out);
+    }
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// What [`quantize_dynamic`] converted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizeReport {
+    /// The layers, by dotted path.
+    pub layers: Vec<String>,
+    /// Bytes of their float weights as `f32`.
+    pub f32_bytes: usize,
+    /// Bytes of their int8 weights and scales.
+    pub int8_bytes: usize,
+}
+
+/// `torch.ao.quantization.quantize_dynamic(model, {nn.Linear, nn.LSTM}, dtype=torch.qint8)`:
+/// converts every `Linear` and `Lstm` of `m` in place (biases stay `f32`; other layers, such as
+/// convolutions, are unchanged). The model then runs inference only.
+///
+/// # Errors
+/// If `m` has no quantizable layer, if one is quantized already, or if a weight holds a NaN or
+/// an infinity (nothing is changed then).
+pub fn quantize_dynamic(m: &dyn Module, scheme: QScheme) -> Result<QuantizeReport> {
+    const OP: &str = "quantize_dynamic";
+    let mut qs = Vec::new();
+    quantizables(m, "", &mut qs);
+    if qs.is_empty() {
+        return Err(Error::invalid(OP, "the model has no quantizable layers (Linear, LSTM)"));
+    }
+    let done: Vec<&str> = qs.iter().filter(|(_, q)| q.is_quantized()).map(|(n, _)| n.as_str()).collect();
+    if !done.is_empty() {
+        return Err(Error::invalid(OP, format!("already quantized: {}", done.join(", "))));
+    }
+    for (i, (name, q)) in qs.iter().enumerate() {
+        if let Err(e) = q.quantize(scheme) {
+            qs[..i].iter().for_each(|(_, q)| q.dequantize());
+            return Err(Error::invalid(OP, format!("layer {name}: {e}")));
+        }
+    }
+    let (f32_bytes, int8_bytes) = qs.iter().map(|(_, q)| q.sizes()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    Ok(QuantizeReport { layers: qs.into_iter().map(|(n, _)| n).collect(), f32_bytes, int8_bytes })
+}
+
+/// Whether any layer of `m` runs quantized.
+pub fn is_quantized(m: &dyn Module) -> bool {
+    let mut qs = Vec::new();
+    quantizables(m, "", &mut qs);
+    qs.iter().any(|(_, q)| q.is_quantized())
+}
+
+/// The state of a (partly) quantized model: the float parameters and buffers, except the
+/// weights replaced by int8 ones, which appear as `<path>.<weight>_int8` and
+/// `<path>.<weight>_scale`.
+///
+/// # Errors
+/// Only from reading the tensors.
+pub fn quantized_state_dict(m: &dyn Module) -> Result<BTreeMap<String, Tensor>> {
+    let mut state = m.state_dict();
+    let mut qs = Vec::new();
+    quantizables(m, "", &mut qs);
+    for (prefix, q) in qs.iter().filter(|(_, q)| q.is_quantized()) {
+        for r in q.replaced_params() {
+            state.remove(&join(prefix, &r));
+        }
+        for (n, t) in q.quantized_state()? {
+            state.insert(join(prefix, &n), t);
+        }
+    }
+    Ok(state)
+}
+
+/// Loads a state written by [`quantized_state_dict`] into a model of the same architecture:
+/// the layers with int8 weights in `state` become quantized, everything else loads as
+/// `load_state_dict` does (strict: a missing or unexpected key is an error naming it).
+///
+/// # Errors
+/// On missing or unexpected keys, shape or dtype mismatches, and scales that are not positive
+/// and finite (a corrupted file); nothing is quantized then.
+pub fn load_quantized_state_dict(m: &dyn Module, state: &BTreeMap<String, Tensor>) -> Result<Vec<String>> {
+    const OP: &str = "load_quantized_state_dict";
+    let mut qs = Vec::new();
+    quantizables(m, "", &mut qs);
+    let mut float = state.clone();
+    let mut expected_missing = std::collections::BTreeSet::new();
+    let mut todo = Vec::new();
+    for (prefix, q) in &qs {
+        let replaced = q.replaced_params();
+        let marker = join(prefix, &format!("{}_int8", replaced.first().map_or("weight", String::as_str)));
+        if !state.contains_key(&marker) {
+            continue;
+        }
+        let mut local = BTreeMap::new();
+        for r in &replaced {
+            expected_missing.insert(join(prefix, r));
+            for sfx in ["_int8", "_scale"] {
+                let key = join(prefix, &format!("{r}{sfx}"));
+                if let Some(t) = float.remove(&key) {
+                    local.insert(format!("{r}{sfx}"), t);
+                }
+            }
+        }
+        todo.push((prefix.clone(), *q, local));
+    }
+    if todo.is_empty() {
+        return Err(Error::invalid(OP, "the state has no int8 weights (it is not a quantized model's)"));
+    }
+    let keys = m.load_state_dict(&float, false)?;
+    let missing: Vec<&String> = keys.missing_keys.iter().filter(|k| !expected_missing.contains(*k)).collect();
+    if !missing.is_empty() || !keys.unexpected_keys.is_empty() {
+        return Err(Error::invalid(
+            OP,
+            format!("missing keys {missing:?}, unexpected keys {:?}", keys.unexpected_keys),
+        ));
+    }
+    for (i, (prefix, q, local)) in todo.iter().enumerate() {
+        if let Err(e) = q.load_quantized(local) {
+            todo[..i].iter().for_each(|(_, q, _)| q.dequantize());
+            return Err(Error::invalid(OP, format!("layer {prefix}: {e}")));
+        }
+    }
+    Ok(todo.into_iter().map(|(p, _, _)| p).collect())
 }
 
 fn sigmoid(x: f32) -> f32 {

@@ -11,7 +11,9 @@ Cases, each written to `tests/golden/quantized.safetensors` under its prefix:
 - `lstm.`: `nn.LSTM(12, 10, num_layers=2, bidirectional=True, batch_first=True)` quantized per
   tensor. Stored per layer and direction `l{k}{_reverse}`: `w_ih_q`, `w_ih_scale`, `w_hh_q`,
   `w_hh_scale`, `b_ih`, `b_hh` (unpacked from the quantized module), the input `x` [3, 7, 12]
-  and the quantized module's output `y` [3, 7, 20] with its final `h_n`, `c_n`.
+  and the quantized module's output `y` [3, 7, 20] with its final `h_n`, `c_n`; and the same
+  batch as a packed sequence of `lengths` 7, 4, 5 (`y_packed` zero-padded, `h_n_packed`,
+  `c_n_packed`).
 
 Run: python tools/golden/quantized.py   (torch 2.11.0)
 """
@@ -57,6 +59,13 @@ def main():
     with torch.no_grad():
         y, (h, c) = q(x)
     t.update({"lstm.x": x, "lstm.y": y, "lstm.h_n": h, "lstm.c_n": c})
+    # the same batch as a packed sequence of lengths 7, 4, 5 (outputs zero-padded back)
+    lengths = torch.tensor([7, 4, 5])
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    with torch.no_grad():
+        yp, (hp, cp) = q(packed)
+    yp, _ = nn.utils.rnn.pad_packed_sequence(yp, batch_first=True, total_length=7)
+    t.update({"lstm.lengths": lengths, "lstm.y_packed": yp, "lstm.h_n_packed": hp, "lstm.c_n_packed": cp})
     for i, wv in enumerate(q._all_weight_values):
         layer, reverse = divmod(i, 2)
         key = f"lstm.l{layer}{'_reverse' if reverse else ''}"

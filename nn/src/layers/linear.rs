@@ -49,6 +49,9 @@ pub struct Linear {
     pub weight: Param,
     /// `[out_features]`, if the layer has a bias.
     pub bias: Option<Param>,
+    /// The dynamically quantized form the forward pass uses, once quantized
+    /// ([`crate::quantized::quantize_dynamic`]).
+    pub(crate) quantized: crate::quantized::QuantizedSlot<crate::quantized::QuantizedLinear>,
 }
 
 impl Linear {
@@ -65,7 +68,11 @@ impl Linear {
         device: &Device,
     ) -> Result<Linear> {
         let (w, b) = torch_default_weight_bias(&[out_features, in_features], bias, dtype, device)?;
-        Ok(Linear { weight: Param::new(w), bias: b.map(Param::new) })
+        Ok(Linear::from_params(Param::new(w), b.map(Param::new)))
+    }
+    /// A layer over existing parameters (`weight [out, in]`, `bias [out]`).
+    pub fn from_params(weight: Param, bias: Option<Param>) -> Linear {
+        Linear { weight, bias, quantized: Default::default() }
     }
     /// `in_features`.
     pub fn in_features(&self) -> usize {
@@ -212,10 +219,17 @@ impl Module for Linear {
         }
         v
     }
+    fn as_quantizable(&self) -> Option<&dyn crate::quantized::Quantizable> {
+        Some(self)
+    }
 }
 
 impl Forward for Linear {
+    /// `x Wᵀ + b`; once the layer is quantized, its int8 form (no gradient).
     fn forward(&self, x: &Var) -> Result<Var> {
+        if let Some(q) = self.quantized.get() {
+            return Ok(Var::constant(q.forward(x.tensor())?));
+        }
         let b = self.bias.as_ref().map(|b| b.var());
         linear(x, &self.weight.var(), b.as_ref())
     }

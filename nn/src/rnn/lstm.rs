@@ -11,6 +11,8 @@ use stapes_tensor::{DType, Device, Error, Result};
 /// `h' = o·tanh(c')`. See the [module docs](super) for options and variable lengths.
 pub struct Lstm {
     base: RnnBase,
+    /// The dynamically quantized form the forward pass uses, once quantized.
+    pub(crate) quantized: crate::quantized::QuantizedSlot<crate::quantized::QuantizedLstm>,
 }
 
 /// The results of [`Lstm::forward_with`].
@@ -31,7 +33,7 @@ impl Lstm {
     }
     /// A new LSTM with the given parameter dtype and device.
     pub fn new_with(cfg: RnnConfig, dtype: DType, device: &Device) -> Result<Lstm> {
-        Ok(Lstm { base: RnnBase::new(CellKind::Lstm, cfg, dtype, device)? })
+        Ok(Lstm { base: RnnBase::new(CellKind::Lstm, cfg, dtype, device)?, quantized: Default::default() })
     }
     /// The configuration.
     pub fn config(&self) -> &RnnConfig {
@@ -43,7 +45,18 @@ impl Lstm {
     /// means all `T`. Errors for a wrong input rank or size, bad lengths, wrong state shapes
     /// and dtype mismatches. ([`Forward::forward`] is the common case: zero initial states,
     /// full lengths, the output alone.)
+    /// Once quantized, the int8 form runs (zero initial states only, no gradient).
     pub fn forward_with(&self, x: &Var, state: Option<(&Var, &Var)>, lengths: Option<&[usize]>) -> Result<LstmOutput> {
+        if let Some(q) = self.quantized.get() {
+            if state.is_some() {
+                return Err(Error::invalid(
+                    "LSTM",
+                    "a quantized LSTM starts from zero states (initial states were given)",
+                ));
+            }
+            let (y, h, c) = q.forward_with(x.tensor(), lengths)?;
+            return Ok(LstmOutput { output: Var::constant(y), h_n: Var::constant(h), c_n: Var::constant(c) });
+        }
         let (h0, c0) = match state {
             Some((h, c)) => (Some(h), Some(c)),
             None => (None, None),
@@ -69,5 +82,8 @@ impl Module for Lstm {
     }
     fn set_local_training(&self, training: bool) {
         self.base.training.set(training)
+    }
+    fn as_quantizable(&self) -> Option<&dyn crate::quantized::Quantizable> {
+        Some(self)
     }
 }
