@@ -286,6 +286,21 @@ enum Command {
         #[arg(long)]
         hf: PathBuf,
     },
+    /// Quantize a trained run dynamically to int8, as PyTorch's `quantize_dynamic`: its Linear
+    /// and LSTM weights become int8 with per-output-channel scales (`--per-tensor`: one scale
+    /// per weight), inputs are quantized per call. Writes a new run directory that `stapes
+    /// eval` and `stapes transcribe --run` use as any other (inference only).
+    Quantize {
+        /// The run directory of `stapes train`.
+        #[arg(long)]
+        run: PathBuf,
+        /// The quantized run's directory (new, or empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// One scale per weight tensor (PyTorch's default qconfig) instead of per channel.
+        #[arg(long)]
+        per_tensor: bool,
+    },
     /// The Transformer language model: `train` on text, `eval` (perplexity), `sample`.
     #[command(subcommand)]
     Lm(LmCommand),
@@ -337,6 +352,7 @@ fn main() -> anyhow::Result<()> {
             (None, None) => anyhow::bail!("transcribe needs --run or --model"),
         },
         Command::Export { run, hf } => export_hf(&run, &hf),
+        Command::Quantize { run, out, per_tensor } => quantize(&run, &out, per_tensor),
         Command::Lm(c) => lm_command(c),
         Command::Info => info(),
         Command::Features { audio, png, kind, n_mels, n_mfcc, sample_rate, n_fft, hop_length } => {
@@ -533,6 +549,12 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         }
         let cfg = RunConfig::from_toml_file(a.run_dir.join("config.toml"))
             .with_context(|| format!("resuming {}", a.run_dir.display()))?;
+        if cfg.quantization.is_some() {
+            bail!(
+                "{} is a quantized run (stapes quantize): it is for inference; resume the float run it came from",
+                a.run_dir.display()
+            );
+        }
         let saved: Option<RunData> = std::fs::read_to_string(&run_json)
             .ok()
             .map(|t| serde_json::from_str(&t))
@@ -881,6 +903,23 @@ fn lm_command(c: LmCommand) -> anyhow::Result<()> {
 }
 
 /// `export --run <run> --hf <dir>`.
+fn quantize(run: &Path, out: &Path, per_tensor: bool) -> anyhow::Result<()> {
+    use stapes::nn::quantized::QScheme;
+    let scheme = if per_tensor { QScheme::PerTensor } else { QScheme::PerChannel };
+    let r = stapes::speech::train::quantize_run(run, out, scheme)
+        .with_context(|| format!("quantizing the run {}", run.display()))?;
+    println!(
+        "quantized {} layers ({}): weights {:.2} MB f32 -> {:.2} MB int8 ({:.3}x); wrote {}",
+        r.layers.len(),
+        r.layers.join(", "),
+        r.f32_bytes as f64 / 1e6,
+        r.int8_bytes as f64 / 1e6,
+        r.int8_bytes as f64 / r.f32_bytes.max(1) as f64,
+        out.display()
+    );
+    Ok(())
+}
+
 fn export_hf(run: &Path, out: &Path) -> anyhow::Result<()> {
     use stapes::speech::models::AcousticModel;
     let loaded = load_run(run).with_context(|| format!("loading the run {}", run.display()))?;

@@ -87,6 +87,18 @@ pub struct RunConfig {
     pub augment: AugmentConfig,
     /// TensorBoard and plots.
     pub logging: LoggingConfig,
+    /// Set in a run written by `stapes quantize` ([`crate::train::quantize_run`]): its Linear and
+    /// LSTM layers are dynamically quantized to int8 (inference only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<QuantizationConfig>,
+}
+
+/// The `[quantization]` table of a quantized run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuantizationConfig {
+    /// `"per_channel"` (one weight scale per output channel) or `"per_tensor"`.
+    pub scheme: stapes_nn::quantized::QScheme,
 }
 
 /// Log-mel features: 16 kHz audio, 25 ms windows (`n_fft` 400), 10 ms hop, per-utterance

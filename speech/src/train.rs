@@ -658,7 +658,12 @@ pub fn load_run(run_dir: &Path) -> Result<LoadedRun> {
     }
     let model = AcousticModel::new(&config.model)?;
     let best = run_dir.join("best_model.safetensors");
-    if best.is_file() {
+    if config.quantization.is_some() {
+        // a run of `stapes quantize`: int8 weights and scales beside the float tensors
+        let f = stapes_nn::checkpoint::load_safetensors(&best)?;
+        stapes_nn::quantized::load_quantized_state_dict(&model, &f.tensors)
+            .map_err(|e| Error::io(OP, &best, e.to_string()))?;
+    } else if best.is_file() {
         stapes_nn::checkpoint::load_module(&best, &model, true)?;
     } else {
         let ck = Checkpoint::load(run_dir.join("checkpoint.safetensors"))?;
@@ -666,6 +671,56 @@ pub fn load_run(run_dir: &Path) -> Result<LoadedRun> {
     }
     model.eval();
     Ok(LoadedRun { config, vocab, model })
+}
+
+/// `stapes quantize`: the run `run_dir` with its Linear and LSTM layers dynamically quantized
+/// to int8 ([`stapes_nn::quantized::quantize_dynamic`]), written as a new run directory
+/// `out_dir` that `load_run` (and `stapes eval`/`transcribe`) use as any other:
+/// `config.toml` with a `[quantization]` table, `vocab.json`, `run.json` when the run has one,
+/// and `best_model.safetensors` holding `<weight>_int8` (`I8`) and `<weight>_scale` (`F32`)
+/// for each quantized weight and the float tensors of everything else. Inference only: no
+/// training checkpoint is written.
+///
+/// # Errors
+/// If the run is quantized already, has no quantizable layers, `out_dir` is the run itself or
+/// a non-empty directory, or a file cannot be read or written.
+pub fn quantize_run(
+    run_dir: &Path,
+    out_dir: &Path,
+    scheme: stapes_nn::quantized::QScheme,
+) -> Result<stapes_nn::quantized::QuantizeReport> {
+    const OP: &str = "quantize_run";
+    let loaded = load_run(run_dir)?;
+    if loaded.config.quantization.is_some() {
+        return Err(Error::io(OP, run_dir, "the run is quantized already (quantize its float run instead)"));
+    }
+    if out_dir.exists() {
+        let same = std::fs::canonicalize(out_dir).ok() == std::fs::canonicalize(run_dir).ok();
+        let empty = std::fs::read_dir(out_dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+        if same || !empty {
+            return Err(Error::io(OP, out_dir, "exists and is not empty (give a new directory for the quantized run)"));
+        }
+    }
+    let report = stapes_nn::quantized::quantize_dynamic(&loaded.model, scheme)
+        .map_err(|e| Error::invalid(OP, format!("{}: {e}", run_dir.display())))?;
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(OP, out_dir, e))?;
+    let mut cfg = loaded.config.clone();
+    cfg.quantization = Some(crate::config::QuantizationConfig { scheme });
+    let state = stapes_nn::quantized::quantized_state_dict(&loaded.model)?;
+    let meta = std::collections::HashMap::from([
+        ("quantization".to_string(), format!("{scheme:?}")),
+        ("source_run".to_string(), run_dir.display().to_string()),
+    ]);
+    stapes_nn::checkpoint::save_safetensors(out_dir.join("best_model.safetensors"), &state, Some(meta))?;
+    save_vocab(out_dir, &loaded.vocab)?;
+    let run_json = run_dir.join("run.json");
+    if run_json.is_file() {
+        let bytes = std::fs::read(&run_json).map_err(|e| Error::io(OP, &run_json, e))?;
+        write_atomic(out_dir.join("run.json"), &bytes)?;
+    }
+    // config.toml last: a directory without it is not a run
+    write_atomic(out_dir.join("config.toml"), cfg.to_toml_string()?.as_bytes())?;
+    Ok(report)
 }
 
 /// Trains the model `cfg` describes with CTC on `train`, evaluating on `dev` after every epoch,
@@ -684,6 +739,13 @@ pub fn train_ctc(
     mut observer: impl FnMut(&TrainEvent),
 ) -> Result<TrainReport> {
     const OP: &str = "train_ctc";
+    if cfg.quantization.is_some() {
+        return Err(Error::invalid(
+            OP,
+            "the configuration is a quantized run's (`[quantization]`): quantized runs are for inference; train \
+             the float run",
+        ));
+    }
     let mut cfg = cfg.clone();
     cfg.model.set_io(cfg.features.n_mels, vocab.len())?;
     cfg.validate()?;

@@ -1,0 +1,94 @@
+//! `stapes quantize` (issue 19): a trained CRDNN run becomes an int8 run directory that
+//! `stapes eval` and `stapes transcribe --run` use unchanged; its quantized layers take at most
+//! 0.27 of their f32 bytes and its CER stays close to the float run's; quantizing it again,
+//! training or resuming it, and a corrupted scale are clear errors.
+
+use stapes::nn::checkpoint::{load_safetensors, save_safetensors};
+use stapes::speech::synth::{SynthConfig, SyntheticDigits};
+use std::path::Path;
+use std::process::Command;
+
+fn stapes(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_stapes")).args(args).output().unwrap();
+    (
+        out.status.success(),
+        format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (good, log) = stapes(args);
+    assert!(good, "stapes {args:?} failed:\n{log}");
+    log
+}
+
+fn cer(log: &str) -> f64 {
+    let line = log.lines().find(|l| l.starts_with("CER ")).unwrap_or_else(|| panic!("no CER line in:\n{log}"));
+    line[4..line.find('%').unwrap()].parse().unwrap()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn a_quantized_run_evaluates_transcribes_and_refuses_misuse() {
+    let dir = std::env::temp_dir().join(format!("stapes-quantize-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // held-out speakers (another corpus seed than the demo's)
+    let synth =
+        SyntheticDigits::new(SynthConfig { seed: 4242, num_utterances: 100, ..SynthConfig::default() }).unwrap();
+    let manifest = synth.write_corpus(dir.join("corpus")).unwrap();
+    let (run, q) = (dir.join("run"), dir.join("run-int8"));
+    // the demo's recipe, shortened: about a minute, a few % CER
+    ok(&["demo", "--run-dir", p(&run), "--train-utterances", "800", "--dev-utterances", "40", "--epochs", "6"]);
+
+    let log = ok(&["quantize", "--run", p(&run), "--out", p(&q)]);
+    assert!(log.contains("quantized") && log.contains("int8"), "{log}");
+    let ratio: f64 = log
+        .split('(')
+        .nth(2)
+        .and_then(|s| s.split('x').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(ratio <= 0.27, "int8 / f32 bytes of the quantized layers: {ratio}\n{log}");
+    let state = load_safetensors(q.join("best_model.safetensors")).unwrap();
+    assert!(state.tensors.keys().any(|k| k.ends_with("_int8")), "no int8 tensors written");
+    assert!(std::fs::read_to_string(q.join("config.toml")).unwrap().contains("[quantization]"));
+
+    // evaluation and transcription use the quantized run as any other
+    let float_cer = cer(&ok(&["eval", "--run", p(&run), "--data", p(&manifest)]));
+    let int8_cer = cer(&ok(&["eval", "--run", p(&q), "--data", p(&manifest)]));
+    eprintln!("CER float {float_cer:.2}%, int8 {int8_cer:.2}%");
+    assert!(float_cer < 10.0, "the float run did not train: CER {float_cer}%");
+    assert!((int8_cer - float_cer).abs() <= 1.0, "CER float {float_cer}%, int8 {int8_cer}%");
+    let wav = std::fs::read_dir(dir.join("corpus").join("wav"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "wav"))
+        .expect("a wav file in the corpus");
+    let log = ok(&["transcribe", "--run", p(&q), p(&wav)]);
+    assert!(log.chars().any(|c| c.is_ascii_lowercase()), "no transcript:\n{log}");
+
+    // misuse: quantize again, train or resume it, into an existing non-empty directory
+    let (good, log) = stapes(&["quantize", "--run", p(&q), "--out", p(&dir.join("again"))]);
+    assert!(!good && log.contains("quantized already"), "{log}");
+    let (good, log) = stapes(&["quantize", "--run", p(&run), "--out", p(&run)]);
+    assert!(!good && log.contains("not empty"), "{log}");
+    let (good, log) = stapes(&["train", "--resume", "--run-dir", p(&q)]);
+    assert!(!good && log.contains("quantized"), "{log}");
+
+    // a corrupted scale: eval names the file and the tensor
+    let mut tensors = state.tensors.clone();
+    let key = tensors.keys().find(|k| k.ends_with("_scale")).unwrap().clone();
+    let n = tensors[&key].elem_count();
+    tensors.insert(
+        key.clone(),
+        stapes::tensor::Tensor::from_vec(vec![-1.0f32; n], [n], &stapes::tensor::Device::Cpu).unwrap(),
+    );
+    save_safetensors(q.join("best_model.safetensors"), &tensors, None).unwrap();
+    let (good, log) = stapes(&["eval", "--run", p(&q), "--data", p(&manifest)]);
+    assert!(!good && log.contains("best_model.safetensors") && log.contains("_scale holds -1"), "{log}");
+    std::fs::remove_dir_all(&dir).ok();
+}
