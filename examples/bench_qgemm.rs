@@ -23,7 +23,9 @@ fn main() {
         (seed >> 33) as u32
     };
     // (m, n, k): an LM/decoder step, an LSTM step's recurrent product, a batch of frames
-    for &(m, n, k) in &[(8usize, 4096usize, 1024usize), (8, 2048, 512), (256, 1024, 1024), (1024, 1024, 1024)] {
+    for &(m, n, k) in
+        &[(8usize, 4096usize, 1024usize), (8, 2048, 512), (1608, 2048, 2560), (64, 2048, 512), (64, 512, 2048)]
+    {
         let a: Vec<u8> = (0..m * k).map(|_| (next() % 128) as u8).collect();
         let b: Vec<i8> = (0..n * k).map(|_| (next() % 256) as u8 as i8).collect();
         let packed = PackedI8::pack(&b, n, k);

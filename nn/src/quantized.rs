@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use crate::layers::Linear;
 use crate::module::Module;
 use crate::rnn::{Lstm, RnnConfig};
-use stapes_kernels::cpu::qgemm::{qgemm_u8i8, PackedI8};
+use stapes_kernels::cpu::qgemm::{minmax_finite_f32, qgemm_u8i8_dequant, quantize_u8_f32, PackedI8};
+use stapes_kernels::cpu::rnn::{lstm_cell_f32, LstmCellRow};
 use stapes_tensor::{DType, Device, Error, Result, Tensor};
 
 /// How weights are scaled.
@@ -92,10 +93,48 @@ pub fn activation_qparams(x: &[f32]) -> (f32, i32) {
     (scale as f32, zp)
 }
 
-/// Quantizes `x` with `scale` and `zero_point` to levels `0..=127`.
+/// Quantizes `x` (finite values) with `scale` and `zero_point` to levels `0..=127`.
 pub fn quantize_activation(x: &[f32], scale: f32, zero_point: i32) -> Vec<u8> {
-    let inv = 1.0 / scale;
-    x.iter().map(|&v| ((v * inv).round_ties_even() + zero_point as f32).clamp(0.0, 127.0) as u8).collect()
+    // every element is written: a recycled buffer of the caching allocator will do
+    let mut out = stapes_tensor::alloc::take::<u8>(x.len());
+    quantize_u8_f32(x, 1.0 / scale, zero_point as f32, 127.0, &mut out);
+    out
+}
+
+/// An activation tensor quantized for [`QuantizedLinear::forward_quantized`]: `uint8` levels,
+/// scale and zero point (PyTorch's choice, see [`activation_qparams`]).
+pub struct QuantizedInput {
+    /// The levels, row-major.
+    pub values: Vec<u8>,
+    /// The scale.
+    pub scale: f32,
+    /// The zero point.
+    pub zero_point: i32,
+}
+
+impl Drop for QuantizedInput {
+    fn drop(&mut self) {
+        stapes_tensor::alloc::give(std::mem::take(&mut self.values));
+    }
+}
+
+impl QuantizedInput {
+    /// Quantizes `x` as a whole.
+    ///
+    /// # Errors
+    /// If `x` holds a NaN or an infinity.
+    pub fn new(x: &[f32]) -> Result<QuantizedInput> {
+        let (lo, hi, finite) = minmax_finite_f32(x);
+        if !finite {
+            let v = x.iter().find(|v| !v.is_finite()).copied().unwrap_or(f32::NAN);
+            return Err(Error::invalid(
+                "QuantizedLinear::forward",
+                format!("input value {v} (dynamic quantization needs finite inputs)"),
+            ));
+        }
+        let (scale, zero_point) = activation_qparams(&[lo, hi]);
+        Ok(QuantizedInput { values: quantize_activation(x, scale, zero_point), scale, zero_point })
+    }
 }
 
 /// A dynamically quantized `nn.Linear` (`torch.ao.nn.quantized.dynamic.Linear`): `int8` weights
@@ -201,30 +240,44 @@ impl QuantizedLinear {
     /// # Errors
     /// If `x` is not `rows × in_features` values or holds a NaN or an infinity.
     pub fn forward_rows(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        const OP: &str = "QuantizedLinear::forward";
+        if x.len() != rows * self.in_features {
+            return Err(Error::shape(
+                "QuantizedLinear::forward",
+                format!("{} values are not {rows} rows of in_features {}", x.len(), self.in_features),
+            ));
+        }
+        self.forward_quantized(&QuantizedInput::new(x)?, rows)
+    }
+
+    /// `y = x Wᵀ + b` from an input quantized already (shared by layers that read the same
+    /// input, such as an LSTM's two directions).
+    ///
+    /// # Errors
+    /// If the input is not `rows × in_features` values.
+    pub fn forward_quantized(&self, x: &QuantizedInput, rows: usize) -> Result<Vec<f32>> {
         let (k, n) = (self.in_features, self.out_features);
-        if x.len() != rows * k {
-            return Err(Error::shape(OP, format!("{} values are not {rows} rows of in_features {k}", x.len())));
+        if x.values.len() != rows * k {
+            return Err(Error::shape(
+                "QuantizedLinear::forward",
+                format!("{} values are not {rows} rows of in_features {k}", x.values.len()),
+            ));
         }
-        if let Some(v) = x.iter().find(|v| !v.is_finite()) {
-            return Err(Error::invalid(OP, format!("input value {v} (dynamic quantization needs finite inputs)")));
-        }
-        let (sx, zp) = activation_qparams(x);
-        let xq = quantize_activation(x, sx, zp);
-        let mut acc = vec![0i32; rows * n];
-        qgemm_u8i8(rows, &xq, k, &self.packed, &mut acc, n, rayon::current_num_threads(), None);
-        let sums = self.packed.row_sums();
-        let mut y = vec![0f32; rows * n];
-        for (yr, ar) in y.chunks_exact_mut(n.max(1)).zip(acc.chunks_exact(n.max(1))) {
-            for j in 0..n {
-                let sw = self.scales[if self.scales.len() == 1 { 0 } else { j }];
-                let v = (ar[j] - zp * sums[j]) as f32 * (sx * sw);
-                yr[j] = match &self.bias {
-                    Some(b) => v + b[j],
-                    None => v,
-                };
-            }
-        }
+        let mult: Vec<f32> =
+            (0..n).map(|j| x.scale * self.scales[if self.scales.len() == 1 { 0 } else { j }]).collect();
+        // every element is written (recycled buffers: no fresh pages per call)
+        let mut y = stapes_tensor::alloc::take::<f32>(rows * n);
+        qgemm_u8i8_dequant(
+            rows,
+            &x.values,
+            k,
+            &self.packed,
+            x.zero_point,
+            &mult,
+            self.bias.as_deref(),
+            &mut y,
+            n,
+            rayon::current_num_threads(),
+        );
         Ok(y)
     }
 
@@ -250,8 +303,7 @@ impl QuantizedLinear {
             return Err(Error::UnsupportedDType { op: OP, dtype: x.dtype(), msg: "takes floating-point input" });
         }
         let rows: usize = xd[..xd.len() - 1].iter().product();
-        let host = x.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()?;
-        let y = self.forward_rows(&host, rows)?;
+        let y = x.to_dtype(DType::F32)?.with_slice(|s: &[f32]| self.forward_rows(s, rows))??;
         let mut out = xd;
         *out.last_mut().expect("checked non-empty") = self.out_features;
         Tensor::from_vec(y, out, &Device::Cpu)?.to_device(x.device())
@@ -409,16 +461,21 @@ impl QuantizedLstm {
         for l in 0..self.cfg.num_layers {
             let (width, in_w) = (dirs * h, input.len() / (t * b).max(1));
             let mut out = vec![0f32; t * b * width];
+            // the valid frames, quantized once for both directions
+            let packed: Vec<f32> =
+                valid.iter().flat_map(|&p| input[p * in_w..(p + 1) * in_w].iter().copied()).collect();
+            let xq = QuantizedInput::new(&packed)?;
             for dir in 0..dirs {
                 let (ih, hh) = &self.cells[l * dirs + dir];
-                let packed: Vec<f32> =
-                    valid.iter().flat_map(|&p| input[p * in_w..(p + 1) * in_w].iter().copied()).collect();
-                let gx_valid = ih.forward_rows(&packed, valid.len())?;
-                let mut gx = vec![0f32; t * b * 4 * h];
+                let gx_valid = ih.forward_quantized(&xq, valid.len())?;
+                // row of each (time, sequence) in gx_valid
+                let mut row_of = vec![usize::MAX; t * b];
                 for (k, &p) in valid.iter().enumerate() {
-                    gx[p * 4 * h..(p + 1) * 4 * h].copy_from_slice(&gx_valid[k * 4 * h..(k + 1) * 4 * h]);
+                    row_of[p] = k;
                 }
                 let (mut hs, mut cs) = (vec![0f32; b * h], vec![0f32; b * h]);
+                let (mut c_new, mut h_new, mut tanh_c) = (vec![0f32; h], vec![0f32; h], vec![0f32; h]);
+                let mut h_act = Vec::with_capacity(b * h);
                 for s in 0..t {
                     // the time index: forward, or from the end (each sequence's reverse pass
                     // starts at its own last frame and joins when the time reaches it)
@@ -427,21 +484,27 @@ impl QuantizedLstm {
                     if active.is_empty() {
                         continue;
                     }
-                    let h_act: Vec<f32> = active.iter().flat_map(|&r| hs[r * h..(r + 1) * h].iter().copied()).collect();
-                    let gh = hh.forward_rows(&h_act, active.len())?;
+                    h_act.clear();
+                    for &r in &active {
+                        h_act.extend_from_slice(&hs[r * h..(r + 1) * h]);
+                    }
+                    let mut gates = hh.forward_rows(&h_act, active.len())?;
                     for (k, &r) in active.iter().enumerate() {
-                        let gxr = &gx[(i * b + r) * 4 * h..(i * b + r + 1) * 4 * h];
-                        let ghr = &gh[k * 4 * h..(k + 1) * 4 * h];
-                        for j in 0..h {
-                            let gate = |q: usize| gxr[q * h + j] + ghr[q * h + j];
-                            let (ig, fg, gg, og) =
-                                (sigmoid(gate(0)), sigmoid(gate(1)), gate(2).tanh(), sigmoid(gate(3)));
-                            let c = fg * cs[r * h + j] + ig * gg;
-                            cs[r * h + j] = c;
-                            hs[r * h + j] = og * c.tanh();
-                        }
+                        let gr = &mut gates[k * 4 * h..(k + 1) * 4 * h];
+                        let gxr = &gx_valid[row_of[i * b + r] * 4 * h..(row_of[i * b + r] + 1) * 4 * h];
+                        gr.iter_mut().zip(gxr).for_each(|(a, &x)| *a += x);
+                        let (gi, rest) = gr.split_at_mut(h);
+                        let (gf, rest) = rest.split_at_mut(h);
+                        let (gg, go) = rest.split_at_mut(h);
+                        lstm_cell_f32(LstmCellRow {
+                            gates: [gi, gf, gg, go],
+                            c_prev: &cs[r * h..(r + 1) * h],
+                            out: [&mut c_new, &mut h_new, &mut tanh_c],
+                        });
+                        cs[r * h..(r + 1) * h].copy_from_slice(&c_new);
+                        hs[r * h..(r + 1) * h].copy_from_slice(&h_new);
                         let at = (i * b + r) * width + dir * h;
-                        out[at..at + h].copy_from_slice(&hs[r * h..(r + 1) * h]);
+                        out[at..at + h].copy_from_slice(&h_new);
                     }
                 }
                 h_n.extend_from_slice(&hs);
@@ -778,10 +841,6 @@ pub fn load_quantized_state_dict(m: &dyn Module, state: &BTreeMap<String, Tensor
         }
     }
     Ok(todo.into_iter().map(|(p, _, _)| p).collect())
-}
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 #[cfg(test)]

@@ -262,6 +262,22 @@ impl Tensor {
         Ok(self.to_vec::<T>()?[0])
     }
 
+    /// Calls `f` with the elements in row-major order: borrowed, without a copy, from a
+    /// contiguous CPU tensor (copied from a strided view or a CUDA tensor). For kernels outside
+    /// this crate that read a tensor's data once.
+    ///
+    /// # Errors
+    /// If `T` is not the tensor's dtype, or a CUDA download fails.
+    pub fn with_slice<T: WithDType, R>(&self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+        if T::DTYPE != self.dtype() {
+            return Err(Error::DTypeMismatch { op: "with_slice", lhs: self.dtype(), rhs: T::DTYPE });
+        }
+        if self.device().is_cuda() {
+            return Ok(f(&self.to_vec::<T>()?));
+        }
+        Ok(f(&self.contiguous_slice::<T>()?))
+    }
+
     /// The row-major elements of a tensor of dtype `T`: borrowed when contiguous, else copied.
     #[track_caller]
     pub(crate) fn contiguous_slice<T: WithDType>(&self) -> Result<Cow<'_, [T]>> {

@@ -21,8 +21,75 @@
 //! The kernel is chosen at run time ([`best_qisa`]; `STAPES_CPU_QGEMM=avx2|portable` caps it).
 //! Columns are shared among threads in whole panels.
 
+use super::vmath;
 use rayon::prelude::*;
 use std::sync::OnceLock;
+
+vmath::multiversion! {
+    /// The minimum and maximum of `xs` (0 when empty) and whether every value is finite, in
+    /// one pass.
+    pub fn minmax_finite_f32(xs: &[f32]) -> (f32, f32, bool) {
+        let (mut lo, mut hi) = ([0f32; 16], [0f32; 16]);
+        let mut bad = [false; 16];
+        let chunks = xs.chunks_exact(16);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for k in 0..16 {
+                lo[k] = if c[k] < lo[k] { c[k] } else { lo[k] };
+                hi[k] = if c[k] > hi[k] { c[k] } else { hi[k] };
+                bad[k] |= !c[k].is_finite();
+            }
+        }
+        let (mut l, mut h, mut b) = (0f32, 0f32, false);
+        for k in 0..16 {
+            l = l.min(lo[k]);
+            h = h.max(hi[k]);
+            b |= bad[k];
+        }
+        for &v in tail {
+            l = if v < l { v } else { l };
+            h = if v > h { v } else { h };
+            b |= !v.is_finite();
+        }
+        (l, h, !b)
+    }
+}
+
+vmath::multiversion! {
+    /// `out[i] = clamp(round_half_even(xs[i] · inv_scale) + zero_point, 0, qmax)` for finite
+    /// inputs (rounding by the `1.5 · 2²³` trick, exact for the clamped range, so the loop
+    /// vectorises without SSE4.1's `roundps`).
+    pub fn quantize_u8_f32(xs: &[f32], inv_scale: f32, zero_point: f32, qmax: f32, out: &mut [u8]) {
+        const MAGIC: f32 = 12_582_912.0;
+        for (o, &v) in out.iter_mut().zip(xs) {
+            let t = (v * inv_scale).clamp(-1024.0, 1024.0);
+            let r = (t + MAGIC) - MAGIC;
+            *o = (r + zero_point).clamp(0.0, qmax) as u8;
+        }
+    }
+}
+
+vmath::multiversion! {
+    /// `y[m, j] = (acc[m, j] - zero_point · col_sums[j]) · mult[j] + bias[j]` over rows of `n`
+    /// (`bias` empty: none): the dequantization of an int8 product.
+    pub fn dequantize_rows_f32(acc: &[i32], col_sums: &[i32], zero_point: i32, mult: &[f32], bias: &[f32], y: &mut [f32]) {
+        let n = mult.len();
+        if n == 0 {
+            return;
+        }
+        for (yr, ar) in y.chunks_exact_mut(n).zip(acc.chunks_exact(n)) {
+            if bias.len() == n {
+                for j in 0..n {
+                    yr[j] = (ar[j] - zero_point * col_sums[j]) as f32 * mult[j] + bias[j];
+                }
+            } else {
+                for j in 0..n {
+                    yr[j] = (ar[j] - zero_point * col_sums[j]) as f32 * mult[j];
+                }
+            }
+        }
+    }
+}
 
 /// Columns per packed panel.
 pub const QNR: usize = 16;
@@ -164,12 +231,61 @@ pub fn qgemm_u8i8(
     threads: usize,
     isa: Option<QIsa>,
 ) {
-    let (n, k) = (b.n, b.k);
-    if m == 0 || n == 0 {
+    if m == 0 || b.n == 0 {
         return;
     }
+    assert!(ldc >= b.n && (m - 1) * ldc + b.n <= c.len(), "qgemm_u8i8: C [{m}, {}] (stride {ldc}) out of bounds", b.n);
+    qgemm_impl(m, a, lda, b, threads, isa, Out::I32 { c: SyncPtr(c.as_mut_ptr()), ldc });
+}
+
+/// The dequantized product: `Y[m, j] = (C[m, j] - zero_point · Σ_k B[j, k]) · mult[j] +
+/// bias[j]` with `C` as [`qgemm_u8i8`] computes it, written straight from the micro-kernels'
+/// tiles (no `i32` matrix in memory; the scaling runs on every thread). `mult` has `N` entries
+/// (the activation scale times each output channel's weight scale); `bias` `N` or none.
+///
+/// # Panics
+/// If a slice is too short for the given shapes (a caller bug).
+#[allow(clippy::too_many_arguments)]
+pub fn qgemm_u8i8_dequant(
+    m: usize,
+    a: &[u8],
+    lda: usize,
+    b: &PackedI8,
+    zero_point: i32,
+    mult: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    ldy: usize,
+    threads: usize,
+) {
+    if m == 0 || b.n == 0 {
+        return;
+    }
+    assert!(
+        ldy >= b.n && (m - 1) * ldy + b.n <= y.len(),
+        "qgemm_u8i8_dequant: Y [{m}, {}] (stride {ldy}) out of bounds",
+        b.n
+    );
+    assert!(
+        mult.len() == b.n && bias.is_none_or(|v| v.len() == b.n),
+        "qgemm_u8i8_dequant: {} scales for {} columns",
+        mult.len(),
+        b.n
+    );
+    qgemm_impl(m, a, lda, b, threads, None, Out::F32 { y: SyncPtr(y.as_mut_ptr()), ldy, zero_point, mult, bias });
+}
+
+/// Where the tiles go.
+#[derive(Clone, Copy)]
+enum Out<'a> {
+    I32 { c: SyncPtr<i32>, ldc: usize },
+    F32 { y: SyncPtr<f32>, ldy: usize, zero_point: i32, mult: &'a [f32], bias: Option<&'a [f32]> },
+}
+
+#[allow(clippy::too_many_arguments)]
+fn qgemm_impl(m: usize, a: &[u8], lda: usize, b: &PackedI8, threads: usize, isa: Option<QIsa>, out: Out<'_>) {
+    let (n, k) = (b.n, b.k);
     assert!(lda >= k && (m - 1) * lda + k <= a.len(), "qgemm_u8i8: A [{m}, {k}] (stride {lda}) out of bounds");
-    assert!(ldc >= n && (m - 1) * ldc + n <= c.len(), "qgemm_u8i8: C [{m}, {n}] (stride {ldc}) out of bounds");
     let mut isa = isa.unwrap_or_else(best_qisa);
     if !qisa_available(isa) {
         isa = QIsa::Portable;
@@ -184,14 +300,7 @@ pub fn qgemm_u8i8(
     let work = m * n * k;
     let tasks = if threads <= 1 || work < 1 << 20 { 1 } else { threads.min(panels.div_ceil(step)) };
     let per = panels.div_ceil(step).div_ceil(tasks) * step;
-    let cptr = SyncPtr(c.as_mut_ptr());
-    let run = |p0: usize| {
-        let p1 = (p0 + per).min(panels);
-        // SAFETY: tasks write disjoint column ranges [p0 * 16, p1 * 16) of C's rows, all in
-        // bounds (checked above); no other reference to C is used meanwhile.
-        let c = unsafe { std::slice::from_raw_parts_mut(cptr.get(), (m - 1) * ldc + n) };
-        columns(isa, m, a, lda, b, p0, p1, c, ldc);
-    };
+    let run = |p0: usize| columns(isa, m, a, lda, b, p0, (p0 + per).min(panels), out);
     if tasks == 1 {
         run(0);
     } else {
@@ -200,49 +309,85 @@ pub fn qgemm_u8i8(
 }
 
 #[derive(Clone, Copy)]
-struct SyncPtr(*mut i32);
-// SAFETY: used only to hand disjoint column ranges of one buffer to the tasks of one call.
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-impl SyncPtr {
-    fn get(self) -> *mut i32 {
-        self.0
-    }
-}
+struct SyncPtr<T>(*mut T);
+// SAFETY: used only to hand disjoint column ranges of one output buffer to the tasks of one
+// call, which ends before the buffer's borrow does.
+unsafe impl<T> Send for SyncPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
 
-/// Panels `[p0, p1)` of `C` for every row.
+/// Bytes of `A` a block of rows may hold: the rows a panel is multiplied with stay in L2
+/// while that panel sits in L1.
+const A_BLOCK_BYTES: usize = 96 << 10;
+
+/// Panels `[p0, p1)` of the output for every row. Rows go in blocks of about
+/// [`A_BLOCK_BYTES`] of `A`; within a block each panel (pair) is loaded once and multiplied by
+/// every 4-row tile of the block, so `B` is streamed once per block instead of once per tile.
 #[allow(clippy::too_many_arguments)]
-fn columns(isa: QIsa, m: usize, a: &[u8], lda: usize, b: &PackedI8, p0: usize, p1: usize, c: &mut [i32], ldc: usize) {
+fn columns(isa: QIsa, m: usize, a: &[u8], lda: usize, b: &PackedI8, p0: usize, p1: usize, out: Out<'_>) {
     let k = b.k;
-    let mut r0 = 0;
-    while r0 < m {
-        let rows = (m - r0).min(MR);
-        let arows: [&[u8]; MR] = std::array::from_fn(|i| {
-            let r = r0 + i.min(rows - 1);
-            &a[r * lda..r * lda + k]
-        });
+    let block = (A_BLOCK_BYTES / k.max(1)).max(MR) / MR * MR;
+    let mut b0 = 0;
+    while b0 < m {
+        let b1 = (b0 + block).min(m);
         let mut p = p0;
         while p < p1 {
             let pair = isa == QIsa::Vnni512 && p + 1 < p1;
-            let mut tile = [[0i32; 2 * QNR]; MR];
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: the kernel's features were checked by qisa_available.
-                QIsa::Vnni512 => unsafe { tile_vnni(&arows, b, p, pair, &mut tile) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above.
-                QIsa::Avx2 => unsafe { tile_avx2(&arows, b, p, &mut tile) },
-                _ => tile_portable(&arows, b, p, pair, &mut tile),
-            }
-            let cols = if pair { 2 * QNR } else { QNR };
-            let width = (b.n - p * QNR).min(cols);
-            for (i, t) in tile.iter().enumerate().take(rows) {
-                let at = (r0 + i) * ldc + p * QNR;
-                c[at..at + width].copy_from_slice(&t[..width]);
+            let mut r0 = b0;
+            while r0 < b1 {
+                let rows = (b1 - r0).min(MR);
+                let arows: [&[u8]; MR] = std::array::from_fn(|i| {
+                    let r = r0 + i.min(rows - 1);
+                    &a[r * lda..r * lda + k]
+                });
+                let mut tile = [[0i32; 2 * QNR]; MR];
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the kernel's features were checked by qisa_available.
+                    QIsa::Vnni512 => unsafe { tile_vnni(&arows, b, p, pair, &mut tile) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above.
+                    QIsa::Avx2 => unsafe { tile_avx2(&arows, b, p, &mut tile) },
+                    _ => tile_portable(&arows, b, p, pair, &mut tile),
+                }
+                let cols = if pair { 2 * QNR } else { QNR };
+                let (c0, width) = (p * QNR, (b.n - p * QNR).min(cols));
+                for (i, t) in tile.iter().enumerate().take(rows) {
+                    match out {
+                        Out::I32 { c, ldc } => {
+                            // SAFETY: row r0 + i < m and columns [c0, c0 + width) < n are within
+                            // the output (checked by the caller); tasks own disjoint columns.
+                            let dst = unsafe { std::slice::from_raw_parts_mut(c.0.add((r0 + i) * ldc + c0), width) };
+                            dst.copy_from_slice(&t[..width]);
+                        }
+                        Out::F32 { y, ldy, zero_point, mult, bias } => {
+                            // SAFETY: as above.
+                            let dst = unsafe { std::slice::from_raw_parts_mut(y.0.add((r0 + i) * ldy + c0), width) };
+                            let sums = &b.row_sums[c0..c0 + width];
+                            let bias = bias.map_or(&[][..], |v| &v[c0..c0 + width]);
+                            dequantize_slice(&t[..width], sums, zero_point, &mult[c0..c0 + width], bias, dst);
+                        }
+                    }
+                }
+                r0 += rows;
             }
             p += if pair { 2 } else { 1 };
         }
-        r0 += rows;
+        b0 = b1;
+    }
+}
+
+/// One tile row of [`dequantize_rows_f32`], inlined (a dispatched call per 32 values would cost
+/// more than the work).
+#[inline(always)]
+fn dequantize_slice(acc: &[i32], sums: &[i32], zero_point: i32, mult: &[f32], bias: &[f32], y: &mut [f32]) {
+    if bias.len() == y.len() {
+        for j in 0..y.len() {
+            y[j] = (acc[j] - zero_point * sums[j]) as f32 * mult[j] + bias[j];
+        }
+    } else {
+        for j in 0..y.len() {
+            y[j] = (acc[j] - zero_point * sums[j]) as f32 * mult[j];
+        }
     }
 }
 
@@ -374,6 +519,16 @@ mod tests {
                 let packed = PackedI8::pack(&b, n, k);
                 for (j, s) in packed.row_sums().iter().enumerate() {
                     assert_eq!(*s, b[j * k..(j + 1) * k].iter().map(|&v| i32::from(v)).sum::<i32>());
+                }
+                // the dequantized product equals the i32 one scaled
+                let mult: Vec<f32> = (0..n).map(|j| 0.01 + j as f32 * 1e-3).collect();
+                let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.5 - 3.0).collect();
+                let mut y = vec![f32::NAN; m * n];
+                qgemm_u8i8_dequant(m, &a, k, &packed, 7, &mult, Some(&bias), &mut y, n, 2);
+                for i in 0..m * n {
+                    let j = i % n;
+                    let want = (want[i] - 7 * packed.row_sums()[j]) as f32 * mult[j] + bias[j];
+                    assert_eq!(y[i], want, "dequant {m}x{n}x{k} at {i}");
                 }
                 for isa in [QIsa::Vnni512, QIsa::Avx2, QIsa::Portable] {
                     if !qisa_available(isa) {
