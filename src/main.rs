@@ -287,7 +287,7 @@ enum Command {
         hf: PathBuf,
     },
     /// Quantize a trained run dynamically to int8, as PyTorch's `quantize_dynamic`: its Linear
-    /// and LSTM weights become int8 with per-output-channel scales (`--per-tensor`: one scale
+    /// LSTM and GRU weights become int8 with per-output-channel scales (`--per-tensor`: one scale
     /// per weight), inputs are quantized per call. Writes a new run directory that `stapes
     /// eval` and `stapes transcribe --run` use as any other (inference only).
     Quantize {

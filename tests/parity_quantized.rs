@@ -179,3 +179,60 @@ fn quantize_dynamic_converts_saves_and_loads_a_model() {
     let e = load_quantized_state_dict(&other, &other.state_dict()).unwrap_err().to_string();
     assert!(e.contains("no int8 weights"), "{e}");
 }
+
+/// The quantized GRU (gates r, z, n) against PyTorch's, on the plain and the packed batch.
+#[test]
+fn quantized_gru_matches_pytorch() {
+    use stapes::nn::quantized::QuantizedGru;
+    let g = golden();
+    let cfg = RnnConfig { num_layers: 2, bidirectional: true, batch_first: true, ..RnnConfig::new(12, 10) };
+    let mut cells = Vec::new();
+    for key in ["l0", "l0_reverse", "l1", "l1_reverse"] {
+        let at = |k: &str| &g[&format!("gru.{key}.{k}")];
+        let lin = |w: &str, b: &str| {
+            let t = at(&format!("{w}_q"));
+            let (o, i) = (t.dims()[0], t.dims()[1]);
+            QuantizedLinear::from_parts(i8s(t), f32s(at(&format!("{w}_scale"))), Some(f32s(at(b))), o, i).unwrap()
+        };
+        cells.push((lin("w_ih", "b_ih"), lin("w_hh", "b_hh")));
+    }
+    let gru = QuantizedGru::from_parts(cfg, cells).unwrap();
+    let lens: Vec<usize> = g["gru.lengths"].to_vec::<i64>().unwrap().iter().map(|&n| n as usize).collect();
+    for (lengths, sfx) in [(None, ""), (Some(lens.as_slice()), "_packed")] {
+        let (y, h) = gru.forward_with(&g["gru.x"], lengths).unwrap();
+        for (name, got) in [("y", &y), ("h_n", &h)] {
+            let (a, b) = (f32s(got), f32s(&g[&format!("gru.{name}{sfx}")]));
+            let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+            eprintln!("gru{sfx} {name}: max |stapes - PyTorch| {worst:e}");
+            assert!(worst < 1e-4, "gru{sfx} {name}: max |stapes - PyTorch| {worst}");
+        }
+    }
+}
+
+/// A GRU converts, saves and loads like an LSTM.
+#[test]
+fn quantize_dynamic_converts_a_gru() {
+    use stapes::autograd::Var;
+    use stapes::nn::quantized::{load_quantized_state_dict, quantize_dynamic, quantized_state_dict};
+    use stapes::nn::rnn::Gru;
+    use stapes::nn::Forward;
+    use stapes::tensor::{DType, Device, Generator};
+    let build = |seed: u64| {
+        stapes::tensor::manual_seed(seed);
+        Gru::new(RnnConfig { num_layers: 2, bidirectional: true, ..RnnConfig::new(8, 16) }).unwrap()
+    };
+    let m = build(5);
+    let mut g = Generator::new(6);
+    let x = Var::constant(Tensor::randn_with(&mut g, 0.0, 1.0, &[6, 3, 8][..], DType::F32, &Device::Cpu).unwrap());
+    let float = f32s(m.forward(&x).unwrap().tensor());
+    let report = quantize_dynamic(&m, QScheme::PerChannel).unwrap();
+    assert_eq!(report.layers, vec![String::new()]);
+    let quant = f32s(m.forward(&x).unwrap().tensor());
+    let worst = float.iter().zip(&quant).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst > 0.0 && worst < 0.02, "quantized vs float GRU: {worst}");
+    let e = m.forward_with(&x, Some(&x), None).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("zero state"), "{e}");
+    let fresh = build(7);
+    load_quantized_state_dict(&fresh, &quantized_state_dict(&m).unwrap()).unwrap();
+    assert_eq!(f32s(fresh.forward(&x).unwrap().tensor()), quant);
+}

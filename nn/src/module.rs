@@ -202,7 +202,8 @@ pub trait Module: Send + Sync {
     }
     /// Sets this module's own mode flag, if it has one (children are handled by `train`).
     fn set_local_training(&self, _training: bool) {}
-    /// This module as a layer that dynamic int8 quantization can convert (`Linear`, `Lstm`);
+    /// This module as a layer that dynamic int8 quantization can convert (`Linear`, `Lstm`,
+    /// `Gru`);
     /// see [`crate::quantized::quantize_dynamic`].
     fn as_quantizable(&self) -> Option<&dyn crate::quantized::Quantizable> {
         None

@@ -11,15 +11,15 @@
 //! [`QuantizedLstm`] the quantized `nn.LSTM` (`torch.ao.nn.quantized.dynamic.LSTM`): per layer
 //! and direction, the input projection of all steps is one quantized product (one set of
 //! activation parameters for the whole sequence) and each step's `h_{t-1} W_hhᵀ` another; the
-//! gate math stays in `f32`.
+//! gate math stays in `f32`. [`QuantizedGru`] does the same for `nn.GRU`.
 
 use std::collections::BTreeMap;
 
 use crate::layers::Linear;
 use crate::module::Module;
-use crate::rnn::{Lstm, RnnConfig};
+use crate::rnn::{Gru, Lstm, RnnConfig};
 use stapes_kernels::cpu::qgemm::{minmax_finite_f32, qgemm_u8i8_dequant, quantize_u8_f32, PackedI8};
-use stapes_kernels::cpu::rnn::{lstm_cell_f32, LstmCellRow};
+use stapes_kernels::cpu::rnn::{lstm_cell_f32, sigmoid_f32_inplace, tanh_f32_inplace, LstmCellRow};
 use stapes_tensor::{DType, Device, Error, Result, Tensor};
 
 /// How weights are scaled.
@@ -319,6 +319,8 @@ pub struct QuantizedLstm {
     /// Per layer and direction (`l0`, `l0_reverse`, `l1`, …): the input and hidden projections,
     /// each with its bias.
     cells: Vec<(QuantizedLinear, QuantizedLinear)>,
+    /// GRU cells (gates r, z, n) instead of LSTM ones (the engine of [`QuantizedGru`]).
+    gru: bool,
 }
 
 impl QuantizedLstm {
@@ -327,9 +329,12 @@ impl QuantizedLstm {
     /// # Errors
     /// If the weights hold a NaN or an infinity.
     pub fn from_lstm(lstm: &Lstm, scheme: QScheme) -> Result<QuantizedLstm> {
-        let cfg = lstm.config().clone();
+        QuantizedLstm::quantize_module(lstm, lstm.config().clone(), scheme, false)
+    }
+
+    fn quantize_module(m: &dyn Module, cfg: RnnConfig, scheme: QScheme, gru: bool) -> Result<QuantizedLstm> {
         let params: std::collections::HashMap<String, crate::module::Param> =
-            lstm.named_parameters().into_iter().collect();
+            m.named_parameters().into_iter().collect();
         let host = |name: &str| -> Result<Option<(Vec<f32>, Vec<usize>)>> {
             params
                 .get(name)
@@ -356,7 +361,7 @@ impl QuantizedLstm {
                 cells.push((lin("weight_ih", "bias_ih")?, lin("weight_hh", "bias_hh")?));
             }
         }
-        QuantizedLstm::from_parts(cfg, cells)
+        QuantizedLstm::from_parts_kind(cfg, cells, gru)
     }
 
     /// An LSTM from its quantized projections, per layer and direction in PyTorch's order
@@ -365,20 +370,29 @@ impl QuantizedLstm {
     /// # Errors
     /// If the count or a projection's shape does not fit `cfg`.
     pub fn from_parts(cfg: RnnConfig, cells: Vec<(QuantizedLinear, QuantizedLinear)>) -> Result<QuantizedLstm> {
-        const OP: &str = "QuantizedLstm";
+        QuantizedLstm::from_parts_kind(cfg, cells, false)
+    }
+
+    fn from_parts_kind(
+        cfg: RnnConfig,
+        cells: Vec<(QuantizedLinear, QuantizedLinear)>,
+        gru: bool,
+    ) -> Result<QuantizedLstm> {
+        let op = if gru { "QuantizedGru" } else { "QuantizedLstm" };
+        let g = if gru { 3 } else { 4 };
         let dirs = if cfg.bidirectional { 2 } else { 1 };
         if cells.len() != cfg.num_layers * dirs {
             return Err(Error::invalid(
-                OP,
+                op,
                 format!("{} projections pairs for {} layers × {dirs} directions", cells.len(), cfg.num_layers),
             ));
         }
         let h = cfg.hidden_size;
         for (i, (ih, hh)) in cells.iter().enumerate() {
             let input = if i / dirs == 0 { cfg.input_size } else { dirs * h };
-            if (ih.out_features, ih.in_features, hh.out_features, hh.in_features) != (4 * h, input, 4 * h, h) {
+            if (ih.out_features, ih.in_features, hh.out_features, hh.in_features) != (g * h, input, g * h, h) {
                 return Err(Error::shape(
-                    OP,
+                    op,
                     format!(
                         "layer {} direction {}: W_ih [{}, {}] and W_hh [{}, {}] (expected [{}, {input}] and [{}, {h}])",
                         i / dirs,
@@ -387,13 +401,13 @@ impl QuantizedLstm {
                         ih.in_features,
                         hh.out_features,
                         hh.in_features,
-                        4 * h,
-                        4 * h
+                        g * h,
+                        g * h
                     ),
                 ));
             }
         }
-        Ok(QuantizedLstm { cfg, cells })
+        Ok(QuantizedLstm { cfg, cells, gru })
     }
 
     /// The configuration.
@@ -489,6 +503,28 @@ impl QuantizedLstm {
                         h_act.extend_from_slice(&hs[r * h..(r + 1) * h]);
                     }
                     let mut gates = hh.forward_rows(&h_act, active.len())?;
+                    if self.gru {
+                        for (k, &r) in active.iter().enumerate() {
+                            let gh = &mut gates[k * 3 * h..(k + 1) * 3 * h];
+                            let gx = &gx_valid[row_of[i * b + r] * 3 * h..(row_of[i * b + r] + 1) * 3 * h];
+                            // r, z = σ(x W_i + b_i + h W_h + b_h); n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn))
+                            let (rz, gh_n) = gh.split_at_mut(2 * h);
+                            rz.iter_mut().zip(&gx[..2 * h]).for_each(|(a, &x)| *a += x);
+                            sigmoid_f32_inplace(rz);
+                            for j in 0..h {
+                                gh_n[j] = gx[2 * h + j] + rz[j] * gh_n[j];
+                            }
+                            tanh_f32_inplace(gh_n);
+                            for j in 0..h {
+                                let z = rz[h + j];
+                                h_new[j] = (1.0 - z) * gh_n[j] + z * hs[r * h + j];
+                            }
+                            hs[r * h..(r + 1) * h].copy_from_slice(&h_new);
+                            let at = (i * b + r) * width + dir * h;
+                            out[at..at + h].copy_from_slice(&h_new);
+                        }
+                        continue;
+                    }
                     for (k, &r) in active.iter().enumerate() {
                         let gr = &mut gates[k * 4 * h..(k + 1) * 4 * h];
                         let gxr = &gx_valid[row_of[i * b + r] * 4 * h..(row_of[i * b + r] + 1) * 4 * h];
@@ -549,7 +585,7 @@ impl<T> QuantizedSlot<T> {
     }
 }
 
-/// A layer that dynamic quantization converts (`Linear`, `Lstm`).
+/// A layer that dynamic quantization converts (`Linear`, `Lstm`, `Gru`).
 pub trait Quantizable {
     /// Quantizes the current float weights; the forward pass then runs in int8.
     fn quantize(&self, scheme: QScheme) -> Result<()>;
@@ -639,6 +675,60 @@ impl Quantizable for Linear {
     }
 }
 
+/// The int8 state of a quantized LSTM or GRU, by local name.
+fn rnn_quantized_state(q: &QuantizedLstm) -> Result<Vec<(String, Tensor)>> {
+    let dirs = if q.cfg.bidirectional { 2 } else { 1 };
+    let mut out = Vec::new();
+    for (i, (ih, hh)) in q.cells.iter().enumerate() {
+        let sfx = format!("l{}{}", i / dirs, if i % dirs == 1 { "_reverse" } else { "" });
+        for (name, lin) in [("weight_ih", ih), ("weight_hh", hh)] {
+            out.push((
+                format!("{name}_{sfx}_int8"),
+                Tensor::from_vec(lin.weight.clone(), [lin.out_features, lin.in_features], &Device::Cpu)?,
+            ));
+            out.push((format!("{name}_{sfx}_scale"), scale_tensor(&lin.scales)?));
+        }
+    }
+    Ok(out)
+}
+
+/// A quantized LSTM or GRU from an int8 state and the module's float biases.
+fn rnn_load_quantized(
+    m: &dyn Module,
+    cfg: RnnConfig,
+    gru: bool,
+    state: &BTreeMap<String, Tensor>,
+) -> Result<QuantizedLstm> {
+    let params: BTreeMap<String, crate::module::Param> = m.named_parameters().into_iter().collect();
+    let dirs = if cfg.bidirectional { 2 } else { 1 };
+    let mut cells = Vec::new();
+    for i in 0..cfg.num_layers * dirs {
+        let sfx = format!("l{}{}", i / dirs, if i % dirs == 1 { "_reverse" } else { "" });
+        let lin = |w: &str, b: &str| -> Result<QuantizedLinear> {
+            let name = format!("{w}_{sfx}");
+            let dims = params
+                .get(&name)
+                .map(|p| p.dims().to_vec())
+                .ok_or_else(|| Error::invalid("load_quantized", format!("the recurrent layer has no {name}")))?;
+            let (q, scales) = int8_weight(state, &name, dims[0], dims[1])?;
+            let bias = params.get(&format!("{b}_{sfx}")).map(|p| host_f32(&p.tensor())).transpose()?;
+            QuantizedLinear::from_parts(q, scales, bias, dims[0], dims[1])
+        };
+        cells.push((lin("weight_ih", "bias_ih")?, lin("weight_hh", "bias_hh")?));
+    }
+    QuantizedLstm::from_parts_kind(cfg, cells, gru)
+}
+
+/// f32 bytes of a recurrent layer's weights and int8 bytes of its quantized form.
+fn rnn_sizes(m: &dyn Module, q: Option<std::sync::Arc<QuantizedLstm>>) -> (usize, usize) {
+    let f =
+        m.named_parameters().iter().filter(|(n, _)| n.starts_with("weight_")).map(|(_, p)| 4 * p.elem_count()).sum();
+    let q = q.map_or(0, |q| {
+        q.cells.iter().map(|(a, b)| a.weight.len() + 4 * a.scales.len() + b.weight.len() + 4 * b.scales.len()).sum()
+    });
+    (f, q)
+}
+
 impl Quantizable for Lstm {
     fn quantize(&self, scheme: QScheme) -> Result<()> {
         self.quantized.set(Some(QuantizedLstm::from_lstm(self, scheme)?));
@@ -655,53 +745,78 @@ impl Quantizable for Lstm {
     }
     fn quantized_state(&self) -> Result<Vec<(String, Tensor)>> {
         let q = self.quantized.get().ok_or_else(|| Error::invalid("quantized_state", "the LSTM is not quantized"))?;
-        let dirs = if q.cfg.bidirectional { 2 } else { 1 };
-        let mut out = Vec::new();
-        for (i, (ih, hh)) in q.cells.iter().enumerate() {
-            let sfx = format!("l{}{}", i / dirs, if i % dirs == 1 { "_reverse" } else { "" });
-            for (name, lin) in [("weight_ih", ih), ("weight_hh", hh)] {
-                out.push((
-                    format!("{name}_{sfx}_int8"),
-                    Tensor::from_vec(lin.weight.clone(), [lin.out_features, lin.in_features], &Device::Cpu)?,
-                ));
-                out.push((format!("{name}_{sfx}_scale"), scale_tensor(&lin.scales)?));
-            }
-        }
-        Ok(out)
+        rnn_quantized_state(&q)
     }
     fn load_quantized(&self, state: &BTreeMap<String, Tensor>) -> Result<()> {
-        let cfg = self.config().clone();
-        let params: BTreeMap<String, crate::module::Param> = self.named_parameters().into_iter().collect();
-        let dirs = if cfg.bidirectional { 2 } else { 1 };
-        let mut cells = Vec::new();
-        for i in 0..cfg.num_layers * dirs {
-            let sfx = format!("l{}{}", i / dirs, if i % dirs == 1 { "_reverse" } else { "" });
-            let lin = |w: &str, b: &str| -> Result<QuantizedLinear> {
-                let name = format!("{w}_{sfx}");
-                let dims = params
-                    .get(&name)
-                    .map(|p| p.dims().to_vec())
-                    .ok_or_else(|| Error::invalid("load_quantized", format!("the LSTM has no {name}")))?;
-                let (q, scales) = int8_weight(state, &name, dims[0], dims[1])?;
-                let bias = params.get(&format!("{b}_{sfx}")).map(|p| host_f32(&p.tensor())).transpose()?;
-                QuantizedLinear::from_parts(q, scales, bias, dims[0], dims[1])
-            };
-            cells.push((lin("weight_ih", "bias_ih")?, lin("weight_hh", "bias_hh")?));
-        }
-        self.quantized.set(Some(QuantizedLstm::from_parts(cfg, cells)?));
+        self.quantized.set(Some(rnn_load_quantized(self, self.config().clone(), false, state)?));
         Ok(())
     }
     fn sizes(&self) -> (usize, usize) {
-        let f = self
-            .named_parameters()
-            .iter()
-            .filter(|(n, _)| n.starts_with("weight_"))
-            .map(|(_, p)| 4 * p.elem_count())
-            .sum();
-        let q = self.quantized.get().map_or(0, |q| {
-            q.cells.iter().map(|(a, b)| a.weight.len() + 4 * a.scales.len() + b.weight.len() + 4 * b.scales.len()).sum()
-        });
-        (f, q)
+        rnn_sizes(self, self.quantized.get())
+    }
+}
+
+impl Quantizable for Gru {
+    fn quantize(&self, scheme: QScheme) -> Result<()> {
+        self.quantized.set(Some(QuantizedGru::from_gru(self, scheme)?));
+        Ok(())
+    }
+    fn dequantize(&self) {
+        self.quantized.set(None)
+    }
+    fn is_quantized(&self) -> bool {
+        self.quantized.get().is_some()
+    }
+    fn replaced_params(&self) -> Vec<String> {
+        self.named_parameters().into_iter().map(|(n, _)| n).filter(|n| n.starts_with("weight_")).collect()
+    }
+    fn quantized_state(&self) -> Result<Vec<(String, Tensor)>> {
+        let q = self.quantized.get().ok_or_else(|| Error::invalid("quantized_state", "the GRU is not quantized"))?;
+        rnn_quantized_state(&q.0)
+    }
+    fn load_quantized(&self, state: &BTreeMap<String, Tensor>) -> Result<()> {
+        self.quantized.set(Some(QuantizedGru(rnn_load_quantized(self, self.config().clone(), true, state)?)));
+        Ok(())
+    }
+    fn sizes(&self) -> (usize, usize) {
+        rnn_sizes(self, self.quantized.get().map(|q| std::sync::Arc::new(q.0.clone())))
+    }
+}
+
+/// A dynamically quantized `nn.GRU` (`torch.ao.nn.quantized.dynamic.GRU`) for inference, as
+/// [`QuantizedLstm`] runs an LSTM: gates in PyTorch's order (reset, update, new), `n = tanh(x
+/// W_inᵀ + b_in + r ⊙ (h W_hnᵀ + b_hn))`.
+#[derive(Debug, Clone)]
+pub struct QuantizedGru(QuantizedLstm);
+
+impl QuantizedGru {
+    /// Quantizes a GRU's current weights.
+    ///
+    /// # Errors
+    /// If the weights hold a NaN or an infinity.
+    pub fn from_gru(gru: &Gru, scheme: QScheme) -> Result<QuantizedGru> {
+        Ok(QuantizedGru(QuantizedLstm::quantize_module(gru, gru.config().clone(), scheme, true)?))
+    }
+    /// A GRU from its quantized projections (`[3H, in]` and `[3H, H]` with their biases), per
+    /// layer and direction in PyTorch's order.
+    ///
+    /// # Errors
+    /// If the count or a projection's shape does not fit `cfg`.
+    pub fn from_parts(cfg: RnnConfig, cells: Vec<(QuantizedLinear, QuantizedLinear)>) -> Result<QuantizedGru> {
+        Ok(QuantizedGru(QuantizedLstm::from_parts_kind(cfg, cells, true)?))
+    }
+    /// The configuration.
+    pub fn config(&self) -> &RnnConfig {
+        &self.0.cfg
+    }
+    /// Runs the GRU from zero states (lengths as [`QuantizedLstm::forward_with`]); returns the
+    /// output and `h_n`.
+    ///
+    /// # Errors
+    /// As [`QuantizedLstm::forward_with`].
+    pub fn forward_with(&self, x: &Tensor, lengths: Option<&[usize]>) -> Result<(Tensor, Tensor)> {
+        let (y, h, _) = self.0.forward_with(x, lengths)?;
+        Ok((y, h))
     }
 }
 
@@ -735,8 +850,8 @@ pub struct QuantizeReport {
     pub int8_bytes: usize,
 }
 
-/// `torch.ao.quantization.quantize_dynamic(model, {nn.Linear, nn.LSTM}, dtype=torch.qint8)`:
-/// converts every `Linear` and `Lstm` of `m` in place (biases stay `f32`; other layers, such as
+/// `torch.ao.quantization.quantize_dynamic(model, {nn.Linear, nn.LSTM, nn.GRU},
+/// dtype=torch.qint8)`: converts every `Linear`, `Lstm` and `Gru` of `m` in place (biases stay `f32`; other layers, such as
 /// convolutions, are unchanged). The model then runs inference only.
 ///
 /// # Errors
@@ -747,7 +862,7 @@ pub fn quantize_dynamic(m: &dyn Module, scheme: QScheme) -> Result<QuantizeRepor
     let mut qs = Vec::new();
     quantizables(m, "", &mut qs);
     if qs.is_empty() {
-        return Err(Error::invalid(OP, "the model has no quantizable layers (Linear, LSTM)"));
+        return Err(Error::invalid(OP, "the model has no quantizable layers (Linear, LSTM, GRU)"));
     }
     let done: Vec<&str> = qs.iter().filter(|(_, q)| q.is_quantized()).map(|(n, _)| n.as_str()).collect();
     if !done.is_empty() {

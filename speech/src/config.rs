@@ -87,8 +87,8 @@ pub struct RunConfig {
     pub augment: AugmentConfig,
     /// TensorBoard and plots.
     pub logging: LoggingConfig,
-    /// Set in a run written by `stapes quantize` ([`crate::train::quantize_run`]): its Linear and
-    /// LSTM layers are dynamically quantized to int8 (inference only).
+    /// Set in a run written by `stapes quantize` ([`crate::train::quantize_run`]): its Linear,
+    /// LSTM and GRU layers are dynamically quantized to int8 (inference only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quantization: Option<QuantizationConfig>,
 }

@@ -673,7 +673,7 @@ pub fn load_run(run_dir: &Path) -> Result<LoadedRun> {
     Ok(LoadedRun { config, vocab, model })
 }
 
-/// `stapes quantize`: the run `run_dir` with its Linear and LSTM layers dynamically quantized
+/// `stapes quantize`: the run `run_dir` with its Linear, LSTM and GRU layers dynamically quantized
 /// to int8 ([`stapes_nn::quantized::quantize_dynamic`]), written as a new run directory
 /// `out_dir` that `load_run` (and `stapes eval`/`transcribe`) use as any other:
 /// `config.toml` with a `[quantization]` table, `vocab.json`, `run.json` when the run has one,

@@ -13,7 +13,7 @@ Cases, each written to `tests/golden/quantized.safetensors` under its prefix:
   `w_hh_scale`, `b_ih`, `b_hh` (unpacked from the quantized module), the input `x` [3, 7, 12]
   and the quantized module's output `y` [3, 7, 20] with its final `h_n`, `c_n`; and the same
   batch as a packed sequence of `lengths` 7, 4, 5 (`y_packed` zero-padded, `h_n_packed`,
-  `c_n_packed`).
+  `c_n_packed`). `gru.`: the same for `nn.GRU` (no cell state).
 
 Run: python tools/golden/quantized.py   (torch 2.11.0)
 """
@@ -53,37 +53,49 @@ def main():
                   f"{name}.wq": w.int_repr().clone(), f"{name}.scales": scales, f"{name}.x": x,
                   f"{name}.x_qparams": torch.tensor([scale, float(zp)], dtype=torch.float64), f"{name}.y": y})
 
-    lstm = nn.LSTM(12, 10, num_layers=2, bidirectional=True, batch_first=True)
-    q = Q.quantize_dynamic(nn.Sequential(lstm), {nn.LSTM}, dtype=torch.qint8)[0]
+    for kind, cls in [("lstm", nn.LSTM), ("gru", nn.GRU)]:
+        rnn_case(t, kind, cls)
+    write_safetensors(os.path.join(OUT, "quantized.safetensors"), t,
+                      {"torch": torch.__version__, "engine": torch.backends.quantized.engine})
+    print("wrote", len(t), "tensors")
+
+
+def rnn_case(t, kind, cls):
+    rnn = cls(12, 10, num_layers=2, bidirectional=True, batch_first=True)
+    q = Q.quantize_dynamic(nn.Sequential(rnn), {cls}, dtype=torch.qint8)[0]
     x = torch.randn(3, 7, 12)
     with torch.no_grad():
-        y, (h, c) = q(x)
-    t.update({"lstm.x": x, "lstm.y": y, "lstm.h_n": h, "lstm.c_n": c})
+        out = q(x)
+    y, h = out[0], out[1]
+    if kind == "lstm":
+        h, c = h
+        t[f"{kind}.c_n"] = c
+    t.update({f"{kind}.x": x, f"{kind}.y": y, f"{kind}.h_n": h})
     # the same batch as a packed sequence of lengths 7, 4, 5 (outputs zero-padded back)
     lengths = torch.tensor([7, 4, 5])
     packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
     with torch.no_grad():
-        yp, (hp, cp) = q(packed)
+        yp, hp = q(packed)
     yp, _ = nn.utils.rnn.pad_packed_sequence(yp, batch_first=True, total_length=7)
-    t.update({"lstm.lengths": lengths, "lstm.y_packed": yp, "lstm.h_n_packed": hp, "lstm.c_n_packed": cp})
+    if kind == "lstm":
+        hp, cp = hp
+        t[f"{kind}.c_n_packed"] = cp
+    t.update({f"{kind}.lengths": lengths, f"{kind}.y_packed": yp, f"{kind}.h_n_packed": hp})
     for i, wv in enumerate(q._all_weight_values):
         layer, reverse = divmod(i, 2)
-        key = f"lstm.l{layer}{'_reverse' if reverse else ''}"
+        key = f"{kind}.l{layer}{'_reverse' if reverse else ''}"
         # ('quantized_dynamic', [b_ih, b_hh], [], [1], [packed w_ih, packed w_hh])
         state = wv.param.__getstate__()[0]
         assert state[0] == "quantized_dynamic", state[0]
         b_ih, b_hh = state[1]
         w_ih_packed, w_hh_packed = state[4]
-        for nm, packed in [("w_ih", w_ih_packed), ("w_hh", w_hh_packed)]:
-            wq, _ = torch.ops.quantized.linear_unpack(packed)
+        for nm, packed_w in [("w_ih", w_ih_packed), ("w_hh", w_hh_packed)]:
+            wq, _ = torch.ops.quantized.linear_unpack(packed_w)
             assert wq.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric) and wq.q_zero_point() == 0
             t[f"{key}.{nm}_q"] = wq.int_repr().clone()
             t[f"{key}.{nm}_scale"] = torch.tensor([wq.q_scale()], dtype=torch.float32)
         t[f"{key}.b_ih"] = b_ih.detach().clone()
         t[f"{key}.b_hh"] = b_hh.detach().clone()
-    write_safetensors(os.path.join(OUT, "quantized.safetensors"), t,
-                      {"torch": torch.__version__, "engine": torch.backends.quantized.engine})
-    print("wrote", len(t), "tensors")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ use stapes_tensor::{DType, Device, Result};
 /// `h' = (1 - z)·n + z·h`. Fused like [`super::Lstm`]. See the [module docs](super).
 pub struct Gru {
     base: RnnBase,
+    /// The dynamically quantized form the forward pass uses, once quantized.
+    pub(crate) quantized: crate::quantized::QuantizedSlot<crate::quantized::QuantizedGru>,
 }
 
 /// The results of [`Gru::forward_with`].
@@ -28,7 +30,7 @@ impl Gru {
     }
     /// A new GRU with the given parameter dtype and device.
     pub fn new_with(cfg: RnnConfig, dtype: DType, device: &Device) -> Result<Gru> {
-        Ok(Gru { base: RnnBase::new(CellKind::Gru, cfg, dtype, device)? })
+        Ok(Gru { base: RnnBase::new(CellKind::Gru, cfg, dtype, device)?, quantized: Default::default() })
     }
     /// The configuration.
     pub fn config(&self) -> &RnnConfig {
@@ -36,7 +38,18 @@ impl Gru {
     }
     /// Runs the GRU on `x` from `h0` (`[L·D, B, H]`; zeros when `None`); `lengths` as in
     /// [`super::Lstm::forward_with`]. ([`Forward::forward`] is the common case.)
+    /// Once quantized, the int8 form runs (zero initial state only, no gradient).
     pub fn forward_with(&self, x: &Var, h0: Option<&Var>, lengths: Option<&[usize]>) -> Result<GruOutput> {
+        if let Some(q) = self.quantized.get() {
+            if h0.is_some() {
+                return Err(stapes_tensor::Error::invalid(
+                    "GRU",
+                    "a quantized GRU starts from a zero state (an initial state was given)",
+                ));
+            }
+            let (y, h) = q.forward_with(x.tensor(), lengths)?;
+            return Ok(GruOutput { output: Var::constant(y), h_n: Var::constant(h) });
+        }
         let out = self.base.forward(x, h0, None, lengths)?;
         Ok(GruOutput { output: out.output, h_n: out.h_n })
     }
@@ -56,5 +69,8 @@ impl Module for Gru {
     }
     fn set_local_training(&self, training: bool) {
         self.base.training.set(training)
+    }
+    fn as_quantizable(&self) -> Option<&dyn crate::quantized::Quantizable> {
+        Some(self)
     }
 }
