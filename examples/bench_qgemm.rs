@@ -14,6 +14,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The median of `reps` timed calls of `f`, after 3 untimed ones.
+fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+    let mut times = vec![];
+    for i in 0..reps + 3 {
+        let t0 = std::time::Instant::now();
+        f();
+        if i >= 3 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    median(times)
+}
+
 fn main() {
     let reps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(50);
     let threads = rayon::current_num_threads();
@@ -35,15 +48,7 @@ fn main() {
             if !qisa_available(isa) || (isa == QIsa::Portable && m * n * k > 1 << 26) {
                 continue;
             }
-            let mut times = vec![];
-            for i in 0..reps + 3 {
-                let t0 = std::time::Instant::now();
-                qgemm_u8i8(m, &a, k, &packed, &mut c, n, threads, Some(isa));
-                if i >= 3 {
-                    times.push(t0.elapsed().as_secs_f64());
-                }
-            }
-            let t = median(times);
+            let t = time(reps, || qgemm_u8i8(m, &a, k, &packed, &mut c, n, threads, Some(isa)));
             println!(
                 "{{\"bench\":\"qgemm\",\"kernel\":\"{name}\",\"m\":{m},\"n\":{n},\"k\":{k},\"threads\":{threads},\"ms\":{:.4},\"gops\":{:.1}}}",
                 t * 1e3,
@@ -55,15 +60,7 @@ fn main() {
         let bf: Vec<f32> = b.iter().map(|&v| f32::from(v)).collect();
         let pf = PackedRhs::pack(k, n, &bf, Strided::rows(0, k).t());
         let mut cf = vec![0f32; m * n];
-        let mut times = vec![];
-        for i in 0..reps + 3 {
-            let t0 = std::time::Instant::now();
-            gemm_packed(m, &mut cf, n, false, &af, k, &pf, threads);
-            if i >= 3 {
-                times.push(t0.elapsed().as_secs_f64());
-            }
-        }
-        let t = median(times);
+        let t = time(reps, || gemm_packed(m, &mut cf, n, false, &af, k, &pf, threads));
         println!(
             "{{\"bench\":\"qgemm\",\"kernel\":\"f32_packed\",\"m\":{m},\"n\":{n},\"k\":{k},\"threads\":{threads},\"ms\":{:.4},\"gflops\":{:.1}}}",
             t * 1e3,

@@ -26,6 +26,23 @@ fn i8s(t: &Tensor) -> Vec<i8> {
     t.to_vec::<i8>().unwrap()
 }
 
+/// The 2-layer bidirectional `kind` ("lstm" or "gru") of the golden file: its configuration
+/// and PyTorch's int8 projections per layer and direction.
+fn golden_rnn(g: &BTreeMap<String, Tensor>, kind: &str) -> (RnnConfig, Vec<(QuantizedLinear, QuantizedLinear)>) {
+    let cfg = RnnConfig { num_layers: 2, bidirectional: true, batch_first: true, ..RnnConfig::new(12, 10) };
+    let mut cells = Vec::new();
+    for key in ["l0", "l0_reverse", "l1", "l1_reverse"] {
+        let at = |k: &str| &g[&format!("{kind}.{key}.{k}")];
+        let lin = |w: &str, b: &str| {
+            let t = at(&format!("{w}_q"));
+            let (o, i) = (t.dims()[0], t.dims()[1]);
+            QuantizedLinear::from_parts(i8s(t), f32s(at(&format!("{w}_scale"))), Some(f32s(at(b))), o, i).unwrap()
+        };
+        cells.push((lin("w_ih", "b_ih"), lin("w_hh", "b_hh")));
+    }
+    (cfg, cells)
+}
+
 #[test]
 fn quantized_linear_matches_pytorch() {
     let g = golden();
@@ -64,17 +81,7 @@ fn quantized_linear_matches_pytorch() {
 #[test]
 fn quantized_lstm_matches_pytorch() {
     let g = golden();
-    let cfg = RnnConfig { num_layers: 2, bidirectional: true, batch_first: true, ..RnnConfig::new(12, 10) };
-    let mut cells = Vec::new();
-    for key in ["l0", "l0_reverse", "l1", "l1_reverse"] {
-        let at = |k: &str| &g[&format!("lstm.{key}.{k}")];
-        let lin = |w: &str, b: &str| {
-            let t = at(&format!("{w}_q"));
-            let (o, i) = (t.dims()[0], t.dims()[1]);
-            QuantizedLinear::from_parts(i8s(t), f32s(at(&format!("{w}_scale"))), Some(f32s(at(b))), o, i).unwrap()
-        };
-        cells.push((lin("w_ih", "b_ih"), lin("w_hh", "b_hh")));
-    }
+    let (cfg, cells) = golden_rnn(&g, "lstm");
     let lstm = QuantizedLstm::from_parts(cfg, cells).unwrap();
     let (y, h, c) = lstm.forward(&g["lstm.x"]).unwrap();
     assert_eq!(y.dims(), &[3, 7, 20]);
@@ -91,17 +98,7 @@ fn quantized_lstm_matches_pytorch() {
 #[test]
 fn quantized_lstm_with_lengths_matches_pytorch_packed() {
     let g = golden();
-    let cfg = RnnConfig { num_layers: 2, bidirectional: true, batch_first: true, ..RnnConfig::new(12, 10) };
-    let mut cells = Vec::new();
-    for key in ["l0", "l0_reverse", "l1", "l1_reverse"] {
-        let at = |k: &str| &g[&format!("lstm.{key}.{k}")];
-        let lin = |w: &str, b: &str| {
-            let t = at(&format!("{w}_q"));
-            let (o, i) = (t.dims()[0], t.dims()[1]);
-            QuantizedLinear::from_parts(i8s(t), f32s(at(&format!("{w}_scale"))), Some(f32s(at(b))), o, i).unwrap()
-        };
-        cells.push((lin("w_ih", "b_ih"), lin("w_hh", "b_hh")));
-    }
+    let (cfg, cells) = golden_rnn(&g, "lstm");
     let lstm = QuantizedLstm::from_parts(cfg, cells).unwrap();
     let lens: Vec<usize> = g["lstm.lengths"].to_vec::<i64>().unwrap().iter().map(|&n| n as usize).collect();
     let (y, h, c) = lstm.forward_with(&g["lstm.x"], Some(&lens)).unwrap();
@@ -185,17 +182,7 @@ fn quantize_dynamic_converts_saves_and_loads_a_model() {
 fn quantized_gru_matches_pytorch() {
     use stapes::nn::quantized::QuantizedGru;
     let g = golden();
-    let cfg = RnnConfig { num_layers: 2, bidirectional: true, batch_first: true, ..RnnConfig::new(12, 10) };
-    let mut cells = Vec::new();
-    for key in ["l0", "l0_reverse", "l1", "l1_reverse"] {
-        let at = |k: &str| &g[&format!("gru.{key}.{k}")];
-        let lin = |w: &str, b: &str| {
-            let t = at(&format!("{w}_q"));
-            let (o, i) = (t.dims()[0], t.dims()[1]);
-            QuantizedLinear::from_parts(i8s(t), f32s(at(&format!("{w}_scale"))), Some(f32s(at(b))), o, i).unwrap()
-        };
-        cells.push((lin("w_ih", "b_ih"), lin("w_hh", "b_hh")));
-    }
+    let (cfg, cells) = golden_rnn(&g, "gru");
     let gru = QuantizedGru::from_parts(cfg, cells).unwrap();
     let lens: Vec<usize> = g["gru.lengths"].to_vec::<i64>().unwrap().iter().map(|&n| n as usize).collect();
     for (lengths, sfx) in [(None, ""), (Some(lens.as_slice()), "_packed")] {

@@ -156,11 +156,8 @@ impl QuantizedLinear {
     /// If the weights hold a NaN or an infinity.
     pub fn from_linear(lin: &Linear, scheme: QScheme) -> Result<QuantizedLinear> {
         let (out_f, in_f) = (lin.out_features(), lin.in_features());
-        let host = |t: Tensor| -> Result<Vec<f32>> {
-            t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()
-        };
-        let (q, scales) = quantize_weight(&host(lin.weight.tensor())?, out_f, in_f, scheme)?;
-        let bias = lin.bias.as_ref().map(|b| host(b.tensor())).transpose()?;
+        let (q, scales) = quantize_weight(&host_f32(&lin.weight.tensor())?, out_f, in_f, scheme)?;
+        let bias = lin.bias.as_ref().map(|b| host_f32(&b.tensor())).transpose()?;
         QuantizedLinear::from_parts(q, scales, bias, out_f, in_f)
     }
 
@@ -229,9 +226,13 @@ impl QuantizedLinear {
             QScheme::PerChannel
         }
     }
+    /// Bytes of the int8 weights and their scales.
+    pub fn weight_bytes(&self) -> usize {
+        self.weight.len() + 4 * self.scales.len()
+    }
     /// Bytes of the quantized layer's data (int8 weights, scales, bias).
     pub fn bytes(&self) -> usize {
-        self.weight.len() + 4 * self.scales.len() + 4 * self.bias.as_ref().map_or(0, Vec::len)
+        self.weight_bytes() + 4 * self.bias.as_ref().map_or(0, Vec::len)
     }
 
     /// `y = x Wᵀ + b` for host rows: `x` holds `rows` rows of `in_features`; quantized as a whole
@@ -290,15 +291,7 @@ impl QuantizedLinear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         const OP: &str = "QuantizedLinear::forward";
         let xd = x.dims().to_vec();
-        if xd.last() != Some(&self.in_features) {
-            return Err(Error::shape(
-                OP,
-                format!(
-                    "input {xd:?} does not match in_features {} (expects [*, {}])",
-                    self.in_features, self.in_features
-                ),
-            ));
-        }
+        crate::layers::check_in_features(OP, &xd, self.in_features)?;
         if !x.dtype().is_float() {
             return Err(Error::UnsupportedDType { op: OP, dtype: x.dtype(), msg: "takes floating-point input" });
         }
@@ -333,35 +326,10 @@ impl QuantizedLstm {
     }
 
     fn quantize_module(m: &dyn Module, cfg: RnnConfig, scheme: QScheme, gru: bool) -> Result<QuantizedLstm> {
-        let params: std::collections::HashMap<String, crate::module::Param> =
-            m.named_parameters().into_iter().collect();
-        let host = |name: &str| -> Result<Option<(Vec<f32>, Vec<usize>)>> {
-            params
-                .get(name)
-                .map(|p| {
-                    let t = p.tensor();
-                    Ok((
-                        t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()?,
-                        t.dims().to_vec(),
-                    ))
-                })
-                .transpose()
-        };
-        let mut cells = Vec::new();
-        for l in 0..cfg.num_layers {
-            for dir in 0..if cfg.bidirectional { 2 } else { 1 } {
-                let sfx = format!("l{l}{}", if dir == 1 { "_reverse" } else { "" });
-                let lin = |w: &str, b: &str| -> Result<QuantizedLinear> {
-                    let (wv, d) = host(&format!("{w}_{sfx}"))?
-                        .ok_or_else(|| Error::invalid("QuantizedLstm", format!("the LSTM has no {w}_{sfx}")))?;
-                    let (q, scales) = quantize_weight(&wv, d[0], d[1], scheme)?;
-                    let bias = host(&format!("{b}_{sfx}"))?.map(|(v, _)| v);
-                    QuantizedLinear::from_parts(q, scales, bias, d[0], d[1])
-                };
-                cells.push((lin("weight_ih", "bias_ih")?, lin("weight_hh", "bias_hh")?));
-            }
-        }
-        QuantizedLstm::from_parts_kind(cfg, cells, gru)
+        rnn_cells(m, cfg, gru, |_, w| {
+            let d = w.dims();
+            quantize_weight(&host_f32(w)?, d[0], d[1], scheme)
+        })
     }
 
     /// An LSTM from its quantized projections, per layer and direction in PyTorch's order
@@ -461,7 +429,7 @@ impl QuantizedLstm {
                 l.to_vec()
             }
         };
-        let mut input = xt.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()?;
+        let mut input = host_f32(&xt)?;
         let h = self.cfg.hidden_size;
         let dirs = if self.cfg.bidirectional { 2 } else { 1 };
         // As PyTorch's quantized LSTM runs a PackedSequence: the input projection of every valid
@@ -671,7 +639,7 @@ impl Quantizable for Linear {
     }
     fn sizes(&self) -> (usize, usize) {
         let f = 4 * self.weight.elem_count();
-        (f, self.quantized.get().map_or(0, |q| q.weight.len() + 4 * q.scales.len()))
+        (f, self.quantized.get().map_or(0, |q| q.weight_bytes()))
     }
 }
 
@@ -692,12 +660,14 @@ fn rnn_quantized_state(q: &QuantizedLstm) -> Result<Vec<(String, Tensor)>> {
     Ok(out)
 }
 
-/// A quantized LSTM or GRU from an int8 state and the module's float biases.
-fn rnn_load_quantized(
+/// A quantized LSTM or GRU from the module's weights (`int8_of(name, weight)` gives each
+/// weight's int8 values and scales) and its float biases, per layer and direction in PyTorch's
+/// order.
+fn rnn_cells(
     m: &dyn Module,
     cfg: RnnConfig,
     gru: bool,
-    state: &BTreeMap<String, Tensor>,
+    int8_of: impl Fn(&str, &Tensor) -> Result<(Vec<i8>, Vec<f32>)>,
 ) -> Result<QuantizedLstm> {
     let params: BTreeMap<String, crate::module::Param> = m.named_parameters().into_iter().collect();
     let dirs = if cfg.bidirectional { 2 } else { 1 };
@@ -706,82 +676,78 @@ fn rnn_load_quantized(
         let sfx = format!("l{}{}", i / dirs, if i % dirs == 1 { "_reverse" } else { "" });
         let lin = |w: &str, b: &str| -> Result<QuantizedLinear> {
             let name = format!("{w}_{sfx}");
-            let dims = params
+            let weight = params
                 .get(&name)
-                .map(|p| p.dims().to_vec())
-                .ok_or_else(|| Error::invalid("load_quantized", format!("the recurrent layer has no {name}")))?;
-            let (q, scales) = int8_weight(state, &name, dims[0], dims[1])?;
+                .map(|p| p.tensor())
+                .ok_or_else(|| Error::invalid("QuantizedLstm", format!("the recurrent layer has no {name}")))?;
+            let (q, scales) = int8_of(&name, &weight)?;
             let bias = params.get(&format!("{b}_{sfx}")).map(|p| host_f32(&p.tensor())).transpose()?;
-            QuantizedLinear::from_parts(q, scales, bias, dims[0], dims[1])
+            QuantizedLinear::from_parts(q, scales, bias, weight.dims()[0], weight.dims()[1])
         };
         cells.push((lin("weight_ih", "bias_ih")?, lin("weight_hh", "bias_hh")?));
     }
     QuantizedLstm::from_parts_kind(cfg, cells, gru)
 }
 
+/// A quantized LSTM or GRU from an int8 state and the module's float biases.
+fn rnn_load_quantized(
+    m: &dyn Module,
+    cfg: RnnConfig,
+    gru: bool,
+    state: &BTreeMap<String, Tensor>,
+) -> Result<QuantizedLstm> {
+    rnn_cells(m, cfg, gru, |name, w| int8_weight(state, name, w.dims()[0], w.dims()[1]))
+}
+
 /// f32 bytes of a recurrent layer's weights and int8 bytes of its quantized form.
-fn rnn_sizes(m: &dyn Module, q: Option<std::sync::Arc<QuantizedLstm>>) -> (usize, usize) {
+fn rnn_sizes(m: &dyn Module, q: Option<&QuantizedLstm>) -> (usize, usize) {
     let f =
         m.named_parameters().iter().filter(|(n, _)| n.starts_with("weight_")).map(|(_, p)| 4 * p.elem_count()).sum();
-    let q = q.map_or(0, |q| {
-        q.cells.iter().map(|(a, b)| a.weight.len() + 4 * a.scales.len() + b.weight.len() + 4 * b.scales.len()).sum()
-    });
-    (f, q)
+    (f, q.map_or(0, |q| q.cells.iter().map(|(a, b)| a.weight_bytes() + b.weight_bytes()).sum()))
 }
 
-impl Quantizable for Lstm {
-    fn quantize(&self, scheme: QScheme) -> Result<()> {
-        self.quantized.set(Some(QuantizedLstm::from_lstm(self, scheme)?));
-        Ok(())
-    }
-    fn dequantize(&self) {
-        self.quantized.set(None)
-    }
-    fn is_quantized(&self) -> bool {
-        self.quantized.get().is_some()
-    }
-    fn replaced_params(&self) -> Vec<String> {
-        self.named_parameters().into_iter().map(|(n, _)| n).filter(|n| n.starts_with("weight_")).collect()
-    }
-    fn quantized_state(&self) -> Result<Vec<(String, Tensor)>> {
-        let q = self.quantized.get().ok_or_else(|| Error::invalid("quantized_state", "the LSTM is not quantized"))?;
-        rnn_quantized_state(&q)
-    }
-    fn load_quantized(&self, state: &BTreeMap<String, Tensor>) -> Result<()> {
-        self.quantized.set(Some(rnn_load_quantized(self, self.config().clone(), false, state)?));
-        Ok(())
-    }
-    fn sizes(&self) -> (usize, usize) {
-        rnn_sizes(self, self.quantized.get())
-    }
+/// `Quantizable` for a recurrent layer whose slot holds `$q`: `$wrap` makes one from the
+/// shared engine ([`QuantizedLstm`]), `$engine` reads the engine back.
+macro_rules! recurrent_quantizable {
+    ($layer:ty, $q:ty, $name:literal, $gru:literal, $wrap:expr, $engine:expr) => {
+        impl Quantizable for $layer {
+            fn quantize(&self, scheme: QScheme) -> Result<()> {
+                let q = QuantizedLstm::quantize_module(self, self.config().clone(), scheme, $gru)?;
+                self.quantized.set(Some($wrap(q)));
+                Ok(())
+            }
+            fn dequantize(&self) {
+                self.quantized.set(None)
+            }
+            fn is_quantized(&self) -> bool {
+                self.quantized.get().is_some()
+            }
+            fn replaced_params(&self) -> Vec<String> {
+                self.named_parameters().into_iter().map(|(n, _)| n).filter(|n| n.starts_with("weight_")).collect()
+            }
+            fn quantized_state(&self) -> Result<Vec<(String, Tensor)>> {
+                let q = self
+                    .quantized
+                    .get()
+                    .ok_or_else(|| Error::invalid("quantized_state", concat!("the ", $name, " is not quantized")))?;
+                let engine: fn(&$q) -> &QuantizedLstm = $engine;
+                rnn_quantized_state(engine(&q))
+            }
+            fn load_quantized(&self, state: &BTreeMap<String, Tensor>) -> Result<()> {
+                let q = rnn_load_quantized(self, self.config().clone(), $gru, state)?;
+                self.quantized.set(Some($wrap(q)));
+                Ok(())
+            }
+            fn sizes(&self) -> (usize, usize) {
+                let engine: fn(&$q) -> &QuantizedLstm = $engine;
+                rnn_sizes(self, self.quantized.get().as_deref().map(engine))
+            }
+        }
+    };
 }
 
-impl Quantizable for Gru {
-    fn quantize(&self, scheme: QScheme) -> Result<()> {
-        self.quantized.set(Some(QuantizedGru::from_gru(self, scheme)?));
-        Ok(())
-    }
-    fn dequantize(&self) {
-        self.quantized.set(None)
-    }
-    fn is_quantized(&self) -> bool {
-        self.quantized.get().is_some()
-    }
-    fn replaced_params(&self) -> Vec<String> {
-        self.named_parameters().into_iter().map(|(n, _)| n).filter(|n| n.starts_with("weight_")).collect()
-    }
-    fn quantized_state(&self) -> Result<Vec<(String, Tensor)>> {
-        let q = self.quantized.get().ok_or_else(|| Error::invalid("quantized_state", "the GRU is not quantized"))?;
-        rnn_quantized_state(&q.0)
-    }
-    fn load_quantized(&self, state: &BTreeMap<String, Tensor>) -> Result<()> {
-        self.quantized.set(Some(QuantizedGru(rnn_load_quantized(self, self.config().clone(), true, state)?)));
-        Ok(())
-    }
-    fn sizes(&self) -> (usize, usize) {
-        rnn_sizes(self, self.quantized.get().map(|q| std::sync::Arc::new(q.0.clone())))
-    }
-}
+recurrent_quantizable!(Lstm, QuantizedLstm, "LSTM", false, |q| q, |q| q);
+recurrent_quantizable!(Gru, QuantizedGru, "GRU", true, QuantizedGru, |q| &q.0);
 
 /// A dynamically quantized `nn.GRU` (`torch.ao.nn.quantized.dynamic.GRU`) for inference, as
 /// [`QuantizedLstm`] runs an LSTM: gates in PyTorch's order (reset, update, new), `n = tanh(x

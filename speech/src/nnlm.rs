@@ -239,8 +239,12 @@ impl TransformerLm {
         if ids.dtype() != DType::I64 {
             return Err(Error::invalid(OP, format!("token ids must be i64, got {:?}", ids.dtype())));
         }
+        self.check_token_ids(&ids.to_vec::<i64>()?)
+    }
+
+    fn check_token_ids(&self, ids: &[i64]) -> Result<()> {
         let v = self.config.vocab_size as i64;
-        if let Some(bad) = ids.to_vec::<i64>()?.into_iter().find(|&i| i < 0 || i >= v) {
+        if let Some(bad) = ids.iter().find(|&&i| i < 0 || i >= v) {
             return Err(Error::invalid(OP, format!("token id {bad} is outside the vocabulary of {v}")));
         }
         Ok(())
@@ -361,10 +365,7 @@ impl TransformerLm {
                 format!("step: a prefix of {} tokens reached max_len {}", s.len, cfg.max_len),
             ));
         }
-        let v = cfg.vocab_size as i64;
-        if let Some(bad) = tokens.iter().find(|&&i| i < 0 || i >= v) {
-            return Err(Error::invalid(OP, format!("token id {bad} is outside the vocabulary of {v}")));
-        }
+        self.check_token_ids(tokens)?;
         let width = cfg.num_layers * 2 * cfg.d_model;
         if let Some(s) = states.iter().find(|s| s.last.as_ref().is_some_and(|n| n.kv.len() != width)) {
             return Err(Error::invalid(

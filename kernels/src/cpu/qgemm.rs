@@ -69,28 +69,6 @@ vmath::multiversion! {
     }
 }
 
-vmath::multiversion! {
-    /// `y[m, j] = (acc[m, j] - zero_point · col_sums[j]) · mult[j] + bias[j]` over rows of `n`
-    /// (`bias` empty: none): the dequantization of an int8 product.
-    pub fn dequantize_rows_f32(acc: &[i32], col_sums: &[i32], zero_point: i32, mult: &[f32], bias: &[f32], y: &mut [f32]) {
-        let n = mult.len();
-        if n == 0 {
-            return;
-        }
-        for (yr, ar) in y.chunks_exact_mut(n).zip(acc.chunks_exact(n)) {
-            if bias.len() == n {
-                for j in 0..n {
-                    yr[j] = (ar[j] - zero_point * col_sums[j]) as f32 * mult[j] + bias[j];
-                }
-            } else {
-                for j in 0..n {
-                    yr[j] = (ar[j] - zero_point * col_sums[j]) as f32 * mult[j];
-                }
-            }
-        }
-    }
-}
-
 /// Columns per packed panel.
 pub const QNR: usize = 16;
 /// Rows per micro-tile.
@@ -376,8 +354,9 @@ fn columns(isa: QIsa, m: usize, a: &[u8], lda: usize, b: &PackedI8, p0: usize, p
     }
 }
 
-/// One tile row of [`dequantize_rows_f32`], inlined (a dispatched call per 32 values would cost
-/// more than the work).
+/// `y[j] = (acc[j] - zero_point · sums[j]) · mult[j] + bias[j]` (`bias` empty: none) for one
+/// tile row: the dequantization of [`qgemm_u8i8_dequant`], inlined (a dispatched call per 32
+/// values would cost more than the work).
 #[inline(always)]
 fn dequantize_slice(acc: &[i32], sums: &[i32], zero_point: i32, mult: &[f32], bias: &[f32], y: &mut [f32]) {
     if bias.len() == y.len() {

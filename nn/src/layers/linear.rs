@@ -42,6 +42,17 @@ pub fn linear(x: &Var, weight: &Var, bias: Option<&Var>) -> Result<Var> {
     }
 }
 
+/// The error of an input `[*, k]` whose `k` is not `in_features` (or that has no dims).
+pub(crate) fn check_in_features(op: &'static str, dims: &[usize], in_features: usize) -> Result<()> {
+    if dims.last() == Some(&in_features) {
+        return Ok(());
+    }
+    Err(Error::shape(
+        op,
+        format!("input {dims:?} does not match in_features {in_features} (expects [*, {in_features}])"),
+    ))
+}
+
 /// A fully connected layer (`nn.Linear`): parameters `weight [out, in]` and `bias [out]`,
 /// initialised as PyTorch does (`U(±1/sqrt(in))`).
 pub struct Linear {
@@ -194,15 +205,7 @@ impl PackedLinear {
             return Err(Error::UnsupportedDType { op: OP, dtype: x.dtype(), msg: "takes f32 input" });
         }
         let xd = x.dims().to_vec();
-        if xd.last() != Some(&self.in_features) {
-            return Err(Error::shape(
-                OP,
-                format!(
-                    "input {xd:?} does not match in_features {} (expects [*, {}])",
-                    self.in_features, self.in_features
-                ),
-            ));
-        }
+        check_in_features(OP, &xd, self.in_features)?;
         let rows: usize = xd[..xd.len() - 1].iter().product();
         let y = self.forward_rows(&x.contiguous()?.to_vec::<f32>()?, rows)?;
         let mut out = xd;

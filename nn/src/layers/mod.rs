@@ -36,6 +36,7 @@ pub use conv::{Conv1d, Conv1dConfig, Conv2d, Conv2dConfig, ConvPadding, PaddingM
 pub use dropout::{dropout, Dropout};
 pub use embedding::{embedding, Embedding};
 pub use layer_norm::LayerNorm;
+pub(crate) use linear::check_in_features;
 pub use linear::{linear, Linear, PackedLinear};
 pub use pool::{avg_pool2d, max_pool2d, AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 pub use sequential::Sequential;
