@@ -230,6 +230,12 @@ enum Command {
     /// or a LibriSpeech-layout folder; evaluates greedy CER/WER on a dev set after every epoch.
     /// `--resume` continues an interrupted run.
     Train(TrainArgs),
+    /// Train a student with knowledge distillation from a teacher (a run of `stapes train` or
+    /// a Hugging Face wav2vec2 CTC directory): the loss is `alpha · T² · KL(teacher ‖ student)`
+    /// on tempered softmaxes plus `(1 − alpha) · CTC`. The student takes the teacher's
+    /// vocabulary and must share its frame rate; everything else (run directory, resume,
+    /// TensorBoard, evaluation) is `stapes train`'s, and `stapes train --resume` continues it.
+    Distill(DistillArgs),
     /// Decode a data set with a trained run and report WER and CER with their substitution,
     /// deletion and insertion counts.
     Eval {
@@ -341,6 +347,7 @@ fn main() -> anyhow::Result<()> {
             demo(run_dir, train_utterances, dev_utterances, epochs, max_seconds, seed)
         }
         Command::Train(args) => train(args),
+        Command::Distill(args) => distill(args),
         Command::Eval { run, model, data, batch_size, verbose, decode } => match (run, model) {
             (_, Some(dir)) => eval_hf(&dir, &data, batch_size, verbose, &decode),
             (Some(run), None) => eval(&run, &data, batch_size, verbose, &decode),
@@ -514,6 +521,55 @@ struct TrainArgs {
     device: Device,
 }
 
+#[derive(clap::Args)]
+struct DistillArgs {
+    /// The teacher: a run directory of `stapes train` or a Hugging Face wav2vec2 CTC
+    /// checkpoint directory (not needed with `--resume`).
+    #[arg(long, required_unless_present = "resume")]
+    teacher: Option<PathBuf>,
+    /// The student's run configuration (TOML; default: the reference CRDNN recipe, or the
+    /// demo's small CRDNN with `--small`).
+    #[arg(long)]
+    student_config: Option<PathBuf>,
+    /// Weight of the distillation term; `1 - alpha` weighs CTC.
+    #[arg(long, default_value_t = 0.7)]
+    alpha: f64,
+    /// Softmax temperature of teacher and student.
+    #[arg(long, default_value_t = 2.0)]
+    temperature: f64,
+    /// Run the teacher once over the training data and keep its logits in the run directory
+    /// (always so when its front end differs from the student's).
+    #[arg(long)]
+    cache_teacher: bool,
+    /// Leave out frames where the teacher's blank probability exceeds this.
+    #[arg(long)]
+    skip_blank_above: Option<f64>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+fn distill(a: DistillArgs) -> anyhow::Result<()> {
+    let mut t = a.train;
+    if t.config.is_some() {
+        bail!("stapes distill takes the student's configuration as --student-config");
+    }
+    if t.resume {
+        if a.teacher.is_some() || a.student_config.is_some() {
+            bail!("--resume continues with the run's own config.toml (teacher included); leave out --teacher and --student-config");
+        }
+        return train_with(t, None);
+    }
+    t.config = a.student_config;
+    let d = stapes::speech::config::DistillConfig {
+        teacher: abs(&a.teacher.context("--teacher is required")?),
+        alpha: a.alpha,
+        temperature: a.temperature,
+        cache_teacher: a.cache_teacher,
+        skip_blank_above: a.skip_blank_above,
+    };
+    train_with(t, Some(d))
+}
+
 /// `cpu`, `cuda`, `cuda:N` or `auto`.
 fn parse_device(s: &str) -> std::result::Result<Device, String> {
     match s.trim() {
@@ -537,6 +593,11 @@ struct RunData {
 }
 
 fn train(a: TrainArgs) -> anyhow::Result<()> {
+    train_with(a, None)
+}
+
+/// `stapes train`, or with `distill` a distillation run (`stapes distill`).
+fn train_with(a: TrainArgs, distill: Option<stapes::speech::config::DistillConfig>) -> anyhow::Result<()> {
     if a.device.is_cuda() {
         // fail before any data is read when the GPU cannot be used
         Tensor::zeros([1], stapes::tensor::DType::F32, &a.device).context("--device")?;
@@ -592,6 +653,9 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     if let Some(c) = a.checkpoint_every {
         cfg.training.checkpoint_every_steps = c;
     }
+    if distill.is_some() {
+        cfg.distillation = distill;
+    }
     cfg.validate()?;
 
     let corpus = open_corpus(&data).with_context(|| format!("opening {}", data.display()))?;
@@ -630,6 +694,19 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             );
         }
         saved
+    } else if let Some(d) = &cfg.distillation {
+        // the student emits the teacher's characters
+        let tv = stapes::speech::distill::teacher_vocab(&d.teacher)
+            .with_context(|| format!("reading the teacher's vocabulary in {}", d.teacher.display()))?;
+        let missing: String = vocab.chars().iter().filter(|c| !tv.chars().contains(c)).collect();
+        if !missing.is_empty() {
+            bail!(
+                "the transcripts use {missing:?}, which the teacher {} cannot emit (its characters: {:?})",
+                d.teacher.display(),
+                tv.chars().iter().collect::<String>()
+            );
+        }
+        tv
     } else {
         vocab
     };

@@ -90,5 +90,41 @@ fn a_quantized_run_evaluates_transcribes_and_refuses_misuse() {
     save_safetensors(q.join("best_model.safetensors"), &tensors, None).unwrap();
     let (good, log) = stapes(&["eval", "--run", p(&q), "--data", p(&manifest)]);
     assert!(!good && log.contains("best_model.safetensors") && log.contains("_scale holds -1"), "{log}");
+
+    // `stapes distill`: the float run teaches a student (the demo's model here) one short epoch;
+    // the student takes the teacher's vocabulary; a missing teacher is an error
+    let student = dir.join("student");
+    let log = ok(&[
+        "distill",
+        "--teacher",
+        p(&run),
+        "--small",
+        "--no-augment",
+        "--data",
+        p(&manifest),
+        "--run-dir",
+        p(&student),
+        "--epochs",
+        "1",
+        "--alpha",
+        "0.5",
+    ]);
+    assert!(log.contains("distilling from") && log.contains("alpha 0.5"), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(student.join("vocab.json")).unwrap(),
+        std::fs::read_to_string(run.join("vocab.json")).unwrap()
+    );
+    let (good, log) = stapes(&["train", "--resume", "--run-dir", p(&student), "--epochs", "2"]);
+    assert!(good && log.contains("distilling from"), "{log}");
+    let (good, log) = stapes(&[
+        "distill",
+        "--teacher",
+        p(&dir.join("nowhere")),
+        "--data",
+        p(&manifest),
+        "--run-dir",
+        p(&dir.join("x")),
+    ]);
+    assert!(!good && log.contains("nowhere"), "{log}");
     std::fs::remove_dir_all(&dir).ok();
 }

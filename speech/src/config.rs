@@ -67,7 +67,7 @@ use stapes_nn::schedule::{
 };
 use stapes_nn::Param;
 use stapes_tensor::{DType, Error, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A whole run: model, features, training loop, optimizer, schedule, augmentation, logging.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -91,6 +91,47 @@ pub struct RunConfig {
     /// LSTM and GRU layers are dynamically quantized to int8 (inference only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quantization: Option<QuantizationConfig>,
+    /// Knowledge distillation from a teacher (`stapes distill`): the loss becomes `alpha · T² ·
+    /// KL + (1 − alpha) · CTC`, see [`crate::distill`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distillation: Option<DistillConfig>,
+}
+
+/// The `[distillation]` table: where the teacher is and how its soft labels are weighted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DistillConfig {
+    /// The teacher: a stapes run directory (`config.toml`, as `stapes train` writes it) or a
+    /// Hugging Face wav2vec2 CTC checkpoint directory (`config.json`, `vocab.json`). It must
+    /// emit the student's vocabulary at the student's frame rate.
+    pub teacher: PathBuf,
+    /// Weight of the distillation term (PyTorch users' usual 0.7); `1 − alpha` weighs CTC.
+    pub alpha: f64,
+    /// Softmax temperature of both distributions (2); the term is scaled by `T²` so that its
+    /// gradients keep their size as `T` changes.
+    pub temperature: f64,
+    /// Run the teacher once over the training set and keep its logits
+    /// (`teacher_logits.safetensors` in the run directory) instead of running it on every
+    /// batch. Always the case when the teacher's front end differs from the student's (a
+    /// wav2vec2 teacher of a log-mel student); then speed perturbation is unavailable (the
+    /// student's frames would no longer line up with the cached ones).
+    pub cache_teacher: bool,
+    /// Leave out of the distillation term the frames where the teacher's blank probability
+    /// exceeds this (the blank dominates CTC posteriors; matching it everywhere teaches the
+    /// student little). `None`: every valid frame counts.
+    pub skip_blank_above: Option<f64>,
+}
+
+impl Default for DistillConfig {
+    fn default() -> Self {
+        DistillConfig {
+            teacher: PathBuf::new(),
+            alpha: 0.7,
+            temperature: 2.0,
+            cache_teacher: false,
+            skip_blank_above: None,
+        }
+    }
 }
 
 /// The `[quantization]` table of a quantized run.
@@ -587,6 +628,23 @@ impl RunConfig {
                 OP,
                 format!("augment.noise_snr_db must be [lo, hi] in dB, got {:?}", a.noise_snr_db),
             ));
+        }
+        if let Some(d) = &self.distillation {
+            if !(0.0..=1.0).contains(&d.alpha) {
+                return Err(Error::invalid(OP, format!("distillation.alpha must be in [0, 1], got {}", d.alpha)));
+            }
+            if !(d.temperature > 0.0 && d.temperature.is_finite()) {
+                return Err(Error::invalid(
+                    OP,
+                    format!("distillation.temperature must be finite and > 0, got {}", d.temperature),
+                ));
+            }
+            if let Some(p) = d.skip_blank_above.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+                return Err(Error::invalid(OP, format!("distillation.skip_blank_above must be in (0, 1], got {p}")));
+            }
+            if d.teacher.as_os_str().is_empty() {
+                return Err(Error::invalid(OP, "distillation.teacher is empty (a run or checkpoint directory)"));
+            }
         }
         self.schedule.build()?;
         Ok(())

@@ -38,6 +38,7 @@ pub mod beam;
 pub mod config;
 pub mod data;
 pub mod decode;
+pub mod distill;
 pub mod features;
 pub mod infer;
 pub mod lm;

@@ -238,7 +238,7 @@ fn preemphasize(x: &[f32], coef: f64) -> Vec<f32> {
 
 /// Training-time augmentation applied inside the loader's transform.
 #[derive(Clone, Debug, Default)]
-struct Augment {
+pub(crate) struct Augment {
     speeds: Vec<f64>,
     spec: Option<SpecAugment>,
     /// VTLP warp factor range.
@@ -365,7 +365,7 @@ impl RunConfig {
     }
 }
 
-fn input_transform(vocab: Vocab, frontend: &Frontend, aug: Augment) -> Result<Transform> {
+pub(crate) fn input_transform(vocab: Vocab, frontend: &Frontend, aug: Augment) -> Result<Transform> {
     let front = frontend.build()?;
     Ok(Arc::new(move |u: Utterance, g: &mut Generator| -> Result<Item> {
         if u.sample_rate != 16000 {
@@ -837,6 +837,7 @@ pub fn train_ctc(
             .then(|| (aug.noise_snr_db[0], aug.noise_snr_db[1], aug.noise_prob)),
         dither: if log_mel { cfg.features.dither } else { 0.0 },
     };
+    let train_set = train.clone();
     let loader = DataLoader::new(
         train,
         input_transform(vocab.clone(), &frontend, augment)?,
@@ -849,6 +850,21 @@ pub fn train_ctc(
             drop_last: false,
         },
     )?;
+    let distiller = match &cfg.distillation {
+        Some(d) => Some(crate::distill::Distiller::new(
+            d,
+            &model,
+            &frontend,
+            vocab,
+            &train_set,
+            &cfg.augment,
+            run_dir,
+            device,
+            tc.batch_size,
+            &mut |m| observer(&TrainEvent::Message(m)),
+        )?),
+        None => None,
+    };
     let ctc_opts = CtcLossOptions {
         blank: vocab.blank() as usize,
         reduction: Reduction::Mean,
@@ -876,14 +892,25 @@ pub fn train_ctc(
             let in_lens = lengths(&batch.input_lengths)?;
             let tgt_lens = lengths(&batch.target_lengths)?;
             opt.zero_grad();
-            let forward = || -> Result<Var> {
+            // the loss, and with a teacher its two terms (distillation, CTC)
+            let forward = || -> Result<(Var, Option<(Var, Var)>)> {
                 let logits = model.forward(&Var::constant(batch.inputs.to_device(&device)?), &in_lens)?;
                 let out_lens = model.output_lengths(&in_lens);
-                ctc_loss_from_logits(&logits, &batch.targets, &out_lens, &tgt_lens, &ctc_opts)
+                let ctc = ctc_loss_from_logits(&logits, &batch.targets, &out_lens, &tgt_lens, &ctc_opts)?;
+                let Some(d) = &distiller else { return Ok((ctc, None)) };
+                let kd = d.term(&logits, &batch, &in_lens, &out_lens)?;
+                let alpha = d.config().alpha;
+                let ctc32 = ctc.to_dtype(kd.tensor().dtype())?;
+                let loss = kd.mul_scalar(alpha)?.add(&ctc32.mul_scalar(1.0 - alpha)?)?;
+                Ok((loss, Some((kd, ctc32))))
             };
-            let loss = match amp_dtype {
+            let (loss, terms) = match amp_dtype {
                 Some(dt) => autocast(dt, forward)??,
                 None => forward()?,
+            };
+            let terms = match terms {
+                Some((kd, ctc)) => Some((kd.tensor().to_scalar_f64()?, ctc.tensor().to_scalar_f64()?)),
+                None => None,
             };
             let l = loss.tensor().to_scalar_f64()?;
             if !l.is_finite() && !scaler.is_enabled() {
@@ -908,6 +935,10 @@ pub fn train_ctc(
                     w.add_scalar("train/loss", l, st)?;
                     w.add_scalar("train/lr", lr, st)?;
                     w.add_scalar("train/grad_norm", grad_norm, st)?;
+                    if let Some((kd, ctc)) = terms {
+                        w.add_scalar("train/kd_loss", kd, st)?;
+                        w.add_scalar("train/ctc_loss", ctc, st)?;
+                    }
                     w.add_scalar("train/utterances_per_s", pos.n_utts as f64 / secs.max(1e-9), st)?;
                     if scaler.is_enabled() {
                         w.add_scalar("train/loss_scale", scaler.get_scale(), st)?;
