@@ -306,6 +306,10 @@ enum Command {
         /// One scale per weight tensor (PyTorch's default qconfig) instead of per channel.
         #[arg(long)]
         per_tensor: bool,
+        /// The run trained with quantization-aware training (`stapes train --qat`): convert it
+        /// with the scheme it trained for (`convert` after `prepare_qat`).
+        #[arg(long)]
+        from_qat: bool,
     },
     /// The Transformer language model: `train` on text, `eval` (perplexity), `sample`.
     #[command(subcommand)]
@@ -359,7 +363,7 @@ fn main() -> anyhow::Result<()> {
             (None, None) => anyhow::bail!("transcribe needs --run or --model"),
         },
         Command::Export { run, hf } => export_hf(&run, &hf),
-        Command::Quantize { run, out, per_tensor } => quantize(&run, &out, per_tensor),
+        Command::Quantize { run, out, per_tensor, from_qat } => quantize(&run, &out, per_tensor, from_qat),
         Command::Lm(c) => lm_command(c),
         Command::Info => info(),
         Command::Features { audio, png, kind, n_mels, n_mfcc, sample_rate, n_fft, hop_length } => {
@@ -519,6 +523,19 @@ struct TrainArgs {
     /// be used, else the CPU).
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     device: Device,
+    /// Fine-tune: start from the weights of this run directory, with its configuration and
+    /// vocabulary unless `--config` is given.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+    /// Quantization-aware training: Linear, LSTM and GRU layers train with fake-quantized
+    /// weights and inputs (per-channel int8, as `stapes quantize` will convert them; a `[qat]`
+    /// table in the configuration sets the scheme). Usually with `--init-from` a trained run,
+    /// then `stapes quantize --from-qat`.
+    #[arg(long)]
+    qat: bool,
+    /// A constant learning rate instead of the configured schedule (for fine-tuning).
+    #[arg(long)]
+    lr: Option<f64>,
 }
 
 #[derive(clap::Args)]
@@ -605,8 +622,11 @@ fn train_with(a: TrainArgs, distill: Option<stapes::speech::config::DistillConfi
     let run_json = a.run_dir.join("run.json");
     let mut dev_speakers = a.dev_speakers;
     let (mut cfg, data, dev) = if a.resume {
-        if a.config.is_some() || a.small || a.no_augment {
-            bail!("--resume continues with the run's own config.toml; leave out --config, --small and --no-augment");
+        if a.config.is_some() || a.small || a.no_augment || a.init_from.is_some() || a.qat || a.lr.is_some() {
+            bail!(
+                "--resume continues with the run's own config.toml; leave out --config, --small, --no-augment, \
+                 --init-from, --qat and --lr"
+            );
         }
         let cfg = RunConfig::from_toml_file(a.run_dir.join("config.toml"))
             .with_context(|| format!("resuming {}", a.run_dir.display()))?;
@@ -627,9 +647,16 @@ fn train_with(a: TrainArgs, distill: Option<stapes::speech::config::DistillConfi
         let data = data.with_context(|| format!("no --data given and no {} to take it from", run_json.display()))?;
         (cfg, data, dev)
     } else {
-        let cfg = match &a.config {
-            Some(p) => RunConfig::from_toml_file(p)?,
-            None => RunConfig::default(),
+        let cfg = match (&a.config, &a.init_from) {
+            (Some(p), _) => RunConfig::from_toml_file(p)?,
+            (None, Some(init)) => {
+                let mut c = RunConfig::from_toml_file(init.join("config.toml"))
+                    .with_context(|| format!("--init-from {}", init.display()))?;
+                // a new run: not the source's distillation or quantization
+                (c.distillation, c.quantization) = (None, None);
+                c
+            }
+            (None, None) => RunConfig::default(),
         };
         let data = a.data.clone().context("--data is required (a manifest or a LibriSpeech folder)")?;
         (cfg, data, a.dev.clone())
@@ -655,6 +682,12 @@ fn train_with(a: TrainArgs, distill: Option<stapes::speech::config::DistillConfi
     }
     if distill.is_some() {
         cfg.distillation = distill;
+    }
+    if a.qat && cfg.qat.is_none() {
+        cfg.qat = Some(stapes::nn::qat::FakeQuant::default());
+    }
+    if let Some(lr) = a.lr {
+        cfg.schedule = stapes::speech::config::ScheduleConfig::Constant { lr };
     }
     cfg.validate()?;
 
@@ -694,6 +727,14 @@ fn train_with(a: TrainArgs, distill: Option<stapes::speech::config::DistillConfi
             );
         }
         saved
+    } else if let Some(init) = a.init_from.as_ref().filter(|_| a.config.is_none()) {
+        // the source run's characters, so that its output layer keeps its meaning
+        let iv = stapes::speech::train::load_vocab(init)?;
+        let missing: String = vocab.chars().iter().filter(|c| !iv.chars().contains(c)).collect();
+        if !missing.is_empty() {
+            bail!("the transcripts use {missing:?}, which the run {} cannot emit", init.display());
+        }
+        iv
     } else if let Some(d) = &cfg.distillation {
         // the student emits the teacher's characters
         let tv = stapes::speech::distill::teacher_vocab(&d.teacher)
@@ -725,7 +766,8 @@ fn train_with(a: TrainArgs, distill: Option<stapes::speech::config::DistillConfi
     if let Device::Cuda(n) = a.device {
         println!("stapes train: on {} ({})", a.device, stapes::tensor::cuda::describe(n));
     }
-    let opts = TrainOptions { resume: a.resume, max_seconds: a.max_seconds, device: a.device };
+    let opts =
+        TrainOptions { resume: a.resume, max_seconds: a.max_seconds, device: a.device, init_from: a.init_from.clone() };
     let report =
         train_ctc(&cfg, Arc::new(train_set), Arc::new(dev_set), &vocab, &a.run_dir, &opts, |e| progress.event(e))?;
     println!("best dev CER {:.2}%; outputs in {}", 100.0 * report.best_cer, report.run_dir.display());
@@ -979,11 +1021,14 @@ fn lm_command(c: LmCommand) -> anyhow::Result<()> {
     }
 }
 
-/// `export --run <run> --hf <dir>`.
-fn quantize(run: &Path, out: &Path, per_tensor: bool) -> anyhow::Result<()> {
+/// `quantize --run <run> --out <dir> [--per-tensor] [--from-qat]`.
+fn quantize(run: &Path, out: &Path, per_tensor: bool, from_qat: bool) -> anyhow::Result<()> {
     use stapes::nn::quantized::QScheme;
+    if from_qat && per_tensor {
+        bail!("--from-qat takes the scheme the run trained with; leave out --per-tensor");
+    }
     let scheme = if per_tensor { QScheme::PerTensor } else { QScheme::PerChannel };
-    let r = stapes::speech::train::quantize_run(run, out, scheme)
+    let r = stapes::speech::train::quantize_run(run, out, scheme, from_qat)
         .with_context(|| format!("quantizing the run {}", run.display()))?;
     println!(
         "quantized {} layers ({}): weights {:.2} MB f32 -> {:.2} MB int8 ({:.3}x); wrote {}",

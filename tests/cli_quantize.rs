@@ -91,6 +91,37 @@ fn a_quantized_run_evaluates_transcribes_and_refuses_misuse() {
     let (good, log) = stapes(&["eval", "--run", p(&q), "--data", p(&manifest)]);
     assert!(!good && log.contains("best_model.safetensors") && log.contains("_scale holds -1"), "{log}");
 
+    // quantization-aware training: fine-tune the float run with fake quantization on the
+    // demo's training voices, convert, and compare with post-training quantization on the
+    // held-out speakers
+    let ft = SyntheticDigits::new(SynthConfig { seed: 1000, num_utterances: 300, ..SynthConfig::default() }).unwrap();
+    let ft_manifest = ft.write_corpus(dir.join("finetune")).unwrap();
+    let qat = dir.join("qat");
+    let log = ok(&[
+        "train",
+        "--init-from",
+        p(&run),
+        "--qat",
+        "--lr",
+        "3e-4",
+        "--no-augment",
+        "--data",
+        p(&ft_manifest),
+        "--run-dir",
+        p(&qat),
+        "--epochs",
+        "2",
+    ]);
+    assert!(log.contains("quantization-aware training") && log.contains("starting from the weights"), "{log}");
+    assert!(std::fs::read_to_string(qat.join("config.toml")).unwrap().contains("[qat]"));
+    let (good, log) = stapes(&["quantize", "--run", p(&run), "--out", p(&dir.join("z")), "--from-qat"]);
+    assert!(!good && log.contains("did not train with quantization-aware training"), "{log}");
+    let qat_int8 = dir.join("qat-int8");
+    ok(&["quantize", "--run", p(&qat), "--out", p(&qat_int8), "--from-qat"]);
+    let qat_cer = cer(&ok(&["eval", "--run", p(&qat_int8), "--data", p(&manifest)]));
+    eprintln!("held-out CER: float {float_cer:.2}%, post-training int8 {int8_cer:.2}%, QAT int8 {qat_cer:.2}%");
+    assert!(qat_cer <= int8_cer, "QAT then int8: CER {qat_cer}%, post-training int8 {int8_cer}%");
+
     // `stapes distill`: the float run teaches a student (the demo's model here) one short epoch;
     // the student takes the teacher's vocabulary; a missing teacher is an error
     let student = dir.join("student");

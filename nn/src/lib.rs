@@ -63,6 +63,7 @@ mod lengths;
 pub mod loss;
 pub mod module;
 pub mod optim;
+pub mod qat;
 pub mod quantized;
 pub mod rnn;
 pub mod schedule;

@@ -570,6 +570,10 @@ pub trait Quantizable {
     fn load_quantized(&self, state: &BTreeMap<String, Tensor>) -> Result<()>;
     /// Bytes of the replaced float weights (as `f32`) and of the quantized data.
     fn sizes(&self) -> (usize, usize);
+    /// Sets or clears fake quantization for quantization-aware training ([`crate::qat`]).
+    fn set_fake_quant(&self, fq: Option<crate::qat::FakeQuant>);
+    /// The fake quantization in effect, if any.
+    fn fake_quant(&self) -> Option<crate::qat::FakeQuant>;
 }
 
 fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
@@ -640,6 +644,12 @@ impl Quantizable for Linear {
     fn sizes(&self) -> (usize, usize) {
         let f = 4 * self.weight.elem_count();
         (f, self.quantized.get().map_or(0, |q| q.weight_bytes()))
+    }
+    fn set_fake_quant(&self, fq: Option<crate::qat::FakeQuant>) {
+        self.fake_quant.set(fq)
+    }
+    fn fake_quant(&self) -> Option<crate::qat::FakeQuant> {
+        self.fake_quant.get().map(|f| *f)
     }
 }
 
@@ -742,6 +752,12 @@ macro_rules! recurrent_quantizable {
                 let engine: fn(&$q) -> &QuantizedLstm = $engine;
                 rnn_sizes(self, self.quantized.get().as_deref().map(engine))
             }
+            fn set_fake_quant(&self, fq: Option<crate::qat::FakeQuant>) {
+                self.base.fake_quant.set(fq)
+            }
+            fn fake_quant(&self) -> Option<crate::qat::FakeQuant> {
+                self.base.fake_quant.get().map(|f| *f)
+            }
         }
     };
 }
@@ -787,7 +803,7 @@ impl QuantizedGru {
 }
 
 /// Every quantizable layer of `m` with its dotted path.
-fn quantizables<'a>(m: &'a dyn Module, prefix: &str, out: &mut Vec<(String, &'a dyn Quantizable)>) {
+pub(crate) fn quantizables<'a>(m: &'a dyn Module, prefix: &str, out: &mut Vec<(String, &'a dyn Quantizable)>) {
     if let Some(q) = m.as_quantizable() {
         out.push((prefix.to_string(), q));
     }
@@ -835,6 +851,7 @@ pub fn quantize_dynamic(m: &dyn Module, scheme: QScheme) -> Result<QuantizeRepor
         return Err(Error::invalid(OP, format!("already quantized: {}", done.join(", "))));
     }
     for (i, (name, q)) in qs.iter().enumerate() {
+        q.set_fake_quant(None);
         if let Err(e) = q.quantize(scheme) {
             qs[..i].iter().for_each(|(_, q)| q.dequantize());
             return Err(Error::invalid(OP, format!("layer {name}: {e}")));

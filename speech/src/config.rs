@@ -95,6 +95,11 @@ pub struct RunConfig {
     /// KL + (1 − alpha) · CTC`, see [`crate::distill`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub distillation: Option<DistillConfig>,
+    /// Quantization-aware training (`stapes train --qat`): the Linear, LSTM and GRU layers
+    /// train with fake-quantized weights (and inputs), as `prepare_qat` makes them; `stapes
+    /// quantize --from-qat` converts the run afterwards. See [`stapes_nn::qat`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qat: Option<stapes_nn::qat::FakeQuant>,
 }
 
 /// The `[distillation]` table: where the teacher is and how its soft labels are weighted.

@@ -152,6 +152,10 @@ pub struct TrainOptions {
     /// the optimizer state and every activation on that GPU, batches are uploaded as they come
     /// from the loader). Checkpoints are device-independent: a run may resume on another device.
     pub device: Device,
+    /// Start a new run from the weights of this run directory's model (fine-tuning, e.g.
+    /// quantization-aware training of a trained run); its architecture must be the configured
+    /// one. Ignored when resuming.
+    pub init_from: Option<PathBuf>,
 }
 
 /// The outcome of [`train_ctc`].
@@ -681,13 +685,18 @@ pub fn load_run(run_dir: &Path) -> Result<LoadedRun> {
 /// for each quantized weight and the float tensors of everything else. Inference only: no
 /// training checkpoint is written.
 ///
+/// With `from_qat`, the run must have trained with quantization-aware training (`[qat]`), and
+/// its scheme replaces `scheme`.
+///
 /// # Errors
-/// If the run is quantized already, has no quantizable layers, `out_dir` is the run itself or
-/// a non-empty directory, or a file cannot be read or written.
+/// If the run is quantized already, has no quantizable layers, is not a QAT run with
+/// `from_qat`, `out_dir` is the run itself or a non-empty directory, or a file cannot be read or
+/// written.
 pub fn quantize_run(
     run_dir: &Path,
     out_dir: &Path,
     scheme: stapes_nn::quantized::QScheme,
+    from_qat: bool,
 ) -> Result<stapes_nn::quantized::QuantizeReport> {
     const OP: &str = "quantize_run";
     let loaded = load_run(run_dir)?;
@@ -701,11 +710,24 @@ pub fn quantize_run(
             return Err(Error::io(OP, out_dir, "exists and is not empty (give a new directory for the quantized run)"));
         }
     }
+    let scheme = match (from_qat, loaded.config.qat) {
+        (true, Some(fq)) => fq.scheme,
+        (true, None) => {
+            return Err(Error::io(
+                OP,
+                run_dir,
+                "--from-qat: the run did not train with quantization-aware training ([qat])",
+            ))
+        }
+        (false, _) => scheme,
+    };
     let report = stapes_nn::quantized::quantize_dynamic(&loaded.model, scheme)
         .map_err(|e| Error::invalid(OP, format!("{}: {e}", run_dir.display())))?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(OP, out_dir, e))?;
     let mut cfg = loaded.config.clone();
     cfg.quantization = Some(crate::config::QuantizationConfig { scheme });
+    cfg.qat = None;
+    cfg.distillation = None;
     let state = stapes_nn::quantized::quantized_state_dict(&loaded.model)?;
     let meta = std::collections::HashMap::from([
         ("quantization".to_string(), format!("{scheme:?}")),
@@ -773,6 +795,31 @@ pub fn train_ctc(
     // a resumed run takes every weight from its checkpoint
     let model =
         if resume_from.is_some() { AcousticModel::new(&cfg.model)? } else { AcousticModel::for_training(&cfg.model)? };
+    if let (Some(init), None) = (&opts.init_from, &resume_from) {
+        let src = load_run(init)?;
+        if src.config.quantization.is_some() {
+            return Err(Error::io(
+                OP,
+                init,
+                "--init-from: a quantized run holds int8 weights; start from its float run",
+            ));
+        }
+        model.load_state_dict(&src.model.state_dict(), true).map_err(|e| {
+            Error::invalid(
+                OP,
+                format!("--init-from {}: its model does not fit the configured one: {e}", init.display()),
+            )
+        })?;
+        observer(&TrainEvent::Message(format!("starting from the weights of {}", init.display())));
+    }
+    if let Some(fq) = cfg.qat {
+        let n = stapes_nn::qat::prepare_qat(&model, fq)?;
+        observer(&TrainEvent::Message(format!(
+            "quantization-aware training: {n} layers fake-quantize their weights ({:?}){}",
+            fq.scheme,
+            if fq.activations { " and inputs" } else { "" }
+        )));
+    }
     let device = opts.device;
     model.to_device(&device)?;
     let mut sched = cfg.schedule.build()?;

@@ -63,6 +63,8 @@ pub struct Linear {
     /// The dynamically quantized form the forward pass uses, once quantized
     /// ([`crate::quantized::quantize_dynamic`]).
     pub(crate) quantized: crate::quantized::QuantizedSlot<crate::quantized::QuantizedLinear>,
+    /// Fake quantization for quantization-aware training ([`crate::qat::prepare_qat`]).
+    pub(crate) fake_quant: crate::quantized::QuantizedSlot<crate::qat::FakeQuant>,
 }
 
 impl Linear {
@@ -83,7 +85,7 @@ impl Linear {
     }
     /// A layer over existing parameters (`weight [out, in]`, `bias [out]`).
     pub fn from_params(weight: Param, bias: Option<Param>) -> Linear {
-        Linear { weight, bias, quantized: Default::default() }
+        Linear { weight, bias, quantized: Default::default(), fake_quant: Default::default() }
     }
     /// `in_features`.
     pub fn in_features(&self) -> usize {
@@ -228,12 +230,18 @@ impl Module for Linear {
 }
 
 impl Forward for Linear {
-    /// `x Wᵀ + b`; once the layer is quantized, its int8 form (no gradient).
+    /// `x Wᵀ + b`; once the layer is quantized, its int8 form (no gradient); prepared for QAT,
+    /// with the weight (and input) fake-quantized.
     fn forward(&self, x: &Var) -> Result<Var> {
         if let Some(q) = self.quantized.get() {
             return Ok(Var::constant(q.forward(x.tensor())?));
         }
         let b = self.bias.as_ref().map(|b| b.var());
+        if let Some(fq) = self.fake_quant.get() {
+            let w = crate::qat::fake_quantize_weight(&self.weight.var(), fq.scheme)?;
+            let x = if fq.activations { crate::qat::fake_quantize_activation(x)? } else { x.clone() };
+            return linear(&x, &w, b.as_ref());
+        }
         linear(x, &self.weight.var(), b.as_ref())
     }
 }

@@ -10,7 +10,7 @@ use stapes_tensor::{DType, Device, Result};
 /// `z = σ(W_iz x + b_iz + W_hz h + b_hz)`, `n = tanh(W_in x + b_in + r·(W_hn h + b_hn))`,
 /// `h' = (1 - z)·n + z·h`. Fused like [`super::Lstm`]. See the [module docs](super).
 pub struct Gru {
-    base: RnnBase,
+    pub(crate) base: RnnBase,
     /// The dynamically quantized form the forward pass uses, once quantized.
     pub(crate) quantized: crate::quantized::QuantizedSlot<crate::quantized::QuantizedGru>,
 }

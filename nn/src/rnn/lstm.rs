@@ -10,7 +10,7 @@ use stapes_tensor::{DType, Device, Error, Result};
 /// `i, f, g, o = σ, σ, tanh, σ (W_ih x + b_ih + W_hh h + b_hh)`, `c' = f·c + i·g`,
 /// `h' = o·tanh(c')`. See the [module docs](super) for options and variable lengths.
 pub struct Lstm {
-    base: RnnBase,
+    pub(crate) base: RnnBase,
     /// The dynamically quantized form the forward pass uses, once quantized.
     pub(crate) quantized: crate::quantized::QuantizedSlot<crate::quantized::QuantizedLstm>,
 }

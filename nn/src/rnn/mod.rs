@@ -110,12 +110,14 @@ impl DirParams {
 }
 
 /// What LSTM and GRU share: the configuration, the parameters and the stacking of layers.
-struct RnnBase {
+pub(crate) struct RnnBase {
     kind: CellKind,
     cfg: RnnConfig,
     /// Index `layer * D + direction`.
     params: Vec<DirParams>,
     training: TrainingFlag,
+    /// Fake quantization for quantization-aware training ([`crate::qat::prepare_qat`]).
+    pub(crate) fake_quant: crate::quantized::QuantizedSlot<crate::qat::FakeQuant>,
 }
 
 /// The results of [`RnnBase::forward`].
@@ -156,7 +158,7 @@ impl RnnBase {
                 params.push(DirParams { w_ih, w_hh, b_ih, b_hh });
             }
         }
-        Ok(RnnBase { kind, cfg, params, training: TrainingFlag::default() })
+        Ok(RnnBase { kind, cfg, params, training: TrainingFlag::default(), fake_quant: Default::default() })
     }
 
     /// Parameters with PyTorch's names, in PyTorch's order.
@@ -258,7 +260,16 @@ impl RnnBase {
         for layer in 0..cfg.num_layers {
             let h0l = h0.map(|h| h.narrow(0usize, layer * nd, nd)).transpose()?;
             let c0l = c0.map(|c| c.narrow(0usize, layer * nd, nd)).transpose()?;
-            let dirs: Vec<DirVars> = self.params[layer * nd..(layer + 1) * nd].iter().map(|p| p.vars()).collect();
+            let mut dirs: Vec<DirVars> = self.params[layer * nd..(layer + 1) * nd].iter().map(|p| p.vars()).collect();
+            if let Some(fq) = self.fake_quant.get() {
+                for d in &mut dirs {
+                    d.w_ih = crate::qat::fake_quantize_weight(&d.w_ih, fq.scheme)?;
+                    d.w_hh = crate::qat::fake_quantize_weight(&d.w_hh, fq.scheme)?;
+                }
+                if fq.activations {
+                    inp = crate::qat::fake_quantize_activation(&inp)?;
+                }
+            }
             let out = layer_forward(self.kind, &inp, h0l.as_ref(), c0l.as_ref(), &dirs, &lengths, cfg.hidden_size)?;
             hs.push(out.h_n);
             cs.extend(out.c_n);
