@@ -14,7 +14,7 @@
 //! line per workload and precision: the median forward time over `reps` and the bytes of the
 //! quantized layers' weights (f32, or int8 + scales).
 //!
-//! `RAYON_NUM_THREADS=2 cargo run --release --example bench_quant -- [reps]`
+//! `RAYON_NUM_THREADS=2 cargo run --release --example bench_quant -- [reps] [workload]`
 
 use stapes::autograd::{no_grad, Var};
 use stapes::nn::layers::{Linear, ReLU, Sequential};
@@ -61,49 +61,58 @@ impl Module for Rnn {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let reps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+    // an optional second argument runs only the workloads whose name contains it
+    let only = std::env::args().nth(2).unwrap_or_default();
     let mut g = Generator::new(8);
     stapes::tensor::manual_seed(0);
 
-    // the reference CRDNN
-    let model = Crdnn::new(CrdnnConfig::default())?;
-    model.eval();
     let lengths: Vec<usize> = (0..8).map(|i| 401 - 5 * i).collect();
-    let feats = Var::constant(Tensor::randn_with(&mut g, 0.0, 1.0, &[8, 401, 80][..], DType::F32, &Device::Cpu)?);
-    let f32_s = time(reps, || {
-        no_grad(|| model.forward(&feats, &lengths)).expect("forward");
-    });
-    let r = quantize_dynamic(&model, QScheme::PerTensor)?;
-    report("crdnn", "f32", f32_s, r.f32_bytes);
-    let q_s = time(reps, || {
-        no_grad(|| model.forward(&feats, &lengths)).expect("forward");
-    });
-    report("crdnn", "int8", q_s, r.int8_bytes);
+    // the reference CRDNN
+    if "crdnn".contains(only.as_str()) {
+        let model = Crdnn::new(CrdnnConfig::default())?;
+        model.eval();
+        let feats = Var::constant(Tensor::randn_with(&mut g, 0.0, 1.0, &[8, 401, 80][..], DType::F32, &Device::Cpu)?);
+        let f32_s = time(reps, || {
+            no_grad(|| model.forward(&feats, &lengths)).expect("forward");
+        });
+        let r = quantize_dynamic(&model, QScheme::PerTensor)?;
+        report("crdnn", "f32", f32_s, r.f32_bytes);
+        let q_s = time(reps, || {
+            no_grad(|| model.forward(&feats, &lengths)).expect("forward");
+        });
+        report("crdnn", "int8", q_s, r.int8_bytes);
+    }
 
     // its quantized layers alone
-    let rnn = Rnn {
-        lstm: Lstm::new(RnnConfig {
-            num_layers: 2,
-            bidirectional: true,
-            batch_first: true,
-            ..RnnConfig::new(2560, 512)
-        })?,
-        out: Linear::new(1024, 40, true)?,
-    };
-    let x = Var::constant(Tensor::randn_with(&mut g, 0.0, 1.0, &[8, 201, 2560][..], DType::F32, &Device::Cpu)?);
-    let half: Vec<usize> = lengths.iter().map(|n| n.div_ceil(2)).collect();
-    let run = |rnn: &Rnn| {
-        no_grad(|| -> stapes::tensor::Result<Var> {
-            let h = rnn.lstm.forward_with(&x, None, Some(&half))?.output;
-            rnn.out.forward(&h)
-        })
-        .expect("rnn forward");
-    };
-    let f32_s = time(reps, || run(&rnn));
-    let r = quantize_dynamic(&rnn, QScheme::PerTensor)?;
-    report("crdnn_rnn", "f32", f32_s, r.f32_bytes);
-    report("crdnn_rnn", "int8", time(reps, || run(&rnn)), r.int8_bytes);
+    if "crdnn_rnn".contains(only.as_str()) {
+        let rnn = Rnn {
+            lstm: Lstm::new(RnnConfig {
+                num_layers: 2,
+                bidirectional: true,
+                batch_first: true,
+                ..RnnConfig::new(2560, 512)
+            })?,
+            out: Linear::new(1024, 40, true)?,
+        };
+        let x = Var::constant(Tensor::randn_with(&mut g, 0.0, 1.0, &[8, 201, 2560][..], DType::F32, &Device::Cpu)?);
+        let half: Vec<usize> = lengths.iter().map(|n| n.div_ceil(2)).collect();
+        let run = |rnn: &Rnn| {
+            no_grad(|| -> stapes::tensor::Result<Var> {
+                let h = rnn.lstm.forward_with(&x, None, Some(&half))?.output;
+                rnn.out.forward(&h)
+            })
+            .expect("rnn forward");
+        };
+        let f32_s = time(reps, || run(&rnn));
+        let r = quantize_dynamic(&rnn, QScheme::PerTensor)?;
+        report("crdnn_rnn", "f32", f32_s, r.f32_bytes);
+        report("crdnn_rnn", "int8", time(reps, || run(&rnn)), r.int8_bytes);
+    }
 
     // a Transformer-sized Linear stack
+    if !"linear_stack".contains(only.as_str()) {
+        return Ok(());
+    }
     let mut stack = Sequential::new();
     for _ in 0..4 {
         stack.push(Linear::new(512, 2048, true)?);

@@ -442,11 +442,16 @@ impl QuantizedLstm {
         let (mut h_n, mut c_n) = (Vec::new(), Vec::new());
         for l in 0..self.cfg.num_layers {
             let (width, in_w) = (dirs * h, input.len() / (t * b).max(1));
-            let mut out = vec![0f32; t * b * width];
+            let mut out = stapes_tensor::alloc::zeros::<f32>(t * b * width);
             // the valid frames, quantized once for both directions
-            let packed: Vec<f32> =
-                valid.iter().flat_map(|&p| input[p * in_w..(p + 1) * in_w].iter().copied()).collect();
-            let xq = QuantizedInput::new(&packed)?;
+            // recycled buffers here and below: fresh megabytes per call cost page faults
+            let mut packed = stapes_tensor::alloc::take::<f32>(valid.len() * in_w);
+            for (dst, &p) in packed.chunks_exact_mut(in_w.max(1)).zip(&valid) {
+                dst.copy_from_slice(&input[p * in_w..(p + 1) * in_w]);
+            }
+            let xq = QuantizedInput::new(&packed);
+            stapes_tensor::alloc::give(packed);
+            let xq = xq?;
             for dir in 0..dirs {
                 let (ih, hh) = &self.cells[l * dirs + dir];
                 let gx_valid = ih.forward_quantized(&xq, valid.len())?;
@@ -513,8 +518,9 @@ impl QuantizedLstm {
                 }
                 h_n.extend_from_slice(&hs);
                 c_n.extend_from_slice(&cs);
+                stapes_tensor::alloc::give(gx_valid);
             }
-            input = out;
+            stapes_tensor::alloc::give(std::mem::replace(&mut input, out));
         }
         let ld = self.cfg.num_layers * dirs;
         let dev = x.device();
