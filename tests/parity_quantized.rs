@@ -223,3 +223,29 @@ fn quantize_dynamic_converts_a_gru() {
     load_quantized_state_dict(&fresh, &quantized_state_dict(&m).unwrap()).unwrap();
     assert_eq!(f32s(fresh.forward(&x).unwrap().tensor()), quant);
 }
+
+/// On a CUDA device (the emulator here, a GPU in the GPU suite) a quantized Linear runs the
+/// `__dp4a` kernel and gives the CPU path's outputs to the bit; a quantized model's Linear
+/// layers do so too; a NaN input is an error naming the op.
+#[test]
+fn quantized_linear_on_cuda_matches_the_cpu_bitwise() {
+    let Some(dev) = stapes::tensor::cuda::test_device() else { return };
+    let g = golden();
+    for case in ["lin_tensor", "lin_channel"] {
+        let at = |k: &str| &g[&format!("{case}.{k}")];
+        let (o, i) = (at("wq").dims()[0], at("wq").dims()[1]);
+        let lin = QuantizedLinear::from_parts(i8s(at("wq")), f32s(at("scales")), Some(f32s(at("bias"))), o, i).unwrap();
+        for x in [at("x").clone(), at("x").narrow(0usize, 0, 1).unwrap(), at("x").affine(40.0, -3.0).unwrap()] {
+            let want = lin.forward(&x).unwrap();
+            let got = lin.forward(&x.to_device(&dev).unwrap()).unwrap();
+            assert_eq!(got.device(), &dev);
+            assert_eq!(got.dims(), want.dims());
+            let (a, b) = (f32s(&got.to_device(&stapes::tensor::Device::Cpu).unwrap()), f32s(&want));
+            assert!(a.iter().zip(&b).all(|(u, v)| u.to_bits() == v.to_bits()), "{case}: {a:?} vs {b:?}");
+        }
+        let bad =
+            Tensor::from_vec(vec![f32::NAN; i], [1, i], &stapes::tensor::Device::Cpu).unwrap().to_device(&dev).unwrap();
+        let msg = lin.forward(&bad).unwrap_err().to_string();
+        assert!(msg.contains("QuantizedLinear::forward") && msg.contains("finite"), "{msg}");
+    }
+}

@@ -306,6 +306,14 @@ __forceinline__ float __fmul_rn(float a, float b) { return a * b; }
 __forceinline__ float __fadd_rn(float a, float b) { return a + b; }
 __forceinline__ double __dmul_rn(double a, double b) { return a * b; }
 __forceinline__ double __dadd_rn(double a, double b) { return a + b; }
+// Four signed 8-bit products of the bytes of a and b (lowest byte first) added to c, as the
+// `int` overload of CUDA's __dp4a (sm_61 and later).
+__forceinline__ int __dp4a(int a, int b, int c) {
+    for (int q = 0; q < 4; ++q) {
+        c += (int)(signed char)((unsigned)a >> (8 * q)) * (int)(signed char)((unsigned)b >> (8 * q));
+    }
+    return c;
+}
 __forceinline__ int __float_as_int(float f) { return ::stapes_emu::from_bits<int>(::stapes_emu::f32_bits(f)); }
 __forceinline__ unsigned __float_as_uint(float f) { return ::stapes_emu::f32_bits(f); }
 __forceinline__ float __int_as_float(int i) { return ::stapes_emu::f32_from_bits((std::uint32_t)i); }

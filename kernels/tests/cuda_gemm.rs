@@ -272,3 +272,66 @@ fn gemm_rejects_bad_configs() {
         gemm::gemm(&backend, &cfg, &a, &b, &mut c).unwrap();
     }
 }
+
+/// The int8 GEMM (`qgemm.cu`, `__dp4a`) equals the CPU kernel bit for bit, on ragged shapes
+/// around its 64 × 64 × 16 tile, with strides, activations across the whole uint8 range
+/// (above 127 too), several zero points, with and without bias; bad shapes are errors.
+#[test]
+fn int8_gemm_matches_the_cpu_kernel_bitwise() {
+    use stapes_kernels::cpu::qgemm::{qgemm_u8i8_dequant as cpu_qgemm, PackedI8};
+    use stapes_kernels::cuda::qgemm::{qgemm_u8i8_dequant, QGemmConfig};
+    for backend in backends() {
+        for &(m, n, k) in &[(1, 1, 1), (7, 33, 17), (65, 70, 130), (130, 65, 33), (3, 129, 512)] {
+            for (zp, bias_on, pad) in [(0, true, 0), (64, false, 3), (200, true, 5)] {
+                let cfg = QGemmConfig { m, n, k, lda: k + pad, ldb: k + 2 * pad, ldy: n + pad };
+                let a: Vec<u8> = values(m * cfg.lda, 5, 0.0, 256.0).into_iter().map(|v| v as u8).collect();
+                let b: Vec<i8> = values(n * cfg.ldb, 6, -128.0, 128.0).into_iter().map(|v| v.floor() as i8).collect();
+                let mult = values(n, 7, 1e-5, 1e-3);
+                let bias = values(n, 8, -1.0, 1.0);
+                // the CPU kernel on dense copies
+                let a_dense: Vec<u8> = (0..m).flat_map(|i| a[i * cfg.lda..i * cfg.lda + k].to_vec()).collect();
+                let b_dense: Vec<i8> = (0..n).flat_map(|j| b[j * cfg.ldb..j * cfg.ldb + k].to_vec()).collect();
+                let packed = PackedI8::pack(&b_dense, n, k);
+                let mut want = vec![0f32; m * n];
+                cpu_qgemm(m, &a_dense, k, &packed, zp, &mult, bias_on.then_some(&bias[..]), &mut want, n, 1);
+                let y0 = vec![f32::NAN; m * cfg.ldy];
+                let (ad, bd, md, bsd) = (
+                    backend.upload(&a).unwrap(),
+                    backend.upload(&b).unwrap(),
+                    backend.upload(&mult).unwrap(),
+                    backend.upload(&bias).unwrap(),
+                );
+                let mut yd = backend.upload(&y0).unwrap();
+                qgemm_u8i8_dequant(&backend, &cfg, &ad, &bd, zp, &md, bias_on.then_some(&bsd), &mut yd).unwrap();
+                let got = backend.download(&yd).unwrap();
+                for i in 0..m {
+                    for j in 0..n {
+                        assert_eq!(
+                            got[i * cfg.ldy + j].to_bits(),
+                            want[i * n + j].to_bits(),
+                            "y[{i}][{j}] {} vs {} on the {} ({cfg:?}, zero point {zp})",
+                            got[i * cfg.ldy + j],
+                            want[i * n + j],
+                            backend.describe()
+                        );
+                    }
+                    // the row padding is untouched
+                    assert!(got[i * cfg.ldy + n..(i + 1) * cfg.ldy].iter().all(|v| v.is_nan()));
+                }
+            }
+        }
+        // bad input
+        let a = backend.upload(&[0u8; 8]).unwrap();
+        let b = backend.upload(&[0i8; 8]).unwrap();
+        let mult = backend.upload(&[1f32; 2]).unwrap();
+        let mut y = backend.upload(&[0f32; 4]).unwrap();
+        let bad = |cfg: QGemmConfig, zp: i32, y: &mut stapes_kernels::cuda::DeviceBuffer<f32>| {
+            qgemm_u8i8_dequant(&backend, &cfg, &a, &b, zp, &mult, None, y).unwrap_err().to_string()
+        };
+        assert!(bad(QGemmConfig::dense(2, 2, 5), 0, &mut y).contains("a holds 8"));
+        assert!(bad(QGemmConfig::dense(2, 2, 4), 300, &mut y).contains("zero point 300"));
+        assert!(bad(QGemmConfig::dense(2, 3, 2), 0, &mut y).contains("y holds 4"));
+        assert!(bad(QGemmConfig::dense(2, 2, 70_000), 0, &mut y).contains("overflow"));
+        assert!(bad(QGemmConfig { lda: 2, ..QGemmConfig::dense(2, 2, 4) }, 0, &mut y).contains("strides"));
+    }
+}

@@ -147,6 +147,24 @@ pub struct QuantizedLinear {
     packed: PackedI8,
     in_features: usize,
     out_features: usize,
+    /// The int8 weight and the bias on the CUDA device last used (uploaded once).
+    on_device: DeviceCopy,
+}
+
+/// A layer's int8 weight `[out, in]` and `f32` bias on one CUDA device.
+#[derive(Default)]
+struct DeviceCopy(std::sync::Mutex<Option<(Device, Tensor, Option<Tensor>)>>);
+
+impl Clone for DeviceCopy {
+    fn clone(&self) -> Self {
+        DeviceCopy::default()
+    }
+}
+
+impl std::fmt::Debug for DeviceCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceCopy")
+    }
 }
 
 impl QuantizedLinear {
@@ -195,7 +213,15 @@ impl QuantizedLinear {
             }
         }
         let packed = PackedI8::pack(&weight, out_features, in_features);
-        Ok(QuantizedLinear { weight, scales, bias, packed, in_features, out_features })
+        Ok(QuantizedLinear {
+            weight,
+            scales,
+            bias,
+            packed,
+            in_features,
+            out_features,
+            on_device: DeviceCopy::default(),
+        })
     }
 
     /// `in_features`.
@@ -282,8 +308,9 @@ impl QuantizedLinear {
         Ok(y)
     }
 
-    /// `y = x Wᵀ + b` for an `f32` (or other float) tensor `[*, in_features]` on any device;
-    /// the product runs on the CPU and `y` (`f32`) comes back on `x`'s device.
+    /// `y = x Wᵀ + b` for an `f32` (or other float) tensor `[*, in_features]`; `y` is `f32` on
+    /// `x`'s device. On a CUDA device the product runs there (the `__dp4a` kernel), with the
+    /// CPU path's numbers.
     ///
     /// # Errors
     /// If the last dim of `x` is not `in_features`, `x` is not floating point, or it holds a NaN
@@ -296,10 +323,79 @@ impl QuantizedLinear {
             return Err(Error::UnsupportedDType { op: OP, dtype: x.dtype(), msg: "takes floating-point input" });
         }
         let rows: usize = xd[..xd.len() - 1].iter().product();
-        let y = x.to_dtype(DType::F32)?.with_slice(|s: &[f32]| self.forward_rows(s, rows))??;
         let mut out = xd;
         *out.last_mut().expect("checked non-empty") = self.out_features;
-        Tensor::from_vec(y, out, &Device::Cpu)?.to_device(x.device())
+        if x.device().is_cuda() {
+            return self.forward_cuda(&x.to_dtype(DType::F32)?, rows, out);
+        }
+        let y = x.to_dtype(DType::F32)?.with_slice(|s: &[f32]| self.forward_rows(s, rows))??;
+        Tensor::from_vec(y, out, &Device::Cpu)
+    }
+
+    /// The forward pass on a CUDA device: the activations quantized there (their range read
+    /// back, two scalars), the int8 product with fused dequantization by the `__dp4a` kernel
+    /// (`stapes_kernels::cuda::qgemm`); the same levels and sums as on the CPU, so the same
+    /// outputs to the bit.
+    fn forward_cuda(&self, x: &Tensor, rows: usize, out_dims: Vec<usize>) -> Result<Tensor> {
+        use stapes_kernels::cuda::qgemm::{qgemm_u8i8_dequant, quantize_u8_f32, QGemmConfig};
+        const OP: &str = "QuantizedLinear::forward";
+        let device = *x.device();
+        let cuda = |e: stapes_kernels::cuda::CudaError| Error::invalid(OP, e.to_string());
+        let (k, n) = (self.in_features, self.out_features);
+        let x = x.cuda_contiguous()?;
+        let flat = x.reshape([rows * k])?;
+        let (lo, hi) = if rows * k == 0 {
+            (0.0, 0.0)
+        } else {
+            (flat.min(0usize, false)?.to_scalar_f64()?, flat.max(0usize, false)?.to_scalar_f64()?)
+        };
+        if !(lo.is_finite() && hi.is_finite()) {
+            return Err(Error::invalid(
+                OP,
+                format!("input range [{lo}, {hi}] (dynamic quantization needs finite inputs)"),
+            ));
+        }
+        let (scale, zero_point) = activation_qparams(&[lo as f32, hi as f32]);
+        let backend = x.cuda_backend(OP)?;
+        let mut levels = backend.alloc::<u8>(rows * k).map_err(cuda)?;
+        quantize_u8_f32(&backend, x.cuda_buffer::<f32>(OP)?, 1.0 / scale, zero_point, 127, &mut levels)
+            .map_err(cuda)?;
+        let (w, bias) = self.device_copy(&device)?;
+        let mult: Vec<f32> = (0..n).map(|j| scale * self.scales[if self.scales.len() == 1 { 0 } else { j }]).collect();
+        let mult = backend.upload(&mult).map_err(cuda)?;
+        let mut y = backend.alloc::<f32>(rows * n).map_err(cuda)?;
+        let bias = bias.as_ref().map(|b| b.cuda_buffer::<f32>(OP)).transpose()?;
+        qgemm_u8i8_dequant(
+            &backend,
+            &QGemmConfig::dense(rows, n, k),
+            &levels,
+            w.cuda_buffer::<i8>(OP)?,
+            zero_point,
+            &mult,
+            bias,
+            &mut y,
+        )
+        .map_err(cuda)?;
+        Tensor::from_cuda_buffer(y, backend, out_dims, &device)
+    }
+
+    /// The int8 weight and the bias on `device`, uploaded at the first call there.
+    fn device_copy(&self, device: &Device) -> Result<(Tensor, Option<Tensor>)> {
+        let mut slot = self.on_device.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((d, w, b)) = slot.as_ref() {
+            if d == device {
+                return Ok((w.clone(), b.clone()));
+            }
+        }
+        let w = Tensor::from_vec(self.weight.clone(), [self.out_features, self.in_features], &Device::Cpu)?
+            .to_device(device)?;
+        let b = self
+            .bias
+            .as_ref()
+            .map(|b| Tensor::from_vec(b.clone(), [self.out_features], &Device::Cpu)?.to_device(device))
+            .transpose()?;
+        *slot = Some((*device, w.clone(), b.clone()));
+        Ok((w, b))
     }
 }
 

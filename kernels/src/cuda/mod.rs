@@ -53,6 +53,7 @@ pub mod nvrtc;
 pub mod optim;
 pub mod parity;
 pub mod pool;
+pub mod qgemm;
 pub mod random;
 pub mod reduce;
 pub mod reduce_nd;
