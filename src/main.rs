@@ -513,9 +513,14 @@ struct TrainArgs {
     /// Stop after the epoch in which this session has run this many seconds.
     #[arg(long)]
     max_seconds: Option<f64>,
-    /// Use the demo's small CRDNN on 40 mels instead of the configured model.
+    /// Use the demo's small CRDNN on 40 mels, with the `small` preset's schedule, instead of
+    /// the configured model and schedule.
     #[arg(long)]
     small: bool,
+    /// Start from a named recipe instead of the reference one: `small` (short commands, little
+    /// data), `crdnn`, `deepspeech2` (see `RunConfig::preset`).
+    #[arg(long, conflicts_with = "config")]
+    preset: Option<String>,
     /// Turn off speed perturbation and SpecAugment.
     #[arg(long)]
     no_augment: bool,
@@ -536,6 +541,11 @@ struct TrainArgs {
     /// A constant learning rate instead of the configured schedule (for fine-tuning).
     #[arg(long)]
     lr: Option<f64>,
+    /// Run the learning-rate range test instead of training (fastai's and Lightning's
+    /// `lr_find`): 100 steps with the rate growing from 1e-7 to 1, the smoothed loss of each,
+    /// and the rate where it falls fastest; draws `lr_find.png` in the run directory.
+    #[arg(long, conflicts_with = "resume")]
+    find_lr: bool,
 }
 
 #[derive(clap::Args)]
@@ -622,10 +632,17 @@ fn train_with(a: TrainArgs, distill: Option<stapes::speech::config::DistillConfi
     let run_json = a.run_dir.join("run.json");
     let mut dev_speakers = a.dev_speakers;
     let (mut cfg, data, dev) = if a.resume {
-        if a.config.is_some() || a.small || a.no_augment || a.init_from.is_some() || a.qat || a.lr.is_some() {
+        if a.config.is_some()
+            || a.small
+            || a.no_augment
+            || a.init_from.is_some()
+            || a.qat
+            || a.lr.is_some()
+            || a.preset.is_some()
+        {
             bail!(
-                "--resume continues with the run's own config.toml; leave out --config, --small, --no-augment, \
-                 --init-from, --qat and --lr"
+                "--resume continues with the run's own config.toml; leave out --config, --preset, --small, \
+                 --no-augment, --init-from, --qat and --lr"
             );
         }
         let cfg = RunConfig::from_toml_file(a.run_dir.join("config.toml"))
@@ -648,6 +665,7 @@ fn train_with(a: TrainArgs, distill: Option<stapes::speech::config::DistillConfi
         (cfg, data, dev)
     } else {
         let cfg = match (&a.config, &a.init_from) {
+            (None, _) if a.preset.is_some() => RunConfig::preset(a.preset.as_deref().unwrap_or_default())?,
             (Some(p), _) => RunConfig::from_toml_file(p)?,
             (None, Some(init)) => {
                 let mut c = RunConfig::from_toml_file(init.join("config.toml"))
@@ -662,8 +680,8 @@ fn train_with(a: TrainArgs, distill: Option<stapes::speech::config::DistillConfi
         (cfg, data, a.dev.clone())
     };
     if a.small {
-        cfg.model = small_crdnn();
-        cfg.features.n_mels = 40;
+        let small = RunConfig::preset("small")?;
+        (cfg.model, cfg.features.n_mels, cfg.schedule) = (small.model, small.features.n_mels, small.schedule);
     }
     if a.no_augment {
         cfg.augment = stapes::speech::config::AugmentConfig::none();
@@ -752,6 +770,9 @@ fn train_with(a: TrainArgs, distill: Option<stapes::speech::config::DistillConfi
         vocab
     };
     let train_set = filter_by_duration(train_set, cfg.training.max_duration_s);
+    if a.find_lr {
+        return find_lr_cmd(&cfg, train_set, &vocab, &a);
+    }
     std::fs::create_dir_all(&a.run_dir).with_context(|| format!("creating {}", a.run_dir.display()))?;
     let rd = serde_json::to_string_pretty(&RunData { data: abs(&data), dev: dev.as_deref().map(abs), dev_speakers })?;
     stapes::nn::checkpoint::write_atomic(&run_json, rd.as_bytes())?;
@@ -771,6 +792,42 @@ fn train_with(a: TrainArgs, distill: Option<stapes::speech::config::DistillConfi
     let report =
         train_ctc(&cfg, Arc::new(train_set), Arc::new(dev_set), &vocab, &a.run_dir, &opts, |e| progress.event(e))?;
     println!("best dev CER {:.2}%; outputs in {}", 100.0 * report.best_cer, report.run_dir.display());
+    Ok(())
+}
+
+/// `stapes train --find-lr`.
+fn find_lr_cmd(
+    cfg: &RunConfig,
+    train_set: stapes::speech::data::ManifestDataset,
+    vocab: &Vocab,
+    a: &TrainArgs,
+) -> anyhow::Result<()> {
+    use stapes::speech::plot::{plot_figure, Chart, Series};
+    println!("stapes train --find-lr: 100 steps, learning rate 1e-7 -> 1 ({} training utterances)", train_set.len());
+    let r = stapes::speech::train::find_lr(cfg, Arc::new(train_set), vocab, a.device, 1e-7, 1.0, 100)?;
+    for (i, (lr, loss)) in r.points.iter().enumerate() {
+        if i % 10 == 0 || i + 1 == r.points.len() {
+            println!("  step {i:3}  lr {lr:.2e}  smoothed loss {loss:.4}");
+        }
+    }
+    if r.points.len() < 100 {
+        println!("stopped after {} steps: the loss diverged", r.points.len());
+    }
+    std::fs::create_dir_all(&a.run_dir).with_context(|| format!("creating {}", a.run_dir.display()))?;
+    let pts: Vec<(f64, f64)> = r.points.iter().map(|&(lr, l)| (lr.log10(), l)).collect();
+    let chart = Chart::new("learning-rate range test")
+        .labels("log10 learning rate", "smoothed loss")
+        .with_series(Series::new("loss", pts));
+    let png = a.run_dir.join("lr_find.png");
+    plot_figure(&png, &[chart], 1)?;
+    match r.suggestion {
+        Some(lr) => println!(
+            "suggested learning rate {lr:.2e} (steepest descent of the loss; a cyclic schedule's max_lr is often \
+             about this, base_lr a tenth of it); plot in {}",
+            png.display()
+        ),
+        None => println!("no suggestion: the loss did not fall (plot in {})", png.display()),
+    }
     Ok(())
 }
 

@@ -99,12 +99,31 @@ fn a_band_limited_front_end_ignores_what_lies_above_f_max() {
     }
     // the front end: same frames, other features, with f_max and with pre-emphasis
     let x: Vec<f32> = (0..8000).map(|i| 0.3 * (i as f32 * 0.37).sin() + 0.2 * (i as f32 * 2.1).sin()).collect();
-    let full = Frontend::LogMel { n_mels: 40, f_max: None, preemphasis: 0.0 }.prepare(&x).unwrap();
-    let low = Frontend::LogMel { n_mels: 40, f_max: Some(4000.0), preemphasis: 0.0 }.prepare(&x).unwrap();
-    let pre = Frontend::LogMel { n_mels: 40, f_max: None, preemphasis: 0.97 }.prepare(&x).unwrap();
+    let full = Frontend::LogMel { n_mels: 40, f_max: None, preemphasis: 0.0, trim_silence: false }.prepare(&x).unwrap();
+    let low = Frontend::LogMel { n_mels: 40, f_max: Some(4000.0), preemphasis: 0.0, trim_silence: false }
+        .prepare(&x)
+        .unwrap();
+    let pre = Frontend::LogMel { n_mels: 40, f_max: None, preemphasis: 0.97, trim_silence: false }.prepare(&x).unwrap();
     assert_eq!((full.1, full.0.len()), (low.1, low.0.len()));
     assert_ne!(full.0, low.0);
     assert_ne!(full.0, pre.0);
+    // trimming: a burst in 1 s of quiet noise on each side gives the frames of the burst and
+    // 0.1 s of margin on each side; silence alone is kept whole
+    let mut g = stapes::tensor::Generator::new(3);
+    let burst: Vec<f32> = (0..8000).map(|i| 0.3 * (i as f32 * 0.2).sin() * (i as f32 * 0.01).sin().abs()).collect();
+    let quiet =
+        |g: &mut stapes::tensor::Generator| -> Vec<f32> { (0..16000).map(|_| 1e-4 * g.next_normal() as f32).collect() };
+    let padded: Vec<f32> = quiet(&mut g).into_iter().chain(burst.iter().copied()).chain(quiet(&mut g)).collect();
+    let trim = Frontend::LogMel { n_mels: 40, f_max: None, preemphasis: 0.0, trim_silence: true };
+    let untrimmed = Frontend::LogMel { n_mels: 40, f_max: None, preemphasis: 0.0, trim_silence: false };
+    let (_, frames) = trim.prepare(&padded).unwrap();
+    let (_, all) = untrimmed.prepare(&padded).unwrap();
+    assert_eq!(all, 1 + padded.len() / 160);
+    assert!((65..=75).contains(&frames), "{frames} frames after trimming (the burst is 50, margins 20)");
+    let silence = quiet(&mut g);
+    assert_eq!(trim.prepare(&silence).unwrap().1, untrimmed.prepare(&silence).unwrap().1);
+    let c = RunConfig::from_toml_str("[features]\ntrim_silence = true\n").unwrap();
+    assert!(matches!(c.frontend(), Frontend::LogMel { trim_silence: true, .. }));
     let e = RunConfig::from_toml_str("[features]\nf_max = 9000.0\n").unwrap().validate().unwrap_err().to_string();
     assert!(e.contains("f_max"), "{e}");
     let e = RunConfig::from_toml_str("[features]\npreemphasis = 1.2\n").unwrap().validate().unwrap_err().to_string();

@@ -39,6 +39,7 @@ pub mod config;
 pub mod data;
 pub mod decode;
 pub mod distill;
+pub mod espeak;
 pub mod features;
 pub mod infer;
 pub mod lm;

@@ -270,6 +270,8 @@ pub enum Frontend {
         f_max: Option<f64>,
         /// Pre-emphasis coefficient (0: none), applied to the waveform.
         preemphasis: f64,
+        /// Cut leading and trailing silence first (`[features] trim_silence`).
+        trim_silence: bool,
     },
     /// The waveform itself `[S]` (wav2vec2), normalised to zero mean and unit variance when
     /// `normalize` (the checkpoint's `do_normalize`).
@@ -283,12 +285,15 @@ impl Frontend {
     /// The front end with its STFT and mel filterbank built, for many utterances.
     pub(crate) fn build(&self) -> Result<BuiltFrontend> {
         Ok(match self {
-            Frontend::LogMel { n_mels, f_max, preemphasis } => BuiltFrontend {
+            Frontend::LogMel { n_mels, f_max, preemphasis, trim_silence } => BuiltFrontend {
                 mel: Some((Arc::new(mel_frontend_to(*n_mels, *f_max)?), *n_mels)),
                 preemphasis: *preemphasis,
                 normalize: false,
+                trim_silence: *trim_silence,
             },
-            Frontend::Waveform { normalize } => BuiltFrontend { mel: None, preemphasis: 0.0, normalize: *normalize },
+            Frontend::Waveform { normalize } => {
+                BuiltFrontend { mel: None, preemphasis: 0.0, normalize: *normalize, trim_silence: false }
+            }
         })
     }
 
@@ -305,6 +310,19 @@ pub(crate) struct BuiltFrontend {
     mel: Option<(Arc<MelSpectrogram>, usize)>,
     preemphasis: f64,
     normalize: bool,
+    trim_silence: bool,
+}
+
+/// `audio` from 0.1 s before the first speech the VAD finds to 0.1 s after the last (all of it
+/// when it finds none).
+fn trim_silence(audio: &[f32]) -> Result<std::borrow::Cow<'_, [f32]>> {
+    let segs = crate::vad::detect_speech(audio, 16_000, &crate::vad::VadConfig::default())?;
+    let (Some(first), Some(last)) = (segs.first(), segs.last()) else {
+        return Ok(std::borrow::Cow::Borrowed(audio));
+    };
+    let at = |t: f64| ((t.max(0.0) * 16_000.0).round() as usize).min(audio.len());
+    let (a, b) = (at(first.start - 0.1), at(last.end + 0.1));
+    Ok(if b > a { std::borrow::Cow::Owned(audio[a..b].to_vec()) } else { std::borrow::Cow::Borrowed(audio) })
 }
 
 impl BuiltFrontend {
@@ -331,8 +349,18 @@ impl BuiltFrontend {
         }
     }
 
+    /// The audio the features are made from: trimmed when the front end says so.
+    fn trimmed<'a>(&self, audio: &'a [f32]) -> Result<std::borrow::Cow<'a, [f32]>> {
+        if self.trim_silence {
+            trim_silence(audio)
+        } else {
+            Ok(std::borrow::Cow::Borrowed(audio))
+        }
+    }
+
     /// The model input of one utterance (see [`Frontend::prepare`]).
     fn prepare(&self, audio: &[f32]) -> Result<(Vec<f32>, usize)> {
+        let audio = &*self.trimmed(audio)?;
         if self.mel.is_none() {
             let x = if self.normalize { normalize_audio(audio) } else { audio.to_vec() };
             return Ok((x, audio.len()));
@@ -364,6 +392,7 @@ impl RunConfig {
                 n_mels: self.features.n_mels,
                 f_max: self.features.f_max,
                 preemphasis: self.features.preemphasis,
+                trim_silence: self.features.trim_silence,
             },
         }
     }
@@ -378,11 +407,12 @@ pub(crate) fn input_transform(vocab: Vocab, frontend: &Frontend, aug: Augment) -
                 format!("{}: sample rate {} (expected 16000; resample first)", u.id, u.sample_rate),
             ));
         }
+        let clean = if front.trim_silence { front.trimmed(&u.audio)?.into_owned() } else { u.audio };
         let mut audio = if aug.speeds.is_empty() {
-            u.audio
+            clean
         } else {
             let f = aug.speeds[(g.next_u64() % aug.speeds.len() as u64) as usize];
-            speed(&u.audio, f)?
+            speed(&clean, f)?
         };
         if let Some((lo, hi, prob)) = aug.noise {
             if g.next_f64() < prob {
@@ -1077,6 +1107,127 @@ pub fn train_ctc(
         model,
         config: cfg,
     })
+}
+
+/// The result of [`find_lr`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct LrFinder {
+    /// `(learning rate, smoothed loss)` per step, in order (the search stops early when the
+    /// loss diverges).
+    pub points: Vec<(f64, f64)>,
+    /// The rate where the smoothed loss falls fastest (Lightning's and fastai's suggestion);
+    /// `None` when the search was too short to tell.
+    pub suggestion: Option<f64>,
+}
+
+/// The learning-rate range test of fastai and Lightning (`trainer.tuner.lr_find`): trains a fresh
+/// model of `cfg` for up to `steps` batches of `train` with the rate growing exponentially from
+/// `min_lr` to `max_lr` (the schedule is ignored), records the loss smoothed with an exponential
+/// average (β 0.98, bias-corrected), and stops once it exceeds four times its best or is not
+/// finite. Nothing is written; the model is dropped.
+///
+/// # Errors
+/// For an empty data set, a bad range (`0 < min_lr < max_lr`) or fewer than 2 steps, or what
+/// training itself can raise.
+pub fn find_lr(
+    cfg: &RunConfig,
+    train: Arc<dyn Dataset>,
+    vocab: &Vocab,
+    device: Device,
+    min_lr: f64,
+    max_lr: f64,
+    steps: usize,
+) -> Result<LrFinder> {
+    const OP: &str = "find_lr";
+    if !(min_lr > 0.0 && min_lr < max_lr && max_lr.is_finite()) || steps < 2 {
+        return Err(Error::invalid(
+            OP,
+            format!("needs 0 < min_lr < max_lr and steps >= 2, got {min_lr}, {max_lr}, {steps}"),
+        ));
+    }
+    if train.is_empty() {
+        return Err(Error::invalid(OP, "no training utterances"));
+    }
+    let mut cfg = cfg.clone();
+    cfg.model.set_io(cfg.features.n_mels, vocab.len())?;
+    cfg.validate()?;
+    stapes_tensor::manual_seed(cfg.training.seed);
+    let model = AcousticModel::for_training(&cfg.model)?;
+    model.to_device(&device)?;
+    let mut opt = cfg.optimizer.build(model.trainable_parameters(), min_lr)?;
+    let frontend = cfg.frontend();
+    let loader = DataLoader::new(
+        train,
+        input_transform(vocab.clone(), &frontend, Augment::default())?,
+        LoaderConfig {
+            batch_size: cfg.training.batch_size,
+            order: Order::Bucketed { window_batches: 8 },
+            seed: cfg.training.seed,
+            num_workers: cfg.training.workers,
+            prefetch: 4,
+            drop_last: false,
+        },
+    )?;
+    let ctc_opts = CtcLossOptions {
+        blank: vocab.blank() as usize,
+        reduction: Reduction::Mean,
+        zero_infinity: true,
+        batch_first: true,
+    };
+    let (mut points, mut avg, mut best) = (Vec::new(), 0.0f64, f64::INFINITY);
+    let mut epoch = 0u64;
+    'outer: loop {
+        for batch in loader.epoch(epoch)? {
+            let i = points.len();
+            if i >= steps {
+                break 'outer;
+            }
+            let batch = batch?;
+            let lr = min_lr * (max_lr / min_lr).powf(i as f64 / (steps - 1) as f64);
+            opt.set_lr(lr);
+            opt.zero_grad();
+            let in_lens = lengths(&batch.input_lengths)?;
+            let tgt_lens = lengths(&batch.target_lengths)?;
+            let logits = model.forward(&Var::constant(batch.inputs.to_device(&device)?), &in_lens)?;
+            let out_lens = model.output_lengths(&in_lens);
+            let loss = ctc_loss_from_logits(&logits, &batch.targets, &out_lens, &tgt_lens, &ctc_opts)?;
+            let l = loss.tensor().to_scalar_f64()?;
+            if !l.is_finite() {
+                break 'outer;
+            }
+            loss.backward()?;
+            if cfg.training.clip_norm > 0.0 {
+                clip_grad_norm(opt.params(), cfg.training.clip_norm, 2.0, false)?;
+            }
+            opt.step()?;
+            avg = 0.98 * avg + 0.02 * l;
+            let smoothed = avg / (1.0 - 0.98f64.powi(i as i32 + 1));
+            points.push((lr, smoothed));
+            best = best.min(smoothed);
+            if smoothed > 4.0 * best {
+                break 'outer;
+            }
+        }
+        epoch += 1;
+    }
+    Ok(LrFinder { suggestion: steepest_descent(&points), points })
+}
+
+/// The rate at the most negative slope of the smoothed loss against log rate (central
+/// differences), skipping the first tenth of the points, where the average has not settled.
+fn steepest_descent(points: &[(f64, f64)]) -> Option<f64> {
+    if points.len() < 5 {
+        return None;
+    }
+    let skip = (points.len() / 10).max(1);
+    (skip..points.len() - 1)
+        .map(|i| {
+            let (l0, l1) = (points[i - 1], points[i + 1]);
+            ((l1.1 - l0.1) / (l1.0.ln() - l0.0.ln()), points[i].0)
+        })
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .filter(|(slope, _)| *slope < 0.0)
+        .map(|(_, lr)| lr)
 }
 
 /// A training corpus on disk: a JSONL/CSV manifest file or a LibriSpeech-layout folder,
