@@ -770,6 +770,20 @@ fn train_with(a: TrainArgs, distill: Option<stapes::speech::config::DistillConfi
         vocab
     };
     let train_set = filter_by_duration(train_set, cfg.training.max_duration_s);
+    if !a.resume
+        && cfg.features.f_max.is_none()
+        && matches!(cfg.frontend(), stapes::speech::train::Frontend::LogMel { .. })
+    {
+        // band-limited features for narrowband recordings: above their Nyquist frequency the
+        // resampled audio holds only resampler noise, which per-band normalisation amplifies
+        if let Some(sr) = stapes::speech::train::max_source_rate(train_set.entries())?.filter(|&r| r < 16_000) {
+            cfg.features.f_max = Some(f64::from(sr) / 2.0);
+            println!(
+                "the training audio is at most {sr} Hz: mel bands up to {} Hz ([features] f_max; set it to override)",
+                sr / 2
+            );
+        }
+    }
     if a.find_lr {
         return find_lr_cmd(&cfg, train_set, &vocab, &a);
     }

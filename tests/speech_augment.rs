@@ -99,11 +99,16 @@ fn a_band_limited_front_end_ignores_what_lies_above_f_max() {
     }
     // the front end: same frames, other features, with f_max and with pre-emphasis
     let x: Vec<f32> = (0..8000).map(|i| 0.3 * (i as f32 * 0.37).sin() + 0.2 * (i as f32 * 2.1).sin()).collect();
-    let full = Frontend::LogMel { n_mels: 40, f_max: None, preemphasis: 0.0, trim_silence: false }.prepare(&x).unwrap();
-    let low = Frontend::LogMel { n_mels: 40, f_max: Some(4000.0), preemphasis: 0.0, trim_silence: false }
+    let full = Frontend::LogMel { n_mels: 40, f_max: None, preemphasis: 0.0, trim_silence: false, global_cmvn: None }
         .prepare(&x)
         .unwrap();
-    let pre = Frontend::LogMel { n_mels: 40, f_max: None, preemphasis: 0.97, trim_silence: false }.prepare(&x).unwrap();
+    let low =
+        Frontend::LogMel { n_mels: 40, f_max: Some(4000.0), preemphasis: 0.0, trim_silence: false, global_cmvn: None }
+            .prepare(&x)
+            .unwrap();
+    let pre = Frontend::LogMel { n_mels: 40, f_max: None, preemphasis: 0.97, trim_silence: false, global_cmvn: None }
+        .prepare(&x)
+        .unwrap();
     assert_eq!((full.1, full.0.len()), (low.1, low.0.len()));
     assert_ne!(full.0, low.0);
     assert_ne!(full.0, pre.0);
@@ -114,8 +119,9 @@ fn a_band_limited_front_end_ignores_what_lies_above_f_max() {
     let quiet =
         |g: &mut stapes::tensor::Generator| -> Vec<f32> { (0..16000).map(|_| 1e-4 * g.next_normal() as f32).collect() };
     let padded: Vec<f32> = quiet(&mut g).into_iter().chain(burst.iter().copied()).chain(quiet(&mut g)).collect();
-    let trim = Frontend::LogMel { n_mels: 40, f_max: None, preemphasis: 0.0, trim_silence: true };
-    let untrimmed = Frontend::LogMel { n_mels: 40, f_max: None, preemphasis: 0.0, trim_silence: false };
+    let trim = Frontend::LogMel { n_mels: 40, f_max: None, preemphasis: 0.0, trim_silence: true, global_cmvn: None };
+    let untrimmed =
+        Frontend::LogMel { n_mels: 40, f_max: None, preemphasis: 0.0, trim_silence: false, global_cmvn: None };
     let (_, frames) = trim.prepare(&padded).unwrap();
     let (_, all) = untrimmed.prepare(&padded).unwrap();
     assert_eq!(all, 1 + padded.len() / 160);
@@ -128,4 +134,53 @@ fn a_band_limited_front_end_ignores_what_lies_above_f_max() {
     assert!(e.contains("f_max"), "{e}");
     let e = RunConfig::from_toml_str("[features]\npreemphasis = 1.2\n").unwrap().validate().unwrap_err().to_string();
     assert!(e.contains("preemphasis"), "{e}");
+}
+
+/// Global CMVN: the statistics of a data set make its features zero-mean and unit-variance per
+/// band over the whole set (not per utterance: one utterance's own mean stays where it is);
+/// `cmvn = "global"` without statistics is per-utterance until the trainer fills them; bad
+/// statistics are a clear error.
+#[test]
+fn global_cmvn_normalises_over_the_training_set() {
+    use stapes::speech::config::{CmvnKind, GlobalCmvn};
+    use stapes::speech::synth::{SynthConfig, SyntheticDigits};
+    use stapes::speech::train::global_cmvn_stats;
+    let data = SyntheticDigits::new(SynthConfig { seed: 5, num_utterances: 12, ..SynthConfig::default() }).unwrap();
+    let mut cfg = RunConfig::default();
+    cfg.features.n_mels = 20;
+    let stats = global_cmvn_stats(&cfg.frontend(), &data).unwrap();
+    assert_eq!((stats.mean.len(), stats.std.len()), (20, 20));
+    cfg.features.cmvn = CmvnKind::Global;
+    assert!(matches!(cfg.frontend(), stapes::speech::train::Frontend::LogMel { global_cmvn: None, .. }));
+    cfg.features.global_cmvn = Some(stats.clone());
+    cfg.validate().unwrap();
+    let front = cfg.frontend();
+    let (mut sum, mut sq, mut n) = (vec![0f64; 20], vec![0f64; 20], 0usize);
+    let mut first_mean = 0f64;
+    for i in 0..12 {
+        let u = stapes::speech::data::Dataset::get(&data, i).unwrap();
+        let (x, frames) = front.prepare(&u.audio).unwrap();
+        for t in 0..frames {
+            for b in 0..20 {
+                let v = f64::from(x[t * 20 + b]);
+                sum[b] += v;
+                sq[b] += v * v;
+            }
+        }
+        if i == 0 {
+            first_mean = (0..frames).map(|t| f64::from(x[t * 20 + 3])).sum::<f64>() / frames as f64;
+        }
+        n += frames;
+    }
+    for b in 0..20 {
+        let m = sum[b] / n as f64;
+        let sd = (sq[b] / n as f64 - m * m).sqrt();
+        assert!(m.abs() < 1e-3 && (sd - 1.0).abs() < 1e-3, "band {b}: mean {m}, std {sd}");
+    }
+    assert!(first_mean.abs() > 1e-3, "one utterance is not normalised on its own");
+    cfg.features.global_cmvn = Some(GlobalCmvn { mean: vec![0.0; 19], std: vec![1.0; 19] });
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("global_cmvn has 19 means"), "{e}");
+    cfg.features.global_cmvn = Some(GlobalCmvn { mean: vec![0.0; 20], std: vec![0.0; 20] });
+    assert!(cfg.validate().unwrap_err().to_string().contains("deviation"));
 }

@@ -170,11 +170,48 @@ pub struct FeatureConfig {
     /// each side) before the features, in training, evaluation and transcription alike; audio
     /// in which the VAD finds no speech is kept whole.
     pub trim_silence: bool,
+    /// How each log-mel band is normalised: `"utterance"` (zero mean and unit variance over the
+    /// utterance, the default) or `"global"` (SpeechBrain's `InputNormalization` with
+    /// `norm_type = "global"`: the mean and deviation of every band over the training set,
+    /// measured once when training starts and kept in `global_cmvn`).
+    pub cmvn: CmvnKind,
+    /// The training set's statistics for `cmvn = "global"` (filled by the trainer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global_cmvn: Option<GlobalCmvn>,
+}
+
+/// See [`FeatureConfig::cmvn`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CmvnKind {
+    /// Per utterance.
+    #[default]
+    Utterance,
+    /// The training set's statistics.
+    Global,
+}
+
+/// Per-band mean and standard deviation of the log-mel features over a training set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalCmvn {
+    /// Means, one per band.
+    pub mean: Vec<f64>,
+    /// Standard deviations, one per band.
+    pub std: Vec<f64>,
 }
 
 impl Default for FeatureConfig {
     fn default() -> Self {
-        FeatureConfig { n_mels: 80, f_max: None, preemphasis: 0.0, dither: 0.0, trim_silence: false }
+        FeatureConfig {
+            n_mels: 80,
+            f_max: None,
+            preemphasis: 0.0,
+            dither: 0.0,
+            trim_silence: false,
+            cmvn: CmvnKind::Utterance,
+            global_cmvn: None,
+        }
     }
 }
 
@@ -671,6 +708,22 @@ impl RunConfig {
                 OP,
                 format!("features.preemphasis ({}) must be in [0, 1) and dither ({}) >= 0", f.preemphasis, f.dither),
             ));
+        }
+        if let Some(g) = &f.global_cmvn {
+            if g.mean.len() != f.n_mels || g.std.len() != f.n_mels {
+                return Err(Error::invalid(
+                    OP,
+                    format!(
+                        "features.global_cmvn has {} means and {} deviations for {} mel bands",
+                        g.mean.len(),
+                        g.std.len(),
+                        f.n_mels
+                    ),
+                ));
+            }
+            if g.mean.iter().chain(&g.std).any(|v| !v.is_finite()) || g.std.iter().any(|s| *s <= 0.0) {
+                return Err(Error::invalid(OP, "features.global_cmvn holds a non-finite value or a deviation <= 0"));
+            }
         }
         let a = &self.augment;
         if let Some(f) = a.speed_factors.iter().find(|f| !(**f >= 0.5 && **f <= 2.0)) {

@@ -176,6 +176,17 @@ pub struct TrainReport {
 
 /// Per-band normalised log-mel features in `[rows, frames]` layout.
 fn normalised_log_mel(mel: &MelSpectrogram, audio: &[f32]) -> Result<(Vec<f32>, usize, usize)> {
+    log_mel_normalised_by(mel, audio, None)
+}
+
+/// Log-mel `[rows, frames]`, each band normalised per utterance or, with `global`
+/// (`(mean, 1 / std)` per band), by the training set's statistics; with `raw`-like statistics
+/// (zero mean, unit scale) it gives the plain log-mel.
+fn log_mel_normalised_by(
+    mel: &MelSpectrogram,
+    audio: &[f32],
+    global: Option<&(Vec<f32>, Vec<f32>)>,
+) -> Result<(Vec<f32>, usize, usize)> {
     let m = mel.forward_slice(audio)?;
     let (rows, frames) = (m.rows, m.frames);
     let mut out = vec![0f32; rows * frames];
@@ -185,9 +196,14 @@ fn normalised_log_mel(mel: &MelSpectrogram, audio: &[f32]) -> Result<(Vec<f32>, 
         for (d, &v) in dst.iter_mut().zip(row) {
             *d = (v + 1e-6).ln();
         }
-        let mean = dst.iter().sum::<f32>() / frames.max(1) as f32;
-        let var = dst.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / frames.max(1) as f32;
-        let inv = 1.0 / (var + 1e-5).sqrt();
+        let (mean, inv) = match global {
+            Some((m, i)) => (m[r], i[r]),
+            None => {
+                let mean = dst.iter().sum::<f32>() / frames.max(1) as f32;
+                let var = dst.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / frames.max(1) as f32;
+                (mean, 1.0 / (var + 1e-5).sqrt())
+            }
+        };
         for d in dst.iter_mut() {
             *d = (*d - mean) * inv;
         }
@@ -272,6 +288,9 @@ pub enum Frontend {
         preemphasis: f64,
         /// Cut leading and trailing silence first (`[features] trim_silence`).
         trim_silence: bool,
+        /// Normalise each band by the training set's statistics instead of per utterance
+        /// (`[features] cmvn = "global"`).
+        global_cmvn: Option<crate::config::GlobalCmvn>,
     },
     /// The waveform itself `[S]` (wav2vec2), normalised to zero mean and unit variance when
     /// `normalize` (the checkpoint's `do_normalize`).
@@ -285,14 +304,17 @@ impl Frontend {
     /// The front end with its STFT and mel filterbank built, for many utterances.
     pub(crate) fn build(&self) -> Result<BuiltFrontend> {
         Ok(match self {
-            Frontend::LogMel { n_mels, f_max, preemphasis, trim_silence } => BuiltFrontend {
+            Frontend::LogMel { n_mels, f_max, preemphasis, trim_silence, global_cmvn } => BuiltFrontend {
                 mel: Some((Arc::new(mel_frontend_to(*n_mels, *f_max)?), *n_mels)),
                 preemphasis: *preemphasis,
                 normalize: false,
                 trim_silence: *trim_silence,
+                global: global_cmvn.as_ref().map(|g| {
+                    (g.mean.iter().map(|&m| m as f32).collect(), g.std.iter().map(|&s| 1.0 / s as f32).collect())
+                }),
             },
             Frontend::Waveform { normalize } => {
-                BuiltFrontend { mel: None, preemphasis: 0.0, normalize: *normalize, trim_silence: false }
+                BuiltFrontend { mel: None, preemphasis: 0.0, normalize: *normalize, trim_silence: false, global: None }
             }
         })
     }
@@ -311,6 +333,8 @@ pub(crate) struct BuiltFrontend {
     preemphasis: f64,
     normalize: bool,
     trim_silence: bool,
+    /// `(mean, 1 / std)` per band for global normalisation.
+    global: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 /// `audio` from 0.1 s before the first speech the VAD finds to 0.1 s after the last (all of it
@@ -344,8 +368,8 @@ impl BuiltFrontend {
             audio
         };
         match vtlp {
-            Some(alpha) => normalised_log_mel(&mel.vtlp(alpha)?, audio),
-            None => normalised_log_mel(mel, audio),
+            Some(alpha) => log_mel_normalised_by(&mel.vtlp(alpha)?, audio, self.global.as_ref()),
+            None => log_mel_normalised_by(mel, audio, self.global.as_ref()),
         }
     }
 
@@ -393,6 +417,10 @@ impl RunConfig {
                 f_max: self.features.f_max,
                 preemphasis: self.features.preemphasis,
                 trim_silence: self.features.trim_silence,
+                global_cmvn: match self.features.cmvn {
+                    crate::config::CmvnKind::Global => self.features.global_cmvn.clone(),
+                    crate::config::CmvnKind::Utterance => None,
+                },
             },
         }
     }
@@ -816,6 +844,19 @@ pub fn train_ctc(
     } else {
         None
     };
+    if cfg.features.cmvn == crate::config::CmvnKind::Global && cfg.features.global_cmvn.is_none() {
+        let t0 = Instant::now();
+        let probe = RunConfig {
+            features: crate::config::FeatureConfig { cmvn: crate::config::CmvnKind::Utterance, ..cfg.features.clone() },
+            ..cfg.clone()
+        };
+        cfg.features.global_cmvn = Some(global_cmvn_stats(&probe.frontend(), train.as_ref())?);
+        observer(&TrainEvent::Message(format!(
+            "global CMVN: statistics of {} training utterances in {:.1}s",
+            train.len(),
+            t0.elapsed().as_secs_f64()
+        )));
+    }
     std::fs::create_dir_all(run_dir).map_err(|e| Error::io(OP, run_dir, e))?;
     write_atomic(run_dir.join("config.toml"), cfg.to_toml_string()?.as_bytes())?;
     save_vocab(run_dir, vocab)?;
@@ -1107,6 +1148,76 @@ pub fn train_ctc(
         model,
         config: cfg,
     })
+}
+
+/// Per-band mean and standard deviation of the log-mel features of `data` (clean audio, the
+/// front end's pre-emphasis and trimming applied), for `[features] cmvn = "global"`.
+///
+/// # Errors
+/// For a waveform front end, an empty data set, or an utterance that cannot be read.
+pub fn global_cmvn_stats(frontend: &Frontend, data: &dyn Dataset) -> Result<crate::config::GlobalCmvn> {
+    use rayon::prelude::*;
+    const OP: &str = "global_cmvn_stats";
+    let Frontend::LogMel { n_mels, f_max, preemphasis, trim_silence, .. } = frontend else {
+        return Err(Error::invalid(OP, "global CMVN applies to log-mel features"));
+    };
+    if data.is_empty() {
+        return Err(Error::invalid(OP, "no utterances to measure"));
+    }
+    let n = *n_mels;
+    // the plain log-mel: "global" statistics of zero mean and unit scale
+    let raw = Frontend::LogMel {
+        n_mels: n,
+        f_max: *f_max,
+        preemphasis: *preemphasis,
+        trim_silence: *trim_silence,
+        global_cmvn: Some(crate::config::GlobalCmvn { mean: vec![0.0; n], std: vec![1.0; n] }),
+    }
+    .build()?;
+    let (sum, sq, frames) = (0..data.len())
+        .into_par_iter()
+        .map(|i| -> Result<(Vec<f64>, Vec<f64>, usize)> {
+            let u = data.get(i)?;
+            let audio = raw.trimmed(&u.audio)?;
+            let (x, rows, t) = raw.log_mel_rows(&audio, None)?;
+            let mut s = vec![0f64; rows];
+            let mut q = vec![0f64; rows];
+            for r in 0..rows {
+                for &v in &x[r * t..(r + 1) * t] {
+                    s[r] += f64::from(v);
+                    q[r] += f64::from(v) * f64::from(v);
+                }
+            }
+            Ok((s, q, t))
+        })
+        .try_reduce(
+            || (vec![0f64; n], vec![0f64; n], 0usize),
+            |a, b| {
+                Ok((
+                    a.0.iter().zip(&b.0).map(|(x, y)| x + y).collect(),
+                    a.1.iter().zip(&b.1).map(|(x, y)| x + y).collect(),
+                    a.2 + b.2,
+                ))
+            },
+        )?;
+    let t = frames.max(1) as f64;
+    let mean: Vec<f64> = sum.iter().map(|s| s / t).collect();
+    let std = sq.iter().zip(&mean).map(|(q, m)| (q / t - m * m).max(0.0).sqrt().max(1e-3)).collect();
+    Ok(crate::config::GlobalCmvn { mean, std })
+}
+
+/// The highest sample rate among the audio files of `entries`, read from their headers (the
+/// band a front end can use: [`crate::config::FeatureConfig::f_max`] for recordings below
+/// 16 kHz). `None` for no entries.
+///
+/// # Errors
+/// If a file is missing or not audio.
+pub fn max_source_rate(entries: &[crate::data::ManifestEntry]) -> Result<Option<u32>> {
+    use rayon::prelude::*;
+    entries
+        .par_iter()
+        .map(|e| crate::audio::audio_info(&e.audio).map(|i| Some(i.sample_rate)))
+        .try_reduce(|| None, |a, b| Ok(a.max(b)))
 }
 
 /// The result of [`find_lr`].
