@@ -48,7 +48,7 @@ fn the_small_preset_transcribes_held_out_espeak_voices() {
     assert_eq!(train.dataset.len(), 480);
     let (tr, dev) = split_corpus(&train.dataset, 0.1).unwrap();
     let mut cfg = RunConfig::preset("small").unwrap();
-    cfg.training.epochs = 12;
+    cfg.training.epochs = 20;
     cfg.training.workers = 1;
     cfg.logging.plots = false;
     let run = dir.join("run");
@@ -77,5 +77,28 @@ fn the_small_preset_transcribes_held_out_espeak_voices() {
     for v in TEST_VOICES {
         assert!(log.contains(v), "no line for {v} in:\n{log}");
     }
+
+    // 8 kHz recordings: `stapes train` limits the mel bands to 4 kHz by itself; `--find-lr`
+    // runs the range test and draws it
+    let narrow = EspeakConfig {
+        voices: TRAIN_VOICES[..2].iter().map(|v| v.to_string()).collect(),
+        per_voice: 10,
+        narrowband_fraction: 1.0,
+        ..EspeakConfig::default()
+    };
+    let narrow_m = write_espeak_corpus(&narrow, dir.join("narrow")).unwrap();
+    let lr_dir = dir.join("lr");
+    let out = Command::new(env!("CARGO_BIN_EXE_stapes"))
+        .args(["train", "--preset", "small", "--find-lr", "--data", narrow_m.to_str().unwrap()])
+        .args(["--run-dir", lr_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("mel bands up to 4000 Hz"), "{log}");
+    assert!(log.contains("suggested learning rate") || log.contains("no suggestion"), "{log}");
+    assert!(log.contains("step   0") && log.contains("lr 1.00e-7"), "{log}");
+    assert!(lr_dir.join("lr_find.png").is_file());
+    assert!(!lr_dir.join("checkpoint.safetensors").exists(), "the range test trains nothing to keep");
     let _ = std::fs::remove_dir_all(&dir);
 }
