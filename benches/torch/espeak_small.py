@@ -9,20 +9,25 @@ The corpus is the synthetic eSpeak one written by
 PCM mono WAVs at 16 or 8 kHz, all resampled to 16 kHz on load).
 
 Recipe, as stapes' `small` preset:
-  * split: utterance i of the training manifest goes to dev when i % 10 == 9, else to train;
+  * split: utterance i of the training manifest goes to dev when i % k == k - 1 (k = 20, the
+    CLI's default dev_fraction 0.05; --dev-every), else to train;
     vocabulary: blank 0, then the sorted characters of all training-manifest transcripts;
   * features: 40 log-mels (25 ms Hann windows, 10 ms hop, HTK mel, 0-8 kHz), ln(x + 1e-6),
     each band normalised per utterance to zero mean, unit (population) variance;
   * model: the small CRDNN, Conv(16)-BN-ReLU-Pool(2,2), Conv(32)-BN-ReLU-Pool(1,2),
     a 2-layer BiLSTM of 128 per direction (dropout 0.1) over packed sequences, Linear;
   * training augmentation, redrawn every epoch: speed perturbation {0.9, 1.0, 1.1}, white
-    noise at 10-30 dB SNR with probability 0.5, VTLP alpha in [0.9, 1.1], SpecAugment
-    (2 time masks of at most min(40, 10 % of T) frames, 2 frequency masks of at most 5 bands);
+    noise at 10-30 dB SNR with probability 0.5, VTLP alpha in [0.9, 1.1]; no SpecAugment
+    masks (--masks 2: two time masks of at most min(40, 10 % of T) frames and two frequency
+    masks of at most 5 bands, the preset as first written);
   * optimisation: batches of 16 from length-sorted buckets of 8 batches, CTC (mean), Adam,
     gradient clipping at 5, triangular2 cyclic LR 3e-4..3e-3 (300 steps up), 19 epochs,
     the model with the best dev CER (greedy decoding) kept and evaluated on the test set.
 
 Run: OMP_NUM_THREADS=2 python3 benches/torch/espeak_small.py [--data /tmp/esp] [--epochs 19]
+     [--masks 0] [--dev-every 20]
+(on a machine whose cores are all busy with other jobs use OMP_NUM_THREADS=1: libgomp's
+barriers then made two threads 10 to 50 times slower than one here; only float rounding differs).
 Prints one line per epoch (epoch, mean train loss, dev CER, dev WER, seconds), then one JSON
 line {"side": "pytorch", "test_wer", "test_cer", "best_dev_cer", "epochs", "seconds",
 "per_speaker": {speaker: {"wer", "cer", "utterances"}}}.
@@ -154,11 +159,11 @@ def augment(x):
         x = x + torch.randn_like(x) * torch.sqrt(power / 10 ** (snr_db / 10))
     feats = log_mel(x, random.uniform(0.9, 1.1))
     n_bands, t = feats.shape
-    for _ in range(2):  # time masks
+    for _ in range(MASKS):  # time masks
         width = random.randint(0, min(40, int(0.1 * t)))
         start = random.randint(0, t - width)
         feats[:, start:start + width] = 0.0
-    for _ in range(2):  # frequency masks
+    for _ in range(MASKS):  # frequency masks
         width = random.randint(0, 5)
         start = random.randint(0, n_bands - width)
         feats[start:start + width, :] = 0.0
@@ -251,21 +256,30 @@ def transcribe(model, feats, chars, batch_size=32):
     return hyps
 
 
+MASKS = 0  # SpecAugment masks of each kind (set from --masks)
+
 # ---------------------------------------------------------------- main
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="/tmp/esp")
     ap.add_argument("--epochs", type=int, default=19)
+    ap.add_argument("--masks", type=int, default=0,
+                    help="SpecAugment masks of each kind (0, as the preset now; 2 as first written)")
+    ap.add_argument("--dev-every", type=int, default=20,
+                    help="every k-th training utterance goes to dev (20: stapes' dev_fraction 0.05)")
     args = ap.parse_args()
+    global MASKS
+    MASKS = args.masks
     torch.manual_seed(0)
     random.seed(0)
     t_start = time.time()
 
     items = read_manifest(os.path.join(args.data, "train", "manifest.jsonl"))
     test = read_manifest(os.path.join(args.data, "test", "manifest.jsonl"))
-    train = [it for i, it in enumerate(items) if i % 10 != 9]
-    dev = [it for i, it in enumerate(items) if i % 10 == 9]
+    k = args.dev_every
+    train = [it for i, it in enumerate(items) if i % k != k - 1]
+    dev = [it for i, it in enumerate(items) if i % k == k - 1]
     chars = ["<blank>"] + sorted({c for it in items for c in it["text"]})
     vocab = {c: i for i, c in enumerate(chars)}
     print(f"train {len(train)}, dev {len(dev)}, test {len(test)}, vocab {len(chars)}: "
@@ -301,7 +315,8 @@ def main():
             sched.step()
             losses.append(loss.item())
 
-        ce, nc, we, nw = error_counts([it["text"] for it in dev], transcribe(model, dev_feats, chars))
+        dev_hyps = transcribe(model, dev_feats, chars)
+        ce, nc, we, nw = error_counts([it["text"] for it in dev], dev_hyps)
         dev_cer, dev_wer = ce / nc, we / nw
         if dev_cer < best_cer:
             best_cer, best_state = dev_cer, copy.deepcopy(model.state_dict())

@@ -156,22 +156,10 @@ pub fn fake_quantize_weight(w: &Var, scheme: QScheme) -> Result<Var> {
     }
     let (rows, cols) = (dims[0], dims[1]);
     let v = w.tensor().to_device(&Device::Cpu)?.to_dtype(DType::F32)?.contiguous()?.to_vec::<f32>()?;
-    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-        return Err(Error::invalid(
-            OP,
-            format!("weight {} at row {}, column {}", v[i], i / cols.max(1), i % cols.max(1)),
-        ));
-    }
-    let scale_of = |vals: &[f32]| {
-        let (lo, hi) = vals.iter().fold((0f32, 0f32), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-        ((-lo).max(hi) / 127.5).max(f32::EPSILON)
-    };
+    let scales = crate::quantized::weight_scales(OP, &v, rows, cols, scheme)?;
     match scheme {
-        QScheme::PerTensor => fake_quantize_per_tensor_affine(w, scale_of(&v), 0, -128, 127),
-        QScheme::PerChannel => {
-            let scales: Vec<f32> = v.chunks(cols.max(1)).take(rows).map(scale_of).collect();
-            fake_quantize_per_channel_affine(w, &scales, &vec![0; rows], 0, -128, 127)
-        }
+        QScheme::PerTensor => fake_quantize_per_tensor_affine(w, scales[0], 0, -128, 127),
+        QScheme::PerChannel => fake_quantize_per_channel_affine(w, &scales, &vec![0; rows], 0, -128, 127),
     }
 }
 

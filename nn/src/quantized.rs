@@ -43,24 +43,7 @@ pub enum QScheme {
 /// # Errors
 /// If `w` is not `rows × cols` values or holds a NaN or an infinity.
 pub fn quantize_weight(w: &[f32], rows: usize, cols: usize, scheme: QScheme) -> Result<(Vec<i8>, Vec<f32>)> {
-    const OP: &str = "quantize_weight";
-    if w.len() != rows * cols {
-        return Err(Error::shape(OP, format!("{} values are not [{rows}, {cols}]", w.len())));
-    }
-    if let Some(i) = w.iter().position(|v| !v.is_finite()) {
-        return Err(Error::invalid(
-            OP,
-            format!("weight {} at row {}, column {}", w[i], i / cols.max(1), i % cols.max(1)),
-        ));
-    }
-    let scale_of = |vals: &[f32]| {
-        let (lo, hi) = vals.iter().fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        ((-lo).max(hi) / 127.5).max(f32::EPSILON)
-    };
-    let scales: Vec<f32> = match scheme {
-        QScheme::PerTensor => vec![scale_of(w)],
-        QScheme::PerChannel => w.chunks(cols.max(1)).take(rows).map(scale_of).collect(),
-    };
+    let scales = weight_scales("quantize_weight", w, rows, cols, scheme)?;
     let q = w
         .iter()
         .enumerate()
@@ -70,6 +53,37 @@ pub fn quantize_weight(w: &[f32], rows: usize, cols: usize, scheme: QScheme) -> 
         })
         .collect();
     Ok((q, scales))
+}
+
+/// The symmetric int8 scales of a `[rows, cols]` weight ([`quantize_weight`]'s choice): one,
+/// or one per row. `op` names the caller in errors.
+///
+/// # Errors
+/// If `w` is not `rows × cols` values or holds a NaN or an infinity.
+pub(crate) fn weight_scales(
+    op: &'static str,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    scheme: QScheme,
+) -> Result<Vec<f32>> {
+    if w.len() != rows * cols {
+        return Err(Error::shape(op, format!("{} values are not [{rows}, {cols}]", w.len())));
+    }
+    if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+        return Err(Error::invalid(
+            op,
+            format!("weight {} at row {}, column {}", w[i], i / cols.max(1), i % cols.max(1)),
+        ));
+    }
+    let scale_of = |vals: &[f32]| {
+        let (lo, hi) = vals.iter().fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        ((-lo).max(hi) / 127.5).max(f32::EPSILON)
+    };
+    Ok(match scheme {
+        QScheme::PerTensor => vec![scale_of(w)],
+        QScheme::PerChannel => w.chunks(cols.max(1)).take(rows).map(scale_of).collect(),
+    })
 }
 
 /// The `uint8` quantization parameters of an activation tensor, as fbgemm's

@@ -219,11 +219,7 @@ pub fn write_espeak_corpus(cfg: &EspeakConfig, dir: impl AsRef<Path>) -> Result<
             .to_string())
         })
         .collect::<Result<_>>()?;
-    let manifest = dir.join("manifest.jsonl");
-    let mut text = lines.join("\n");
-    text.push('\n');
-    stapes_nn::checkpoint::write_atomic(&manifest, text.as_bytes())?;
-    Ok(manifest)
+    crate::synth::write_manifest(dir, &lines)
 }
 
 #[cfg(test)]

@@ -393,12 +393,17 @@ impl SyntheticDigits {
                 Ok(obj.to_string())
             })
             .collect::<Result<_>>()?;
-        let manifest = dir.join("manifest.jsonl");
-        let mut text = lines.join("\n");
-        text.push('\n');
-        stapes_nn::checkpoint::write_atomic(&manifest, text.as_bytes())?;
-        Ok(manifest)
+        write_manifest(dir, &lines)
     }
+}
+
+/// Writes `dir/manifest.jsonl` (one JSON object per line) atomically and returns its path.
+pub(crate) fn write_manifest(dir: &Path, lines: &[String]) -> Result<PathBuf> {
+    let manifest = dir.join("manifest.jsonl");
+    let mut text = lines.join("\n");
+    text.push('\n');
+    stapes_nn::checkpoint::write_atomic(&manifest, text.as_bytes())?;
+    Ok(manifest)
 }
 
 impl Dataset for SyntheticDigits {
