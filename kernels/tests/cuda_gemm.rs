@@ -335,3 +335,33 @@ fn int8_gemm_matches_the_cpu_kernel_bitwise() {
         assert!(bad(QGemmConfig { lda: 2, ..QGemmConfig::dense(2, 2, 4) }, 0, &mut y).contains("strides"));
     }
 }
+
+/// The activation quantizer (`qgemm.cu`) gives the CPU kernel's levels, ties and clamping
+/// included, at several scales, zero points and level ranges; a short output is an error.
+#[test]
+fn int8_activation_levels_match_the_cpu_kernel() {
+    use stapes_kernels::cpu::qgemm::quantize_u8_f32 as cpu_quantize;
+    use stapes_kernels::cuda::qgemm::quantize_u8_f32;
+    for backend in backends() {
+        let mut x = values(3000, 9, -3.0, 3.0);
+        // exact ties at scale 0.5: k + 0.5 levels round to even
+        x.extend((0..40).map(|k| (k as f32 - 20.0 + 0.5) * 0.5));
+        for (scale, zp, qmax) in [(0.05f32, 60, 127u8), (0.5, 20, 127), (0.01, 0, 255), (0.02, 128, 255)] {
+            let mut want = vec![0u8; x.len()];
+            cpu_quantize(&x, 1.0 / scale, zp as f32, f32::from(qmax), &mut want);
+            let xd = backend.upload(&x).unwrap();
+            let mut qd = backend.upload(&vec![0u8; x.len()]).unwrap();
+            quantize_u8_f32(&backend, &xd, 1.0 / scale, zp, qmax, &mut qd).unwrap();
+            assert_eq!(
+                backend.download(&qd).unwrap(),
+                want,
+                "scale {scale}, zero point {zp} on the {}",
+                backend.describe()
+            );
+        }
+        let xd = backend.upload(&x).unwrap();
+        let mut short = backend.upload(&[0u8; 4]).unwrap();
+        let msg = quantize_u8_f32(&backend, &xd, 1.0, 0, 127, &mut short).unwrap_err().to_string();
+        assert!(msg.contains("4 levels"), "{msg}");
+    }
+}

@@ -133,6 +133,8 @@ const TESTED: &[(&str, &str)] = &[
         "rand_bernoulli_f64",
         "tensor/tests/cuda_random.rs: bernoulli_matches_the_reference_and_rejects_bad_probabilities",
     ),
+    ("qgemm_u8i8_dequant", "cuda_gemm.rs: int8_gemm_matches_the_cpu_kernel_bitwise"),
+    ("quantize_u8_f32", "cuda_gemm.rs: int8_activation_levels_match_the_cpu_kernel"),
     (
         "gemm_f32",
         "cuda_gemm.rs: gemm_transposes_batches_and_strides, gemm_alpha_beta_and_empty; tensor/tests/cuda_matmul.rs",
