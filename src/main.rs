@@ -748,7 +748,7 @@ fn train_with(a: TrainArgs, distill: Option<stapes::speech::config::DistillConfi
     } else if let Some(init) = a.init_from.as_ref().filter(|_| a.config.is_none()) {
         // the source run's characters, so that its output layer keeps its meaning
         let iv = stapes::speech::train::load_vocab(init)?;
-        let missing: String = vocab.chars().iter().filter(|c| !iv.chars().contains(c)).collect();
+        let missing = missing_chars(&vocab, &iv);
         if !missing.is_empty() {
             bail!("the transcripts use {missing:?}, which the run {} cannot emit", init.display());
         }
@@ -757,7 +757,7 @@ fn train_with(a: TrainArgs, distill: Option<stapes::speech::config::DistillConfi
         // the student emits the teacher's characters
         let tv = stapes::speech::distill::teacher_vocab(&d.teacher)
             .with_context(|| format!("reading the teacher's vocabulary in {}", d.teacher.display()))?;
-        let missing: String = vocab.chars().iter().filter(|c| !tv.chars().contains(c)).collect();
+        let missing = missing_chars(&vocab, &tv);
         if !missing.is_empty() {
             bail!(
                 "the transcripts use {missing:?}, which the teacher {} cannot emit (its characters: {:?})",
@@ -845,6 +845,11 @@ fn find_lr_cmd(
     Ok(())
 }
 
+/// The characters of `data` that `model` cannot emit, in `data`'s order.
+fn missing_chars(data: &Vocab, model: &Vocab) -> String {
+    data.chars().iter().filter(|c| !model.chars().contains(c)).collect()
+}
+
 fn abs(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
@@ -857,7 +862,7 @@ fn eval(run: &Path, data: &Path, batch_size: usize, verbose: bool, decode: &Deco
     let loaded = load_run(run).with_context(|| format!("loading the run {}", run.display()))?;
     loaded.model.to_device(&decode.device).context("--device")?;
     let corpus = open_corpus(data).with_context(|| format!("opening {}", data.display()))?;
-    let missing: String = corpus.vocab.chars().iter().filter(|c| !loaded.vocab.chars().contains(c)).collect();
+    let missing = missing_chars(&corpus.vocab, &loaded.vocab);
     if !missing.is_empty() {
         bail!("the data's transcripts use characters the model cannot emit: {missing:?}");
     }

@@ -381,7 +381,7 @@ fn cached_logits(
     let mut out = BTreeMap::new();
     for batch in loader.epoch(0)? {
         let batch = batch?;
-        let in_lens: Vec<usize> = batch.input_lengths.to_vec::<i64>()?.into_iter().map(|v| v.max(0) as usize).collect();
+        let in_lens = crate::train::lengths(&batch.input_lengths)?;
         let x = Var::constant(batch.inputs.to_device(&device)?);
         let y =
             no_grad(|| teacher.model.forward(&x, &in_lens))?.tensor().to_dtype(DType::F32)?.to_device(&Device::Cpu)?;

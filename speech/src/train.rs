@@ -467,7 +467,7 @@ pub(crate) fn input_transform(vocab: Vocab, frontend: &Frontend, aug: Augment) -
     }))
 }
 
-fn lengths(t: &Tensor) -> Result<Vec<usize>> {
+pub(crate) fn lengths(t: &Tensor) -> Result<Vec<usize>> {
     Ok(t.to_vec::<i64>()?.into_iter().map(|v| v.max(0) as usize).collect())
 }
 
